@@ -1,0 +1,26 @@
+"""The contract between the recorder, materialize, the notebooks and the tests.
+
+One definition of each thing: the session-log Arrow schema (``schemas.log``), the exact fixed-point
+units for prices and sizes (``schemas.units``) and the SQL tables (``schemas.tables``).
+"""
+
+from schemas.log import (
+    LOG_SCHEMA,
+    SCHEMA_VERSION,
+    SCHEMA_VERSION_KEY,
+    Decision,
+    Kind,
+)
+from schemas.units import PRICE_SCALE, SIZE_SCALE, parse_price, parse_size
+
+__all__ = [
+    "LOG_SCHEMA",
+    "PRICE_SCALE",
+    "SCHEMA_VERSION",
+    "SCHEMA_VERSION_KEY",
+    "SIZE_SCALE",
+    "Decision",
+    "Kind",
+    "parse_price",
+    "parse_size",
+]
