@@ -8,11 +8,18 @@ below are exact and checked against ``schemas.units`` by property tests.
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any, TypeGuard, overload
 
 import orjson
 
-from schemas.units import parse_price, parse_size
+from schemas.units import PRICE_SCALE, SIZE_SCALE, parse_price, parse_size
+
+_loads = orjson.loads
 
 _INT64_MAX = 2**63 - 1
 _INT64_MIN = -(2**63)
@@ -57,7 +64,7 @@ def price_micros(text: str) -> int:
         value = _fixed(text, 6)
         if value is None:
             value = parse_price(text)
-        if len(_price_memo) < _MEMO_MAX:
+        if len(_price_memo) < _MEMO_MAX and _INT64_MIN <= value <= _INT64_MAX:
             _price_memo[text] = value
     return value
 
@@ -69,7 +76,7 @@ def size_centi(text: str) -> int:
         value = _fixed(text, 2)
         if value is None:
             value = parse_size(text)
-        if len(_size_memo) < _MEMO_MAX:
+        if len(_size_memo) < _MEMO_MAX and _INT64_MIN <= value <= _INT64_MAX:
             _size_memo[text] = value
     return value
 
@@ -159,3 +166,509 @@ def snapshot_levels(
                     raise
                 raise ValueError(f"snapshot {yes_key}/{no_key}: {exc}") from exc
     return {}, {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Frames
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Frame:
+    """One inbound frame: envelope, typed ``schemas.log`` columns and why it is malformed, if so.
+
+    ``malformed`` means the frame is not the shape the notes describe (not JSON, not an object,
+    a field of the wrong JSON type, a required field missing, a number or timestamp string that is
+    not one). A value of the right type that cannot be represented exactly in its column (more
+    decimals than the unit, outside int64) only nulls that column and is named in ``problem``;
+    it does not make the frame malformed. ``problem`` lists every issue, ``"; "``-separated.
+    """
+
+    msg_type: str | None = None
+    sid: int | None = None
+    seq: int | None = None
+    cmd_id: int | None = None
+    market_ticker: str | None = None
+    malformed: bool = False
+    problem: str | None = None
+    body: Any = None
+    side: str | None = None
+    price: int | None = None
+    delta: int | None = None
+    ts_ms: int | None = None
+    event_type: str | None = None
+    open_ts: int | None = None
+    close_ts: int | None = None
+    determination_ts: int | None = None
+    settled_ts: int | None = None
+    result: str | None = None
+    settlement_value: int | None = None
+
+
+LIFECYCLE_TYPES = frozenset({"market_lifecycle_v2", "multivariate_market_lifecycle"})
+"""Message types whose ``msg`` is a market lifecycle payload (typed lifecycle columns)."""
+
+_DELTA = "orderbook_delta"
+
+
+class _Issues:
+    """Problems found while parsing one frame (slow path only)."""
+
+    __slots__ = ("malformed", "notes")
+
+    def __init__(self) -> None:
+        self.malformed = False
+        self.notes: list[str] = []
+
+    def bad(self, note: str) -> None:
+        self.malformed = True
+        self.notes.append(note)
+
+    def inexact(self, note: str) -> None:
+        self.notes.append(note)
+
+    def text(self) -> str | None:
+        return "; ".join(self.notes) if self.notes else None
+
+
+def _tname(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _is_number_text(text: str) -> bool:
+    """Whether ``text`` is a finite decimal number at all (vs. merely too precise)."""
+    try:
+        return Decimal(text).is_finite()
+    except (InvalidOperation, ValueError):
+        return False
+
+
+def _int_in(obj: dict[str, Any], key: str, where: str, issues: _Issues) -> int | None:
+    """Optional int64 field; null counts as absent."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if type(value) is not int:
+        issues.bad(f"{where}{key} is {_tname(value)}, expected int")
+        return None
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        issues.inexact(f"{where}{key} {value} is outside int64")
+        return None
+    return value
+
+
+def _str_in(
+    obj: dict[str, Any], key: str, where: str, issues: _Issues, required: bool = False
+) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            issues.bad(f"{where}{key} missing")
+        return None
+    if type(value) is not str:
+        issues.bad(f"{where}{key} is {_tname(value)}, expected string")
+        return None
+    return value
+
+
+def _checked(value: int, what: str, issues: _Issues) -> int | None:
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        issues.inexact(f"{what} is outside int64")
+        return None
+    return value
+
+
+def _fixed_field(
+    msg: dict[str, Any],
+    exact_key: str,
+    legacy_key: str,
+    convert: Callable[[str], int],
+    legacy_convert: Callable[[int], int],
+    issues: _Issues,
+    required: bool,
+) -> int | None:
+    """A fixed-point field: the exact string form, else the legacy integer form."""
+    text = msg.get(exact_key)
+    if text is not None:
+        if type(text) is not str:
+            issues.bad(f"msg.{exact_key} is {_tname(text)}, expected string")
+            return None
+        try:
+            return _checked(convert(text), f"msg.{exact_key} {text!r}", issues)
+        except ValueError as exc:
+            if _is_number_text(text):
+                issues.inexact(f"msg.{exact_key}: {exc}")
+            else:
+                issues.bad(f"msg.{exact_key} {text!r} is not a decimal number")
+            return None
+    legacy = msg.get(legacy_key)
+    if legacy is not None:
+        if type(legacy) is not int:
+            issues.bad(f"msg.{legacy_key} is {_tname(legacy)}, expected int")
+            return None
+        return _checked(legacy_convert(legacy), f"msg.{legacy_key} {legacy}", issues)
+    if required:
+        issues.bad(f"msg.{exact_key} missing")
+    return None
+
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?([Zz]|[+-]\d\d:?\d\d)?",
+    re.ASCII,
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def rfc3339_ms(text: str) -> int:
+    """RFC3339 timestamp -> Unix ms, floored (legacy delta ``ts``); no offset means UTC."""
+    m = _RFC3339.fullmatch(text)
+    if m is None:
+        raise ValueError(f"{text!r} is not an RFC3339 timestamp")
+    year, month, day, hour, minute, second, frac, zone = m.groups()
+    tz = UTC
+    if zone and zone not in "Zz":
+        sign = -1 if zone[0] == "-" else 1
+        digits = zone[1:].replace(":", "")
+        tz = timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
+    micros = int((frac or "0")[:6].ljust(6, "0"))
+    dt = datetime(
+        int(year), int(month), int(day), int(hour), int(minute), int(second), micros, tzinfo=tz
+    )
+    span = dt - _EPOCH
+    return (span.days * 86_400 + span.seconds) * 1000 + span.microseconds // 1000
+
+
+_TS_SECONDS_MAX = 10**11
+"""An int legacy ``ts`` this large is not plausible Unix seconds (year 5138): it is taken as ms."""
+
+
+def _delta_ts(msg: dict[str, Any], issues: _Issues) -> int | None:
+    ts_ms = msg.get("ts_ms")
+    if ts_ms is not None:
+        return _int_in(msg, "ts_ms", "msg.", issues)
+    ts = msg.get("ts")
+    if ts is None:
+        return None
+    if type(ts) is int:
+        return _checked(ts * 1000 if abs(ts) < _TS_SECONDS_MAX else ts, f"msg.ts {ts}", issues)
+    if type(ts) is str:
+        try:
+            return _checked(rfc3339_ms(ts), f"msg.ts {ts!r}", issues)
+        except (ValueError, OverflowError) as exc:
+            issues.bad(f"msg.ts: {exc}")
+            return None
+    issues.bad(f"msg.ts is {_tname(ts)}, expected int or RFC3339 string")
+    return None
+
+
+def _cents(value: int) -> int:
+    return value * (PRICE_SCALE // 100)
+
+
+def _contracts(value: int) -> int:
+    return value * SIZE_SCALE
+
+
+def parse_frame(raw: bytes) -> Frame:
+    """Parse one inbound frame. Never raises; see ``Frame`` for what ``malformed`` means.
+
+    The common current-format ``orderbook_delta`` takes a fast path (one ``orjson.loads``, direct
+    gets, memoised exact conversion, positional construction); everything else, and any delta that
+    is not exactly the usual shape, goes through the careful path.
+    """
+    try:
+        body = _loads(raw)
+    except Exception as exc:  # orjson.JSONDecodeError, or TypeError for a non-bytes argument
+        return Frame(malformed=True, problem=f"not JSON: {exc}")
+    if type(body) is dict and body.get("type") == _DELTA:
+        msg = body.get("msg")
+        sid = body.get("sid")
+        seq = body.get("seq")
+        if type(msg) is dict and type(sid) is int and type(seq) is int and "id" not in body:
+            get = msg.get
+            text_price = get("price_dollars")
+            text_delta = get("delta_fp")
+            side = get("side")
+            ticker = get("market_ticker")
+            ts_ms = get("ts_ms")
+            # orjson yields ints in [-2**63, 2**64): only the upper int64 bound needs a check.
+            if (
+                type(text_price) is str
+                and type(text_delta) is str
+                and type(side) is str
+                and type(ticker) is str
+                and type(ts_ms) is int
+                and sid <= _INT64_MAX
+                and seq <= _INT64_MAX
+                and ts_ms <= _INT64_MAX
+                and (price := _price_memo.get(text_price)) is not None
+                and (delta := _size_memo.get(text_delta)) is not None
+            ):
+                return Frame(
+                    _DELTA, sid, seq, None, ticker, False, None, body, side, price, delta, ts_ms
+                )
+    return _parse_slow(body)
+
+
+def _parse_slow(body: Any) -> Frame:
+    """The careful path: every field checked, every issue noted."""
+    if type(body) is not dict:
+        return Frame(body=body, malformed=True, problem=f"top level is {_tname(body)}, not object")
+    issues = _Issues()
+    frame = Frame(body=body)
+    msg_type = _str_in(body, "type", "", issues, required=True)
+    frame.msg_type = msg_type
+    frame.sid = _int_in(body, "sid", "", issues)
+    frame.seq = _int_in(body, "seq", "", issues)
+    frame.cmd_id = _int_in(body, "id", "", issues)
+    msg = body.get("msg")
+    if msg_type == _DELTA:
+        if type(msg) is dict:
+            _parse_delta(frame, msg, issues)
+        else:
+            issues.bad(f"msg is {_tname(msg)}, expected object")
+    elif msg_type in LIFECYCLE_TYPES:
+        if type(msg) is dict:
+            _parse_lifecycle(frame, msg, issues)
+        else:
+            issues.bad(f"msg is {_tname(msg)}, expected object")
+    elif msg_type == "orderbook_snapshot":
+        if type(msg) is dict:
+            frame.market_ticker = _str_in(msg, "market_ticker", "msg.", issues, required=True)
+        else:
+            issues.bad(f"msg is {_tname(msg)}, expected object")
+    elif msg_type in ("event_lifecycle", "event_fee_update"):
+        if type(msg) is not dict:
+            issues.bad(f"msg is {_tname(msg)}, expected object")
+    elif msg_type == "error":
+        if type(msg) is dict:
+            frame.market_ticker = _str_in(msg, "market_ticker", "msg.", issues)
+            _int_in(msg, "code", "msg.", issues)
+            _str_in(msg, "msg", "msg.", issues)
+        else:
+            issues.bad(f"msg is {_tname(msg)}, expected object")
+    elif msg_type == "subscribed":
+        if msg is not None and type(msg) is not dict:
+            issues.bad(f"msg is {_tname(msg)}, expected object")
+        elif msg is not None:
+            _str_in(msg, "channel", "msg.", issues)
+            _int_in(msg, "sid", "msg.", issues)
+    elif msg_type == "ok":
+        if msg is not None and type(msg) not in (dict, list):
+            issues.bad(f"msg is {_tname(msg)}, expected object or list")
+    elif type(msg) is dict:
+        # Unknown or untyped message types (ticker, trade, new ones): not malformed, but the
+        # market they concern is still worth a column.
+        ticker = msg.get("market_ticker")
+        if type(ticker) is str:
+            frame.market_ticker = ticker
+    frame.malformed = issues.malformed
+    frame.problem = issues.text()
+    return frame
+
+
+def _parse_delta(frame: Frame, msg: dict[str, Any], issues: _Issues) -> None:
+    frame.market_ticker = _str_in(msg, "market_ticker", "msg.", issues, required=True)
+    frame.side = _str_in(msg, "side", "msg.", issues, required=True)
+    frame.price = _fixed_field(
+        msg, "price_dollars", "price", price_micros, _cents, issues, required=True
+    )
+    frame.delta = _fixed_field(msg, "delta_fp", "delta", size_centi, _contracts, issues, True)
+    frame.ts_ms = _delta_ts(msg, issues)
+
+
+def _parse_lifecycle(frame: Frame, msg: dict[str, Any], issues: _Issues) -> None:
+    frame.market_ticker = _str_in(msg, "market_ticker", "msg.", issues, required=True)
+    frame.event_type = _str_in(msg, "event_type", "msg.", issues, required=True)
+    frame.open_ts = _int_in(msg, "open_ts", "msg.", issues)
+    frame.close_ts = _int_in(msg, "close_ts", "msg.", issues)
+    frame.determination_ts = _int_in(msg, "determination_ts", "msg.", issues)
+    frame.settled_ts = _int_in(msg, "settled_ts", "msg.", issues)
+    frame.result = _str_in(msg, "result", "msg.", issues)
+    value = msg.get("settlement_value")
+    if value is None:
+        return
+    if type(value) is str:
+        try:
+            frame.settlement_value = _checked(
+                price_micros(value), f"msg.settlement_value {value!r}", issues
+            )
+        except ValueError as exc:
+            if _is_number_text(value):
+                issues.inexact(f"msg.settlement_value: {exc}")
+            else:
+                issues.bad(f"msg.settlement_value {value!r} is not a decimal number")
+    elif type(value) is int:
+        frame.settlement_value = _checked(_cents(value), f"msg.settlement_value {value}", issues)
+    else:
+        issues.bad(f"msg.settlement_value is {_tname(value)}, expected dollar string or int")
+
+
+# ---------------------------------------------------------------------------------------------
+# Replies to commands
+# ---------------------------------------------------------------------------------------------
+
+
+def _body_msg(frame: Frame) -> tuple[dict[str, Any], Any]:
+    body = frame.body
+    if type(body) is not dict:
+        return {}, None
+    return body, body.get("msg")
+
+
+def _int64(value: Any) -> TypeGuard[int]:
+    return type(value) is int and _INT64_MIN <= value <= _INT64_MAX
+
+
+def subscribed_sid(frame: Frame) -> tuple[str | None, int] | None:
+    """``(channel, sid)`` of a ``subscribed`` reply, or None if it names no usable sid.
+
+    Very old servers sent no ``msg``: then the top-level ``sid`` is used and the channel is None
+    (the caller knows it from the command ``id``).
+    """
+    if frame.msg_type != "subscribed":
+        return None
+    body, msg = _body_msg(frame)
+    if type(msg) is dict:
+        sid = msg.get("sid")
+        channel = msg.get("channel")
+        if _int64(sid):
+            return (channel if type(channel) is str else None), sid
+    sid = body.get("sid")
+    if _int64(sid):
+        return None, sid
+    return None
+
+
+def _str_list(value: Any) -> list[str] | None:
+    if type(value) is list and all(type(item) is str for item in value):
+        return value
+    return None
+
+
+def ok_market_tickers(frame: Frame) -> list[str] | None:
+    """Full market list of an ``ok`` (update_subscription ack): ``msg.market_tickers`` or the
+    top-level ``market_tickers`` (older shape). None when absent (``skip_ticker_ack``), not a
+    list of strings, or when this is the list_subscriptions reply (see ``list_subscriptions``)."""
+    if frame.msg_type != "ok":
+        return None
+    body, msg = _body_msg(frame)
+    if type(msg) is dict and "market_tickers" in msg:
+        return _str_list(msg["market_tickers"])
+    return _str_list(body.get("market_tickers"))
+
+
+def list_subscriptions_reply(frame: Frame) -> list[tuple[str, int]] | None:
+    """``[(channel, sid), ...]`` of a list_subscriptions ``ok`` (``msg`` is an array); entries
+    without a string channel and int sid are skipped. None if this is not such a reply."""
+    if frame.msg_type != "ok":
+        return None
+    _, msg = _body_msg(frame)
+    if type(msg) is not list:
+        return None
+    out: list[tuple[str, int]] = []
+    for item in msg:
+        if type(item) is dict:
+            channel = item.get("channel")
+            sid = item.get("sid")
+            if type(channel) is str and _int64(sid):
+                out.append((channel, sid))
+    return out
+
+
+def unsubscribed_sids(frame: Frame) -> list[int]:
+    """Sids an ``unsubscribed`` reply ends: top-level ``sid`` and/or ``msg.sids`` (both shapes
+    are reported in the notes), deduplicated, in order."""
+    if frame.msg_type != "unsubscribed":
+        return []
+    body, msg = _body_msg(frame)
+    out: list[int] = []
+    sid = body.get("sid")
+    if _int64(sid):
+        out.append(sid)
+    if type(msg) is dict:
+        sids = msg.get("sids")
+        if type(sids) is list:
+            out.extend(s for s in sids if _int64(s) and s not in out)
+    return out
+
+
+def error_info(frame: Frame) -> tuple[int | None, str | None, str | None]:
+    """``(code, message, market_ticker)`` of an ``error`` frame; each None if absent or odd."""
+    _, msg = _body_msg(frame)
+    if frame.msg_type != "error" or type(msg) is not dict:
+        return None, None, None
+    code = msg.get("code")
+    text = msg.get("msg")
+    ticker = msg.get("market_ticker")
+    return (
+        code if _int64(code) else None,
+        text if type(text) is str else None,
+        ticker if type(ticker) is str else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands (client -> server)
+# ---------------------------------------------------------------------------------------------
+
+UPDATE_ACTIONS = frozenset({"add_markets", "delete_markets", "get_snapshot"})
+
+
+def _command(cmd_id: int, cmd: str, params: dict[str, Any] | None) -> bytes:
+    if type(cmd_id) is not int or cmd_id < 1:
+        raise ValueError(f"command id must be a positive int, got {cmd_id!r}")
+    obj: dict[str, Any] = {"id": cmd_id, "cmd": cmd}
+    if params is not None:
+        obj["params"] = params
+    return orjson.dumps(obj)
+
+
+def subscribe(
+    cmd_id: int, channels: Iterable[str], market_tickers: Iterable[str] | None = None
+) -> bytes:
+    """``subscribe``; tickers always go as the ``market_tickers`` list (never the singular
+    ``market_ticker``), as kalshi-sdk does. Lifecycle channels take no tickers."""
+    params: dict[str, Any] = {"channels": list(channels)}
+    if not params["channels"]:
+        raise ValueError("subscribe needs at least one channel")
+    if market_tickers is not None:
+        params["market_tickers"] = list(market_tickers)
+    return _command(cmd_id, "subscribe", params)
+
+
+def unsubscribe(cmd_id: int, sids: Iterable[int]) -> bytes:
+    """``unsubscribe`` the given sids."""
+    sid_list = list(sids)
+    if not sid_list:
+        raise ValueError("unsubscribe needs at least one sid")
+    return _command(cmd_id, "unsubscribe", {"sids": sid_list})
+
+
+def update_subscription(cmd_id: int, sid: int, market_tickers: Iterable[str], action: str) -> bytes:
+    """``update_subscription`` of one sid: ``add_markets`` | ``delete_markets`` | ``get_snapshot``.
+
+    The sid goes as ``"sids": [sid]`` (the first example in the notes; the server accepts
+    ``sid`` or a one-element ``sids``, never both).
+    """
+    if action not in UPDATE_ACTIONS:
+        raise ValueError(f"update_subscription action {action!r} not in {sorted(UPDATE_ACTIONS)}")
+    params = {"sids": [sid], "market_tickers": list(market_tickers), "action": action}
+    return _command(cmd_id, "update_subscription", params)
+
+
+def list_subscriptions_cmd(cmd_id: int) -> bytes:
+    """``list_subscriptions`` (no params)."""
+    return _command(cmd_id, "list_subscriptions", None)
+
+
+@overload
+def list_subscriptions(frame_or_cmd_id: Frame) -> list[tuple[str, int]] | None: ...
+@overload
+def list_subscriptions(frame_or_cmd_id: int) -> bytes: ...
+def list_subscriptions(frame_or_cmd_id: Frame | int) -> list[tuple[str, int]] | bytes | None:
+    """Both names the brief asks for: given a ``Frame``, the reply helper
+    (``list_subscriptions_reply``); given a command id, the command (``list_subscriptions_cmd``)."""
+    if isinstance(frame_or_cmd_id, Frame):
+        return list_subscriptions_reply(frame_or_cmd_id)
+    return list_subscriptions_cmd(frame_or_cmd_id)
