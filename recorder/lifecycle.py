@@ -1,0 +1,393 @@
+"""The lifecycle state machine: which markets join and leave the session, and why (pure).
+
+Design invariant 4 and issue 4: ``created`` joins a wanted market, ``determined`` leaves it,
+everything else (``settled``, ``activated``, ``deactivated``, ``close_date_updated``, unknown types)
+is only recorded — the caller records *every* lifecycle frame before asking this module anything,
+so "no action" never means "lost". Duplicates are harmless and events for markets this session
+never joined are ignored here.
+
+Three more inputs cover what the WebSocket feed cannot tell us (protocol notes §6, §10: lifecycle
+events can be missed, opens and closes are silent):
+
+* ``adopt`` — ``--adopt-open-markets``: markets already open at start, joined mid-lifecycle;
+* ``reconcile`` — after a reconnect, REST says what happened while we were deaf;
+* ``rest_discovery`` — the rollback mode that polls REST instead of listening to the feed.
+
+Actions are returned, never executed: the shell turns ``Join``/``Leave`` into subscription changes
+and ``market_joined``/``market_left``/``market_skipped`` decision records (``payload()`` gives the
+JSON the contract in ``schemas.log.Decision`` documents).
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from recorder.selection import MarketFilter
+
+# REST `status` vocabularies (notes §6): the current one and the older / filter words.
+PRE_OPEN_STATUSES = frozenset({"initialized", "unopened"})
+OPEN_STATUSES = frozenset({"active", "open"})
+PAUSED_STATUSES = frozenset({"inactive", "paused"})
+CLOSED_STATUSES = frozenset({"closed"})
+DETERMINED_STATUSES = frozenset({"determined", "disputed", "amended", "finalized", "settled"})
+
+TRADING_STATUSES = OPEN_STATUSES | PAUSED_STATUSES
+"""Open for trading or only paused: what ``--adopt-open-markets`` and REST discovery treat as open
+(a paused market keeps its book and comes back; leaving it would cut its life in two)."""
+UNDETERMINED_STATUSES = PRE_OPEN_STATUSES | TRADING_STATUSES | CLOSED_STATUSES
+"""Not yet determined: a ``created`` event would have joined such a market and kept it until
+``determined`` (closed markets can reopen), so reconcile joins missed ones in any of these."""
+
+JOIN_CREATED = "created"
+JOIN_ADOPTED = "adopted"
+JOIN_LATE = "late"
+JOIN_REST_DISCOVERY = "rest_discovery"
+LEAVE_DETERMINED = "determined"
+LEAVE_RECONCILED = "reconciled_determined"
+LEAVE_REST_GONE = "rest_gone"
+LEAVE_SHUTDOWN = "shutdown"
+SKIP_FILTERED = "filtered"
+SKIP_SHARD = "shard"
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """Open this market's order book; the session's participation in it starts now."""
+
+    ticker: str
+    reason: str
+    mid_lifecycle: bool = False
+    late_by_ms: int | None = None
+    open_ts: int | None = None
+    close_ts: int | None = None
+
+    def payload(self) -> dict[str, Any]:
+        """The ``market_joined`` decision payload (optional keys only when known)."""
+        out: dict[str, Any] = {
+            "market_ticker": self.ticker,
+            "reason": self.reason,
+            "mid_lifecycle": self.mid_lifecycle,
+        }
+        for key in ("late_by_ms", "open_ts", "close_ts"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """Close this market's order book; the participation ends now."""
+
+    ticker: str
+    reason: str
+
+    def payload(self) -> dict[str, Any]:
+        """The ``market_left`` decision payload."""
+        return {"market_ticker": self.ticker, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A market we saw born but do not record (its lifecycle events are still recorded).
+
+    ``reason`` is in the contract's vocabulary (filtered|shard|already_open); ``detail`` keeps the
+    finer cause (``"mve"`` is reported as ``filtered`` with ``detail="mve"``).
+    """
+
+    ticker: str
+    reason: str
+    detail: str | None = None
+
+    def payload(self) -> dict[str, Any]:
+        """The ``market_skipped`` decision payload."""
+        out: dict[str, Any] = {"market_ticker": self.ticker, "reason": self.reason}
+        if self.detail is not None:
+            out["detail"] = self.detail
+        return out
+
+
+Action = Join | Leave | Skip
+
+
+class LifecycleRules:
+    """Tracks the joined markets of one session and turns inputs into ``Join``/``Leave``/``Skip``.
+
+    ``created`` after this session already *left* the market is treated as a duplicate (no
+    re-join): a market is created once, and a replayed ``created`` must not open a second
+    participation for a market that is already determined. REST discovery is the exception: it
+    has no events, only "open now", so a market it saw leave and come back (reopened) joins again.
+    """
+
+    def __init__(self, filter: MarketFilter) -> None:
+        self.filter = filter
+        self._joined: dict[str, Join] = {}
+        self._left: set[str] = set()
+        self._skipped: set[str] = set()
+
+    @property
+    def joined(self) -> Mapping[str, Join]:
+        """Markets currently joined, with the ``Join`` that opened each (read-only view)."""
+        return self._joined
+
+    def is_joined(self, ticker: str) -> bool:
+        """True while ``ticker`` is part of the session."""
+        return ticker in self._joined
+
+    # -- the WebSocket feed -------------------------------------------------------------------
+
+    def on_event(
+        self, ticker: str, event_type: str, fields: Mapping[str, Any], now_ns: int
+    ) -> list[Action]:
+        """Apply one ``market_lifecycle_v2`` event (``fields`` = its ``msg``); return actions.
+
+        ``now_ns`` is accepted so every input carries its time; the rules themselves do not
+        depend on it today.
+        """
+        del now_ns
+        if event_type == "created":
+            if ticker in self._joined or ticker in self._left:
+                return []
+            meta = fields.get("additional_metadata")
+            event_ticker = meta.get("event_ticker") if isinstance(meta, Mapping) else None
+            return self._join_if_wanted(
+                ticker,
+                event_ticker if isinstance(event_ticker, str) else None,
+                Join(
+                    ticker,
+                    JOIN_CREATED,
+                    mid_lifecycle=False,
+                    open_ts=_int_or_none(fields.get("open_ts")),
+                    close_ts=_int_or_none(fields.get("close_ts")),
+                ),
+            )
+        if event_type == "determined":
+            # A re-determination after a dispute arrives when we already left: nothing to do.
+            return self._leave(ticker, LEAVE_DETERMINED)
+        # settled, activated, deactivated, close_date_updated, price_level_structure_updated,
+        # metadata_updated and types nobody has documented yet: recorded by the caller only.
+        return []
+
+    # -- REST-driven inputs -------------------------------------------------------------------
+
+    def adopt(self, markets: Iterable[Mapping[str, Any]]) -> list[Action]:
+        """``--adopt-open-markets``: join wanted markets that are open (or paused) right now.
+
+        They are marked mid-lifecycle: their first hours were not recorded. Pre-open and closed
+        markets are left to the feed / not adopted (a closed market has no trading left).
+        """
+        actions: list[Action] = []
+        for market in markets:
+            ticker = _ticker(market)
+            if ticker is None or ticker in self._joined:
+                continue
+            if _status(market) not in TRADING_STATUSES:
+                continue
+            actions += self._join_if_wanted(
+                ticker,
+                _event_ticker(market),
+                Join(
+                    ticker,
+                    JOIN_ADOPTED,
+                    mid_lifecycle=True,
+                    open_ts=_seconds(market.get("open_time")),
+                    close_ts=_seconds(market.get("close_time")),
+                ),
+            )
+        return actions
+
+    def reconcile(
+        self,
+        rest_markets: Iterable[Mapping[str, Any]],
+        now_ns: int,
+        disconnected_since_ns: int,
+    ) -> list[Action]:
+        """After a reconnect: catch up on lifecycle events missed while disconnected.
+
+        ``rest_markets`` must describe every currently joined market (e.g. ``GET /markets`` with
+        ``tickers=`` the joined ones) plus the markets created since the disconnect (e.g.
+        ``min_created_ts``): a joined market *absent* from it is taken as gone and left.
+
+        * not joined, undetermined, created (``created_time``, else ``open_time``) at or after
+          ``disconnected_since_ns``: a missed ``created``: ``Join(reason="late")``, with how late.
+          Markets without either time are not joined: they may be markets that were open before
+          the session started, which are skipped by default.
+        * joined, REST status determined/disputed/amended/finalized/settled, or absent: a
+          ``determined`` we missed → ``Leave(reason="reconciled_determined")``.
+        """
+        actions: list[Action] = []
+        seen: set[str] = set()
+        for market in rest_markets:
+            ticker = _ticker(market)
+            if ticker is None:
+                continue
+            seen.add(ticker)
+            status = _status(market)
+            if ticker in self._joined:
+                if status in DETERMINED_STATUSES:
+                    actions += self._leave(ticker, LEAVE_RECONCILED)
+                continue
+            if ticker in self._left or status not in UNDETERMINED_STATUSES:
+                continue
+            born_ns = _ns(market.get("created_time"))
+            if born_ns is None:
+                born_ns = _ns(market.get("open_time"))
+            if born_ns is None or born_ns < disconnected_since_ns:
+                continue
+            actions += self._join_if_wanted(
+                ticker,
+                _event_ticker(market),
+                Join(
+                    ticker,
+                    JOIN_LATE,
+                    mid_lifecycle=False,
+                    late_by_ms=max(0, (now_ns - born_ns) // 1_000_000),
+                    open_ts=_seconds(market.get("open_time")),
+                    close_ts=_seconds(market.get("close_time")),
+                ),
+            )
+        for ticker in [t for t in self._joined if t not in seen]:
+            actions += self._leave(ticker, LEAVE_RECONCILED)
+        return actions
+
+    def rest_discovery(self, rest_open_markets: Iterable[Mapping[str, Any]]) -> list[Action]:
+        """Rollback discovery mode (``--discovery rest``): one poll of the open-markets list.
+
+        New open (or paused) wanted markets join, mid-lifecycle since polling cannot see their
+        birth; joined markets missing from the list, or listed with a non-trading status, leave.
+        A market without a ``status`` key is taken as open (it came from a ``status=open`` query).
+        """
+        actions: list[Action] = []
+        still_open: set[str] = set()
+        for market in rest_open_markets:
+            ticker = _ticker(market)
+            if ticker is None:
+                continue
+            status = _status(market)
+            if status is not None and status not in TRADING_STATUSES:
+                continue
+            still_open.add(ticker)
+            if ticker in self._joined:
+                continue
+            actions += self._join_if_wanted(
+                ticker,
+                _event_ticker(market),
+                Join(
+                    ticker,
+                    JOIN_REST_DISCOVERY,
+                    mid_lifecycle=True,
+                    open_ts=_seconds(market.get("open_time")),
+                    close_ts=_seconds(market.get("close_time")),
+                ),
+                rejoin=True,
+            )
+        for ticker in [t for t in self._joined if t not in still_open]:
+            actions += self._leave(ticker, LEAVE_REST_GONE)
+        return actions
+
+    def shutdown(self) -> list[Action]:
+        """Graceful stop: every joined market leaves with reason ``shutdown``."""
+        return [a for t in list(self._joined) for a in self._leave(t, LEAVE_SHUTDOWN)]
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _join_if_wanted(
+        self, ticker: str, event_ticker: str | None, join: Join, rejoin: bool = False
+    ) -> list[Action]:
+        if ticker in self._left and not rejoin:
+            return []
+        wanted, why = self.filter.decide(ticker, event_ticker)
+        if not wanted:
+            if ticker in self._skipped:
+                return []
+            self._skipped.add(ticker)
+            if why == SKIP_SHARD:
+                return [Skip(ticker, SKIP_SHARD)]
+            return [Skip(ticker, SKIP_FILTERED, None if why == SKIP_FILTERED else why)]
+        self._left.discard(ticker)
+        self._joined[ticker] = join
+        return [join]
+
+    def _leave(self, ticker: str, reason: str) -> list[Action]:
+        if self._joined.pop(ticker, None) is None:
+            return []
+        self._left.add(ticker)
+        return [Leave(ticker, reason)]
+
+
+def _ticker(market: Mapping[str, Any]) -> str | None:
+    ticker = market.get("ticker", market.get("market_ticker"))
+    return ticker if isinstance(ticker, str) and ticker else None
+
+
+def _event_ticker(market: Mapping[str, Any]) -> str | None:
+    event = market.get("event_ticker")
+    return event if isinstance(event, str) and event else None
+
+
+def _status(market: Mapping[str, Any]) -> str | None:
+    status = market.get("status")
+    return status.strip().lower() if isinstance(status, str) else None
+
+
+def _int_or_none(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9})\d*)?"
+    r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?$"
+)
+
+
+def _ns(value: Any) -> int | None:
+    """A REST time as ns since the epoch, exactly (no float).
+
+    Accepts RFC3339 strings (``2026-05-13T01:51:41.778164Z``, up to ns precision; no offset means
+    UTC) and, for robustness against field drift, integers: Unix seconds, or ms/us/ns judged by
+    magnitude. ``None`` when absent or unreadable.
+    """
+    number = _int_or_none(value)
+    if number is not None:
+        magnitude = abs(number)
+        if magnitude < 10**11:
+            return number * 1_000_000_000
+        if magnitude < 10**14:
+            return number * 1_000_000
+        if magnitude < 10**17:
+            return number * 1_000
+        return number
+    if not isinstance(value, str):
+        return None
+    match = _RFC3339.match(value.strip())
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in match.group(1, 2, 3, 4, 5, 6))
+    try:
+        datetime(year, month, day, hour, minute, second)  # validates the calendar date
+    except ValueError:
+        return None
+    whole_s = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+    fraction = match.group(7) or ""
+    ns = whole_s * 1_000_000_000 + int(fraction.ljust(9, "0") or 0)
+    if match.group(9):
+        offset_s = int(match.group(10)) * 3600 + int(match.group(11)) * 60
+        ns -= (offset_s if match.group(9) == "+" else -offset_s) * 1_000_000_000
+    return ns
+
+
+def _seconds(value: Any) -> int | None:
+    """A REST time as Unix seconds, the unit of the WebSocket ``open_ts``/``close_ts``."""
+    ns = _ns(value)
+    return None if ns is None else ns // 1_000_000_000
