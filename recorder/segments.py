@@ -1,0 +1,516 @@
+"""The session log on disk: live Arrow IPC streams, sealed Parquet segments, crash recovery.
+
+Layout under a data directory (design invariant 7)::
+
+    live/session_id=<id>/.lock                      held (flock) by the writing process
+    live/session_id=<id>/part-<NNNNN>.arrows        in progress: Arrow IPC *stream*
+    segments/date=YYYY-MM-DD/session_id=<id>/part-<NNNNN>-<first_record_seq>.parquet
+
+Why an IPC stream for live data: it is a sequence of self-delimited record batches, so after a
+``kill -9`` (or a power loss) every batch before the torn tail is still readable, while a Parquet
+file written directly is useless without its footer (a lesson from the field).
+
+Why sealing is safe to repeat: the segment name is a pure function of the live file's content
+(its part number, session and first ``record_seq``; the date of its first record), the Parquet file
+is written under a hidden temporary name, fsynced, renamed atomically and the directory fsynced
+*before* the live file is deleted. A crash at any step leaves either the live file (sealed again
+next time, overwriting the same temporary name) or the complete segment (and possibly the live file,
+which is then recognised by the target name and just deleted). No file matching ``*.parquet`` in
+``segments/`` is ever partial.
+
+This module does no threading; ``recorder.writer`` drives it from its disk thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from schemas.log import LIVE_DIR, LOG_SCHEMA, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SEGMENTS_DIR
+
+log = logging.getLogger(__name__)
+
+LIVE_SUFFIX = ".arrows"
+LOCK_NAME = ".lock"
+_PART_RE = re.compile(r"^part-(\d{5,})\.arrows$")
+_SESSION_RE = re.compile(r"^session_id=(-?\d+)$")
+
+LIVE_SCHEMA = LOG_SCHEMA
+"""Live streams carry ``LOG_SCHEMA`` unchanged: its metadata already holds the schema version."""
+assert LIVE_SCHEMA.metadata is not None and LIVE_SCHEMA.metadata[SCHEMA_VERSION_KEY] == (
+    SCHEMA_VERSION.encode()
+)
+
+_INT_COLUMNS = ("record_seq", "recv_ns", "seq", "ts_ms")
+"""Columns that grow (almost) monotonically in record order: DELTA_BINARY_PACKED stores them in a
+few bits per row, where dictionary/plain + zstd cannot see the arithmetic progression."""
+
+_DICT_COLUMNS = ("kind", "msg_type", "side", "market_ticker", "event_type", "result")
+"""Low-cardinality strings: a dictionary page plus 1-8 bit indices per row."""
+
+
+@dataclass(frozen=True)
+class ParquetOptions:
+    """How segments are encoded. Defaults are the winner of ``bench/disk_bytes.py``.
+
+    ``row_group_rows``: 256 Ki rows keeps a row group at a few MB compressed (DuckDB parallelises
+    per row group; the seal streams one row group at a time so memory stays bounded), while pages
+    of ``data_page_bytes`` give zstd enough context to find the repeated JSON keys and tickers.
+    """
+
+    compression_level: int = 9
+    row_group_rows: int = 256 * 1024
+    data_page_bytes: int = 4 * 2**20
+    delta_ints: bool = True
+    raw_encoding: str | None = None  # None = PLAIN; or DELTA_LENGTH_BYTE_ARRAY / DELTA_BYTE_ARRAY
+
+    def writer_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``pyarrow.parquet.ParquetWriter``."""
+        encodings: dict[str, str] = {}
+        if self.delta_ints:
+            encodings.update(dict.fromkeys(_INT_COLUMNS, "DELTA_BINARY_PACKED"))
+        if self.raw_encoding:
+            encodings["raw"] = self.raw_encoding
+        dict_cols = [c for c in LOG_SCHEMA.names if c in _DICT_COLUMNS]
+        plain = [c for c in LOG_SCHEMA.names if c not in encodings and c not in dict_cols]
+        kwargs: dict[str, Any] = {
+            "compression": "zstd",
+            "compression_level": self.compression_level,
+            "use_dictionary": dict_cols,
+            "data_page_size": self.data_page_bytes,
+            # min/max of the raw JSON bytes are useless for pruning and cost bytes per page
+            "write_statistics": [c for c in LOG_SCHEMA.names if c != "raw"],
+            "store_schema": True,
+        }
+        if encodings:
+            kwargs["column_encoding"] = {**encodings, **dict.fromkeys(plain, "PLAIN")}
+        return kwargs
+
+
+DEFAULT_PARQUET = ParquetOptions()
+
+
+# --------------------------------------------------------------------------------------- paths
+
+
+def live_session_dir(data_dir: Path, session_id: int) -> Path:
+    """``DATA/live/session_id=<id>``."""
+    return Path(data_dir) / LIVE_DIR / f"session_id={session_id}"
+
+
+def live_part_path(data_dir: Path, session_id: int, part: int) -> Path:
+    """``DATA/live/session_id=<id>/part-<NNNNN>.arrows``."""
+    return live_session_dir(data_dir, session_id) / f"part-{part:05d}{LIVE_SUFFIX}"
+
+
+def utc_date(recv_ns: int) -> str:
+    """UTC calendar date (``YYYY-MM-DD``) of a ns timestamp: the segment's ``date`` partition."""
+    return dt.datetime.fromtimestamp(recv_ns // 1_000_000_000, tz=dt.UTC).strftime("%Y-%m-%d")
+
+
+def segment_path(
+    data_dir: Path, session_id: int, part: int, first_record_seq: int, first_recv_ns: int
+) -> Path:
+    """The deterministic sealed name of a live part (what makes re-sealing idempotent)."""
+    return (
+        Path(data_dir)
+        / SEGMENTS_DIR
+        / f"date={utc_date(first_recv_ns)}"
+        / f"session_id={session_id}"
+        / f"part-{part:05d}-{first_record_seq}.parquet"
+    )
+
+
+def _tmp_name(target: Path) -> Path:
+    # hidden and not ending in .parquet: never matched by SEGMENT_GLOB, never loaded
+    return target.with_name(f".{target.name}.tmp")
+
+
+def parse_live_path(path: Path) -> tuple[int, int]:
+    """``(session_id, part)`` from a live file path; ``ValueError`` if it is not one."""
+    m_part = _PART_RE.match(path.name)
+    m_sess = _SESSION_RE.match(path.parent.name)
+    if not (m_part and m_sess):
+        raise ValueError(f"{path} is not a live part file (live/session_id=N/part-NNNNN.arrows)")
+    return int(m_sess.group(1)), int(m_part.group(1))
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename/create/unlink in ``path`` durable (the file's own fsync does not cover it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------------------ batches
+
+
+_FIELDS = tuple(LOG_SCHEMA)
+
+
+def rows_to_batch(rows: Sequence[tuple[Any, ...]]) -> pa.RecordBatch:
+    """Rows in ``LOG_COLUMNS`` order -> one ``RecordBatch`` of ``LOG_SCHEMA``.
+
+    Transposing with ``zip(*rows)`` and one ``pa.array`` per column is the fastest pure-Python
+    route (no per-row dicts); types come from the schema so nothing is inferred.
+    """
+    columns = zip(*rows, strict=True) if rows else [() for _ in _FIELDS]
+    arrays = [pa.array(col, type=f.type) for col, f in zip(columns, _FIELDS, strict=True)]
+    return pa.RecordBatch.from_arrays(arrays, schema=LOG_SCHEMA)
+
+
+# ------------------------------------------------------------------------------- live streams
+
+
+class LiveFile:
+    """One in-progress part: an Arrow IPC stream on a file we can fsync.
+
+    ``write`` hands a batch to the OS (a ``write(2)``: it survives ``kill -9``); ``sync`` makes it
+    survive a power loss. The caller decides how often to call which.
+    """
+
+    def __init__(
+        self, path: Path, *, compression: str | None = None, check_space: int | None = None
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # exclusive create first: a live part is never reopened or truncated by a later writer
+        os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        self._sink = pa.OSFile(str(self.path), "w")
+        fsync_dir(self.path.parent)
+        options = ipc.IpcWriteOptions(compression=compression)
+        self._writer = ipc.new_stream(self._sink, LIVE_SCHEMA, options=options)
+        self.rows = 0
+        self.first_recv_ns: int | None = None
+
+    @property
+    def bytes(self) -> int:
+        """Bytes handed to the OS so far (schema + batches)."""
+        return int(self._sink.tell())
+
+    def write(self, batch: pa.RecordBatch) -> int:
+        """Append one batch; returns the bytes it added."""
+        before = self._sink.tell()
+        self._writer.write_batch(batch)
+        if self.first_recv_ns is None and batch.num_rows:
+            self.first_recv_ns = int(batch.column(2)[0].as_py())
+        self.rows += batch.num_rows
+        return int(self._sink.tell() - before)
+
+    def sync(self) -> None:
+        """fsync the data written so far."""
+        os.fsync(self._sink.fileno())
+
+    def close(self) -> None:
+        """Write the end-of-stream marker, fsync and close (the file is then ready to seal)."""
+        try:
+            self._writer.close()
+            self.sync()
+        finally:
+            self._sink.close()
+
+    def abandon(self) -> None:
+        """Close the descriptor without writing more (after an I/O error): the file stays in
+        ``live/`` and the next start seals whatever complete batches it holds."""
+        with contextlib.suppress(Exception):
+            self._sink.close()
+
+
+@dataclass
+class LiveContents:
+    """What could be read back from a live stream."""
+
+    batches: list[pa.RecordBatch]
+    rows: int
+    good_bytes: int  # offset just past the last complete batch
+    size: int  # file size; size - good_bytes is the torn tail
+
+    @property
+    def torn_bytes(self) -> int:
+        """Bytes after the last complete batch (a torn tail; 0 for a cleanly closed stream)."""
+        return max(0, self.size - self.good_bytes)
+
+
+def iter_live_batches(path: Path) -> Iterator[tuple[pa.RecordBatch, int]]:
+    """Yield ``(batch, end_offset)`` for every complete batch of a live stream.
+
+    A torn tail (a batch or the schema cut short by a crash) ends the iteration instead of
+    raising: everything before it is intact by construction of the IPC stream format. Other errors
+    (EIO, a wrong schema) propagate: deleting a live file we could not really read would lose data.
+    """
+    with pa.OSFile(str(path), "r") as src:
+        try:
+            reader = ipc.open_stream(src)
+        except pa.ArrowInvalid:
+            return  # not even a complete schema message: nothing was ever readable
+        if not reader.schema.equals(LIVE_SCHEMA, check_metadata=False):
+            raise ValueError(f"{path}: live stream schema differs from LOG_SCHEMA")
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            except pa.ArrowInvalid:
+                return  # torn tail
+            yield batch, int(src.tell())
+
+
+def read_live(path: Path) -> LiveContents:
+    """All complete batches of a live stream (see ``iter_live_batches``)."""
+    batches: list[pa.RecordBatch] = []
+    good = 0
+    for batch, end in iter_live_batches(path):
+        batches.append(batch)
+        good = end
+    size = path.stat().st_size
+    return LiveContents(batches, sum(b.num_rows for b in batches), good, size)
+
+
+# -------------------------------------------------------------------------------------- seal
+
+
+@dataclass(frozen=True)
+class SealResult:
+    """One sealed live part."""
+
+    path: Path
+    rows: int
+    created: bool  # False: the segment already existed (an earlier seal crashed before cleanup)
+    torn_bytes: int = 0
+
+
+def _first_row(path: Path) -> tuple[int, int] | None:
+    """``(record_seq, recv_ns)`` of the first non-empty batch, or None if there is none."""
+    for batch, _ in iter_live_batches(path):
+        if batch.num_rows:
+            return int(batch.column(1)[0].as_py()), int(batch.column(2)[0].as_py())
+    return None
+
+
+def seal(
+    live_path: Path,
+    data_dir: Path,
+    *,
+    options: ParquetOptions = DEFAULT_PARQUET,
+    byte_budget: int | None = None,
+) -> SealResult | None:
+    """Seal one closed live part into its Parquet segment and delete the live file.
+
+    Returns None (and deletes the file) when it holds no complete batch. ``byte_budget``: if the
+    segment would exceed it, raise ``OSError(ENOSPC)`` before renaming (the disk-limit guard).
+    The live stream is read twice (first row, then streamed into row groups) so memory stays at
+    one row group however big the part is.
+    """
+    live_path = Path(live_path)
+    session_id, part = parse_live_path(live_path)
+    first = _first_row(live_path)
+    if first is None:
+        live_path.unlink()
+        fsync_dir(live_path.parent)
+        return None
+    target = segment_path(data_dir, session_id, part, first[0], first[1])
+    tmp = _tmp_name(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+    rows = 0
+    end = 0
+    if target.exists() and _segment_ok(target):
+        created = False
+        rows = pq.ParquetFile(target).metadata.num_rows
+    else:
+        created = True
+        buffered: list[pa.RecordBatch] = []
+        buffered_rows = 0
+        group = options.row_group_rows
+        with pq.ParquetWriter(tmp, LOG_SCHEMA, **options.writer_kwargs()) as pw:
+            for batch, batch_end in iter_live_batches(live_path):
+                end = batch_end
+                buffered.append(batch)
+                buffered_rows += batch.num_rows
+                while buffered_rows >= group:  # exactly-sized row groups, whatever the batches
+                    table = pa.Table.from_batches(buffered)
+                    pw.write_table(table.slice(0, group), row_group_size=group)
+                    rest = table.slice(group)
+                    rows += group
+                    buffered, buffered_rows = rest.to_batches(), rest.num_rows
+            if buffered_rows:
+                pw.write_table(pa.Table.from_batches(buffered), row_group_size=buffered_rows)
+                rows += buffered_rows
+        if byte_budget is not None and tmp.stat().st_size > byte_budget:
+            tmp.unlink()
+            raise OSError(errno.ENOSPC, "disk limit reached (--disk-limit)", str(target))
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        fsync_dir(target.parent)
+    torn = max(0, live_path.stat().st_size - end) if created else 0
+    live_path.unlink()
+    fsync_dir(live_path.parent)
+    return SealResult(target, rows, created, torn)
+
+
+def _segment_ok(path: Path) -> bool:
+    """A segment found at the target name is kept if its footer reads (renames are atomic, so it
+    is complete unless someone else wrote it); otherwise it is rewritten from the live file."""
+    try:
+        pq.ParquetFile(path).metadata  # noqa: B018 - reading the footer is the check
+    except (OSError, pa.ArrowException):
+        log.warning("segment %s exists but is unreadable; rewriting it from the live file", path)
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------------ locking
+
+
+class SessionLock:
+    """An exclusive ``flock`` on ``live/session_id=<id>/.lock`` while a process writes there.
+
+    ``recover`` skips sessions whose lock is held, so a recorder (e.g. another shard on the same
+    data directory) never has its live file sealed under it; the kernel drops the lock when the
+    holder dies, even by ``kill -9``, which is exactly when its leftovers become recoverable.
+    """
+
+    def __init__(self, session_dir: Path) -> None:
+        self.path = Path(session_dir) / LOCK_NAME
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        """Take the lock without waiting; False if another open file holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self, *, remove_dir: bool = False) -> None:
+        """Unlock; with ``remove_dir`` also delete the lock file and the (now empty) session dir."""
+        if self._fd is None:
+            return
+        if remove_dir:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            with contextlib.suppress(OSError):  # not empty: something is left to recover
+                self.path.parent.rmdir()
+        os.close(self._fd)
+        self._fd = None
+
+
+# ------------------------------------------------------------------------------------ recover
+
+
+@dataclass
+class RecoveryReport:
+    """What ``recover`` sealed: the payload of the ``recovered`` decision record."""
+
+    files: list[str] = field(default_factory=list)  # sealed segment paths
+    rows: int = 0
+    sessions: list[int] = field(default_factory=list)
+    torn_bytes: int = 0  # bytes of torn tails dropped (lost in the crash, never readable)
+    skipped: list[str] = field(default_factory=list)  # live files left in place, with the reason
+
+    def as_record(self) -> dict[str, Any]:
+        """JSON-able dict for ``Decision.RECOVERED``."""
+        return {
+            "files": self.files,
+            "rows": self.rows,
+            "sessions": self.sessions,
+            "torn_bytes": self.torn_bytes,
+            "skipped": self.skipped,
+        }
+
+
+def _live_parts(session_dir: Path) -> list[Path]:
+    parts = [p for p in session_dir.iterdir() if _PART_RE.match(p.name)]
+    return sorted(parts, key=lambda p: int(_PART_RE.match(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def recover(data_dir: Path, *, options: ParquetOptions = DEFAULT_PARQUET) -> RecoveryReport:
+    """Seal every live part left by earlier (crashed) runs; run it before recording starts.
+
+    Idempotent: a second call finds nothing. Sessions whose lock is held by a running process are
+    skipped. A part that cannot be read for a reason other than a torn tail is left in place and
+    listed in ``skipped`` (never deleted: it may be the only copy of that data).
+    """
+    report = RecoveryReport()
+    live_root = Path(data_dir) / LIVE_DIR
+    if not live_root.is_dir():
+        return report
+    for session_dir in sorted(live_root.iterdir()):
+        m = _SESSION_RE.match(session_dir.name)
+        if not (m and session_dir.is_dir()):
+            continue
+        lock = SessionLock(session_dir)
+        if not lock.try_acquire():
+            log.info("recover: %s is in use by a running recorder; not touching it", session_dir)
+            continue
+        try:
+            sealed_any = False
+            for part in _live_parts(session_dir):
+                try:
+                    result = seal(part, data_dir, options=options)
+                except (OSError, ValueError, pa.ArrowException) as exc:
+                    log.error("recover: cannot seal %s: %s (left in place)", part, exc)
+                    report.skipped.append(f"{part}: {exc}")
+                    continue
+                if result is None:
+                    continue
+                sealed_any = True
+                report.files.append(str(result.path))
+                report.rows += result.rows
+                report.torn_bytes += result.torn_bytes
+            if sealed_any:
+                report.sessions.append(int(m.group(1)))
+        finally:
+            lock.release(remove_dir=True)
+    return report
+
+
+# ------------------------------------------------------------------------------------ reading
+
+
+def read_segment(path: Path) -> pa.Table:
+    """Read one sealed segment (all columns, in record order)."""
+    return pq.read_table(path)
+
+
+def iter_sealed(data_dir: Path) -> Iterator[Path]:
+    """Sealed segments under ``data_dir`` in (date, session, part) order; never temp files."""
+    root = Path(data_dir) / SEGMENTS_DIR
+    if not root.is_dir():
+        return iter(())
+    return iter(sorted(root.glob("date=*/session_id=*/part-*.parquet"), key=_segment_sort_key))
+
+
+def _segment_sort_key(path: Path) -> tuple[str, int, int]:
+    date = path.parent.parent.name
+    session = int(path.parent.name.split("=", 1)[1])
+    part = int(path.name.split("-")[1])
+    return date, session, part
+
+
+def read_sealed(paths: Iterable[Path]) -> pa.Table:
+    """Concatenate segments (e.g. ``iter_sealed(data_dir)``) into one table."""
+    tables = [read_segment(p) for p in paths]
+    if not tables:
+        return LOG_SCHEMA.empty_table()
+    return pa.concat_tables(tables)
