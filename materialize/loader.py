@@ -1,0 +1,818 @@
+"""Load sealed segments into the tables, exactly once per segment (design invariant 8).
+
+How exactly-once holds:
+
+* a segment is named by the SHA-256 of its bytes (``segments_index``); the manifest
+  ``rl_loaded_segments`` lists the hashes already loaded, and a run loads only the others;
+* each segment is loaded in **one transaction** that first inserts its manifest row, then its
+  rows: a crash, a killed process or a rejected row leaves nothing of it behind, and two loaders
+  racing on the same segment serialise on the manifest's primary key;
+* segments go in ``(session_id, first record_seq)`` order, so a later segment of a session can
+  close what an earlier one opened: ``MARKET_LEFT`` sets ``left_at`` on the open participation row,
+  ``SESSION_END`` sets ``ended_at``. A market still open stays ``left_at IS NULL`` until the
+  segment holding its ``MARKET_LEFT`` is sealed and loaded by a later run.
+
+Only ``segments/`` is read, never ``live/``. The mapping from log records to rows is a pure
+function (:func:`transform`) so it is tested without a database.
+
+Bad input never stops the run: an unreadable or corrupt file, an unknown schema version, or a
+segment the database rejects (duplicate key, bad value) is reported with its path and reason and
+skipped (or moved to ``DATA/quarantine/`` keeping its relative path), and the rest still loads.
+Malformed frames inside a good segment are counted, not loaded into typed tables (their bytes stay
+in the segment).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from materialize.segments_index import SegmentRef, find_segments
+from materialize.targets import AlreadyLoaded, SegmentRejected, Target, TargetUnavailable, redact
+from schemas.log import LOG_SCHEMA, SCHEMA_VERSION, SCHEMA_VERSION_KEY, Decision, Kind
+from schemas.tables import (
+    DELTAS,
+    DOCUMENTED_EVENT_TYPES,
+    GAPS,
+    LIFECYCLE_EVENTS,
+    PARTICIPATION,
+    SESSIONS,
+    SNAPSHOTS,
+)
+
+KNOWN_SCHEMA_VERSIONS = frozenset({SCHEMA_VERSION})
+"""Log schema versions this loader understands; anything else is reported, never guessed at."""
+
+LIFECYCLE_MSG_TYPES = ("market_lifecycle_v2", "multivariate_market_lifecycle")
+QUARANTINE_DIR = "quarantine"
+
+_TS = pa.timestamp("us", tz="UTC")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# Arrow layouts of the rows each table receives; column types match schemas.tables.ddl exactly.
+DELTA_COLUMNS = (
+    "session_id",
+    "record_seq",
+    "recv_ns",
+    "conn",
+    "epoch",
+    "sid",
+    "seq",
+    "market_ticker",
+    "side",
+    "price",
+    "delta",
+    "ts_ms",
+)
+SNAPSHOT_SCHEMA = pa.schema(
+    [
+        ("session_id", pa.int64()),
+        ("record_seq", pa.int64()),
+        ("recv_ns", pa.int64()),
+        ("conn", pa.int16()),
+        ("epoch", pa.int32()),
+        ("sid", pa.int64()),
+        ("seq", pa.int64()),
+        ("market_ticker", pa.string()),
+        ("yes_prices", pa.list_(pa.int64())),
+        ("yes_sizes", pa.list_(pa.int64())),
+        ("no_prices", pa.list_(pa.int64())),
+        ("no_sizes", pa.list_(pa.int64())),
+    ]
+)
+SESSION_SCHEMA = pa.schema(
+    [
+        ("session_id", pa.int64()),
+        ("started_at", _TS),
+        ("ended_at", _TS),
+        ("end_reason", pa.string()),
+        ("lifecycle_mode", pa.bool_()),
+        ("environment", pa.string()),
+        ("host", pa.string()),
+        ("shard", pa.string()),
+        ("version", pa.string()),
+        ("config", pa.string()),
+        ("recovered_from", pa.list_(pa.string())),
+    ]
+)
+PARTICIPATION_SCHEMA = pa.schema(
+    [
+        ("session_id", pa.int64()),
+        ("market_ticker", pa.string()),
+        ("joined_at", _TS),
+        ("left_at", _TS),
+        ("join_reason", pa.string()),
+        ("leave_reason", pa.string()),
+        ("mid_lifecycle", pa.bool_()),
+        ("late_by_ms", pa.int64()),
+    ]
+)
+GAP_SCHEMA = pa.schema(
+    [
+        ("session_id", pa.int64()),
+        ("record_seq", pa.int64()),
+        ("detected_ns", pa.int64()),
+        ("conn", pa.int16()),
+        ("epoch", pa.int32()),
+        ("sid", pa.int64()),
+        ("expected_seq", pa.int64()),
+        ("got_seq", pa.int64()),
+        ("market_tickers", pa.list_(pa.string())),
+        ("kind", pa.string()),
+    ]
+)
+LIFECYCLE_SCHEMA = pa.schema(
+    [
+        ("session_id", pa.int64()),
+        ("record_seq", pa.int64()),
+        ("market_ticker", pa.string()),
+        ("event_type", pa.string()),
+        ("event_type_documented", pa.bool_()),
+        ("event_timestamp_ms", pa.int64()),
+        ("open_ts", pa.int64()),
+        ("close_ts", pa.int64()),
+        ("determination_ts", pa.int64()),
+        ("settled_ts", pa.int64()),
+        ("result", pa.string()),
+        ("settlement_price", pa.decimal128(18, 6)),
+        ("raw", pa.string()),
+        ("created_at", _TS),
+    ]
+)
+
+GAP_DECISIONS = (Decision.GAP, Decision.STALE_SEQ, Decision.LOSS)
+_DECISIONS_USED = {
+    Decision.SESSION_START,
+    Decision.SESSION_END,
+    Decision.RECOVERED,
+    Decision.MARKET_JOINED,
+    Decision.MARKET_LEFT,
+    *GAP_DECISIONS,
+}
+
+SnapshotLevels = Callable[[bytes], tuple[dict[int, int], dict[int, int]]]
+
+
+class BadSegment(Exception):
+    """A segment that cannot be loaded as a whole; the message is the reason shown to the user."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Pure mapping: log records -> table rows
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Update:
+    """A statement that changes a row loaded from an earlier segment."""
+
+    what: str  # counter name when it matches nothing, e.g. "market_left_without_join"
+    sql: str
+    params: tuple[Any, ...]
+
+
+@dataclass
+class SegmentRows:
+    """Everything one segment contributes: new rows per table, updates, and what was not loaded."""
+
+    tables: dict[str, pa.Table]
+    updates: list[Update]
+    malformed: Counter[str]
+
+    def row_counts(self) -> dict[str, int]:
+        return {name: t.num_rows for name, t in self.tables.items()}
+
+
+def ns_to_datetime(ns: int) -> datetime:
+    """Exact to the microsecond (TIMESTAMPTZ resolution); no float rounding."""
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def _int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _str(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def _str_list(v: Any) -> list[str] | None:
+    if not isinstance(v, list):
+        return None
+    return [str(x) for x in v]
+
+
+def _raw_text(raw: bytes) -> str:
+    # PostgreSQL TEXT cannot hold NUL; valid JSON never has a raw NUL, a damaged frame might.
+    return raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+
+
+def _sorted_levels(levels: dict[int, int]) -> tuple[list[int], list[int]]:
+    prices = sorted(levels)
+    return prices, [levels[p] for p in prices]
+
+
+def _default_snapshot_levels() -> SnapshotLevels:
+    from recorder.protocol import snapshot_levels
+
+    return snapshot_levels
+
+
+def _deltas(table: pa.Table, is_in: pa.ChunkedArray, malformed: Counter[str]) -> pa.Table:
+    is_delta = pc.and_(is_in, pc.equal(table["msg_type"], "orderbook_delta"))
+    ok = is_delta
+    for name in ("market_ticker", "side", "price", "delta"):
+        ok = pc.and_(ok, pc.is_valid(table[name]))
+    # Flagged frames are counted once, as "flagged_frames"; here only unflagged ones that still
+    # lack an exact typed value (e.g. a price with more decimals than micro-dollars).
+    is_delta = pc.and_(is_delta, pc.invert(table["malformed"]))
+    ok = pc.and_(ok, pc.invert(table["malformed"]))
+    n_delta = pc.sum(is_delta.cast(pa.int64())).as_py() or 0
+    out = table.filter(ok).select(list(DELTA_COLUMNS))
+    if n_delta - out.num_rows:
+        malformed["orderbook_delta"] += n_delta - out.num_rows
+    return out
+
+
+def _snapshots(
+    table: pa.Table, is_in: pa.ChunkedArray, malformed: Counter[str], levels_of: SnapshotLevels
+) -> pa.Table:
+    is_snap = pc.and_(is_in, pc.equal(table["msg_type"], "orderbook_snapshot"))
+    frames = table.filter(is_snap)
+    cols = {
+        c: frames[c].to_pylist()
+        for c in (
+            "session_id",
+            "record_seq",
+            "recv_ns",
+            "conn",
+            "epoch",
+            "sid",
+            "seq",
+            "market_ticker",
+            "malformed",
+            "raw",
+        )
+    }
+    rows: list[dict[str, Any]] = []
+    for i in range(frames.num_rows):
+        if cols["malformed"][i]:
+            continue  # counted as "flagged_frames"
+        if cols["market_ticker"][i] is None:
+            malformed["orderbook_snapshot"] += 1
+            continue
+        try:
+            yes, no = levels_of(cols["raw"][i])
+        except ValueError:
+            malformed["orderbook_snapshot"] += 1
+            continue
+        yes_p, yes_s = _sorted_levels(yes)
+        no_p, no_s = _sorted_levels(no)
+        row = {c: cols[c][i] for c in SNAPSHOT_SCHEMA.names if c in cols}
+        row.update(yes_prices=yes_p, yes_sizes=yes_s, no_prices=no_p, no_sizes=no_s)
+        rows.append(row)
+    return pa.Table.from_pylist(rows, schema=SNAPSHOT_SCHEMA)
+
+
+def _settlement_price(v: int | None) -> Decimal | None:
+    if v is None or abs(v) >= 10**18:
+        return None
+    return Decimal(v).scaleb(-6)
+
+
+def _lifecycle(table: pa.Table, is_in: pa.ChunkedArray, malformed: Counter[str]) -> pa.Table:
+    is_lc = pc.and_(is_in, pc.is_in(table["msg_type"], pa.array(LIFECYCLE_MSG_TYPES)))
+    # Every lifecycle event is kept, even one the recorder flagged (say, an inexact settlement
+    # value): the verbatim ``raw`` column carries what the typed columns could not.
+    ok = pc.and_(
+        is_lc, pc.and_(pc.is_valid(table["event_type"]), pc.is_valid(table["market_ticker"]))
+    )
+    unloadable = pc.and_(pc.and_(is_lc, pc.invert(ok)), pc.invert(table["malformed"]))
+    n_bad = pc.sum(unloadable.cast(pa.int64())).as_py() or 0
+    if n_bad:
+        malformed["lifecycle"] += n_bad
+    ev = table.filter(ok)
+    event_type = ev["event_type"]
+    own_ts = pc.if_else(
+        pc.equal(event_type, "settled"),
+        pc.coalesce(ev["settled_ts"], ev["determination_ts"]),
+        pc.coalesce(ev["determination_ts"], ev["settled_ts"]),
+    )
+    recv_ms = pc.divide(ev["recv_ns"], 1_000_000)  # integer division on int64, exact floor>0
+    event_ms = pc.coalesce(pc.multiply(own_ts, 1000), recv_ms)
+    created_at = pc.cast(pc.divide(ev["recv_ns"], 1000), _TS)
+    settle = pa.array(
+        [_settlement_price(v) for v in ev["settlement_value"].to_pylist()],
+        pa.decimal128(18, 6),
+    )
+    raw = pa.array([_raw_text(r) for r in ev["raw"].to_pylist()], pa.string())
+    documented = pc.fill_null(pc.is_in(event_type, pa.array(DOCUMENTED_EVENT_TYPES)), False)
+    return pa.table(
+        {
+            "session_id": ev["session_id"],
+            "record_seq": ev["record_seq"],
+            "market_ticker": ev["market_ticker"],
+            "event_type": event_type,
+            "event_type_documented": documented,
+            "event_timestamp_ms": event_ms,
+            "open_ts": ev["open_ts"],
+            "close_ts": ev["close_ts"],
+            "determination_ts": ev["determination_ts"],
+            "settled_ts": ev["settled_ts"],
+            "result": ev["result"],
+            "settlement_price": settle,
+            "raw": raw,
+            "created_at": created_at,
+        },
+        schema=LIFECYCLE_SCHEMA,
+    )
+
+
+_SET_ENDED = f"UPDATE {SESSIONS} SET ended_at = %s, end_reason = %s WHERE session_id = %s"
+_ADD_RECOVERED = (
+    f"UPDATE {SESSIONS} SET recovered_from = array_cat(recovered_from, %s) WHERE session_id = %s"
+)
+# The open row of that market in that session; if a bug left several open, close the latest one
+# that started before the leave.
+_CLOSE_PARTICIPATION = (
+    f"UPDATE {PARTICIPATION} SET left_at = %s, leave_reason = %s "
+    "WHERE session_id = %s AND market_ticker = %s AND left_at IS NULL AND joined_at = ("
+    f"SELECT max(joined_at) FROM {PARTICIPATION} "
+    "WHERE session_id = %s AND market_ticker = %s AND left_at IS NULL AND joined_at <= %s)"
+)
+
+
+def _decisions(
+    table: pa.Table, malformed: Counter[str]
+) -> tuple[pa.Table, pa.Table, pa.Table, list[Update]]:
+    """Sessions, participation and gaps from the decision records, in record order."""
+    is_dec = pc.and_(
+        pc.equal(table["kind"], Kind.DECISION.value),
+        pc.is_in(table["msg_type"], pa.array(sorted(d.value for d in _DECISIONS_USED))),
+    )
+    dec = table.filter(is_dec).sort_by("record_seq")
+    cols = {
+        c: dec[c].to_pylist()
+        for c in ("session_id", "record_seq", "recv_ns", "conn", "epoch", "sid", "msg_type", "raw")
+    }
+    sessions: dict[int, dict[str, Any]] = {}
+    pending_recovered: dict[int, list[str]] = {}
+    parts: list[dict[str, Any]] = []
+    open_parts: dict[tuple[int, str], dict[str, Any]] = {}
+    gaps: list[dict[str, Any]] = []
+    updates: list[Update] = []
+    for i in range(dec.num_rows):
+        session_id = cols["session_id"][i]
+        recv_ns = cols["recv_ns"][i]
+        name = cols["msg_type"][i]
+        try:
+            p = orjson.loads(cols["raw"][i])
+        except orjson.JSONDecodeError:
+            p = None
+        if not isinstance(p, dict):
+            malformed[f"decision:{name}"] += 1
+            continue
+        at = ns_to_datetime(recv_ns)
+        if name == Decision.SESSION_START:
+            mode = p.get("lifecycle_mode")
+            if not isinstance(mode, bool):
+                malformed[f"decision:{name}"] += 1
+                continue
+            config = p.get("config")
+            sessions[session_id] = {
+                "session_id": session_id,
+                "started_at": at,
+                "ended_at": None,
+                "end_reason": None,
+                "lifecycle_mode": mode,
+                "environment": _str(p.get("environment")),
+                "host": _str(p.get("host")),
+                "shard": _str(p.get("shard")),
+                "version": _str(p.get("version")),
+                "config": None if config is None else orjson.dumps(config).decode(),
+                "recovered_from": pending_recovered.pop(session_id, None),
+            }
+        elif name == Decision.SESSION_END:
+            reason = _str(p.get("reason"))
+            if session_id in sessions:
+                sessions[session_id].update(ended_at=at, end_reason=reason)
+            else:
+                updates.append(
+                    Update("session_end_without_start", _SET_ENDED, (at, reason, session_id))
+                )
+        elif name == Decision.RECOVERED:
+            # Which crashed runs this session recovered: their session ids (or, failing that,
+            # the leftover files) as text, appended if a session recovers more than once.
+            found = _str_list(p.get("sessions")) or _str_list(p.get("files")) or []
+            if session_id in sessions:
+                row = sessions[session_id]
+                row["recovered_from"] = (row["recovered_from"] or []) + found
+            elif found:
+                pending_recovered.setdefault(session_id, []).extend(found)
+        elif name == Decision.MARKET_JOINED:
+            ticker = _str(p.get("market_ticker"))
+            if ticker is None:
+                malformed[f"decision:{name}"] += 1
+                continue
+            row = {
+                "session_id": session_id,
+                "market_ticker": ticker,
+                "joined_at": at,
+                "left_at": None,
+                "join_reason": _str(p.get("reason")) or "unknown",
+                "leave_reason": None,
+                "mid_lifecycle": p.get("mid_lifecycle") is True,
+                "late_by_ms": _int(p.get("late_by_ms")),
+            }
+            parts.append(row)
+            open_parts[(session_id, ticker)] = row
+        elif name == Decision.MARKET_LEFT:
+            ticker = _str(p.get("market_ticker"))
+            if ticker is None:
+                malformed[f"decision:{name}"] += 1
+                continue
+            reason = _str(p.get("reason"))
+            joined = open_parts.pop((session_id, ticker), None)
+            if joined is not None:
+                joined.update(left_at=at, leave_reason=reason)
+            else:
+                updates.append(
+                    Update(
+                        "market_left_without_join",
+                        _CLOSE_PARTICIPATION,
+                        (at, reason, session_id, ticker, session_id, ticker, at),
+                    )
+                )
+        else:  # gap-like decisions
+            last = _int(p.get("last"))
+            expected = _int(p.get("expected"))
+            if expected is None and name == Decision.STALE_SEQ and last is not None:
+                expected = last + 1  # what the tracker was waiting for when the old seq came
+            conn = _int(p.get("conn"))
+            epoch = _int(p.get("epoch"))
+            sid = _int(p.get("sid"))
+            gaps.append(
+                {
+                    "session_id": session_id,
+                    "record_seq": cols["record_seq"][i],
+                    "detected_ns": recv_ns,
+                    "conn": conn if conn is not None else cols["conn"][i],
+                    "epoch": epoch if epoch is not None else cols["epoch"][i],
+                    "sid": sid if sid is not None else cols["sid"][i],
+                    "expected_seq": expected,
+                    "got_seq": _int(p.get("got")),
+                    "market_tickers": _str_list(p.get("market_tickers")),
+                    "kind": name,
+                }
+            )
+    for session_id, found in pending_recovered.items():
+        updates.append(Update("recovered_without_start", _ADD_RECOVERED, (found, session_id)))
+    # Session ends go after recovered-appends so neither depends on the other's order.
+    updates.sort(key=lambda u: u.what != "recovered_without_start")
+    return (
+        pa.Table.from_pylist(list(sessions.values()), schema=SESSION_SCHEMA),
+        pa.Table.from_pylist(parts, schema=PARTICIPATION_SCHEMA),
+        pa.Table.from_pylist(gaps, schema=GAP_SCHEMA),
+        updates,
+    )
+
+
+def transform(table: pa.Table, snapshot_levels: SnapshotLevels | None = None) -> SegmentRows:
+    """Map one segment's log records (``LOG_SCHEMA``) to table rows and updates."""
+    levels_of = snapshot_levels or _default_snapshot_levels()
+    malformed: Counter[str] = Counter()
+    is_in = pc.equal(table["kind"], Kind.IN.value)
+    flagged = pc.and_(is_in, table["malformed"])
+    malformed["flagged_frames"] += pc.sum(flagged.cast(pa.int64())).as_py() or 0
+    sessions, parts, gaps, updates = _decisions(table, malformed)
+    tables = {
+        SESSIONS: sessions,
+        LIFECYCLE_EVENTS: _lifecycle(table, is_in, malformed),
+        PARTICIPATION: parts,
+        SNAPSHOTS: _snapshots(table, is_in, malformed, levels_of),
+        DELTAS: _deltas(table, is_in, malformed),
+        GAPS: gaps,
+    }
+    return SegmentRows(tables=tables, updates=updates, malformed=+malformed)
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading a segment
+# ------------------------------------------------------------------------------------------------
+
+
+def read_segment(ref: SegmentRef) -> tuple[pa.Table, str]:
+    """The segment's records as ``LOG_SCHEMA`` and its schema version, or :class:`BadSegment`."""
+    if ref.footer_error is not None:
+        raise BadSegment(f"unreadable Parquet: {ref.footer_error}")
+    try:
+        data = ref.path.read_bytes()
+    except OSError as exc:
+        raise BadSegment(f"cannot read file: {exc}") from exc
+    if hashlib.sha256(data).hexdigest() != ref.sha256:
+        raise BadSegment("file changed while materialize was running (sealed files are immutable)")
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except Exception as exc:  # pyarrow raises several types for damaged files
+        raise BadSegment(f"unreadable Parquet: {type(exc).__name__}: {exc}") from exc
+    raw_version = (table.schema.metadata or {}).get(SCHEMA_VERSION_KEY)
+    if raw_version is None:
+        raise BadSegment(f"no schema version in the file metadata ({SCHEMA_VERSION_KEY.decode()})")
+    version = raw_version.decode(errors="replace")
+    if version not in KNOWN_SCHEMA_VERSIONS:
+        known = ", ".join(sorted(KNOWN_SCHEMA_VERSIONS))
+        raise BadSegment(
+            f"unknown schema version {version!r} (this materialize knows {known}); "
+            "upgrade materialize to load it"
+        )
+    for fld in LOG_SCHEMA:
+        if fld.name not in table.column_names:
+            raise BadSegment(f"schema mismatch: column {fld.name!r} is missing")
+        have = table.schema.field(fld.name).type
+        if have != fld.type:
+            raise BadSegment(f"schema mismatch: column {fld.name!r} is {have}, expected {fld.type}")
+    table = table.select(list(LOG_SCHEMA.names)).combine_chunks()
+    for fld in LOG_SCHEMA:
+        if not fld.nullable and table[fld.name].null_count:
+            raise BadSegment(f"column {fld.name!r} has nulls but the schema forbids them")
+    return table, version
+
+
+# ------------------------------------------------------------------------------------------------
+# Progress
+# ------------------------------------------------------------------------------------------------
+
+
+class Progress(Protocol):
+    """Where the loader reports as it goes (a rich bar on a terminal, log lines otherwise)."""
+
+    def start(self, segments: int, records: int) -> None: ...
+    def loaded(self, relpath: str, records: int, rows: int, seconds: float) -> None: ...
+    def skipped(self, relpath: str, reason: str) -> None: ...
+    def finish(self) -> None: ...
+
+
+class LogProgress:
+    """One plain line per segment on stderr: cron mail and journald stay readable."""
+
+    def __init__(self, stream: Any = None):
+        self.stream = stream if stream is not None else sys.stderr
+
+    def _say(self, text: str) -> None:
+        print(f"materialize: {text}", file=self.stream, flush=True)
+
+    def start(self, segments: int, records: int) -> None:
+        self._say(f"{segments} new segment(s), {records} log records to load")
+
+    def loaded(self, relpath: str, records: int, rows: int, seconds: float) -> None:
+        rate = rows / seconds if seconds > 0 else float("inf")
+        self._say(f"loaded {relpath}: {rows} rows in {seconds:.2f}s ({rate:,.0f} rows/s)")
+
+    def skipped(self, relpath: str, reason: str) -> None:
+        self._say(f"SKIPPED {relpath}: {reason}")
+
+    def finish(self) -> None:
+        pass
+
+
+class RichProgress:
+    """A progress bar over log records with the table-rows/s rate, for interactive runs."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+        from rich.progress import Progress as RichBar
+
+        self.console = Console(stderr=True)
+        self.bar = RichBar(
+            TextColumn("[bold]materialize"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("records"),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.task: Any = None
+        self.rows = 0
+        self.t0 = time.perf_counter()
+
+    def start(self, segments: int, records: int) -> None:
+        self.t0 = time.perf_counter()
+        self.bar.start()
+        self.task = self.bar.add_task("load", total=max(records, 1), rate="")
+
+    def loaded(self, relpath: str, records: int, rows: int, seconds: float) -> None:
+        self.rows += rows
+        elapsed = time.perf_counter() - self.t0
+        rate = f"{self.rows / elapsed:,.0f} rows/s" if elapsed > 0 else ""
+        self.bar.update(self.task, advance=records, rate=rate)
+
+    def skipped(self, relpath: str, reason: str) -> None:
+        self.bar.console.print(f"[red]SKIPPED[/red] {relpath}: {reason}")
+
+    def finish(self) -> None:
+        self.bar.stop()
+
+
+def default_progress() -> Progress:
+    """Rich bar when stderr is a terminal, plain lines otherwise (cron, systemd, CI)."""
+    return RichProgress() if sys.stderr.isatty() else LogProgress()
+
+
+class NoProgress:
+    """Silent reporter (library use, tests)."""
+
+    def start(self, segments: int, records: int) -> None:
+        pass
+
+    def loaded(self, relpath: str, records: int, rows: int, seconds: float) -> None:
+        pass
+
+    def skipped(self, relpath: str, reason: str) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+# ------------------------------------------------------------------------------------------------
+# The load
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SkippedSegment:
+    """A segment that was not loaded, why, and where it went if quarantined."""
+
+    relpath: str
+    reason: str
+    moved_to: str | None = None
+
+
+@dataclass
+class LoadSummary:
+    """What a run did; printed by the CLI and asserted by the tests."""
+
+    target: str
+    segments_found: int = 0
+    already_loaded: int = 0
+    loaded: list[str] = field(default_factory=list)
+    skipped: list[SkippedSegment] = field(default_factory=list)
+    records: int = 0
+    rows: Counter[str] = field(default_factory=Counter)
+    updates: Counter[str] = field(default_factory=Counter)
+    unmatched: Counter[str] = field(default_factory=Counter)
+    malformed: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows.values())
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.total_rows / self.seconds if self.seconds > 0 else 0.0
+
+
+def quarantine(data_dir: Path, ref: SegmentRef) -> Path:
+    """Move a bad segment to ``DATA/quarantine/<its relative path>`` so later runs stop retrying."""
+    dest = data_dir / QUARANTINE_DIR / ref.relpath
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while dest.exists():  # never overwrite an earlier quarantined file of the same name
+        dest = dest.with_name(f"{ref.path.stem}.{n}{ref.path.suffix}")
+        n += 1
+    shutil.move(str(ref.path), str(dest))
+    return dest
+
+
+def _load_one(
+    target: Target,
+    ref: SegmentRef,
+    table: pa.Table,
+    version: str,
+    rows: SegmentRows,
+    summary: LoadSummary,
+) -> None:
+    unmatched: Counter[str] = Counter()
+    applied: Counter[str] = Counter()
+    with target.transaction():
+        target.claim_segment(ref.sha256, ref.relpath, ref.session_id, table.num_rows, version)
+        for upd in rows.updates:
+            if target.execute(upd.sql, upd.params) == 0:
+                unmatched[upd.what] += 1
+            else:
+                applied[upd.what.split("_without_")[0]] += 1
+        for name, data in rows.tables.items():
+            target.insert_arrow(name, data)
+    summary.unmatched.update(unmatched)
+    summary.updates.update(applied)
+
+
+def load(
+    data_dir: Path,
+    target: Target,
+    *,
+    move_bad: bool = False,
+    progress: Progress | None = None,
+    snapshot_levels: SnapshotLevels | None = None,
+) -> LoadSummary:
+    """Load every sealed segment of ``data_dir`` not yet in the manifest; see the module doc.
+
+    Raises :class:`TargetUnavailable` if the database goes away mid-run (the segment in flight
+    is rolled back by the server; segments committed before it stay, each complete).
+    """
+    progress = progress or NoProgress()
+    summary = LoadSummary(target=target.description)
+    t0 = time.perf_counter()
+    try:
+        target.ensure_schema()
+        done = target.loaded_hashes()
+        refs = find_segments(data_dir)
+        summary.segments_found = len(refs)
+        pending: list[SegmentRef] = []
+        seen: set[str] = set()
+        for ref in refs:
+            if ref.sha256 in done or ref.sha256 in seen:
+                summary.already_loaded += 1
+            else:
+                seen.add(ref.sha256)
+                pending.append(ref)
+        progress.start(len(pending), sum(r.num_rows or 0 for r in pending))
+        try:
+            for ref in pending:
+                _process(data_dir, target, ref, summary, progress, move_bad, snapshot_levels)
+        finally:
+            progress.finish()
+    except psycopg.OperationalError as exc:
+        dsn = getattr(target, "dsn", None)
+        msg = " ".join(str(exc).split())
+        raise TargetUnavailable(
+            f"lost the database ({target.description}): {redact(msg, dsn)}"
+        ) from None
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _process(
+    data_dir: Path,
+    target: Target,
+    ref: SegmentRef,
+    summary: LoadSummary,
+    progress: Progress,
+    move_bad: bool,
+    snapshot_levels: SnapshotLevels | None,
+) -> None:
+    t = time.perf_counter()
+    try:
+        table, version = read_segment(ref)
+        rows = transform(table, snapshot_levels)
+        _load_one(target, ref, table, version, rows, summary)
+    except AlreadyLoaded:
+        summary.already_loaded += 1  # a concurrent run committed it first
+        return
+    except (BadSegment, SegmentRejected) as exc:
+        reason = str(exc) if isinstance(exc, BadSegment) else f"rejected by the database: {exc}"
+        skipped = SkippedSegment(ref.relpath, reason)
+        if move_bad:
+            try:
+                dest = quarantine(data_dir, ref)
+                skipped.moved_to = dest.relative_to(data_dir).as_posix()
+            except OSError as move_exc:
+                skipped.reason += f" (could not move to quarantine: {move_exc})"
+        summary.skipped.append(skipped)
+        progress.skipped(ref.relpath, skipped.reason)
+        return
+    counts = rows.row_counts()
+    summary.rows.update(counts)
+    summary.malformed.update(rows.malformed)
+    summary.records += table.num_rows
+    summary.loaded.append(ref.relpath)
+    progress.loaded(ref.relpath, table.num_rows, sum(counts.values()), time.perf_counter() - t)
+
+
+def table_counts(target: Target, names: Sequence[str]) -> dict[str, int]:
+    """Row counts per table (for the summary and the tests)."""
+    return {name: target.count(name) for name in names}

@@ -1,0 +1,424 @@
+"""Where materialize writes: PostgreSQL (``--pg``) or the embedded DuckDB file (the default).
+
+Both targets take the same Arrow tables and the same handful of parameterised statements, so the
+loader has one code path and the two dialects differ only here:
+
+* **PostgreSQL**: ``COPY ... FROM STDIN (FORMAT BINARY)``. Row-by-row INSERTs fall minutes behind
+  in bursts (design, lessons), and even psycopg's ``write_row`` spends most of its time turning
+  Arrow values into Python objects and back. So tables whose columns are all plain scalars
+  (integers, booleans, text, timestamps — the order-book deltas, i.e. nearly all rows) are encoded
+  straight from the Arrow buffers into the PGCOPY wire format with numpy (:func:`encode_pgcopy`);
+  the rest (arrays, NUMERIC, JSONB — few rows) go through ``write_row`` with ``set_types``.
+* **DuckDB**: the Arrow table is registered as a view and copied with ``INSERT ... SELECT``.
+
+Transactions are explicit (``with target.transaction():``) because exactly-once rests on them: a
+segment's rows and its manifest row commit together or not at all.
+
+Identifiers in SQL come only from ``schemas.tables``; values are always parameters.
+"""
+
+from __future__ import annotations
+
+import array
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import duckdb
+import orjson
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+from psycopg.types.json import Jsonb
+
+from schemas.tables import LOADED_SEGMENTS, Dialect, ddl
+
+CopyMode = Literal["arrow", "rows"]
+
+
+class TargetUnavailable(Exception):
+    """The database cannot be reached or opened; the message is safe to print (no password)."""
+
+
+class SegmentRejected(Exception):
+    """The database refused a segment's rows (constraint, bad value): skip that segment only."""
+
+
+class AlreadyLoaded(Exception):
+    """Another loader committed this segment's manifest row first (concurrent run)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Secrets: a DSN's password never reaches a log line, an error message or the summary.
+# ------------------------------------------------------------------------------------------------
+
+_URI_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?=@)")
+_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|[^\s&]*)", re.I)
+
+
+def _dsn_password(dsn: str) -> str | None:
+    try:
+        pw = psycopg.conninfo.conninfo_to_dict(dsn).get("password")
+        return str(pw) if pw else None
+    except psycopg.ProgrammingError:
+        return None
+
+
+def redact(text: str, dsn: str | None = None) -> str:
+    """``text`` with any DSN password replaced by ``***`` (URI, key=value and query forms).
+
+    When the DSN is known its password is also removed verbatim wherever it appears, because a
+    driver error may quote the connection string in a shape the patterns do not cover.
+    """
+    out = _URI_PASSWORD.sub(r"\g<head>***", text)
+    out = _KV_PASSWORD.sub(r"\g<head>***", out)
+    if dsn:
+        pw = _dsn_password(dsn)
+        if pw and len(pw) >= 3:
+            out = out.replace(pw, "***")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Arrow -> PGCOPY binary, vectorised.
+# ------------------------------------------------------------------------------------------------
+
+PGCOPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
+PGCOPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
+
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in Unix microseconds
+
+# PostgreSQL type OIDs the vectorised encoder writes: (Arrow storage type, ``array`` typecode).
+_OID_INT2, _OID_INT4, _OID_INT8, _OID_BOOL, _OID_TEXT, _OID_TSTZ = 21, 23, 20, 16, 25, 1184
+_OID_VARCHAR, _OID_JSONB = 1043, 3802
+_FIXED: dict[int, tuple[pa.DataType, str]] = {
+    _OID_INT2: (pa.int16(), "h"),
+    _OID_INT4: (pa.int32(), "i"),
+    _OID_INT8: (pa.int64(), "q"),
+    _OID_BOOL: (pa.uint8(), "B"),
+    _OID_TSTZ: (pa.int64(), "q"),
+}
+_TEXTUAL = {_OID_TEXT, _OID_VARCHAR}
+ENCODABLE_OIDS = frozenset(_FIXED) | _TEXTUAL
+_NULL_LEN = pa.scalar((-1).to_bytes(4, "big", signed=True), pa.binary())
+
+
+def _big_endian(values: pa.Array, typecode: str) -> pa.Array:
+    """Fixed-width values as a ``binary`` array of their big-endian bytes (no Python per value).
+
+    The stdlib ``array`` byte-swaps a whole buffer in C; Arrow then views the swapped buffer as
+    ``fixed_size_binary`` and casts it to ``binary`` for the row-wise join below.
+    """
+    width = values.type.byte_width
+    n = len(values)
+    buf = values.buffers()[1]
+    raw = buf.slice(values.offset * width, n * width).to_pybytes()
+    if width > 1:
+        swapped = array.array(typecode)
+        if swapped.itemsize != width:  # pragma: no cover - exotic platforms
+            raise TypeError(f"array typecode {typecode!r} is not {width} bytes here")
+        swapped.frombytes(raw)
+        if sys.byteorder == "little":
+            swapped.byteswap()
+        raw = swapped.tobytes()
+    fixed = pa.Array.from_buffers(pa.binary(width), n, [None, pa.py_buffer(raw)])
+    return fixed.cast(pa.binary())
+
+
+def encode_pgcopy(table: pa.Table, oids: Sequence[int]) -> bytes:
+    """PGCOPY tuples (no header/trailer) for ``table`` whose columns map to ``oids``.
+
+    A tuple is ``int16 field count`` then per field ``int32 length`` (``-1`` = NULL) and the value
+    bytes (big-endian scalars, raw UTF-8 text). Each column becomes two Arrow ``binary`` arrays
+    (length prefixes and values), ``binary_join_element_wise`` concatenates them row by row in C++,
+    and the joined array's data buffer *is* the COPY stream: no Python object per value.
+    """
+    n = table.num_rows
+    if n == 0:
+        return b""
+    parts: list[pa.Array | pa.Scalar] = [
+        pa.scalar(table.num_columns.to_bytes(2, "big"), pa.binary())
+    ]
+    for i, oid in enumerate(oids):
+        col = table.column(i).combine_chunks()
+        valid = col.is_valid()
+        if oid in _FIXED:
+            arrow_type, typecode = _FIXED[oid]
+            if oid == _OID_TSTZ:
+                if not pa.types.is_timestamp(col.type):
+                    raise TypeError(f"column {table.column_names[i]}: timestamptz needs timestamp")
+                micros = col.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+                col = pc.subtract(micros, _PG_EPOCH_US)
+            values = col.cast(arrow_type).fill_null(0)
+            width = arrow_type.byte_width
+            if isinstance(values, pa.ChunkedArray):
+                values = values.combine_chunks()
+            length = pa.scalar(width.to_bytes(4, "big", signed=True), pa.binary())
+            data = _big_endian(values, typecode)
+        elif oid in _TEXTUAL:
+            data = col.cast(pa.binary())
+            lengths = pc.binary_length(data).fill_null(0).cast(pa.int32())
+            length = _big_endian(lengths, "i")
+        else:
+            raise TypeError(f"column {table.column_names[i]}: oid {oid} is not encodable")
+        if col.null_count:
+            parts.append(pc.if_else(valid, length, _NULL_LEN))
+            parts.append(pc.if_else(valid, data, pa.scalar(b"", pa.binary())))
+        else:
+            parts.append(length)
+            parts.append(data)
+    joined = pc.binary_join_element_wise(*parts, pa.scalar(b"", pa.binary()))
+    offsets = joined.buffers()[1]  # int32: callers encode in batches far below 2 GiB
+    first = int.from_bytes(offsets.slice(joined.offset * 4, 4).to_pybytes(), sys.byteorder)
+    last = int.from_bytes(offsets.slice((joined.offset + n) * 4, 4).to_pybytes(), sys.byteorder)
+    return joined.buffers()[2].slice(first, last - first).to_pybytes()
+
+
+# ------------------------------------------------------------------------------------------------
+# Targets
+# ------------------------------------------------------------------------------------------------
+
+
+class Target(Protocol):
+    """What the loader needs from a database."""
+
+    dialect: Dialect
+    description: str
+    """Where the data goes, safe to print (no password)."""
+
+    def ensure_schema(self) -> None: ...
+    def loaded_hashes(self) -> set[str]: ...
+    def transaction(self) -> Any: ...
+    def insert_arrow(self, table_name: str, data: pa.Table) -> None: ...
+    def execute(self, sql: str, params: Sequence[Any]) -> int: ...
+    def claim_segment(
+        self, sha256: str, relpath: str, session_id: int | None, rows: int, version: str
+    ) -> None: ...
+    def count(self, table_name: str) -> int: ...
+    def close(self) -> None: ...
+
+
+def _manifest_sql() -> str:
+    return (
+        f"INSERT INTO {LOADED_SEGMENTS} "
+        "(content_sha256, path, session_id, rows, schema_version, loaded_at) "
+        "VALUES (%s, %s, %s, %s, %s, %s)"
+    )
+
+
+class PostgresTarget:
+    """PostgreSQL through psycopg; COPY BINARY for bulk rows, one transaction per segment."""
+
+    dialect: Dialect = "postgres"
+
+    def __init__(self, dsn: str, *, copy_mode: CopyMode = "arrow", batch_rows: int = 65_536):
+        self.dsn = dsn
+        self.copy_mode = copy_mode
+        self.batch_rows = batch_rows
+        self.description = "PostgreSQL " + redact(dsn, dsn) if dsn else "PostgreSQL (libpq env)"
+        self._oids: dict[str, tuple[list[str], list[int]]] = {}
+        kwargs: dict[str, Any] = {}
+        try:
+            if "connect_timeout" not in psycopg.conninfo.conninfo_to_dict(dsn):
+                kwargs["connect_timeout"] = 10
+        except psycopg.ProgrammingError as exc:
+            raise TargetUnavailable(f"invalid PostgreSQL DSN: {redact(str(exc), dsn)}") from None
+        try:
+            # autocommit: every transaction is an explicit ``con.transaction()`` block.
+            self.con = psycopg.connect(dsn, autocommit=True, **kwargs)
+        except psycopg.Error as exc:
+            msg = " ".join(str(exc).split())
+            raise TargetUnavailable(
+                f"cannot connect to {self.description}: {redact(msg, dsn)}"
+            ) from None
+
+    def ensure_schema(self) -> None:
+        with self.con.transaction():
+            # Two nightly jobs starting together must not race on CREATE TABLE IF NOT EXISTS.
+            self.con.execute("SELECT pg_advisory_xact_lock(%s)", (0x6B616C7368690001,))
+            for stmt in ddl("postgres"):
+                self.con.execute(stmt)
+
+    def loaded_hashes(self) -> set[str]:
+        with self.con.transaction():
+            rows = self.con.execute(f"SELECT content_sha256 FROM {LOADED_SEGMENTS}").fetchall()
+        return {r[0] for r in rows}
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        try:
+            with self.con.transaction():
+                yield
+        except (psycopg.IntegrityError, psycopg.DataError) as exc:
+            raise SegmentRejected(_pg_reason(exc)) from exc
+
+    def _columns(self, table_name: str) -> tuple[list[str], list[int]]:
+        if table_name not in self._oids:
+            rows = self.con.execute(
+                "SELECT attname, atttypid::int FROM pg_attribute "
+                "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped "
+                "ORDER BY attnum",
+                (table_name,),
+            ).fetchall()
+            self._oids[table_name] = ([r[0] for r in rows], [r[1] for r in rows])
+        return self._oids[table_name]
+
+    def insert_arrow(self, table_name: str, data: pa.Table) -> None:
+        if data.num_rows == 0:
+            return
+        names, oids = self._columns(table_name)
+        oid_of = dict(zip(names, oids, strict=True))
+        cols = data.column_names
+        col_oids = [oid_of[c] for c in cols]
+        col_list = ", ".join(cols)  # names come from the loader's fixed table layouts
+        stmt = f"COPY {table_name} ({col_list}) FROM STDIN (FORMAT BINARY)"
+        vectorised = self.copy_mode == "arrow" and all(o in ENCODABLE_OIDS for o in col_oids)
+        with self.con.cursor() as cur, cur.copy(stmt) as copy:
+            if vectorised:
+                copy.write(PGCOPY_HEADER)
+                for start in range(0, data.num_rows, self.batch_rows):
+                    chunk = data.slice(start, self.batch_rows)
+                    copy.write(encode_pgcopy(chunk, col_oids))
+                copy.write(PGCOPY_TRAILER)
+            else:
+                copy.set_types(col_oids)
+                jsonb = [i for i, o in enumerate(col_oids) if o == _OID_JSONB]
+                for batch in data.to_batches(self.batch_rows):
+                    columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+                    for i in jsonb:
+                        columns[i] = [
+                            None if v is None else Jsonb(orjson.loads(v)) for v in columns[i]
+                        ]
+                    for row in zip(*columns, strict=True):
+                        copy.write_row(row)
+
+    def execute(self, sql: str, params: Sequence[Any]) -> int:
+        cur = self.con.execute(sql, params)  # SQL identifiers from schemas.tables
+        return max(cur.rowcount, 0)
+
+    def claim_segment(
+        self, sha256: str, relpath: str, session_id: int | None, rows: int, version: str
+    ) -> None:
+        # The manifest row goes in first: a concurrent loader of the same segment then waits on
+        # the primary key and, once we commit, fails here instead of loading the rows twice.
+        try:
+            with self.con.transaction():
+                self.con.execute(
+                    _manifest_sql(),
+                    (sha256, relpath, session_id, rows, version, datetime.now(UTC)),
+                )
+        except psycopg.errors.UniqueViolation as exc:
+            raise AlreadyLoaded(sha256) from exc
+
+    def count(self, table_name: str) -> int:
+        row = self.con.execute(f"SELECT count(*) FROM {table_name}").fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def _pg_reason(exc: psycopg.Error) -> str:
+    diag = exc.diag
+    parts = [diag.message_primary or str(exc).splitlines()[0]]
+    if diag.message_detail:
+        parts.append(diag.message_detail)
+    if diag.table_name:
+        parts.append(f"table {diag.table_name}")
+    return "; ".join(parts)
+
+
+class DuckDBTarget:
+    """The embedded default: a DuckDB file with the same tables, for machines with no server."""
+
+    dialect: Dialect = "duckdb"
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.description = f"DuckDB {path}"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.con = duckdb.connect(str(path))
+        except (duckdb.Error, OSError) as exc:
+            raise TargetUnavailable(f"cannot open {self.description}: {exc}") from None
+        self._in_tx = False
+        self._n = 0
+
+    def ensure_schema(self) -> None:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            for stmt in ddl("duckdb"):
+                self.con.execute(stmt)
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+
+    def loaded_hashes(self) -> set[str]:
+        rows = self.con.execute(f"SELECT content_sha256 FROM {LOADED_SEGMENTS}").fetchall()
+        return {r[0] for r in rows}
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException as exc:
+            self.con.execute("ROLLBACK")
+            if isinstance(exc, duckdb.ConstraintException | duckdb.ConversionException):
+                raise SegmentRejected(str(exc).splitlines()[0]) from exc
+            raise
+        else:
+            try:
+                self.con.execute("COMMIT")
+            except duckdb.ConstraintException as exc:  # checked at commit in some cases
+                raise SegmentRejected(str(exc).splitlines()[0]) from exc
+
+    def insert_arrow(self, table_name: str, data: pa.Table) -> None:
+        if data.num_rows == 0:
+            return
+        self._n += 1
+        view = f"_materialize_src_{self._n}"
+        cols = ", ".join(data.column_names)
+        self.con.register(view, data)
+        try:
+            self.con.execute(f"INSERT INTO {table_name} ({cols}) SELECT {cols} FROM {view}")
+        finally:
+            self.con.unregister(view)
+
+    def execute(self, sql: str, params: Sequence[Any]) -> int:
+        res = self.con.execute(sql.replace("%s", "?"), list(params))
+        if sql.lstrip().upper().startswith(("UPDATE", "DELETE", "INSERT")):
+            row = res.fetchone()
+            return int(row[0]) if row else 0
+        return 0
+
+    def claim_segment(
+        self, sha256: str, relpath: str, session_id: int | None, rows: int, version: str
+    ) -> None:
+        try:
+            self.execute(
+                _manifest_sql(), (sha256, relpath, session_id, rows, version, datetime.now(UTC))
+            )
+        except duckdb.ConstraintException as exc:
+            raise AlreadyLoaded(sha256) from exc
+
+    def count(self, table_name: str) -> int:
+        row = self.con.execute(f"SELECT count(*) FROM {table_name}").fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def open_target(
+    pg_dsn: str | None, duckdb_path: Path, *, copy_mode: CopyMode = "arrow"
+) -> PostgresTarget | DuckDBTarget:
+    """PostgreSQL when a DSN is given (``""`` = libpq environment), else the DuckDB file."""
+    if pg_dsn is not None:
+        return PostgresTarget(pg_dsn, copy_mode=copy_mode)
+    return DuckDBTarget(duckdb_path)
