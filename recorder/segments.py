@@ -250,14 +250,20 @@ def iter_live_batches(path: Path) -> Iterator[tuple[pa.RecordBatch, int]]:
     """Yield ``(batch, end_offset)`` for every complete batch of a live stream.
 
     A torn tail (a batch or the schema cut short by a crash) ends the iteration instead of
-    raising: everything before it is intact by construction of the IPC stream format. Other errors
-    (EIO, a wrong schema) propagate: deleting a live file we could not really read would lose data.
+    raising: everything before it is intact by construction of the IPC stream format. Arrow
+    reports a short read as ``ArrowInvalid`` (metadata) or an ``OSError`` without errno (body).
+    Other errors (EIO with an errno, a wrong schema) propagate: deleting a live file we could not
+    really read would lose data.
     """
     with pa.OSFile(str(path), "r") as src:
         try:
             reader = ipc.open_stream(src)
         except pa.ArrowInvalid:
             return  # not even a complete schema message: nothing was ever readable
+        except OSError as exc:
+            if exc.errno is not None:
+                raise
+            return
         if not reader.schema.equals(LIVE_SCHEMA, check_metadata=False):
             raise ValueError(f"{path}: live stream schema differs from LOG_SCHEMA")
         while True:
@@ -266,7 +272,11 @@ def iter_live_batches(path: Path) -> Iterator[tuple[pa.RecordBatch, int]]:
             except StopIteration:
                 return
             except pa.ArrowInvalid:
-                return  # torn tail
+                return  # torn tail: metadata cut short
+            except OSError as exc:
+                if exc.errno is not None:
+                    raise  # a real I/O error from the OS (EIO, ...), not a short file
+                return  # torn tail: Arrow's short read of a message body (errno None)
             yield batch, int(src.tell())
 
 
