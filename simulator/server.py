@@ -1,0 +1,583 @@
+"""The asyncio shell: WebSocket + REST servers, the clock, connection faults, ground truth.
+
+Everything protocol-shaped lives in the sans-I/O modules (``exchange``, ``market``, ``wire``,
+``rest``, ``auth``); this module only moves bytes and time. Usage::
+
+    from simulator.server import SimConfig, Simulator
+    async with Simulator(SimConfig(seed=1)) as sim:
+        sim.ws_url, sim.rest_url, sim.key_id, sim.private_key_path, sim.faults, sim.stats
+
+``start_in_thread(cfg)`` runs the same thing on a background event loop for synchronous code.
+
+Outbound frames bypass ``websockets``' per-message ``send()``: a writer task encodes a batch of
+text frames (server frames are unmasked, compression is off) into one buffer and writes it inside
+``send_context()``, which keeps websockets' state checks and flow control. That is what lets one
+process approach 100k msgs/s; per-message ``send()`` costs several times more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import http
+import logging
+import random
+import shutil
+import struct
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConcurrencyError, ConnectionClosed
+from websockets.http11 import Request, Response
+
+from simulator import auth, rest
+from simulator.book import Book, fp_levels
+from simulator.exchange import Exchange, Session
+from simulator.faults import FaultConfig, FaultCounters
+from simulator.groundtruth import GroundTruth
+from simulator.market import Engine, GenConfig, Market
+from simulator.wire import ProtocolOptions
+
+log = logging.getLogger("simulator")
+
+WS_PATH = "/trade-api/ws/v2"
+T = TypeVar("T")
+
+
+@dataclass
+class SimConfig:
+    """Everything a simulator run can vary; the defaults suit tests (small, fast, no faults)."""
+
+    seed: int = 1
+    host: str = "127.0.0.1"
+    port: int = 0  # WebSocket port (0 = any free port)
+    rest_port: int = 0  # REST port (0 = any free port)
+    keys_dir: Path | None = None  # None: a temporary directory, removed on stop
+    max_skew_s: float = 30.0  # accepted |server clock - KALSHI-ACCESS-TIMESTAMP|
+    allow_unauthenticated: bool = False  # accept handshakes without auth headers (then error 9)
+    ping_interval: float = 10.0  # server Ping frames with payload b"heartbeat"
+    start_time: float | None = None  # Unix seconds of virtual t=0 (None = now)
+    autostart: bool = True  # False: virtual time moves only via sim.advance()
+    legacy: bool = False  # shortcut: legacy wire format (sets protocol.legacy and generator.legacy)
+    generator: GenConfig = field(default_factory=GenConfig)
+    protocol: ProtocolOptions = field(default_factory=ProtocolOptions)
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    ground_truth: Path | None = None  # directory for ground-truth files
+
+
+@dataclass
+class Stats:
+    handshakes: int = 0
+    connections_total: int = 0
+    connections_open: int = 0
+    frames_sent: int = 0
+    bytes_sent: int = 0
+    steps: int = 0
+    lag_ms: int = 0  # how far virtual time trails wall time (the engine cannot keep up)
+    deltas: int = 0
+    notices: int = 0
+    markets: int = 0
+    live_markets: int = 0
+
+
+_H2 = struct.Struct("!BB").pack
+_H4 = struct.Struct("!BBH").pack
+_H10 = struct.Struct("!BBQ").pack
+
+
+def ws_text_frame(text: str) -> bytes:
+    """One unmasked, final, text frame (RFC 6455 §5.2) as a server sends it."""
+    p = text.encode()
+    n = len(p)
+    if n < 126:
+        return _H2(0x81, n) + p
+    if n < 65_536:
+        return _H4(0x81, 126, n) + p
+    return _H10(0x81, 127, n) + p
+
+
+class _Conn:
+    __slots__ = ("opened", "session", "stalled_until", "tasks", "wake", "ws")
+
+    def __init__(self, ws: ServerConnection, session: Session, opened: float) -> None:
+        self.ws = ws
+        self.session = session
+        self.wake = asyncio.Event()
+        self.stalled_until = 0.0
+        self.opened = opened
+        self.tasks: list[asyncio.Task[None]] = []
+
+
+def _to_pips(price: str | Decimal | int) -> int:
+    """Dollar string/Decimal ("0.4500") or int cents (45) -> pips."""
+    if isinstance(price, int):
+        return price * 100
+    return int(Decimal(price) * 10_000)
+
+
+def _to_hundredths(size: str | Decimal | int | float) -> int:
+    """Contracts ("10.00", 10, -2.5) -> hundredths of a contract."""
+    return int((Decimal(str(size)) * 100).to_integral_value())
+
+
+class Simulator:
+    """A local Kalshi exchange. Use as ``async with Simulator(cfg) as sim``."""
+
+    def __init__(self, cfg: SimConfig | None = None) -> None:
+        self.cfg = cfg = cfg or SimConfig()
+        if cfg.legacy:
+            cfg.protocol = dataclasses.replace(cfg.protocol, legacy=True)
+            cfg.generator = dataclasses.replace(cfg.generator, legacy=True)
+        self.faults = FaultCounters()
+        self.stats = Stats()
+        self.ws_url = ""
+        self.rest_url = ""
+        self.key_id = ""
+        self.private_key_path = Path()
+        self._tmp_keys: Path | None = None
+        self._ws_server: Server | None = None
+        self._rest_server: asyncio.Server | None = None
+        self._clock_task: asyncio.Task[None] | None = None
+        self._conns: dict[int, _Conn] = {}
+        self._auth_by_conn: dict[ServerConnection, bool] = {}
+        self._reject_until = 0.0
+        self._gt: GroundTruth | None = None
+        self._fault_rng = random.Random(cfg.seed * 104_729 + 3)
+        self._t0 = 0.0
+        self._stopped = False
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        keys_dir = cfg.keys_dir
+        if keys_dir is None:
+            keys_dir = self._tmp_keys = Path(tempfile.mkdtemp(prefix="kalshi-sim-keys-"))
+        keys = auth.load_or_create_keys(Path(keys_dir))
+        self._keys = keys
+        self.key_id = keys.key_id
+        self.private_key_path = keys.private_key_path
+        epoch_ms = int((cfg.start_time if cfg.start_time is not None else time.time()) * 1000)
+        self.engine = Engine(
+            cfg.generator, cfg.seed, epoch_ms, record_books=cfg.ground_truth is not None
+        )
+        self.exchange = Exchange(self.engine, cfg.protocol, cfg.faults, self.faults, cfg.seed)
+        if cfg.ground_truth is not None:
+            self._gt = GroundTruth(Path(cfg.ground_truth))
+        self.engine.start()
+        self._loop = asyncio.get_running_loop()
+        self._t0 = self._loop.time()
+        self._pump()
+        self._ws_server = await serve(
+            self._handler,
+            cfg.host,
+            cfg.port,
+            process_request=self._process_request,
+            ping_interval=None,  # our own pings carry the exchange's b"heartbeat" payload
+            compression=None,
+            max_size=1 << 20,
+        )
+        ws_port = self._ws_server.sockets[0].getsockname()[1]
+        legacy = cfg.protocol.legacy
+        self._rest_server = await rest.serve_rest(
+            cfg.host, cfg.rest_port, lambda m, t: rest.handle(self.engine, m, t, legacy)
+        )
+        rest_port = self._rest_server.sockets[0].getsockname()[1]
+        self.ws_url = f"ws://{cfg.host}:{ws_port}{WS_PATH}"
+        self.rest_url = f"http://{cfg.host}:{rest_port}{rest.BASE}"
+        if cfg.autostart:
+            self._clock_task = asyncio.create_task(self._clock())
+        log.info("simulator up: ws %s rest %s seed %d", self.ws_url, self.rest_url, cfg.seed)
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._clock_task is not None:
+            self._clock_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._clock_task
+        if self._ws_server is not None:
+            self._ws_server.close()
+            for st in list(self._conns.values()):
+                st.ws.transport.abort()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ws_server.wait_closed(), 5)
+        if self._rest_server is not None:
+            self._rest_server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._rest_server.wait_closed(), 2)
+        if self._gt is not None:
+            self._gt.close(self.engine)
+        if self._tmp_keys is not None:
+            shutil.rmtree(self._tmp_keys, ignore_errors=True)
+        self._update_stats()
+        log.info("simulator stopped: %s; faults %s", self.stats, self.faults)
+
+    # ---- handshake ------------------------------------------------------------------------
+
+    def _json_response(
+        self, conn: ServerConnection, status: int, code: str, message: str
+    ) -> Response:
+        resp = conn.respond(
+            http.HTTPStatus(status), orjson.dumps({"code": code, "message": message}).decode()
+        )
+        del resp.headers["Content-Type"]
+        resp.headers["Content-Type"] = "application/json"
+        return resp
+
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path != WS_PATH:
+            return self._json_response(
+                conn, 404, "not_found", f"no WebSocket endpoint at {path}; use {WS_PATH}"
+            )
+        self.stats.handshakes += 1
+        f = self.cfg.faults
+        if self.stats.handshakes <= f.reject_first_n or self._loop.time() < self._reject_until:
+            self.faults.rejected_handshakes += 1
+            if f.reject_status == 429:
+                resp = self._json_response(
+                    conn, 429, "too_many_requests", "simulated rate limit; retry later"
+                )
+                resp.headers["Retry-After"] = "1"
+                return resp
+            return self._json_response(
+                conn, 503, "service_unavailable", "simulated outage; retry later"
+            )
+        headers = request.headers
+        if self.cfg.allow_unauthenticated and not any(
+            h in headers
+            for h in ("KALSHI-ACCESS-KEY", "KALSHI-ACCESS-TIMESTAMP", "KALSHI-ACCESS-SIGNATURE")
+        ):
+            self._auth_by_conn[conn] = False
+            return None
+        try:
+            auth.verify_request(
+                self._keys.public_keys,
+                headers,
+                "GET",
+                WS_PATH,
+                int(time.time() * 1000),
+                int(self.cfg.max_skew_s * 1000),
+            )
+        except auth.AuthError as e:
+            log.info("handshake rejected: %s", e.message)
+            return self._json_response(conn, e.status, e.code, e.message)
+        self._auth_by_conn[conn] = True
+        return None
+
+    # ---- connections ----------------------------------------------------------------------
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        authenticated = self._auth_by_conn.pop(ws, True)
+        self._pump()  # deliver pending events before a snapshot can be taken
+        session = self.exchange.open_session(authenticated)
+        st = _Conn(ws, session, self._loop.time())
+        self._conns[session.conn_id] = st
+        self.stats.connections_total += 1
+        self.stats.connections_open += 1
+        st.tasks.append(asyncio.create_task(self._writer(st)))
+        if self.cfg.ping_interval > 0:
+            st.tasks.append(asyncio.create_task(self._pinger(st)))
+        try:
+            async for msg in ws:
+                self._pump()
+                session.receive(msg)
+                st.wake.set()
+        except ConnectionClosed:
+            pass
+        finally:
+            for t in st.tasks:
+                t.cancel()
+            self._conns.pop(session.conn_id, None)
+            self.exchange.close_session(session.conn_id)
+            self.stats.connections_open -= 1
+            if self._gt is not None:
+                self._gt.close_conn(session.conn_id)
+
+    async def _writer(self, st: _Conn) -> None:
+        ws = st.ws
+        session = st.session
+        gt = self._gt
+        stats = self.stats
+        conn_id = session.conn_id
+        try:
+            while True:
+                await st.wake.wait()
+                st.wake.clear()
+                delay = st.stalled_until - self._loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                frames = session.take()
+                if not frames:
+                    continue
+                payload = b"".join([ws_text_frame(f) for f in frames])
+                if gt is not None:
+                    gt.frames(conn_id, time.time_ns(), frames)
+                stats.frames_sent += len(frames)
+                stats.bytes_sent += len(payload)
+                async with ws.send_context():
+                    ws.transport.write(payload)
+        except ConnectionClosed:
+            pass
+
+    async def _pinger(self, st: _Conn) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self.cfg.ping_interval)
+                # if the previous heartbeat is still unanswered, don't stack another
+                with contextlib.suppress(ConcurrencyError):
+                    await st.ws.ping(b"heartbeat")
+        except ConnectionClosed:
+            pass
+
+    def _drop(self, st: _Conn) -> None:
+        self.faults.drops += 1
+        self._reject_until = self._loop.time() + self.cfg.faults.reject_after_drop_s
+        if self.cfg.faults.drop_mode == "abort":
+            st.ws.transport.abort()
+        else:
+            task = asyncio.create_task(st.ws.close(1011, "simulated failure"))
+            st.tasks.append(task)
+
+    # ---- the clock ------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        self.exchange.pump()
+        if self._gt is not None:
+            self._gt.books(self.engine)
+        for st in self._conns.values():
+            if st.session.outbox:
+                st.wake.set()
+
+    async def _clock(self) -> None:
+        engine = self.engine
+        step_s = engine.cfg.step_ms / 1000.0
+        loop = self._loop
+        base = engine.steps
+        last = loop.time()
+        f = self.cfg.faults
+        drop_times = sorted(f.drop_at)
+        next_stall = f.stall_every_s if f.stall_every_s > 0 else None
+        next_burst = f.burst_every_s if f.burst_every_s > 0 else None
+        while True:
+            now = loop.time()
+            elapsed = now - self._t0
+            target = base + int(elapsed / step_s)
+            n = 0
+            while engine.steps < target and n < 500:
+                engine.step()
+                n += 1
+                if n % 25 == 0:
+                    self._pump()
+            if next_burst is not None and elapsed >= next_burst:
+                engine.inject_burst(f.burst_size)
+                self.faults.bursts += 1
+                next_burst += f.burst_every_s
+            self._pump()
+            self.stats.lag_ms = (target - engine.steps) * engine.cfg.step_ms
+            self._update_stats()
+            # connection faults
+            while drop_times and elapsed >= drop_times[0]:
+                drop_times.pop(0)
+                for st in list(self._conns.values()):
+                    self._drop(st)
+            if f.drop_rate > 0:
+                p = f.drop_rate * (now - last)
+                for st in list(self._conns.values()):
+                    if self._fault_rng.random() < p:
+                        self._drop(st)
+            if next_stall is not None and elapsed >= next_stall:
+                for st in self._conns.values():
+                    st.stalled_until = now + f.stall_for_s
+                    self.faults.stalls += 1
+                next_stall += f.stall_every_s
+            last = now
+            await asyncio.sleep(step_s)
+
+    def _update_stats(self) -> None:
+        e = self.engine
+        s = self.stats
+        s.steps = e.steps
+        s.deltas = e.deltas_emitted
+        s.notices = e.notices_emitted
+        s.markets = len(e.markets)
+        s.live_markets = e.live
+
+    # ---- control API (call on the simulator's event loop) -----------------------------------
+
+    def _ctl(self, fn: Callable[[], T]) -> T:
+        result = fn()
+        self._pump()
+        self._update_stats()
+        return result
+
+    def advance(self, steps: int = 1) -> None:
+        """Move virtual time forward by ``steps`` generator steps (for autostart=False runs)."""
+        for _ in range(steps):
+            self.engine.step()
+        self._ctl(lambda: None)
+
+    def advance_seconds(self, seconds: float) -> None:
+        self.advance(max(1, round(seconds * 1000 / self.engine.cfg.step_ms)))
+
+    def create_market(self, ticker: str | None = None, **kw: Any) -> str:
+        """Create a market now (see ``Engine.create_market`` for options); returns its ticker."""
+        return self._ctl(lambda: self.engine.create_market(ticker, **kw).ticker)
+
+    def determine(
+        self, ticker: str, result: str = "yes", settlement_value: str | None = None
+    ) -> None:
+        self._ctl(lambda: self.engine.determine(ticker, result, settlement_value))
+
+    def settle(self, ticker: str) -> None:
+        self._ctl(lambda: self.engine.settle(ticker))
+
+    def deactivate(self, ticker: str) -> None:
+        self._ctl(lambda: self.engine.deactivate(ticker))
+
+    def activate(self, ticker: str) -> None:
+        self._ctl(lambda: self.engine.activate(ticker))
+
+    def update_close(self, ticker: str, close_ts: float) -> None:
+        self._ctl(lambda: self.engine.update_close(ticker, close_ts))
+
+    def metadata_update(self, ticker: str) -> None:
+        self._ctl(lambda: self.engine.metadata_update(ticker))
+
+    def undocumented_event(self, ticker: str) -> None:
+        self._ctl(lambda: self.engine.undocumented_event(ticker))
+
+    def event_fee_update(
+        self, event_ticker: str, fee_type: str | None, multiplier: str | None
+    ) -> None:
+        self._ctl(lambda: self.engine.event_fee_update(event_ticker, fee_type, multiplier))
+
+    def push_delta(
+        self, ticker: str, side: str, price: str | Decimal | int, delta: str | Decimal | int | float
+    ) -> None:
+        """Change one level: price as dollars ("0.4500") or int cents; delta in contracts."""
+        self._ctl(
+            lambda: self.engine.push_delta(ticker, side, _to_pips(price), _to_hundredths(delta))
+        )
+
+    def drop_connections(self) -> int:
+        """Fault: drop every open connection now; returns how many."""
+        conns = list(self._conns.values())
+        for st in conns:
+            self._drop(st)
+        return len(conns)
+
+    def market(self, ticker: str) -> Market:
+        return self.engine.market(ticker)
+
+    def market_json(self, ticker: str) -> dict[str, Any]:
+        return rest.market_object(self.engine.market(ticker))
+
+    def book(self, ticker: str) -> dict[str, list[list[str]]]:
+        """The true book as REST would show it: {"yes": [[price, size], ...], "no": [...]}."""
+        b: Book = self.engine.market(ticker).book
+        return {"yes": fp_levels(b.levels("yes")), "no": fp_levels(b.levels("no"))}
+
+    def tickers(self, status: str | None = None) -> list[str]:
+        return [t for t, m in self.engine.markets.items() if status is None or m.status == status]
+
+
+_CONTROL = frozenset(
+    {
+        "advance",
+        "advance_seconds",
+        "create_market",
+        "determine",
+        "settle",
+        "deactivate",
+        "activate",
+        "update_close",
+        "metadata_update",
+        "undocumented_event",
+        "event_fee_update",
+        "push_delta",
+        "drop_connections",
+        "market_json",
+        "book",
+        "tickers",
+    }
+)
+
+
+class SimulatorThread:
+    """A simulator on a background thread's event loop, for synchronous code and tests.
+
+    Has the attributes of :class:`Simulator` (``ws_url``, ``rest_url``, ``key_id``,
+    ``private_key_path``, ``faults``, ``stats``), the control methods (run on the simulator's
+    loop and waited for), and ``stop()``.
+    """
+
+    def __init__(self, cfg: SimConfig) -> None:
+        self.sim = Simulator(cfg)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._loop = asyncio.new_event_loop()
+        self._stop_evt: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="kalshi-simulator", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._main())
+
+    async def _main(self) -> None:
+        self._stop_evt = asyncio.Event()
+        try:
+            await self.sim.start()
+        except BaseException as e:
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        await self._stop_evt.wait()
+        await self.sim.stop()
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn()`` on the simulator's loop and return its result."""
+
+        async def run() -> T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result()
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _CONTROL:
+            meth = getattr(self.sim, name)
+            return lambda *a, **kw: self.call(lambda: meth(*a, **kw))
+        return getattr(self.sim, name)
+
+    def stop(self) -> None:
+        if self._thread.is_alive() and self._stop_evt is not None:
+            self._loop.call_soon_threadsafe(self._stop_evt.set)
+            self._thread.join(30)
+
+
+def start_in_thread(cfg: SimConfig | None = None) -> SimulatorThread:
+    """Start a simulator on a daemon thread; returns once it accepts connections."""
+    return SimulatorThread(cfg or SimConfig())
