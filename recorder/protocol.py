@@ -17,7 +17,7 @@ from typing import Any, TypeGuard, overload
 
 import orjson
 
-from schemas.units import PRICE_SCALE, SIZE_SCALE, parse_price, parse_size
+from schemas.units import PRICE_SCALE, SIZE_SCALE
 
 _loads = orjson.loads
 
@@ -29,9 +29,20 @@ _INT64_MIN = -(2**63)
 #
 # Why a memo: the set of distinct price strings on a feed is tiny (a tick grid) and delta strings
 # repeat a lot, so a dict hit beats any parsing. Misses go through a strict ASCII fast path and
-# anything unusual ("1e-2", " 0.5", "0.54000000") falls back to schemas.units (Decimal), so the
-# result always equals parse_price / parse_size or the same ValueError is raised.
+# anything unusual ("1e-2", " 0.5", "0.54000000") goes through an exact Decimal digit-tuple path
+# with the semantics of schemas.units (see _exact for why not schemas.units itself).
 # ---------------------------------------------------------------------------------------------
+
+
+def _cents(value: int) -> int:
+    """Legacy integer cents -> micro-dollars."""
+    return value * (PRICE_SCALE // 100)
+
+
+def _contracts(value: int) -> int:
+    """Legacy integer contracts -> centi-contracts."""
+    return value * SIZE_SCALE
+
 
 _MEMO_MAX = 65_536
 _price_memo: dict[str, int] = {}
@@ -48,6 +59,7 @@ def _fixed(text: str, places: int) -> int | None:
         or not whole
         or not frac
         or len(frac) > places
+        or len(whole) > 12
         or not body.isascii()
         or not whole.isdigit()
         or not frac.isdigit()
@@ -57,26 +69,62 @@ def _fixed(text: str, places: int) -> int | None:
     return -value if neg else value
 
 
+def _exact(text: str, places: int, what: str) -> int:
+    """Any decimal text ``Decimal`` accepts -> exact int in units of 10**-places, within int64.
+
+    Why not only ``schemas.units``: its ``Decimal`` arithmetic runs in a 28-digit context, so
+    ``"1.00000000000000000000000000001"`` rounds to a whole unit instead of being refused, and
+    ``"1e999999"`` raises ``decimal.Overflow`` (not ``ValueError``) after building a huge int.
+    This works on the digit tuple, so it is exact and cheap for any input; on everything
+    ``schemas.units`` gets right it agrees with it (property-tested).
+    """
+    try:
+        value = Decimal(text)
+    except (InvalidOperation, ValueError) as exc:
+        raise ValueError(f"{what} {text!r} is not a decimal number") from exc
+    if not value.is_finite():
+        raise ValueError(f"{what} {text!r} is not finite")
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    n = len(digits)
+    while n and digits[n - 1] == 0:  # trailing zeros: move them into the exponent
+        n -= 1
+        exponent += 1
+    if n == 0:
+        return 0
+    shift = exponent + places
+    if shift < 0:
+        raise ValueError(f"{what} {text!r} has more precision than 1/{10**places}")
+    if n + shift > 19:
+        raise ValueError(f"{what} {text!r} is outside int64 in units of 1/{10**places}")
+    scaled = int("".join(map(str, digits[:n]))) * 10**shift
+    if scaled > _INT64_MAX + sign:  # -2**63 is representable, +2**63 is not
+        raise ValueError(f"{what} {text!r} is outside int64 in units of 1/{10**places}")
+    return -scaled if sign else scaled
+
+
 def price_micros(text: str) -> int:
-    """Dollar string -> micro-dollars, exactly as ``schemas.units.parse_price`` (memoised)."""
+    """Dollar string -> micro-dollars, exact (``schemas.units.parse_price`` semantics), within
+    int64, memoised. Raises ``ValueError`` otherwise."""
     value = _price_memo.get(text)
     if value is None:
         value = _fixed(text, 6)
         if value is None:
-            value = parse_price(text)
-        if len(_price_memo) < _MEMO_MAX and _INT64_MIN <= value <= _INT64_MAX:
+            value = _exact(text, 6, "price")
+        if len(_price_memo) < _MEMO_MAX:
             _price_memo[text] = value
     return value
 
 
 def size_centi(text: str) -> int:
-    """Contract-count string -> centi-contracts, exactly as ``schemas.units.parse_size``."""
+    """Contract-count string -> centi-contracts, exact (``schemas.units.parse_size``
+    semantics), within int64, memoised. Raises ``ValueError`` otherwise."""
     value = _size_memo.get(text)
     if value is None:
         value = _fixed(text, 2)
         if value is None:
-            value = parse_size(text)
-        if len(_size_memo) < _MEMO_MAX and _INT64_MIN <= value <= _INT64_MAX:
+            value = _exact(text, 2, "size")
+        if len(_size_memo) < _MEMO_MAX:
             _size_memo[text] = value
     return value
 
@@ -110,13 +158,15 @@ def _side_levels(levels: Any, key: str, dollars: bool) -> dict[int, int]:
         else:
             if type(p) is not int:
                 raise ValueError(f"snapshot {key}[{i}] price {p!r} is not integer cents")
-            price = parse_price(p)
+            price = _cents(p)
         if type(s) is str:
             size = size_centi(s)
         elif type(s) is int:
-            size = parse_size(s)
+            size = _contracts(s)
         else:
             raise ValueError(f"snapshot {key}[{i}] size {s!r} is not a count")
+        if not (_INT64_MIN <= price <= _INT64_MAX and size <= _INT64_MAX):
+            raise ValueError(f"snapshot {key}[{i}] = {level!r} is outside int64")
         if size < 0:
             raise ValueError(f"snapshot {key}[{i}] has negative size {s!r}")
         if price in out:
@@ -359,14 +409,6 @@ def _delta_ts(msg: dict[str, Any], issues: _Issues) -> int | None:
             return None
     issues.bad(f"msg.ts is {_tname(ts)}, expected int or RFC3339 string")
     return None
-
-
-def _cents(value: int) -> int:
-    return value * (PRICE_SCALE // 100)
-
-
-def _contracts(value: int) -> int:
-    return value * SIZE_SCALE
 
 
 def parse_frame(raw: bytes) -> Frame:
