@@ -345,8 +345,8 @@ class DuckDBTarget:
             self.con = duckdb.connect(str(path))
         except (duckdb.Error, OSError) as exc:
             raise TargetUnavailable(f"cannot open {self.description}: {exc}") from None
-        self._in_tx = False
         self._n = 0
+        self._stale_views: list[str] = []
 
     def ensure_schema(self) -> None:
         self.con.execute("BEGIN TRANSACTION")
@@ -369,6 +369,8 @@ class DuckDBTarget:
             yield
         except BaseException as exc:
             self.con.execute("ROLLBACK")
+            while self._stale_views:
+                self.con.unregister(self._stale_views.pop())
             if isinstance(exc, duckdb.ConstraintException | duckdb.ConversionException):
                 raise SegmentRejected(str(exc).splitlines()[0]) from exc
             raise
@@ -388,7 +390,10 @@ class DuckDBTarget:
         try:
             self.con.execute(f"INSERT INTO {table_name} ({cols}) SELECT {cols} FROM {view}")
         finally:
-            self.con.unregister(view)
+            try:
+                self.con.unregister(view)
+            except duckdb.Error:  # aborted transaction: unregister after the rollback
+                self._stale_views.append(view)
 
     def execute(self, sql: str, params: Sequence[Any]) -> int:
         res = self.con.execute(sql.replace("%s", "?"), list(params))

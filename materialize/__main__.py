@@ -1,0 +1,198 @@
+"""``python -m materialize`` / ``kalshi-materialize``: the nightly job.
+
+Loads every sealed segment not loaded yet (exactly once, see ``materialize.loader``) into
+PostgreSQL when a DSN is given (``--pg DSN``, else ``$DATABASE_URL``; ``--pg ""`` means "the libpq
+environment", PGHOST/PGUSER/...), otherwise into the embedded default ``DATA/warehouse.duckdb`` so
+the job works on a fresh machine with no database server. Then, unless ``--no-training``, builds
+the training sets and the data-quality report. Prints a summary table at the end.
+
+Exit status (for cron / systemd ``SuccessExitStatus`` and alerting):
+
+* ``0``  everything found was loaded (or already loaded) and the later steps succeeded;
+* ``2``  the database is unreachable, cannot be opened, or went away mid-run: nothing partial
+  (the segment in flight was rolled back; the one-line message never shows a password);
+* ``3``  at least one segment was skipped (unreadable, unknown schema version, rejected by the
+  database); it is listed with its path and reason, all the others were loaded;
+* ``4``  loading succeeded but the training-set build or the quality report failed;
+* ``64`` bad command line (``EX_USAGE``; not argparse's usual 2, which means "database" here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, NoReturn
+
+from materialize.loader import LoadSummary, default_progress, load
+from materialize.targets import TargetUnavailable, open_target, redact
+from schemas.tables import ALL_TABLES, LOADED_SEGMENTS
+
+EXIT_OK = 0
+EXIT_DATABASE = 2
+EXIT_SKIPPED = 3
+EXIT_LATER_STEP = 4
+EXIT_USAGE = 64
+
+DEFAULT_SEED = 0
+DEFAULT_MIDDLE_EVERY_S = 60.0
+"""Middle-of-life sampling interval for the training sets: one book state per minute keeps the
+long quiet middle of a market small while the first/last 20% keep every update."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="kalshi-materialize",
+        description="Load sealed segments into PostgreSQL (or the embedded DuckDB) exactly once, "
+        "then build training sets and the data-quality report.",
+    )
+    p.add_argument("--data-dir", type=Path, default=Path("data"), help="default: ./data")
+    p.add_argument(
+        "--pg",
+        metavar="DSN",
+        default=None,
+        help='PostgreSQL DSN (default: $DATABASE_URL; "" = libpq environment). '
+        "Without one: DATA/warehouse.duckdb",
+    )
+    p.add_argument("--duckdb", type=Path, default=None, help="DuckDB file when no --pg is used")
+    p.add_argument(
+        "--quarantine",
+        action="store_true",
+        help="move skipped segments to DATA/quarantine/ (default: leave them and report)",
+    )
+    p.add_argument("--no-training", action="store_true", help="load only")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="training-set sampling seed")
+    p.add_argument(
+        "--middle-every-s",
+        type=float,
+        default=DEFAULT_MIDDLE_EVERY_S,
+        help="training-set middle-of-life sampling interval (seconds)",
+    )
+    p.add_argument(
+        "--copy-mode",
+        choices=("arrow", "rows"),
+        default="arrow",
+        help="PostgreSQL COPY encoder: arrow (vectorised, default) or rows (psycopg write_row)",
+    )
+    return p
+
+
+def _fmt_rate(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def print_summary(summary: LoadSummary, out: Any = None) -> None:
+    """The end-of-run table: segments, rows per table, rows/s, what was skipped and why."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=out or sys.stdout, soft_wrap=True)
+    t = Table(title=f"materialize -> {summary.target}", show_header=True)
+    t.add_column("what")
+    t.add_column("count", justify="right")
+    t.add_row("segments found", str(summary.segments_found))
+    t.add_row("segments loaded now", str(len(summary.loaded)))
+    t.add_row("segments already loaded", str(summary.already_loaded))
+    t.add_row("segments skipped", str(len(summary.skipped)))
+    t.add_row("log records read", str(summary.records))
+    for name in ALL_TABLES:
+        if name != LOADED_SEGMENTS:
+            t.add_row(f"rows -> {name}", str(summary.rows.get(name, 0)))
+    for what, n in sorted(summary.updates.items()):
+        t.add_row(f"rows updated by {what}", str(n))
+    for what, n in sorted(summary.unmatched.items()):
+        t.add_row(f"unmatched: {what}", str(n))
+    for what, n in sorted(summary.malformed.items()):
+        t.add_row(f"not loaded (malformed): {what}", str(n))
+    t.add_row("seconds", f"{summary.seconds:.2f}")
+    t.add_row("rows/s", _fmt_rate(summary.rows_per_s))
+    console.print(t)
+    for s in summary.skipped:
+        where = f" -> moved to {s.moved_to}" if s.moved_to else ""
+        console.print(f"SKIPPED {s.relpath}: {s.reason}{where}", markup=False)
+
+
+def _later_steps(args: argparse.Namespace, data_dir: Path) -> int:
+    """Training sets and quality report, from modules that may not be present in this build."""
+    status = EXIT_OK
+    steps = (
+        (
+            "training sets",
+            "materialize.training",
+            "build_training_sets",
+            lambda f: f(
+                data_dir,
+                data_dir / "training",
+                seed=args.seed,
+                middle_every_s=args.middle_every_s,
+            ),
+        ),
+        (
+            "quality report",
+            "materialize.quality",
+            "build_quality_report",
+            lambda f: f(data_dir, data_dir / "quality" / "report.json"),
+        ),
+    )
+    for label, module, func, call in steps:
+        if importlib.util.find_spec(module) is None:
+            print(f"materialize: {label}: skipped ({module} is not in this build)", file=sys.stderr)
+            continue
+        try:
+            result = call(getattr(importlib.import_module(module), func))
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            print(f"materialize: {label} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            status = EXIT_LATER_STEP
+            continue
+        print(f"{label}: {result}")
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    data_dir: Path = args.data_dir
+    dsn: str | None = args.pg if args.pg is not None else os.environ.get("DATABASE_URL")
+    duck = args.duckdb or data_dir / "warehouse.duckdb"
+    if not (data_dir / "segments").is_dir():
+        print(
+            f"materialize: no segments directory under {data_dir} (nothing sealed yet?)",
+            file=sys.stderr,
+        )
+    try:
+        target = open_target(dsn, duck, copy_mode=args.copy_mode)
+    except TargetUnavailable as exc:
+        print(f"materialize: {exc}", file=sys.stderr)
+        return EXIT_DATABASE
+    try:
+        summary = load(data_dir, target, move_bad=args.quarantine, progress=default_progress())
+    except TargetUnavailable as exc:
+        print(f"materialize: {exc}", file=sys.stderr)
+        return EXIT_DATABASE
+    except Exception as exc:
+        # Never let a driver error print a DSN with its password.
+        print(f"materialize: failed: {redact(str(exc), dsn)}", file=sys.stderr)
+        raise SystemExit(1) from None
+    finally:
+        target.close()
+    print_summary(summary)
+    status = EXIT_SKIPPED if summary.skipped else EXIT_OK
+    if not args.no_training:
+        later = _later_steps(args, data_dir)
+        if status == EXIT_OK:
+            status = later
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,500 @@
+"""Materialize loading: exactly once, exact values, bad input skipped, on PostgreSQL and DuckDB."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+import pytest
+
+from materialize.__main__ import EXIT_DATABASE, EXIT_SKIPPED, main
+from materialize.loader import LogProgress, load, table_counts, transform
+from materialize.targets import (
+    PGCOPY_HEADER,
+    PGCOPY_TRAILER,
+    DuckDBTarget,
+    PostgresTarget,
+    encode_pgcopy,
+    redact,
+)
+from schemas.log import LOG_SCHEMA
+from schemas.tables import (
+    ALL_TABLES,
+    DELTAS,
+    GAPS,
+    LIFECYCLE_EVENTS,
+    LOADED_SEGMENTS,
+    PARTICIPATION,
+    SESSIONS,
+    SNAPSHOTS,
+)
+from tests.materialize.segmentgen import (
+    SESSION_A,
+    SESSION_B,
+    Scenario,
+    build_scenario,
+    segment_path,
+    write_bulk_deltas,
+    write_table,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+ORDER = {
+    SESSIONS: "session_id",
+    LIFECYCLE_EVENTS: "session_id, record_seq",
+    PARTICIPATION: "session_id, market_ticker, joined_at",
+    SNAPSHOTS: "session_id, record_seq",
+    DELTAS: "session_id, record_seq",
+    GAPS: "session_id, record_seq",
+    LOADED_SEGMENTS: "content_sha256",
+}
+
+Target = PostgresTarget | DuckDBTarget
+MakeTarget = Callable[[Path], Target]
+
+
+@pytest.fixture(
+    params=[
+        "duckdb",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("postgres-rows", marks=pytest.mark.postgres),
+    ]
+)
+def make_target(request: pytest.FixtureRequest) -> Iterator[MakeTarget]:
+    """A factory for a target (re-openable, as a second nightly run would)."""
+    opened: list[Target] = []
+    dsn = request.getfixturevalue("pg_dsn") if request.param.startswith("postgres") else None
+
+    def factory(data_dir: Path) -> Target:
+        t: Target
+        if dsn is None:
+            t = DuckDBTarget(data_dir / "warehouse.duckdb")
+        else:
+            t = PostgresTarget(dsn, copy_mode="rows" if request.param.endswith("rows") else "arrow")
+        opened.append(t)
+        return t
+
+    yield factory
+    for t in opened:
+        t.close()
+
+
+def dump(target: Target, table: str) -> list[tuple[Any, ...]]:
+    cols = "*" if table != LOADED_SEGMENTS else "content_sha256, path, session_id, rows"
+    sql = f"SELECT {cols} FROM {table} ORDER BY {ORDER[table]}"
+    return [tuple(r) for r in target.con.execute(sql).fetchall()]
+
+
+def dump_all(target: Target) -> dict[str, list[tuple[Any, ...]]]:
+    return {t: dump(target, t) for t in ALL_TABLES}
+
+
+def expected_counts(sc: Scenario) -> dict[str, int]:
+    return {
+        SESSIONS: 2,
+        LIFECYCLE_EVENTS: sc.total("lifecycle"),
+        PARTICIPATION: len(sc.participation),
+        SNAPSHOTS: sc.total("snapshots"),
+        DELTAS: sc.total("deltas"),
+        GAPS: sc.total("gaps"),
+        LOADED_SEGMENTS: len(sc.paths),
+    }
+
+
+def test_counts_equal_segment_contents(tmp_path: Path, make_target: MakeTarget) -> None:
+    sc = build_scenario(tmp_path)
+    target = make_target(tmp_path)
+    summary = load(tmp_path, target)
+    assert not summary.skipped
+    assert len(summary.loaded) == len(sc.paths) == 4
+    assert table_counts(target, ALL_TABLES) == expected_counts(sc)
+    assert summary.records == sum(len(log.records) for log in sc.logs)
+    assert summary.malformed["flagged_frames"] == sc.total("malformed")
+    # Undocumented event types are stored verbatim and flagged, never dropped.
+    rows = dump(target, LIFECYCLE_EVENTS)
+    undocumented = [r for r in rows if r[3] == "brand_new_event_type"]
+    assert len(undocumented) == 1 and undocumented[0][4] is False
+    assert {r[2] for r in rows} >= {"KXMVE-M4"}  # multivariate lifecycle is loaded too
+
+
+def test_second_run_changes_nothing(tmp_path: Path, make_target: MakeTarget) -> None:
+    build_scenario(tmp_path)
+    first = make_target(tmp_path)
+    load(tmp_path, first)
+    before = dump_all(first)
+    first.close()
+    again = make_target(tmp_path)
+    summary = load(tmp_path, again)
+    assert summary.loaded == [] and summary.already_loaded == 4 and summary.total_rows == 0
+    assert dump_all(again) == before
+
+
+def test_exact_prices_and_sizes_survive(tmp_path: Path, make_target: MakeTarget) -> None:
+    build_scenario(tmp_path)
+    target = make_target(tmp_path)
+    load(tmp_path, target)
+    snaps = dump(target, SNAPSHOTS)
+    first = snaps[0]
+    # yes levels sorted by price: 0.0085 x 2.50, 0.08 x 300, 0.45 x 100; no: 0.50 x 10.67
+    assert list(first[8]) == [8_500, 80_000, 450_000]
+    assert list(first[9]) == [250, 30_000, 10_000]
+    assert list(first[10]) == [500_000] and list(first[11]) == [1_067]
+    assert list(snaps[1][8]) == [] and list(snaps[1][10]) == [991_500]  # yes key absent
+    deltas = dump(target, DELTAS)
+    assert {(r[9], r[10]) for r in deltas if r[7] == "KXA-M1" and r[9] == 8_500} == {
+        (8_500, 250),
+        (8_500, -125),
+    }
+    by_ticker = {r[2]: r[11] for r in dump(target, LIFECYCLE_EVENTS) if r[3] == "determined"}
+    assert by_ticker == {"KXA-M1": Decimal("1"), "KXA-M2": Decimal("0.0085")}
+    assert str(by_ticker["KXA-M2"]) == "0.008500"
+
+
+def test_sessions_and_participation_match_decisions(
+    tmp_path: Path, make_target: MakeTarget
+) -> None:
+    sc = build_scenario(tmp_path)
+    last_of_a = sc.paths[2]
+    hidden = tmp_path / "later.parquet"
+    shutil.move(last_of_a, hidden)  # session A's last segment is not sealed yet
+    target = make_target(tmp_path)
+    load(tmp_path, target)
+    part = {r[1]: r for r in dump(target, PARTICIPATION)}
+    assert part["KXA-M1"][3] is not None and part["KXA-M1"][5] == "determined"
+    assert part["KXA-M2"][3] is None  # still open: left_at NULL
+    sessions = {r[0]: r for r in dump(target, SESSIONS)}
+    assert sessions[SESSION_A][2] is None  # not ended yet
+
+    shutil.move(hidden, last_of_a)  # sealed later; the next nightly run closes what was open
+    summary = load(tmp_path, make_target(tmp_path))
+    assert summary.updates == {"market_left": 1, "session_end": 1}
+    assert not summary.unmatched
+    target = make_target(tmp_path)
+    rows = dump(target, PARTICIPATION)
+    assert len(rows) == len(sc.participation)
+    for exp in sc.participation:
+        (row,) = [r for r in rows if r[0] == exp.session_id and r[1] == exp.market_ticker]
+        assert row[2].timestamp() * 1e9 == pytest.approx(exp.joined_ns, abs=1_000)
+        if exp.left_ns is None:
+            assert row[3] is None
+        else:
+            assert row[3].timestamp() * 1e9 == pytest.approx(exp.left_ns, abs=1_000)
+        assert (row[4], row[5], row[6], row[7]) == (
+            exp.join_reason,
+            exp.leave_reason,
+            exp.mid_lifecycle,
+            exp.late_by_ms,
+        )
+    sessions = {r[0]: r for r in dump(target, SESSIONS)}
+    a, _b = sc.logs
+    assert a.ended is not None and a.started is not None
+    sa = sessions[SESSION_A]
+    assert sa[1].timestamp() * 1e9 == pytest.approx(a.started["recv_ns"], abs=1_000)
+    assert sa[2].timestamp() * 1e9 == pytest.approx(a.ended[0], abs=1_000)
+    assert (sa[3], sa[4], sa[5], sa[6], sa[7], sa[8]) == (
+        "signal",
+        True,
+        "demo",
+        "vm-1",
+        "0/1",
+        "0.1.0",
+    )
+    sb = sessions[SESSION_B]
+    assert sb[2] is None and sb[7] == "1/2" and list(sb[10]) == [str(SESSION_A)]
+    gaps = {r[9]: r for r in dump(target, GAPS)}
+    assert set(gaps) == {"gap", "stale_seq", "loss"}
+    assert gaps["gap"][6:8] == (45, 47) and list(gaps["gap"][8]) == ["KXA-M1", "KXA-M2"]
+    assert gaps["stale_seq"][6:8] == (48, 46)
+
+
+def test_corrupt_and_unknown_version_are_skipped(tmp_path: Path, make_target: MakeTarget) -> None:
+    sc = build_scenario(tmp_path)
+    corrupt = tmp_path / "segments/date=2026-01-03/session_id=42/part-000000000001.parquet"
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_bytes(b"PAR1 this is not a parquet file")
+    truncated = segment_path(tmp_path, 43, 1_767_225_600_000_000_000, 1)
+    truncated.parent.mkdir(parents=True)
+    truncated.write_bytes(sc.paths[0].read_bytes()[:-100])  # a footer torn off
+    future = segment_path(tmp_path, 44, 1_767_225_600_000_000_000, 1)
+    write_table(future, sc.logs[0].table(0, 3), version=b"99")
+    target = make_target(tmp_path)
+    summary = load(tmp_path, target)
+    reasons = {s.relpath.split("/")[2]: s.reason for s in summary.skipped}
+    assert set(reasons) == {"session_id=42", "session_id=43", "session_id=44"}
+    assert "unreadable Parquet" in reasons["session_id=42"]
+    assert "unreadable Parquet" in reasons["session_id=43"]
+    assert "unknown schema version '99'" in reasons["session_id=44"]
+    assert table_counts(target, ALL_TABLES) == expected_counts(sc)
+    assert corrupt.exists()  # default: skip and report, leave the file
+
+
+def test_constraint_violation_rolls_back_only_that_segment(
+    tmp_path: Path, make_target: MakeTarget
+) -> None:
+    sc = build_scenario(tmp_path)
+    # Same records as session B's segment under a different name and compression: new content
+    # hash, same primary keys -> the database rejects it as a whole.
+    dup = tmp_path / "segments/date=2026-01-02/session_id=17673120004560002/part-dup.parquet"
+    import pyarrow.parquet as pq
+
+    pq.write_table(pq.read_table(sc.paths[3]), dup, compression="snappy")
+    target = make_target(tmp_path)
+    summary = load(tmp_path, target, progress=LogProgress())
+    assert [s.relpath for s in summary.skipped] == [dup.relative_to(tmp_path).as_posix()]
+    assert "rejected by the database" in summary.skipped[0].reason
+    assert table_counts(target, ALL_TABLES) == expected_counts(sc)
+
+
+def test_quarantine_moves_bad_segment_keeping_relative_path(tmp_path: Path) -> None:
+    build_scenario(tmp_path)
+    bad = tmp_path / "segments/date=2026-01-03/session_id=42/part-000000000001.parquet"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"garbage")
+    code = main(["--data-dir", str(tmp_path), "--no-training", "--quarantine"])
+    assert code == EXIT_SKIPPED
+    assert not bad.exists()
+    assert (
+        tmp_path / "quarantine/segments/date=2026-01-03/session_id=42/part-000000000001.parquet"
+    ).exists()
+    assert main(["--data-dir", str(tmp_path), "--no-training"]) == 0  # nothing left to skip
+
+
+class Boom(Exception):
+    pass
+
+
+def test_failure_inside_a_segment_transaction_then_rerun_is_exactly_once(
+    tmp_path: Path, make_target: MakeTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sc = build_scenario(tmp_path)
+    target = make_target(tmp_path)
+    cls = type(target)
+    real = cls.insert_arrow
+    calls = {"n": 0}
+
+    def failing(self: Any, name: str, data: pa.Table) -> None:
+        real(self, name, data)
+        # second segment: some of its rows are already written inside the transaction
+        if name == DELTAS and data.num_rows and data["record_seq"][0].as_py() > 50:
+            calls["n"] += 1
+            raise Boom("simulated crash mid-load")
+
+    monkeypatch.setattr(cls, "insert_arrow", failing)
+    with pytest.raises(Boom):
+        load(tmp_path, target)
+    assert calls["n"] == 1
+    assert target.count(LOADED_SEGMENTS) == 1  # only the first segment committed
+    first = expected_deltas_in(sc, 0)
+    assert target.count(DELTAS) == first
+    monkeypatch.setattr(cls, "insert_arrow", real)
+    summary = load(tmp_path, target)
+    assert len(summary.loaded) == 3 and summary.already_loaded == 1
+    assert table_counts(target, ALL_TABLES) == expected_counts(sc)
+
+
+def expected_deltas_in(sc: Scenario, index: int) -> int:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(sc.paths[index])
+    return int(pc.sum(pc.equal(t["msg_type"], "orderbook_delta").cast(pa.int64())).as_py())
+
+
+def _spawn_loader(data_dir: Path, dsn: str | None) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "materialize", "--data-dir", str(data_dir), "--no-training"]
+    if dsn is not None:
+        cmd += ["--pg", dsn]
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_kill_mid_copy_then_rerun_is_exactly_once(tmp_path: Path, pg_dsn: str) -> None:
+    write_bulk_deltas(tmp_path, 400_000, 100_000)
+    proc = _spawn_loader(tmp_path, pg_dsn)
+    killed_during_copy = False
+    with psycopg.connect(pg_dsn, autocommit=True) as mon:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            row = mon.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE query LIKE 'COPY rl_orderbook_deltas%%' AND state = 'active'"
+            ).fetchone()
+            if row and row[0]:
+                loaded = mon.execute(f"SELECT count(*) FROM {LOADED_SEGMENTS}").fetchone()
+                if loaded and loaded[0] >= 1:  # mid-run: one committed, one in flight
+                    proc.send_signal(signal.SIGKILL)
+                    killed_during_copy = True
+                    break
+            time.sleep(0.005)
+        proc.wait(30)
+        assert killed_during_copy, "the loader finished before it could be killed mid-COPY"
+        time.sleep(0.5)  # the server notices the dead client and rolls its transaction back
+        n_seg = mon.execute(f"SELECT count(*) FROM {LOADED_SEGMENTS}").fetchone()
+        n_rows = mon.execute(f"SELECT count(*) FROM {DELTAS}").fetchone()
+        assert n_seg is not None and n_rows is not None
+        assert n_rows[0] == n_seg[0] * 100_000  # committed segments whole, nothing partial
+    rerun = _spawn_loader(tmp_path, pg_dsn)
+    _out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err.decode()
+    with psycopg.connect(pg_dsn) as con:
+        assert con.execute(f"SELECT count(*) FROM {DELTAS}").fetchone() == (400_000,)
+        assert con.execute(
+            f"SELECT count(DISTINCT (session_id, record_seq)) FROM {DELTAS}"
+        ).fetchone() == (400_000,)
+        assert con.execute(f"SELECT count(*) FROM {LOADED_SEGMENTS}").fetchone() == (4,)
+
+
+@pytest.mark.slow
+def test_kill_duckdb_loader_then_rerun_is_exactly_once(tmp_path: Path) -> None:
+    write_bulk_deltas(tmp_path, 300_000, 50_000)
+    proc = _spawn_loader(tmp_path, None)
+    assert proc.stderr is not None
+    # Kill once the first segment is reported loaded: others are then pending or in flight.
+    line = proc.stderr.readline()
+    while line and b"loaded segments/" not in line:
+        line = proc.stderr.readline()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    rerun = _spawn_loader(tmp_path, None)
+    _out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err.decode()
+    t = DuckDBTarget(tmp_path / "warehouse.duckdb")
+    assert t.count(DELTAS) == 300_000 and t.count(LOADED_SEGMENTS) == 6
+    row = t.con.execute(f"SELECT count(DISTINCT (session_id, record_seq)) FROM {DELTAS}").fetchone()
+    assert row == (300_000,)
+    t.close()
+
+
+def test_live_dir_is_never_read(tmp_path: Path, make_target: MakeTarget) -> None:
+    sc = build_scenario(tmp_path)
+    live = tmp_path / "live" / "segments" / "date=2026-01-01" / "session_id=1"
+    live.mkdir(parents=True)
+    shutil.copy(sc.paths[0], live / "part-000000000001.parquet")
+    (tmp_path / "live" / "session_id=1.arrows").write_bytes(b"in progress")
+    opened: list[str] = []
+    live_prefix = str(tmp_path / "live")
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event == "open" and args and str(args[0]).startswith(live_prefix):
+            opened.append(str(args[0]))
+
+    sys.addaudithook(hook)
+    target = make_target(tmp_path)
+    load(tmp_path, target)
+    assert opened == []
+    assert table_counts(target, ALL_TABLES) == expected_counts(sc)
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://kalshi:s3cr3t-pw@127.0.0.1:1/kalshi",
+        "host=127.0.0.1 port=1 user=kalshi password=s3cr3t-pw dbname=kalshi",
+    ],
+)
+def test_unreachable_database_exits_2_without_password(
+    tmp_path: Path, dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    build_scenario(tmp_path)
+    code = main(["--data-dir", str(tmp_path), "--pg", dsn, "--no-training"])
+    out, err = capsys.readouterr()
+    assert code == EXIT_DATABASE
+    assert "s3cr3t-pw" not in out + err
+    assert "cannot connect" in err and "127.0.0.1" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "warehouse.duckdb").exists()  # no silent fallback
+
+
+def test_redact_covers_dsn_shapes() -> None:
+    assert redact("postgresql://u:pw123@h/db") == "postgresql://u:***@h/db"
+    assert redact("host=h password=pw123 user=u") == "host=h password=*** user=u"
+    assert redact("host=h password='p w' user=u") == "host=h password=*** user=u"
+    assert redact("postgres://u@h/db?password=pw123&x=1") == "postgres://u@h/db?password=***&x=1"
+    assert redact("error near pw123", "postgresql://u:pw123@h/db") == "error near ***"
+
+
+def test_cli_default_duckdb_prints_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    build_scenario(tmp_path)
+    assert main(["--data-dir", str(tmp_path), "--no-training"]) == 0
+    out, err = capsys.readouterr()
+    assert "rl_orderbook_deltas" in out and "rows/s" in out and "segments loaded now" in out
+    assert "loaded segments/" in err  # plain log lines when stderr is not a terminal
+    assert (tmp_path / "warehouse.duckdb").exists()
+    assert main(["--data-dir", str(tmp_path), "--no-training"]) == 0
+
+
+def test_cli_bad_usage_is_not_exit_2() -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--no-such-flag"])
+    assert exc.value.code == 64
+
+
+def test_transform_skips_unparseable_snapshot_and_untyped_delta() -> None:
+    sc_rows = [
+        {
+            **{n: None for n in LOG_SCHEMA.names},
+            "session_id": 1,
+            "record_seq": 1,
+            "recv_ns": 1,
+            "kind": "in",
+            "msg_type": "orderbook_snapshot",
+            "market_ticker": "X",
+            "malformed": False,
+            "raw": b'{"type":"orderbook_snapshot","msg":{"yes_dollars_fp":[["0.5"]]}}',
+        },
+        {
+            **{n: None for n in LOG_SCHEMA.names},
+            "session_id": 1,
+            "record_seq": 2,
+            "recv_ns": 2,
+            "kind": "in",
+            "msg_type": "orderbook_delta",
+            "market_ticker": "X",
+            "side": "yes",
+            "malformed": False,
+            "raw": b"{}",  # price too precise: typed column left null by the recorder
+        },
+    ]
+    rows = transform(pa.Table.from_pylist(sc_rows, schema=LOG_SCHEMA))
+    assert rows.row_counts()[SNAPSHOTS] == 0 and rows.row_counts()[DELTAS] == 0
+    assert rows.malformed == {"orderbook_snapshot": 1, "orderbook_delta": 1}
+
+
+@pytest.mark.postgres
+def test_pgcopy_encoder_handles_nulls_and_text(pg_dsn: str) -> None:
+    t = pa.table(
+        {
+            "a": pa.array([1, None, -(2**63)], pa.int64()),
+            "b": pa.array(["é-ü", None, ""], pa.string()),
+            "c": pa.array([None, 7, -1], pa.int16()),
+            "d": pa.array([True, None, False]),
+            "e": pa.array([0, None, 1_767_225_600_123_456], pa.timestamp("us", tz="UTC")),
+        }
+    )
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        con.execute("CREATE TABLE x (a BIGINT, b TEXT, c SMALLINT, d BOOLEAN, e TIMESTAMPTZ)")
+        with con.cursor() as cur, cur.copy("COPY x FROM STDIN (FORMAT BINARY)") as copy:
+            copy.write(PGCOPY_HEADER + encode_pgcopy(t, [20, 25, 21, 16, 1184]) + PGCOPY_TRAILER)
+        rows = con.execute("SELECT a, b, c, d, extract(epoch from e)::numeric FROM x").fetchall()
+    assert [r[:4] for r in rows] == [
+        (1, "é-ü", None, True),
+        (None, None, 7, None),
+        (-(2**63), "", -1, False),
+    ]
+    assert rows[0][4] == 0 and rows[1][4] is None
+    assert rows[2][4] == Decimal("1767225600.123456")
