@@ -214,6 +214,7 @@ class SubscriptionManager:
 
     @property
     def wanted(self) -> frozenset[str]:
+        """Markets whose books should be open (minus those dropped after 16 or given up)."""
         return frozenset(self._wanted)
 
     @property
@@ -223,6 +224,7 @@ class SubscriptionManager:
 
     @property
     def lifecycle_sid(self) -> int | None:
+        """The ``market_lifecycle_v2`` sid once subscribed (None before, and after reset)."""
         return self._lifecycle.sid
 
     @property
