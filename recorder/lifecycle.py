@@ -131,9 +131,13 @@ class LifecycleRules:
         self._skipped: set[str] = set()
 
     @property
-    def joined(self) -> Mapping[str, Join]:
-        """Markets currently joined, with the ``Join`` that opened each (read-only view)."""
-        return self._joined
+    def joined(self) -> frozenset[str]:
+        """Tickers of the markets currently joined."""
+        return frozenset(self._joined)
+
+    def join_of(self, ticker: str) -> Join | None:
+        """The ``Join`` that opened ``ticker``'s current participation (None if not joined)."""
+        return self._joined.get(ticker)
 
     def is_joined(self, ticker: str) -> bool:
         """True while ``ticker`` is part of the session."""

@@ -413,11 +413,15 @@ class SubscriptionManager:
         self,
         cmd_id: int | None,
         code: int | None,
-        message: str = "",
+        message: str | None = "",
         market_ticker: str | None = None,
         sid: int | None = None,
     ) -> list[Event]:
-        """An ``error`` frame: classify it, repair the plan, and say what happened."""
+        """An ``error`` frame: classify it, repair the plan, and say what happened.
+
+        ``sid`` matters only for errors without an id (10/17/25 on a live sid).
+        """
+        message = message or ""
         if cmd_id is None:
             return self._on_async_error(code, message, sid)
         command = self._inflight.pop(cmd_id, None)

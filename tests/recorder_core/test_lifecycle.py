@@ -43,6 +43,8 @@ def test_created_joins_with_times_and_determined_leaves() -> None:
         Join(A, "created", mid_lifecycle=False, open_ts=1735657200, close_ts=1735790340)
     ]
     assert r.is_joined(A) and set(r.joined) == {A}
+    assert r.joined == frozenset({A}) and r.join_of(A) is not None
+    assert r.join_of(B) is None
     assert r.on_event(A, "determined", {"result": "yes"}, NOW) == [Leave(A, "determined")]
     assert not r.joined
 
