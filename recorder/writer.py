@@ -323,7 +323,7 @@ class SegmentWriter:
                 self._put_blocking(batch)
             else:
                 self._queue.put_nowait(batch)  # only this thread puts: room was checked
-        if self._backlogged and not self._queue.full():
+        if self._backlogged and not pending:  # everything handed over: caught up
             self._backlogged = False
             log.info("log writer caught up (queue depth %d)", self._queue.qsize())
 
@@ -434,12 +434,13 @@ class SegmentWriter:
         if live is None:
             return
         self._live = None
+        live_bytes = live.bytes
         live.close()
         self._last_fsync_ns = time.time_ns()
         self._dirty = False
         budget = None
         if self.disk_limit_bytes is not None:
-            budget = self.disk_limit_bytes - self._bytes_sealed - live.bytes
+            budget = self.disk_limit_bytes - self._bytes_sealed - live_bytes
         result = seal(live.path, self.data_dir, options=self.parquet, byte_budget=budget)
         if result is not None:
             self._sealed.append(result.path)

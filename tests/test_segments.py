@@ -1,4 +1,4 @@
-"""The on-disk format: live IPC streams, sealing, torn tails and idempotent recovery (real files)."""
+"""On-disk format: live IPC streams, sealing, torn tails and idempotent recovery (real files)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ def make_rows(start: int, n: int, session: int = SESSION, t0: int = T0) -> list[
             rows.append(
                 (session, i, t0 + i * 1000, "in", 0, 1, "orderbook_delta", 2, i, None)
                 + (f"KXT-{i % 7}", False, raw, "yes", 225_000, -350, i)
-                + (None, None, None, None, None, None, 9_990_000 if i == 1 else None)
+                + (None,) * 6
+                + (9_990_000 if i == 1 else None,)
             )
     return rows
 
@@ -210,7 +211,7 @@ def test_crash_between_rename_and_delete_makes_no_duplicate(tmp_path: Path) -> N
 
 def test_crash_while_writing_temp_file(tmp_path: Path) -> None:
     rows = make_rows(1, 30)
-    path, _ = write_live(tmp_path, [rows])
+    write_live(tmp_path, [rows])
     seg_dir = tmp_path / "segments/date=2026-03-01" / f"session_id={SESSION}"
     seg_dir.mkdir(parents=True)
     (seg_dir / ".part-00001-1.parquet.tmp").write_bytes(b"PAR1 half a file")
