@@ -1,0 +1,819 @@
+"""RL training sets from sealed session-log segments: one row per kept book state of each market
+captured from ``created`` to ``determined``.
+
+Read straight from ``DATA/segments/**.parquet`` (never ``live/``, never a database) with polars.
+
+**Which markets qualify** (per ``(session_id, market_ticker)``: a market's life must be captured
+by one recorder run, otherwise the book between runs is unknown):
+
+* joined with ``reason == "created"`` and not ``mid_lifecycle`` -> else excluded ``mid_lifecycle``
+  (adopted / late / REST-discovered markets miss the start of their life);
+* a ``determined`` lifecycle event recorded after the join -> else ``never_determined`` (final
+  once the session ended or the market was left; otherwise pending and re-examined next build);
+* at least one snapshot -> else ``no_book``;
+* the book valid at determination -> else ``unrecovered_gap`` (a gap/loss hit the market and no
+  snapshot repaired it before determination);
+* at least ``min_updates`` valid book states -> else ``too_few_updates``;
+* ``end > open`` -> else ``degenerate_life``.
+
+**Book validity** (rows only from valid states): a market's book is valid from one of its snapshots
+until the next invalidation: a forward seq gap on the snapshot's ``(conn, epoch, sid)`` (detected
+here from the frames with the recorder's rule: replies with a seq raise the sid's last seq without a
+gap check; the revealing frame itself is already invalid), a recorder ``gap`` decision (for the
+markets it lists, or the whole sid), a ``loss`` (its sid, or the whole session when it has none),
+a delta on another sid than the anchor's (after a reconnect, before the new snapshot), a delta
+before any snapshot, a delta without exact typed columns, an unparseable snapshot, or a negative
+level size. Stale/duplicate seqs (``seq <= last``) are dropped, as the protocol says. A crossed
+book is a real (if odd) observed state and is kept.
+
+**Rows.** Every valid book update (snapshot or applied delta) between the join and the
+``determined`` frame is a candidate; ``materialize.sampling`` picks the kept ones (phases by life
+fraction: pre_open/early/late keep all, middle one state per seeded interval). Columns:
+``session_id, market_ticker, record_seq, t_ns`` (receive time), ``ts_ms`` (exchange time, null for
+snapshots), top-N levels per side as int64 fixed point (price micro-dollars, size centi-contracts,
+null when the side has fewer levels), ``best_yes_bid``, ``best_yes_ask`` (= 1_000_000 - best no
+bid), ``mid_x2`` (= bid + ask in micro-dollars, i.e. twice the mid: exact integer, the mid itself is
+``mid_x2 / 2`` micro-dollars and may end in .5), ``spread`` (ask - bid; negative if crossed),
+``yes_depth``/``no_depth`` (total resting size of the side), ``time_since_open_s``,
+``time_to_close_s`` (to the scheduled close as known at that record: a later
+``close_date_updated`` never leaks backwards), ``sched_life_fraction`` (from open and that known
+close: a safe feature), then ``life_fraction`` and ``phase`` and the labels.
+
+**Future knowledge.** ``label_result`` and ``label_settlement_value`` are the labels.
+``life_fraction`` and ``phase`` use the realised determination time, which is future knowledge at
+row time: they are sampling metadata, *label-like*, and must not be fed to a model as features; use
+``time_since_open_s``, ``time_to_close_s`` and ``sched_life_fraction`` instead. Every other column
+is known at ``t_ns``.
+
+**Output.** ``out_dir/build=<n>/part-0.parquet`` (one file per build, zstd; read all with
+``duckdb "SELECT * FROM 'out_dir/*/*.parquet'"`` or ``pl.scan_parquet('out_dir/*/*.parquet')``) and
+``out_dir/manifest.json``: policy, seed, builds, every included market with its row counts and
+every excluded market with its reason. **Incremental**: markets already built (or finally
+excluded) are never rebuilt; only markets determined since are. A build with a different policy
+(seed, interval, top-N, minimum) starts over, so one dataset never mixes policies. The data file is
+renamed into place before the manifest, and files not named in the manifest are removed at the
+start of a build, so a crash between the two is harmless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+import pyarrow.parquet as pq
+
+from materialize.book_replay import (
+    ACT_DELTA,
+    ACT_INVALID,
+    ACT_PROBE,
+    ACT_SKIP,
+    ACT_SNAPSHOT,
+    Levels,
+    ReplayInput,
+    replay,
+)
+from materialize.sampling import (
+    PHASE_MIDDLE,
+    SamplingPolicy,
+    grid_offset_ns,
+    interval_expr,
+    phase_expr,
+)
+from schemas.log import SCHEMA_VERSION, SCHEMA_VERSION_KEY, SEGMENT_GLOB, Decision, Kind
+from schemas.units import PRICE_SCALE
+
+TRAINING_SCHEMA_VERSION = "1"
+MANIFEST_NAME = "manifest.json"
+
+MIN_UPDATES = 10
+"""Default minimum of valid book states for a market to be included: below that a market is
+almost certainly a dead listing and its rows teach nothing but add noise."""
+
+SNAPSHOT = "orderbook_snapshot"
+DELTA = "orderbook_delta"
+LIFECYCLE = "market_lifecycle_v2"
+NS = 1_000_000_000
+
+R_MID_LIFECYCLE = "mid_lifecycle"
+R_NEVER_DETERMINED = "never_determined"
+R_NO_BOOK = "no_book"
+R_UNRECOVERED_GAP = "unrecovered_gap"
+R_TOO_FEW = "too_few_updates"
+R_DEGENERATE = "degenerate_life"
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingPolicy:
+    """Everything that decides the rows; recorded in the manifest."""
+
+    seed: int = 0
+    middle_every_s: float = 1.0
+    top_n: int = 5
+    min_updates: int = MIN_UPDATES
+
+    def sampling(self) -> SamplingPolicy:
+        return SamplingPolicy(seed=self.seed, middle_every_s=self.middle_every_s)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **self.sampling().describe(),
+            "top_n": self.top_n,
+            "min_updates": self.min_updates,
+            "life": "open=created.open_ts (else created recv); end=determination_ts "
+            "(else last known close_ts, else determined recv)",
+        }
+
+
+@dataclass(slots=True)
+class TrainingSummary:
+    """What one build did (the CLI prints it)."""
+
+    included: int = 0
+    excluded: int = 0
+    pending: int = 0
+    rows: int = 0
+    deltas_replayed: int = 0
+    seconds: float = 0.0
+    replay_seconds: float = 0.0
+    build_id: int | None = None
+    out_dir: str = ""
+    total_included: int = 0
+    skipped_segments: list[str] = field(default_factory=list)
+
+    @property
+    def deltas_per_s(self) -> float:
+        return self.deltas_replayed / self.replay_seconds if self.replay_seconds else 0.0
+
+
+@dataclass(slots=True)
+class _Market:
+    session_id: int
+    ticker: str
+    join_r: int
+    reason: str
+    mid_lifecycle: bool
+    open_ns: int | None = None
+    open_source: str = ""
+    det_r: int | None = None
+    end_ns: int | None = None
+    end_source: str = ""
+    result: str | None = None
+    settlement_value: int | None = None
+    exclusion: str | None = None
+    final: bool = True
+    detail: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.session_id}/{self.ticker}"
+
+
+# ------------------------------------------------------------------------------------ reading
+def _segments(data_dir: Path) -> tuple[list[str], list[str]]:
+    """Readable segment files of the known schema version, and the skipped ones with reasons."""
+    good: list[str] = []
+    skipped: list[str] = []
+    for path in sorted(data_dir.glob(SEGMENT_GLOB)):
+        try:
+            meta = pq.read_schema(path).metadata or {}
+        except Exception as exc:
+            skipped.append(f"{path}: unreadable ({exc})")
+            continue
+        version = meta.get(SCHEMA_VERSION_KEY)
+        if version != SCHEMA_VERSION.encode():
+            skipped.append(f"{path}: log schema version {version!r}, expected {SCHEMA_VERSION}")
+            continue
+        good.append(str(path))
+    return good, skipped
+
+
+def _json(raw: bytes) -> dict[str, Any]:
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def _markets(ctl: pl.DataFrame) -> list[_Market]:
+    """Joined markets with their life and labels, from decisions and lifecycle frames."""
+    markets: dict[tuple[int, str], _Market] = {}
+    ended: set[int] = set()
+    left: set[tuple[int, str]] = set()
+    for row in ctl.filter(pl.col("kind") == Kind.DECISION).iter_rows(named=True):
+        name = row["msg_type"]
+        sid_ = row["session_id"]
+        if name == Decision.SESSION_END:
+            ended.add(sid_)
+        elif name == Decision.MARKET_JOINED:
+            body = _json(row["raw"])
+            ticker = body.get("market_ticker") or row["market_ticker"]
+            if isinstance(ticker, str) and (sid_, ticker) not in markets:
+                markets[(sid_, ticker)] = _Market(
+                    sid_,
+                    ticker,
+                    row["record_seq"],
+                    str(body.get("reason", "")),
+                    bool(body.get("mid_lifecycle", False)),
+                )
+        elif name == Decision.MARKET_LEFT:
+            body = _json(row["raw"])
+            ticker = body.get("market_ticker") or row["market_ticker"]
+            if isinstance(ticker, str):
+                left.add((sid_, ticker))
+    life = ctl.filter((pl.col("msg_type") == LIFECYCLE) & pl.col("market_ticker").is_not_null())
+    by_market: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for row in life.iter_rows(named=True):
+        by_market.setdefault((row["session_id"], row["market_ticker"]), []).append(row)
+    for key, m in markets.items():
+        events = by_market.get(key, [])
+        created = next((e for e in events if e["event_type"] == "created"), None)
+        if created is not None:
+            if created["open_ts"] is not None:
+                m.open_ns, m.open_source = created["open_ts"] * NS, "open_ts"
+            else:
+                m.open_ns, m.open_source = created["recv_ns"], "created_recv"
+        det = next(
+            (e for e in events if e["event_type"] == "determined" and e["record_seq"] > m.join_r),
+            None,
+        )
+        if m.reason != "created" or m.mid_lifecycle:
+            m.exclusion = R_MID_LIFECYCLE
+            m.detail = f"joined reason={m.reason!r} mid_lifecycle={m.mid_lifecycle}"
+            continue
+        if det is None:
+            m.exclusion = R_NEVER_DETERMINED
+            m.final = m.session_id in ended or key in left
+            continue
+        m.det_r = det["record_seq"]
+        m.result = det["result"]
+        m.settlement_value = det["settlement_value"]
+        closes = [
+            e["close_ts"]
+            for e in events
+            if e["close_ts"] is not None and e["record_seq"] < det["record_seq"]
+        ]
+        if det["determination_ts"] is not None:
+            m.end_ns, m.end_source = det["determination_ts"] * NS, "determination_ts"
+        elif closes:
+            m.end_ns, m.end_source = closes[-1] * NS, "close_ts"
+        else:
+            m.end_ns, m.end_source = det["recv_ns"], "determined_recv"
+        if m.open_ns is None:
+            m.open_ns, m.open_source = None, "missing"
+            m.exclusion = R_DEGENERATE
+            m.detail = "no created lifecycle event recorded"
+        elif m.end_ns <= m.open_ns:
+            m.exclusion = R_DEGENERATE
+            m.detail = f"end {m.end_ns} <= open {m.open_ns}"
+    return list(markets.values())
+
+
+# ------------------------------------------------------------------------------ book events
+_KEY = ["conn", "epoch", "sid"]
+
+
+def _invalidations(
+    scan: pl.LazyFrame, ctl: pl.DataFrame, session_id: int, hi: int
+) -> tuple[pl.DataFrame, pl.DataFrame, list[int], pl.DataFrame]:
+    """(stale frames, sid-level invalidations, session-level invalidation records,
+    market-level invalidations) for one session, up to record ``hi``."""
+    seqs = (
+        scan.filter(
+            (pl.col("session_id") == session_id)
+            & (pl.col("kind") == Kind.IN)
+            & (pl.col("record_seq") <= hi)
+            & pl.col("sid").is_not_null()
+            & pl.col("seq").is_not_null()
+            & (pl.col("msg_type") != LIFECYCLE)
+        )
+        .select("record_seq", *_KEY, "seq", "msg_type")
+        .collect()
+        .sort("record_seq")
+    )
+    is_book = pl.col("msg_type").is_in([SNAPSHOT, DELTA])
+    prev_max = pl.col("seq").cum_max().shift(1).over(_KEY)
+    seqs = seqs.with_columns(
+        (is_book & (pl.col("seq") <= prev_max)).fill_null(False).alias("stale"),
+        (is_book & (pl.col("seq") > prev_max + 1)).fill_null(False).alias("gap"),
+    )
+    stale = seqs.filter("stale").select("record_seq")
+    sid_inv = [seqs.filter("gap").select(*_KEY, pl.col("record_seq").alias("inv_r"))]
+    sess_inv: list[int] = []
+    mkt_rows: list[tuple[str, int]] = []
+    dec = ctl.filter(
+        (pl.col("session_id") == session_id)
+        & (pl.col("kind") == Kind.DECISION)
+        & pl.col("msg_type").is_in([Decision.GAP, Decision.LOSS])
+        & (pl.col("record_seq") <= hi)
+    )
+    extra: list[tuple[int | None, int | None, int | None, int]] = []
+    for row in dec.iter_rows(named=True):
+        body = _json(row["raw"])
+        tickers = body.get("market_tickers") if row["msg_type"] == Decision.GAP else None
+        sid = row["sid"] if row["sid"] is not None else body.get("sid")
+        if isinstance(tickers, list) and tickers:
+            mkt_rows += [(t, row["record_seq"]) for t in tickers if isinstance(t, str)]
+        elif sid is not None:
+            conn = row["conn"] if row["conn"] is not None else body.get("conn")
+            epoch = row["epoch"] if row["epoch"] is not None else body.get("epoch")
+            extra.append((conn, epoch, sid, row["record_seq"]))
+        else:
+            sess_inv.append(row["record_seq"])
+    if extra:
+        sid_inv.append(
+            pl.DataFrame(
+                extra,
+                schema={"conn": pl.Int16, "epoch": pl.Int32, "sid": pl.Int64, "inv_r": pl.Int64},
+                orient="row",
+            )
+        )
+    inv = pl.concat(sid_inv, how="vertical_relaxed").sort("inv_r")
+    mkt = pl.DataFrame(
+        mkt_rows, schema={"market_ticker": pl.String, "minv_r": pl.Int64}, orient="row"
+    ).sort("minv_r")
+    return stale, inv, sorted(sess_inv), mkt
+
+
+def _session_events(
+    scan: pl.LazyFrame, ctl: pl.DataFrame, session_id: int, markets: list[_Market]
+) -> tuple[pl.DataFrame, dict[int, tuple[Levels, Levels]]]:
+    """Book events (plus one probe per market at determination) of one session's markets, with
+    the replay action of each, grouped by market and in record order."""
+    from recorder.protocol import snapshot_levels
+
+    lo = min(m.join_r for m in markets)
+    hi = max(m.det_r or 0 for m in markets)
+    bounds = pl.DataFrame(
+        {
+            "market_ticker": [m.ticker for m in markets],
+            "join_r": [m.join_r for m in markets],
+            "det_r": [m.det_r for m in markets],
+        },
+        schema={"market_ticker": pl.String, "join_r": pl.Int64, "det_r": pl.Int64},
+    )
+    tickers = [m.ticker for m in markets]
+    base = scan.filter(
+        (pl.col("session_id") == session_id)
+        & (pl.col("kind") == Kind.IN)
+        & pl.col("msg_type").is_in([SNAPSHOT, DELTA])
+        & pl.col("record_seq").is_between(lo, hi)
+        & pl.col("market_ticker").is_in(tickers)
+    )
+    book = (
+        base.select(
+            "record_seq",
+            "recv_ns",
+            *_KEY,
+            "market_ticker",
+            "msg_type",
+            "side",
+            "price",
+            "delta",
+            "ts_ms",
+        )
+        .collect()
+        .join(bounds, on="market_ticker")
+        .filter(pl.col("record_seq").is_between(pl.col("join_r"), pl.col("det_r")))
+    )
+    snaps_raw = base.filter(pl.col("msg_type") == SNAPSHOT).select("record_seq", "raw").collect()
+    stale, inv, sess_inv, mkt_inv = _invalidations(scan, ctl, session_id, hi)
+    parsed: dict[int, tuple[Levels, Levels] | None] = {}
+    for r, raw in snaps_raw.iter_rows():
+        try:
+            parsed[r] = snapshot_levels(raw)
+        except ValueError:
+            parsed[r] = None
+    bad_snaps = [r for r, v in parsed.items() if v is None]
+    probes = bounds.select(
+        "market_ticker",
+        pl.col("det_r").alias("record_seq"),
+        pl.col("det_r").alias("recv_ns"),
+        pl.lit("probe").alias("msg_type"),
+    )
+    ev = pl.concat([book.drop("join_r", "det_r"), probes], how="diagonal_relaxed")
+    ev = ev.with_columns(
+        pl.col("record_seq").is_in(stale["record_seq"].implode()).alias("stale"),
+        (
+            (pl.col("msg_type") == SNAPSHOT)
+            & ~pl.col("record_seq").is_in(pl.Series(bad_snaps, dtype=pl.Int64).implode())
+        ).alias("is_snap"),
+    )
+    anchor = pl.col("is_snap") & ~pl.col("stale")
+    ev = ev.sort("market_ticker", "record_seq").with_columns(
+        pl.when(anchor).then(pl.col(c)).forward_fill().over("market_ticker").alias(f"a_{c}")
+        for c in ["record_seq", *_KEY]
+    )
+    ev = ev.sort("record_seq")
+    ev = ev.join_asof(
+        inv.rename({"conn": "a_conn", "epoch": "a_epoch", "sid": "a_sid"}),
+        left_on="record_seq",
+        right_on="inv_r",
+        by=["a_conn", "a_epoch", "a_sid"],
+        strategy="backward",
+        check_sortedness=False,
+    ).join_asof(
+        mkt_inv,
+        left_on="record_seq",
+        right_on="minv_r",
+        by="market_ticker",
+        strategy="backward",
+        check_sortedness=False,
+    )
+    ev = ev.join_asof(
+        pl.DataFrame({"sinv_r": sess_inv}, schema={"sinv_r": pl.Int64}),
+        left_on="record_seq",
+        right_on="sinv_r",
+        strategy="backward",
+        check_sortedness=False,
+    )
+    a_r = pl.col("a_record_seq")
+    invalidated = (
+        a_r.is_null()
+        | (pl.col("inv_r") > a_r).fill_null(False)
+        | (pl.col("minv_r") > a_r).fill_null(False)
+        | (pl.col("sinv_r") > a_r).fill_null(False)
+    )
+    mt = pl.col("msg_type")
+    act = (
+        pl.when(mt == "probe")
+        .then(pl.when(invalidated).then(ACT_INVALID).otherwise(ACT_PROBE))
+        .when(pl.col("stale"))
+        .then(ACT_SKIP)
+        .when(pl.col("is_snap"))
+        .then(ACT_SNAPSHOT)
+        .when(mt == SNAPSHOT)  # unparseable snapshot
+        .then(ACT_INVALID)
+        .when(
+            invalidated
+            | pl.col("side").is_null()
+            | pl.col("price").is_null()
+            | pl.col("delta").is_null()
+            | (pl.col("conn") != pl.col("a_conn")).fill_null(True)
+            | (pl.col("epoch") != pl.col("a_epoch")).fill_null(True)
+            | (pl.col("sid") != pl.col("a_sid")).fill_null(True)
+        )
+        .then(ACT_INVALID)
+        .otherwise(ACT_DELTA)
+        .cast(pl.Int8)
+        .alias("act")
+    )
+    ev = ev.sort("market_ticker", "record_seq").with_columns(act)
+    snaps: dict[int, tuple[Levels, Levels]] = {}
+    acts = ev["act"]
+    rseq = ev["record_seq"]
+    for i in (acts == ACT_SNAPSHOT).arg_true().to_list():
+        levels = parsed[rseq[i]]
+        assert levels is not None
+        snaps[i] = levels
+    return ev, snaps
+
+
+# ----------------------------------------------------------------------------------- rows
+def _rows(
+    ev: pl.DataFrame,
+    book: pl.DataFrame,
+    markets: list[_Market],
+    closes: pl.DataFrame,
+    policy: TrainingPolicy,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(kept rows, per-market stats: valid updates and validity at determination)."""
+    sampling = policy.sampling()
+    full = pl.concat(
+        [ev.select("market_ticker", "record_seq", "recv_ns", "ts_ms", "act", "msg_type"), book],
+        how="horizontal",
+    )
+    stats = full.group_by("market_ticker").agg(
+        (pl.col("ok") & pl.col("act").is_in([ACT_SNAPSHOT, ACT_DELTA])).sum().alias("updates"),
+        (pl.col("act") == ACT_SNAPSHOT).sum().alias("snapshots"),
+        (pl.col("ok") & (pl.col("act") == ACT_PROBE)).any().alias("valid_at_end"),
+        ((pl.col("msg_type") != "probe") & ~pl.col("ok")).sum().alias("dropped_events"),
+    )
+    info = pl.DataFrame(
+        {
+            "market_ticker": [m.ticker for m in markets],
+            "session_id": [m.session_id for m in markets],
+            "open_ns": [m.open_ns for m in markets],
+            "end_ns": [m.end_ns for m in markets],
+            "offset_ns": [grid_offset_ns(sampling, m.session_id, m.ticker) for m in markets],
+            "label_result": [m.result for m in markets],
+            "label_settlement_value": [m.settlement_value for m in markets],
+        },
+        schema={
+            "market_ticker": pl.String,
+            "session_id": pl.Int64,
+            "open_ns": pl.Int64,
+            "end_ns": pl.Int64,
+            "offset_ns": pl.Int64,
+            "label_result": pl.String,
+            "label_settlement_value": pl.Int64,
+        },
+    )
+    rows = (
+        full.filter(pl.col("ok") & pl.col("act").is_in([ACT_SNAPSHOT, ACT_DELTA]))
+        .drop("ok", "act", "msg_type")
+        .join(info, on="market_ticker")
+        .with_columns(
+            phase_expr(pl.col("recv_ns"), pl.col("open_ns"), pl.col("end_ns")).alias("phase"),
+            interval_expr(
+                pl.col("recv_ns"), pl.col("open_ns"), pl.col("offset_ns"), sampling.every_ns
+            ).alias("_interval"),
+        )
+    )
+    last_in_interval = pl.col("record_seq") == pl.col("record_seq").max().over(
+        "market_ticker", "_interval"
+    )
+    rows = rows.filter((pl.col("phase") != PHASE_MIDDLE) | last_in_interval)
+    rows = rows.sort("record_seq").join_asof(
+        closes, on="record_seq", by="market_ticker", strategy="backward", check_sortedness=False
+    )
+    bid = pl.col("yes_bid_price_1")
+    ask = PRICE_SCALE - pl.col("no_bid_price_1")
+    t = pl.col("recv_ns")
+    life = pl.col("end_ns") - pl.col("open_ns")
+    sched = pl.col("close_ns") - pl.col("open_ns")
+    n = policy.top_n
+    levels = [
+        f"{side}_bid_{kind}_{j}"
+        for side in ("yes", "no")
+        for kind in ("price", "size")
+        for j in range(1, n + 1)
+    ]
+    out = rows.select(
+        pl.col("session_id"),
+        pl.col("market_ticker"),
+        pl.col("record_seq"),
+        t.alias("t_ns"),
+        pl.col("ts_ms"),
+        *levels,
+        bid.alias("best_yes_bid"),
+        ask.alias("best_yes_ask"),
+        (bid + ask).alias("mid_x2"),
+        (ask - bid).alias("spread"),
+        pl.col("yes_depth"),
+        pl.col("no_depth"),
+        ((t - pl.col("open_ns")) / NS).alias("time_since_open_s"),
+        ((pl.col("close_ns") - t) / NS).alias("time_to_close_s"),
+        pl.when(sched > 0)
+        .then((t - pl.col("open_ns")) / sched)
+        .otherwise(None)
+        .alias("sched_life_fraction"),
+        ((t - pl.col("open_ns")) / life).alias("life_fraction"),
+        pl.col("phase"),
+        pl.col("label_result"),
+        pl.col("label_settlement_value"),
+    ).sort("session_id", "market_ticker", "record_seq")
+    return out, stats
+
+
+def _closes(ctl: pl.DataFrame, session_id: int) -> pl.DataFrame:
+    """Scheduled close as announced, by record: ``created`` and every ``close_date_updated``."""
+    return (
+        ctl.filter(
+            (pl.col("session_id") == session_id)
+            & (pl.col("msg_type") == LIFECYCLE)
+            & pl.col("close_ts").is_not_null()
+            & pl.col("market_ticker").is_not_null()
+        )
+        .select("market_ticker", "record_seq", (pl.col("close_ts") * NS).alias("close_ns"))
+        .sort("record_seq")
+    )
+
+
+# ------------------------------------------------------------------------------- manifest
+def _load_manifest(out_dir: Path) -> dict[str, Any] | None:
+    path = out_dir / MANIFEST_NAME
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _fresh_manifest(policy: TrainingPolicy) -> dict[str, Any]:
+    return {
+        "schema_version": TRAINING_SCHEMA_VERSION,
+        "log_schema_version": SCHEMA_VERSION,
+        "policy": policy.describe(),
+        "seed": policy.seed,
+        "builds": [],
+        "included": {},
+        "excluded": {},
+        "pending": {},
+    }
+
+
+def _clean_orphans(out_dir: Path, manifest: dict[str, Any]) -> None:
+    keep = {b["dir"] for b in manifest["builds"] if b.get("dir")}
+    for child in out_dir.glob("build=*"):
+        if child.name not in keep:
+            shutil.rmtree(child, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------- build
+def build_training_sets(
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    middle_every_s: float = 1.0,
+    top_n: int = 5,
+) -> TrainingSummary:
+    """Build (incrementally) the training sets of ``data_dir``'s sealed segments into
+    ``out_dir`` with the default minimum of updates. See the module docstring."""
+    return build(
+        Path(data_dir),
+        Path(out_dir),
+        TrainingPolicy(seed=seed, middle_every_s=middle_every_s, top_n=top_n),
+    )
+
+
+def build(data_dir: Path, out_dir: Path, policy: TrainingPolicy) -> TrainingSummary:
+    """``build_training_sets`` with every policy knob."""
+    started = time.perf_counter()
+    if policy.top_n < 1:
+        raise ValueError(f"top_n must be >= 1, got {policy.top_n}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = TrainingSummary(out_dir=str(out_dir))
+    manifest = _load_manifest(out_dir)
+    if manifest is None or manifest.get("policy") != policy.describe():
+        manifest = _fresh_manifest(policy)
+    _clean_orphans(out_dir, manifest)
+
+    files, skipped = _segments(data_dir)
+    summary.skipped_segments = skipped
+    done = set(manifest["included"]) | {
+        k for k, v in manifest["excluded"].items() if v.get("final", True)
+    }
+    frames: list[pl.DataFrame] = []
+    new_included: dict[str, Any] = {}
+    new_excluded: dict[str, Any] = {}
+    pending: dict[str, Any] = {}
+    if files:
+        scan = pl.scan_parquet(files, hive_partitioning=False)
+        ctl = (
+            scan.filter((pl.col("kind") == Kind.DECISION) | (pl.col("msg_type") == LIFECYCLE))
+            .select(
+                "session_id",
+                "record_seq",
+                "recv_ns",
+                "kind",
+                *_KEY,
+                "msg_type",
+                "market_ticker",
+                "raw",
+                "event_type",
+                "open_ts",
+                "close_ts",
+                "determination_ts",
+                "result",
+                "settlement_value",
+            )
+            .collect()
+            .sort("session_id", "record_seq")
+        )
+        todo: dict[int, list[_Market]] = {}
+        for m in _markets(ctl):
+            if m.key in done:
+                continue
+            if m.exclusion is not None:
+                entry = _market_entry(m, {})
+                if m.final:
+                    new_excluded[m.key] = entry
+                else:
+                    pending[m.key] = entry
+                continue
+            todo.setdefault(m.session_id, []).append(m)
+        for session_id, markets in sorted(todo.items()):
+            ev, snaps = _session_events(scan, ctl, session_id, markets)
+            t0 = time.perf_counter()
+            book = replay(
+                ReplayInput(
+                    act=ev["act"].to_list(),
+                    is_yes=(ev["side"] == "yes").fill_null(False).to_list(),
+                    price=ev["price"].fill_null(0).to_list(),
+                    delta=ev["delta"].fill_null(0).to_list(),
+                    snapshots=snaps,
+                ),
+                policy.top_n,
+            )
+            summary.replay_seconds += time.perf_counter() - t0
+            summary.deltas_replayed += int((ev["msg_type"] == DELTA).sum())
+            rows, stats = _rows(ev, book, markets, _closes(ctl, session_id), policy)
+            per = {r["market_ticker"]: r for r in stats.iter_rows(named=True)}
+            counts = {
+                (r["market_ticker"], r["phase"]): r["len"]
+                for r in rows.group_by("market_ticker", "phase").len().iter_rows(named=True)
+            }
+            keep: list[str] = []
+            for m in markets:
+                st = per.get(m.ticker, {"updates": 0, "snapshots": 0, "valid_at_end": False})
+                if not st["snapshots"]:
+                    m.exclusion = R_NO_BOOK
+                elif not st["valid_at_end"]:
+                    m.exclusion = R_UNRECOVERED_GAP
+                    m.detail = "book invalid at determination (gap/loss without a later snapshot)"
+                elif st["updates"] < policy.min_updates:
+                    m.exclusion = R_TOO_FEW
+                    m.detail = f"{st['updates']} valid book states < {policy.min_updates}"
+                if m.exclusion is not None:
+                    new_excluded[m.key] = _market_entry(m, st)
+                    continue
+                keep.append(m.ticker)
+                phases = {
+                    ph: counts.get((m.ticker, ph), 0)
+                    for ph in ("pre_open", "early", "middle", "late")
+                }
+                new_included[m.key] = {
+                    **_market_entry(m, st),
+                    "rows": sum(phases.values()),
+                    "rows_by_phase": phases,
+                }
+            frames.append(rows.filter(pl.col("market_ticker").is_in(keep)))
+
+    out = pl.concat(frames) if frames else None
+    build_id = len(manifest["builds"]) + 1
+    record: dict[str, Any] = {
+        "build_id": build_id,
+        "built_at": datetime.now(UTC).isoformat(),
+        "dir": None,
+        "rows": 0,
+        "included": len(new_included),
+        "excluded": len(new_excluded),
+        "seed": policy.seed,
+    }
+    if out is not None and out.height:
+        bdir = out_dir / f"build={build_id}"
+        bdir.mkdir(parents=True, exist_ok=True)
+        tmp = bdir / "part-0.parquet.tmp"
+        out.write_parquet(tmp, compression="zstd")
+        os.replace(tmp, bdir / "part-0.parquet")
+        record["dir"] = bdir.name
+        record["rows"] = out.height
+        for entry in new_included.values():
+            entry["build_id"] = build_id
+        summary.rows = out.height
+        summary.build_id = build_id
+    manifest["included"].update(new_included)
+    manifest["excluded"].update(new_excluded)
+    for key in new_included:
+        manifest["excluded"].pop(key, None)
+    manifest["pending"] = pending
+    summary.seconds = time.perf_counter() - started
+    record["seconds"] = round(summary.seconds, 3)
+    record["deltas_replayed"] = summary.deltas_replayed
+    manifest["builds"].append(record)
+    manifest["skipped_segments"] = skipped
+    _write_atomic(out_dir / MANIFEST_NAME, json.dumps(manifest, indent=1, sort_keys=True).encode())
+    summary.included = len(new_included)
+    summary.excluded = len(new_excluded)
+    summary.pending = len(pending)
+    summary.total_included = len(manifest["included"])
+    with contextlib.suppress(OSError):
+        (out_dir / (MANIFEST_NAME + ".tmp")).unlink(missing_ok=True)
+    return summary
+
+
+def _market_entry(m: _Market, stats: dict[str, Any]) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "session_id": m.session_id,
+        "market_ticker": m.ticker,
+        "join_reason": m.reason,
+        "mid_lifecycle": m.mid_lifecycle,
+        "open_ns": m.open_ns,
+        "open_source": m.open_source,
+        "end_ns": m.end_ns,
+        "end_source": m.end_source,
+    }
+    if m.exclusion is not None:
+        entry["reason"] = m.exclusion
+        entry["final"] = m.final
+        if m.detail:
+            entry["detail"] = m.detail
+    for k in ("updates", "snapshots", "dropped_events"):
+        if k in stats:
+            entry[k] = int(stats[k])
+    return entry
+
+
+__all__ = ["TrainingPolicy", "TrainingSummary", "build", "build_training_sets"]
