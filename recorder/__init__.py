@@ -1,1 +1,3 @@
-"""recorder package."""
+"""The live recorder: lifecycle-driven capture of complete Kalshi market lives."""
+
+__version__ = "0.1.0"

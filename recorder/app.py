@@ -1,0 +1,343 @@
+"""The recorder process: one session, connections, lifecycle decisions, writer, status, shutdown.
+
+Flow of a run: seal crash leftovers -> new session id -> session_start record -> connections
+(connection 0 also carries ``market_lifecycle_v2``) -> ``created`` joins a market (its book is
+subscribed on the connection its ticker hashes to), ``determined`` leaves it -> on SIGINT/SIGTERM
+or ``--duration``: markets left ("shutdown"), session_end, flush, seal, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import signal
+import socket
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recorder import __version__
+from recorder.auth import Signer
+from recorder.config import Settings
+from recorder.connection import AuthRejected, BookConnection
+from recorder.lifecycle import Join, Leave, LifecycleRules, Skip
+from recorder.metrics import Metrics, RateMeter, serve
+from recorder.protocol import Frame
+from recorder.rest import RestClient, RestError
+from recorder.segments import RecoveryReport
+from recorder.selection import MarketFilter
+from recorder.session import SessionLog, new_session_id
+from recorder.writer import SegmentWriter
+from schemas.log import Decision
+
+log = logging.getLogger("recorder")
+
+
+class FatalError(Exception):
+    """The run cannot go on; the message says what to do. Exit code in ``code``."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class RunSummary:
+    session_id: int
+    seconds: float
+    frames: int
+    malformed: int
+    commands: int
+    decisions: dict[str, int]
+    markets_joined: int
+    markets_left: int
+    reconnects: int
+    gaps: int
+    segments: list[Path] = field(default_factory=list)
+    end_reason: str = ""
+
+    def render(self) -> str:
+        lines = [
+            f"session {self.session_id}: {self.seconds:.1f}s, end: {self.end_reason}",
+            f"  frames received   {self.frames:>10,}  (malformed kept: {self.malformed:,})",
+            f"  commands sent     {self.commands:>10,}",
+            f"  markets joined    {self.markets_joined:>10,}  left: {self.markets_left:,}",
+            f"  reconnects        {self.reconnects:>10,}  seq gaps: {self.gaps:,}",
+            f"  sealed segments   {len(self.segments):>10,}",
+        ]
+        lines += [f"    {p}" for p in self.segments[:10]]
+        if len(self.segments) > 10:
+            lines.append(f"    ... and {len(self.segments) - 10} more")
+        return "\n".join(lines)
+
+
+class Recorder:
+    """Wires the sans-I/O core to the network and the disk for one session."""
+
+    def __init__(
+        self, settings: Settings, signer: Signer, recovery: RecoveryReport | None = None
+    ) -> None:
+        self.settings = settings
+        self.signer = signer
+        self.session_id = new_session_id()
+        self.metrics = Metrics()
+        self.writer = SegmentWriter(
+            settings.data_dir,
+            self.session_id,
+            flush_interval=settings.flush_interval_s,
+            fsync_interval=settings.fsync_interval_s,
+            roll_seconds=settings.roll_seconds,
+            roll_bytes=settings.roll_bytes,
+            disk_limit_bytes=settings.disk_limit_bytes,
+        )
+        self.log = SessionLog(self.session_id, self.writer)
+        self.filter = MarketFilter(
+            include=settings.include,
+            exclude=settings.exclude,
+            shard=settings.shard,
+            include_mve=settings.include_mve,
+        )
+        self.rules = LifecycleRules(self.filter)
+        ws_url, rest_url = settings.endpoints
+        self.rest = RestClient(rest_url, signer)
+        self.conns = [
+            BookConnection(self, i, ws_url, signer) for i in range(max(1, settings.connections))
+        ]
+        self.stop_event = asyncio.Event()
+        self.end_reason = "stopped"
+        self.joined_total = 0
+        self.left_total = 0
+        self.fatal: FatalError | None = None
+        self.recovery = recovery
+        self.started = time.monotonic()
+
+    # ----------------------------------------------------------------- decisions
+    def conn_for(self, ticker: str) -> BookConnection:
+        n = len(self.conns)
+        return self.conns[zlib.crc32(b"conn:" + ticker.encode()) % n] if n > 1 else self.conns[0]
+
+    def apply(self, actions: list[Any]) -> None:
+        for a in actions:
+            if isinstance(a, Join):
+                self.log.decide(Decision.MARKET_JOINED, a.payload(), market_ticker=a.ticker)
+                self.joined_total += 1
+                self.conn_for(a.ticker).want(a.ticker)
+            elif isinstance(a, Leave):
+                self.log.decide(Decision.MARKET_LEFT, a.payload(), market_ticker=a.ticker)
+                self.left_total += 1
+                self.conn_for(a.ticker).unwant(a.ticker)
+            elif isinstance(a, Skip):
+                self.log.decide(Decision.MARKET_SKIPPED, a.payload(), market_ticker=a.ticker)
+        self.metrics.joined.set(len(self.rules.joined))
+
+    def on_lifecycle(self, f: Frame, now_ns: int) -> None:
+        self.metrics.lifecycle.inc()
+        self.metrics.last_lifecycle.set(now_ns / 1e9)
+        if not self.settings.lifecycle_mode:
+            return  # REST discovery mode: lifecycle events are recorded, not acted on
+        body = f.body if isinstance(f.body, dict) else {}
+        msg = body.get("msg")
+        fields = msg if isinstance(msg, dict) else {}
+        assert f.market_ticker is not None and f.event_type is not None
+        self.apply(self.rules.on_event(f.market_ticker, f.event_type, fields, now_ns))
+
+    async def after_reconnect(self, conn: BookConnection) -> None:
+        """Lifecycle events may have been missed while disconnected: reconcile over REST."""
+        if not self.settings.lifecycle_mode:
+            return
+        since = conn.disconnected_since_ns or time.time_ns()
+        try:
+            rest_markets = await self.rest.list_markets(status="open")
+            open_tickers = {m.get("ticker") for m in rest_markets}
+            for t in sorted(self.rules.joined - open_tickers):
+                try:
+                    one = await self.rest.get(f"/markets/{t}")
+                    if isinstance(one, dict) and isinstance(one.get("market"), dict):
+                        rest_markets.append(one["market"])
+                except RestError:
+                    pass  # unknown now: reconcile treats an absent market as gone
+        except RestError as exc:
+            log.warning("reconciliation after reconnect failed: %s", exc)
+            return
+        actions = self.rules.reconcile(rest_markets, time.time_ns(), since)
+        joined = [a.ticker for a in actions if isinstance(a, Join)]
+        left = [a.ticker for a in actions if isinstance(a, Leave)]
+        self.log.decide(Decision.RECONCILED, {"joined": joined, "left": left})
+        self.apply(actions)
+
+    async def adopt_open_markets(self) -> None:
+        try:
+            markets = await self.rest.list_markets(status="open")
+        except RestError as exc:
+            raise FatalError(f"--adopt-open-markets: {exc}; check --rest-url", 2) from None
+        self.apply(self.rules.adopt(markets))
+
+    async def rest_discovery(self) -> None:
+        """Rollback mode: poll open markets, join new ones, leave those no longer open."""
+        while not self.stop_event.is_set():
+            try:
+                markets = await self.rest.list_markets(status="open")
+                self.apply(self.rules.rest_discovery(markets))
+            except RestError as exc:
+                log.warning("REST discovery poll failed: %s", exc)
+            try:
+                await asyncio.wait_for(self.stop_event.wait(), self.settings.rest_poll_s)
+            except TimeoutError:
+                pass
+
+    # ----------------------------------------------------------------- status
+    def healthy(self) -> tuple[bool, str]:
+        if self.writer.error is not None:
+            return False, f"writer failed: {self.writer.error}\n"
+        up = sum(1 for c in self.conns if c.ws is not None)
+        if up < len(self.conns):
+            return False, f"{up}/{len(self.conns)} connections up\n"
+        return True, f"ok session {self.session_id}\n"
+
+    async def status_loop(self) -> None:
+        meter = RateMeter()
+        while not self.stop_event.is_set():
+            try:
+                await asyncio.wait_for(self.stop_event.wait(), self.settings.status_interval_s)
+            except TimeoutError:
+                pass
+            st = self.writer.stats
+            self.metrics.queue_depth.set(st.queue_depth)
+            self.metrics.pending_rows.set(st.pending_rows)
+            self.metrics.bytes_written.set(st.bytes_written)
+            self.metrics.segments.set(st.segments_sealed)
+            self.metrics.connected.set(sum(1 for c in self.conns if c.ws is not None))
+            try:
+                self.metrics.disk_free.set(shutil.disk_usage(self.settings.data_dir).free)
+            except OSError:
+                pass
+            log.info(
+                "markets %d | %.0f msg/s | %s MB written | gaps %d | reconnects %d | queue %d",
+                len(self.rules.joined),
+                meter.rate(self.log.frames_in),
+                f"{st.bytes_written / 1e6:.1f}",
+                sum(c.gaps for c in self.conns),
+                sum(c.reconnects for c in self.conns),
+                st.queue_depth,
+            )
+
+    async def writer_watch(self) -> None:
+        backlog_reported = 0
+        while not self.stop_event.is_set():
+            if self.writer.failed.is_set():
+                self.fatal = FatalError(str(self.writer.error), 1)
+                self.end_reason = "writer_error"
+                self.stop_event.set()
+                return
+            st = self.writer.stats
+            if st.queue_depth and st.backlog_events > backlog_reported:
+                backlog_reported = st.backlog_events
+                self.log.decide(
+                    Decision.WRITER_BACKLOG,
+                    {"queue_depth": st.queue_depth, "pending_rows": st.pending_rows},
+                )
+            await asyncio.sleep(0.1)
+
+    # ----------------------------------------------------------------- run
+    def start_record(self) -> None:
+        s = self.settings
+        self.log.decide(
+            Decision.SESSION_START,
+            {
+                "environment": "custom" if s.ws_url else s.env,
+                "lifecycle_mode": s.lifecycle_mode,
+                "version": __version__,
+                "host": socket.gethostname(),
+                "shard": f"{s.shard[0]}/{s.shard[1]}",
+                "ws_url": s.endpoints[0],
+                "config": s.redacted(),
+            },
+        )
+        if self.recovery is not None and self.recovery.files:
+            self.log.decide(Decision.RECOVERED, self.recovery.as_record())
+
+    async def run(self) -> RunSummary:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self._on_signal)
+            except (NotImplementedError, RuntimeError):  # pragma: no cover - non-main thread
+                pass
+        self.writer.start()
+        self.start_record()
+        tasks = [asyncio.create_task(c.run(self.stop_event)) for c in self.conns]
+        aux = [asyncio.create_task(self.status_loop()), asyncio.create_task(self.writer_watch())]
+        server = None
+        if s.metrics_port is not None:
+            server = await serve(s.metrics_port, self.metrics, self.healthy)
+        try:
+            if s.adopt_open_markets:
+                await self.adopt_open_markets()
+            if not s.lifecycle_mode:
+                aux.append(asyncio.create_task(self.rest_discovery()))
+            stopper = asyncio.create_task(self.stop_event.wait())
+            waiting: set[asyncio.Future[Any]] = {stopper, *tasks}
+            timeout = s.duration_s
+            done, _ = await asyncio.wait(
+                waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                self.end_reason = "duration"
+            for t in done:
+                if t is not stopper and t.exception() is not None:
+                    exc = t.exception()
+                    if isinstance(exc, AuthRejected):
+                        self.fatal = FatalError(str(exc), 2)
+                        self.end_reason = "auth_rejected"
+                    else:
+                        self.fatal = FatalError(f"connection task failed: {exc!r}", 1)
+                        self.end_reason = "error"
+        except FatalError as exc:
+            self.fatal = exc
+            self.end_reason = "error"
+        finally:
+            self.stop_event.set()
+            for c in self.conns:
+                await c.close()
+            for t in tasks + aux:
+                t.cancel()
+            await asyncio.gather(*tasks, *aux, return_exceptions=True)
+            if server is not None:
+                server.close()
+        return self.finish()
+
+    def _on_signal(self) -> None:
+        self.end_reason = "signal"
+        self.stop_event.set()
+
+    def finish(self) -> RunSummary:
+        """Leave every market, write session_end, drain and seal (graceful stop)."""
+        if self.writer.error is None:
+            for a in self.rules.shutdown():
+                self.log.decide(Decision.MARKET_LEFT, a.payload(), market_ticker=a.ticker)
+                self.left_total += 1
+            end: dict[str, Any] = {"reason": self.end_reason}
+            if self.fatal is not None:
+                end["detail"] = str(self.fatal)
+            self.log.decide(Decision.SESSION_END, end)
+        sealed = self.writer.stop(timeout=30.0)
+        if self.writer.error is not None and self.fatal is None:
+            self.fatal = FatalError(str(self.writer.error), 1)
+        return RunSummary(
+            session_id=self.session_id,
+            seconds=time.monotonic() - self.started,
+            frames=self.log.frames_in,
+            malformed=self.log.malformed,
+            commands=self.log.commands_out,
+            decisions=dict(self.log.decisions),
+            markets_joined=self.joined_total,
+            markets_left=self.left_total,
+            reconnects=sum(c.reconnects for c in self.conns),
+            gaps=sum(c.gaps for c in self.conns),
+            segments=list(sealed),
+            end_reason=self.end_reason,
+        )

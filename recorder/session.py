@@ -1,0 +1,136 @@
+"""One recorder run = one session: its id, and the single place records get their total order.
+
+Every record (frame in, command out, decision) goes through ``SessionLog`` so ``record_seq`` is
+strictly increasing across connections, reconnects and segment files (invariants 1-3). It runs on
+the event loop and only appends a tuple to the writer's in-memory list: it never waits for the disk.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any, Protocol
+
+import orjson
+
+from recorder.protocol import Frame
+from schemas.log import Decision, Kind
+
+
+def new_session_id() -> int:
+    """Unique without a database: milliseconds since the epoch in the high bits, 20 random bits.
+
+    Positive int64 until the year 2248; two processes started in the same millisecond collide with
+    probability 2**-20.
+    """
+    return (time.time_ns() // 1_000_000) << 20 | secrets.randbits(20)
+
+
+class RowSink(Protocol):
+    def append(self, row: tuple[Any, ...]) -> None: ...
+
+
+_NO_TYPED = (None,) * 11
+
+
+class SessionLog:
+    """Builds rows in ``schemas.log.LOG_COLUMNS`` order and hands them to the writer."""
+
+    def __init__(self, session_id: int, sink: RowSink) -> None:
+        self.session_id = session_id
+        self.sink = sink
+        self.record_seq = 0
+        self.frames_in = 0
+        self.malformed = 0
+        self.commands_out = 0
+        self.decisions: dict[str, int] = {}
+
+    def frame_in(self, conn: int, epoch: int, raw: bytes, f: Frame, recv_ns: int) -> None:
+        self.record_seq += 1
+        self.frames_in += 1
+        if f.malformed:
+            self.malformed += 1
+        self.sink.append(
+            (
+                self.session_id,
+                self.record_seq,
+                recv_ns,
+                "in",
+                conn,
+                epoch,
+                f.msg_type,
+                f.sid,
+                f.seq,
+                f.cmd_id,
+                f.market_ticker,
+                f.malformed,
+                raw,
+                f.side,
+                f.price,
+                f.delta,
+                f.ts_ms,
+                f.event_type,
+                f.open_ts,
+                f.close_ts,
+                f.determination_ts,
+                f.settled_ts,
+                f.result,
+                f.settlement_value,
+            )
+        )
+
+    def command_out(
+        self, conn: int, epoch: int, cmd: str, cmd_id: int, raw: bytes, sid: int | None
+    ) -> None:
+        self.record_seq += 1
+        self.commands_out += 1
+        self.sink.append(
+            (
+                self.session_id,
+                self.record_seq,
+                time.time_ns(),
+                Kind.OUT.value,
+                conn,
+                epoch,
+                cmd,
+                sid,
+                None,
+                cmd_id,
+                None,
+                False,
+                raw,
+                *_NO_TYPED,
+            )
+        )
+
+    def decide(
+        self,
+        decision: Decision,
+        payload: dict[str, Any],
+        *,
+        conn: int | None = None,
+        epoch: int | None = None,
+        sid: int | None = None,
+        market_ticker: str | None = None,
+    ) -> None:
+        self.record_seq += 1
+        name = decision.value
+        self.decisions[name] = self.decisions.get(name, 0) + 1
+        self.sink.append(
+            (
+                self.session_id,
+                self.record_seq,
+                time.time_ns(),
+                Kind.DECISION.value,
+                conn,
+                epoch,
+                name,
+                sid,
+                None,
+                None,
+                market_ticker,
+                False,
+                orjson.dumps(payload),
+                *_NO_TYPED,
+            )
+        )
