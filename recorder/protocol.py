@@ -422,33 +422,36 @@ def parse_frame(raw: bytes) -> Frame:
         body = _loads(raw)
     except Exception as exc:  # orjson.JSONDecodeError, or TypeError for a non-bytes argument
         return Frame(malformed=True, problem=f"not JSON: {exc}")
-    if type(body) is dict and body.get("type") == _DELTA:
-        msg = body.get("msg")
-        sid = body.get("sid")
-        seq = body.get("seq")
-        if type(msg) is dict and type(sid) is int and type(seq) is int and "id" not in body:
-            get = msg.get
-            text_price = get("price_dollars")
-            text_delta = get("delta_fp")
-            side = get("side")
-            ticker = get("market_ticker")
-            ts_ms = get("ts_ms")
+    # Fast path. Subscripts instead of .get() and no isinstance() chains: any missing key,
+    # non-dict msg, unhashable or unmemoised value raises KeyError/TypeError (zero-cost try in
+    # 3.11) and the careful path takes over. Memo keys are strings, so a hit proves the type.
+    try:
+        if body["type"] == "orderbook_delta" and "id" not in body:
+            msg = body["msg"]
+            sid = body["sid"]
+            seq = body["seq"]
+            side = msg["side"]
+            ticker = msg["market_ticker"]
+            ts_ms = msg["ts_ms"]
+            price = _price_memo[msg["price_dollars"]]
+            delta = _size_memo[msg["delta_fp"]]
             # orjson yields ints in [-2**63, 2**64): only the upper int64 bound needs a check.
             if (
-                type(text_price) is str
-                and type(text_delta) is str
+                type(sid) is int
+                and type(seq) is int
+                and type(ts_ms) is int
                 and type(side) is str
                 and type(ticker) is str
-                and type(ts_ms) is int
-                and sid <= _INT64_MAX
-                and seq <= _INT64_MAX
-                and ts_ms <= _INT64_MAX
-                and (price := _price_memo.get(text_price)) is not None
-                and (delta := _size_memo.get(text_delta)) is not None
+                and sid <= 9223372036854775807
+                and seq <= 9223372036854775807
+                and ts_ms <= 9223372036854775807
             ):
                 return Frame(
-                    _DELTA, sid, seq, None, ticker, False, None, body, side, price, delta, ts_ms
-                )
+                    "orderbook_delta", sid, seq, None, ticker, False, None, body, side, price,
+                    delta, ts_ms,
+                )  # fmt: skip
+    except (KeyError, TypeError):
+        pass
     return _parse_slow(body)
 
 
