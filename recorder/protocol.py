@@ -232,6 +232,8 @@ class Frame:
     not one). A value of the right type that cannot be represented exactly in its column (more
     decimals than the unit, outside int64) only nulls that column and is named in ``problem``;
     it does not make the frame malformed. ``problem`` lists every issue, ``"; "``-separated.
+    Snapshot level arrays are not checked here (that costs a full parse): ``snapshot_levels``
+    does it when the book needs them, and the caller may then set ``malformed``/``problem``.
     """
 
     msg_type: str | None = None
