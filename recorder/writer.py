@@ -207,6 +207,10 @@ class SegmentWriter:
         self._backlogged = False
         self._seal_request: threading.Event | None = None
         self._disk_done = threading.Event()
+        # closed live parts waiting to be sealed (path, bytes, optional "done" event); unbounded
+        # but tiny: one entry per rolled part
+        self._seal_queue: queue.Queue[Any] = queue.Queue()
+        self._seal_abort = threading.Event()
 
         self._rows_written = 0
         self._bytes_live = 0
@@ -215,6 +219,8 @@ class SegmentWriter:
         self._backlog_events = 0
         self._last_fsync_ns = 0
         self._last_flushed_seq = 0
+        self._unsealed_bytes = 0  # closed live parts not yet sealed (for the disk limit)
+        self._current_live_bytes = 0  # size of the open part (read by the seal thread)
         self.live_bytes_peak = 0
         """Largest live part seen (bytes): what ``roll_bytes`` is compared against."""
 
@@ -228,7 +234,11 @@ class SegmentWriter:
                 f"session {self.session_id} is already being written under {self.data_dir}"
             )
         self._accepting = True
-        for name, target in (("handoff", self._handoff_loop), ("disk", self._disk_loop)):
+        for name, target in (
+            ("handoff", self._handoff_loop),
+            ("disk", self._disk_loop),
+            ("seal", self._seal_loop),
+        ):
             t = threading.Thread(target=target, name=f"log-writer-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -355,7 +365,7 @@ class SegmentWriter:
     def _disk_loop(self) -> None:
         idle = max(0.01, min(self.fsync_interval, self.flush_interval * 5))
         try:
-            while True:
+            while not self._seal_abort.is_set():
                 try:
                     item = self._queue.get(timeout=idle)
                 except queue.Empty:
@@ -372,18 +382,19 @@ class SegmentWriter:
                 req = self._seal_request
                 if req is not None and self._queue.empty():
                     self._seal_request = None
-                    self._roll()
-                    req.set()
-            self._roll()
+                    self._roll(done=req)
+            if not self._seal_abort.is_set():
+                self._roll()
         except Exception as exc:
             self._fail(exc)
+        finally:
             if self._live is not None:
                 self._live.abandon()  # stays in live/ for recover()
                 self._live = None
-            # let recover() (this process or the next) seal what reached live/
-            with contextlib.suppress(OSError):
-                self._lock.release()
-        finally:
+                # let recover() (this process or the next) seal what reached live/
+                with contextlib.suppress(OSError):
+                    self._lock.release()
+            self._seal_queue.put(_STOP)
             self._disk_done.set()
 
     def _write(self, batch: pa.RecordBatch) -> None:
@@ -400,7 +411,7 @@ class SegmentWriter:
         live = self._live
         assert live is not None
         if self.disk_limit_bytes is not None:
-            on_disk = self._bytes_sealed + live.bytes + batch.nbytes
+            on_disk = self._bytes_sealed + self._unsealed_bytes + live.bytes + batch.nbytes
             if on_disk > self.disk_limit_bytes:
                 raise OSError(
                     errno.ENOSPC, "disk limit reached (--disk-limit-bytes)", str(live.path)
@@ -411,7 +422,8 @@ class SegmentWriter:
         self._batches += 1
         self._dirty = True
         self._last_flushed_seq = int(batch.column(1)[-1].as_py())
-        self.live_bytes_peak = max(self.live_bytes_peak, live.bytes)
+        self._current_live_bytes = live.bytes
+        self.live_bytes_peak = max(self.live_bytes_peak, self._current_live_bytes)
 
     def _open_part(self, date: str) -> None:
         self._part += 1
@@ -428,20 +440,54 @@ class SegmentWriter:
         self._last_fsync = time.monotonic()
         self._last_fsync_ns = time.time_ns()
 
-    def _roll(self) -> None:
-        """Close the current part (end-of-stream marker + fsync) and seal it."""
+    def _roll(self, done: threading.Event | None = None) -> None:
+        """Close the current part (end-of-stream marker + fsync) and hand it to the seal thread.
+
+        Sealing a full part (millions of rows through zstd) takes seconds; doing it here would
+        stall the live stream and fill the queue every roll, so the disk thread moves straight on
+        to the next part while the seal thread works on the closed, immutable one.
+        """
         live = self._live
         if live is None:
+            if done is not None:
+                self._seal_queue.put((None, 0, done))
             return
         self._live = None
         live_bytes = live.bytes
         live.close()
+        self._current_live_bytes = 0
         self._last_fsync_ns = time.time_ns()
         self._dirty = False
+        self._unsealed_bytes += live_bytes
+        self._seal_queue.put((live.path, live_bytes, done))
+
+    # ------------------------------------------------------------------ seal thread
+
+    def _seal_loop(self) -> None:
+        while True:
+            item = self._seal_queue.get()
+            if item is _STOP:
+                return
+            path, live_bytes, done = item
+            try:
+                if path is not None and not self._seal_abort.is_set():
+                    self._seal_one(path, live_bytes)
+            except Exception as exc:
+                self._fail(exc)
+                self._seal_abort.set()  # the disk thread stops; live files stay for recover()
+            finally:
+                if done is not None:
+                    done.set()
+
+    def _seal_one(self, path: Path, live_bytes: int) -> None:
         budget = None
         if self.disk_limit_bytes is not None:
-            budget = self.disk_limit_bytes - self._bytes_sealed - live_bytes
-        result = seal(live.path, self.data_dir, options=self.parquet, byte_budget=budget)
+            # the live file still exists while its segment is written, as on a real disk
+            current = self._current_live_bytes
+            budget = self.disk_limit_bytes - self._bytes_sealed - self._unsealed_bytes - current
+            budget += live_bytes
+        result = seal(path, self.data_dir, options=self.parquet, byte_budget=budget)
+        self._unsealed_bytes -= live_bytes
         if result is not None:
             self._sealed.append(result.path)
             self._bytes_sealed += result.path.stat().st_size
