@@ -30,6 +30,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -761,11 +762,21 @@ def load(
                 seen.add(ref.sha256)
                 pending.append(ref)
         progress.start(len(pending), sum(r.num_rows or 0 for r in pending))
-        try:
-            for ref in pending:
-                _process(data_dir, target, ref, summary, progress, move_bad, snapshot_levels)
-        finally:
-            progress.finish()
+        # Reading and mapping the next segment (Parquet decode, Arrow compute: GIL released)
+        # overlaps with the COPY of the current one, which waits on the server.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="materialize-read") as pool:
+            try:
+                ahead = pool.submit(_prepare, pending[0], snapshot_levels) if pending else None
+                for i, ref in enumerate(pending):
+                    assert ahead is not None
+                    prepared, ahead = ahead, None
+                    if i + 1 < len(pending):
+                        ahead = pool.submit(_prepare, pending[i + 1], snapshot_levels)
+                    _process(data_dir, target, ref, prepared, summary, progress, move_bad)
+            finally:
+                if ahead is not None:
+                    ahead.cancel()
+                progress.finish()
     except psycopg.OperationalError as exc:
         dsn = getattr(target, "dsn", None)
         msg = " ".join(str(exc).split())
@@ -776,19 +787,27 @@ def load(
     return summary
 
 
+def _prepare(
+    ref: SegmentRef, snapshot_levels: SnapshotLevels | None
+) -> tuple[pa.Table, str, SegmentRows, float]:
+    """Read and map one segment (runs in the read-ahead thread; no database access)."""
+    t = time.perf_counter()
+    table, version = read_segment(ref)
+    return table, version, transform(table, snapshot_levels), time.perf_counter() - t
+
+
 def _process(
     data_dir: Path,
     target: Target,
     ref: SegmentRef,
+    prepared: Future[tuple[pa.Table, str, SegmentRows, float]],
     summary: LoadSummary,
     progress: Progress,
     move_bad: bool,
-    snapshot_levels: SnapshotLevels | None,
 ) -> None:
-    t = time.perf_counter()
     try:
-        table, version = read_segment(ref)
-        rows = transform(table, snapshot_levels)
+        table, version, rows, read_s = prepared.result()
+        t = time.perf_counter()
         _load_one(target, ref, table, version, rows, summary)
     except AlreadyLoaded:
         summary.already_loaded += 1  # a concurrent run committed it first
@@ -810,7 +829,8 @@ def _process(
     summary.malformed.update(rows.malformed)
     summary.records += table.num_rows
     summary.loaded.append(ref.relpath)
-    progress.loaded(ref.relpath, table.num_rows, sum(counts.values()), time.perf_counter() - t)
+    seconds = read_s + time.perf_counter() - t
+    progress.loaded(ref.relpath, table.num_rows, sum(counts.values()), seconds)
 
 
 def table_counts(target: Target, names: Sequence[str]) -> dict[str, int]:

@@ -33,6 +33,7 @@ import orjson
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
+from psycopg.copy import QueuedLibpqWriter
 from psycopg.types.json import Jsonb
 
 from schemas.tables import LOADED_SEGMENTS, Dialect, ddl
@@ -277,7 +278,9 @@ class PostgresTarget:
         col_list = ", ".join(cols)  # names come from the loader's fixed table layouts
         stmt = f"COPY {table_name} ({col_list}) FROM STDIN (FORMAT BINARY)"
         vectorised = self.copy_mode == "arrow" and all(o in ENCODABLE_OIDS for o in col_oids)
-        with self.con.cursor() as cur, cur.copy(stmt) as copy:
+        with self.con.cursor() as cur, cur.copy(stmt, writer=QueuedLibpqWriter(cur)) as copy:
+            # The queued writer sends on its own thread, so encoding the next batch overlaps
+            # with the network and the server.
             if vectorised:
                 copy.write(PGCOPY_HEADER)
                 for start in range(0, data.num_rows, self.batch_rows):
