@@ -111,15 +111,12 @@ def interval_expr(t: pl.Expr, open_ns: pl.Expr, offset_ns: pl.Expr, every_ns: in
     return (t - open_ns - offset_ns) // every_ns
 
 
-def keep_mask(
-    frame: pl.DataFrame, *, market: str, t: str, phase: str, interval: str, order: str
-) -> pl.Series:
-    """True for rows kept: every non-middle row, and the last row (by ``order``) of each
-    (market, middle interval). ``frame`` holds only valid book states."""
-    last_in_interval = pl.col(order) == pl.col(order).max().over(market, interval)
-    return frame.select(
-        ((pl.col(phase) != PHASE_MIDDLE) | last_in_interval).alias("keep")
-    ).to_series()
+def keep_expr(*, market: str, phase: str, interval: str, order: str) -> pl.Expr:
+    """True for rows kept: every non-middle row, and the middle row with the greatest ``order``
+    in each (market, interval). Apply to valid book states only."""
+    middle = pl.col(phase) == PHASE_MIDDLE
+    last = pl.col(order).filter(middle).max().over(market, interval)
+    return ~middle | (pl.col(order) == last)
 
 
 def sample_reference(

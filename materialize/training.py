@@ -82,10 +82,10 @@ from materialize.book_replay import (
     replay,
 )
 from materialize.sampling import (
-    PHASE_MIDDLE,
     SamplingPolicy,
     grid_offset_ns,
     interval_expr,
+    keep_expr,
     phase_expr,
 )
 from schemas.log import SCHEMA_VERSION, SCHEMA_VERSION_KEY, SEGMENT_GLOB, Decision, Kind
@@ -529,10 +529,9 @@ def _rows(
             ).alias("_interval"),
         )
     )
-    last_in_interval = pl.col("record_seq") == pl.col("record_seq").max().over(
-        "market_ticker", "_interval"
+    rows = rows.filter(
+        keep_expr(market="market_ticker", phase="phase", interval="_interval", order="record_seq")
     )
-    rows = rows.filter((pl.col("phase") != PHASE_MIDDLE) | last_in_interval)
     rows = rows.sort("record_seq").join_asof(
         closes, on="record_seq", by="market_ticker", strategy="backward", check_sortedness=False
     )
@@ -561,8 +560,8 @@ def _rows(
         (ask - bid).alias("spread"),
         pl.col("yes_depth"),
         pl.col("no_depth"),
-        ((t - pl.col("open_ns")) / NS).alias("time_since_open_s"),
-        ((pl.col("close_ns") - t) / NS).alias("time_to_close_s"),
+        _seconds(t - pl.col("open_ns")).alias("time_since_open_s"),
+        _seconds(pl.col("close_ns") - t).alias("time_to_close_s"),
         pl.when(sched > 0)
         .then((t - pl.col("open_ns")) / sched)
         .otherwise(None)
@@ -573,6 +572,13 @@ def _rows(
         pl.col("label_settlement_value"),
     ).sort("session_id", "market_ticker", "record_seq")
     return out, stats
+
+
+def _seconds(ns: pl.Expr) -> pl.Expr:
+    """Nanoseconds -> float seconds, whole seconds exact: polars divides by a literal as a
+    multiplication by its reciprocal (500 s came out as 500.00000000000006)."""
+    mag = ns.abs()
+    return ns.sign() * ((mag // NS).cast(pl.Float64) + (mag % NS).cast(pl.Float64) / NS)
 
 
 def _closes(ctl: pl.DataFrame, session_id: int) -> pl.DataFrame:

@@ -1,0 +1,69 @@
+"""Ready-made market lives on a ``SessionLog`` for the tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tests.training.seglog import NS, SessionLog
+
+T0 = 1_800_000_000
+
+
+@dataclass(frozen=True)
+class Life:
+    """A market's schedule in seconds: created at ``created``, open ``open``, close ``close``."""
+
+    ticker: str
+    created: int = T0
+    open: int = T0 + 100
+    close: int = T0 + 1100
+
+    @property
+    def open_ns(self) -> int:
+        return self.open * NS
+
+    @property
+    def end_ns(self) -> int:
+        return self.close * NS
+
+
+def create(log: SessionLog, life: Life, *, reason: str = "created", mid: bool = False) -> None:
+    log.at(life.created)
+    log.lifecycle(life.ticker, "created", open_ts=life.open, close_ts=life.close)
+    log.joined(life.ticker, reason=reason, mid=mid)
+
+
+def determine(log: SessionLog, life: Life, result: str = "yes", value: int = 1_000_000) -> int:
+    log.at(life.close + 0.5)
+    r = log.lifecycle(
+        life.ticker,
+        "determined",
+        result=result,
+        determination_ts=life.close,
+        settlement_value=value,
+    )
+    log.left(life.ticker)
+    return r
+
+
+def simple_market(
+    log: SessionLog, life: Life, *, step_s: float = 1.0, sid: int = 2, result: str = "yes"
+) -> None:
+    """Created, a snapshot, then one yes delta every ``step_s`` seconds until close, determined."""
+    create(log, life)
+    log.at(life.created + 1)
+    log.snapshot(life.ticker, {400_000: 1000, 410_000: 500}, {550_000: 800}, sid=sid)
+    t = life.created + 2.0
+    k = 0
+    while t < life.close:
+        log.at(t)
+        log.delta(
+            life.ticker,
+            "yes",
+            420_000 + (k % 3) * 1000,
+            100 if (k // 3) % 2 == 0 else -100,
+            sid=sid,
+        )
+        k += 1
+        t += step_s
+    determine(log, life, result=result)

@@ -1,0 +1,301 @@
+"""Training-set build on hand-built sessions: phases, sampling, validity, exclusions, increments."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from materialize.sampling import (
+    PHASE_EARLY,
+    PHASE_LATE,
+    PHASE_MIDDLE,
+    SamplingPolicy,
+    grid_offset_ns,
+    phase_of,
+    sample_reference,
+)
+from materialize.training import TrainingPolicy, build, build_training_sets
+from tests.training.markets import T0, Life, create, determine, simple_market
+from tests.training.seglog import NS, SessionLog
+
+
+def _build(
+    tmp: Path, log: SessionLog | None = None, out: str = "train", **policy: Any
+) -> tuple[Any, pl.DataFrame, dict[str, Any]]:
+    if log is not None:
+        log.write(tmp / "data", parts=2)
+    pol = TrainingPolicy(**{"min_updates": 1, **policy})
+    summary = build(tmp / "data", tmp / out, pol)
+    files = sorted((tmp / out).glob("build=*/*.parquet"))
+    rows = pl.concat([pl.read_parquet(f) for f in files]) if files else pl.DataFrame()
+    manifest = json.loads((tmp / out / "manifest.json").read_text())
+    return summary, rows, manifest
+
+
+def _log() -> SessionLog:
+    log = SessionLog()
+    log.session_start()
+    log.connected()
+    return log
+
+
+def test_phase_boundaries_fall_exactly_at_20_and_80_percent(tmp_path: Path) -> None:
+    life = Life("KX-PHASE")
+    log = _log()
+    create(log, life)
+    log.at(life.open + 1)
+    log.snapshot(life.ticker, {400_000: 100}, {500_000: 100})
+    life_ns = life.end_ns - life.open_ns
+    marks = {}
+    for name, t_ns in {
+        "early_last": life.open_ns + life_ns // 5 - 1,
+        "middle_first": life.open_ns + life_ns // 5,
+        "middle_last": life.open_ns + 4 * life_ns // 5 - 1,
+        "late_first": life.open_ns + 4 * life_ns // 5,
+    }.items():
+        log.t_ns = t_ns
+        marks[name] = log.delta(life.ticker, "yes", 410_000, 100)
+    determine(log, life)
+    _, rows, _ = _build(tmp_path, log, middle_every_s=0.5)
+    phase = dict(zip(rows["record_seq"], rows["phase"], strict=True))
+    assert phase[marks["early_last"]] == PHASE_EARLY
+    assert phase[marks["middle_first"]] == PHASE_MIDDLE
+    assert phase[marks["middle_last"]] == PHASE_MIDDLE
+    assert phase[marks["late_first"]] == PHASE_LATE
+    lf = dict(zip(rows["record_seq"], rows["life_fraction"], strict=True))
+    # the float column is for reading; the phase itself is decided in exact integers
+    assert (
+        abs(lf[marks["middle_first"]] - 0.2) < 1e-12 and abs(lf[marks["late_first"]] - 0.8) < 1e-12
+    )
+
+
+def test_middle_phase_follows_the_seeded_rule(tmp_path: Path) -> None:
+    life = Life("KX-MID")
+    log = _log()
+    simple_market(log, life, step_s=0.25)
+    log.session_end()
+    _, rows, manifest = _build(tmp_path, log, seed=7, middle_every_s=1.0)
+    # every valid update of the market, in order: the snapshot and every delta
+    updates = [
+        (r["record_seq"], r["recv_ns"])
+        for r in log.rows
+        if r["market_ticker"] == life.ticker
+        and r["msg_type"] in ("orderbook_snapshot", "orderbook_delta")
+    ]
+    policy = SamplingPolicy(seed=7, middle_every_s=1.0)
+    offset = grid_offset_ns(policy, 1, life.ticker)
+    kept = sample_reference(
+        [t for _, t in updates], life.open_ns, life.end_ns, offset, policy.every_ns
+    )
+    assert rows["record_seq"].to_list() == [updates[i][0] for i in kept]
+    middle = rows.filter(pl.col("phase") == PHASE_MIDDLE)
+    assert 590 <= middle.height <= 601  # one per second of the 600 s middle
+    early = rows.filter(pl.col("phase") == PHASE_EARLY)
+    assert early.height == 4 * 200  # every update kept
+    assert manifest["policy"]["seed"] == 7 and manifest["seed"] == 7
+    assert manifest["policy"]["rule"] == "last_state_per_interval_seeded_grid"
+    assert all(
+        phase_of(t, life.open_ns, life.end_ns) == p
+        for t, p in zip(rows["t_ns"], rows["phase"], strict=True)
+        if p != "pre_open"
+    )
+
+
+def test_same_seed_same_rows_other_seed_differs(tmp_path: Path) -> None:
+    log = _log()
+    simple_market(log, Life("KX-SEED"), step_s=0.25)
+    log.write(tmp_path / "data")
+    _, a, _ = _build(tmp_path, out="a", seed=1)
+    _, b, _ = _build(tmp_path, out="b", seed=1)
+    assert a.equals(b)
+    others = [_build(tmp_path, out=f"s{s}", seed=s)[1] for s in (2, 3, 4)]
+    assert any(o["record_seq"].to_list() != a["record_seq"].to_list() for o in others)
+
+
+def test_gap_without_snapshot_excludes_the_market(tmp_path: Path) -> None:
+    life = Life("KX-GAP")
+    log = _log()
+    create(log, life)
+    log.at(life.open + 1)
+    log.snapshot(life.ticker, {400_000: 100}, {500_000: 100})
+    for k in range(20):
+        log.at(life.open + 10 + k)
+        log.delta(life.ticker, "yes", 400_000, 100)
+    log.delta(life.ticker, "yes", 400_000, 100, skip=2)
+    log.gap(2, 23, 25, [life.ticker])
+    log.resync(2, [life.ticker])
+    log.at(life.open + 500)
+    log.delta(life.ticker, "no", 500_000, 100)
+    determine(log, life)
+    summary, rows, manifest = _build(tmp_path, log)
+    assert summary.included == 0 and rows.height == 0
+    assert manifest["excluded"]["1/KX-GAP"]["reason"] == "unrecovered_gap"
+
+
+def test_gap_then_snapshot_drops_only_the_invalid_span(tmp_path: Path) -> None:
+    life = Life("KX-HEAL")
+    other = Life("KX-OTHER")  # same sid: the gap invalidates it too, its own snapshot heals it
+    log = _log()
+    create(log, life)
+    create(log, other)
+    log.at(life.open + 1)
+    log.snapshot(life.ticker, {400_000: 100}, {500_000: 100})
+    log.snapshot(other.ticker, {300_000: 100}, {600_000: 100})
+    for k in range(10):
+        log.at(life.open + 10 + k)
+        log.delta(life.ticker, "yes", 400_000, 100)
+    log.at(life.open + 30)
+    gapped = log.delta(life.ticker, "yes", 400_000, 100, skip=3)  # no recorder decision: detected
+    inside = [log.delta(life.ticker, "no", 500_000, 50) for _ in range(3)]
+    inside.append(log.delta(other.ticker, "no", 600_000, 50))
+    log.at(life.open + 40)
+    healed = log.snapshot(life.ticker, {400_000: 7}, {500_000: 9})
+    after = log.delta(life.ticker, "yes", 400_000, 1)
+    log.delta(other.ticker, "no", 600_000, 50)  # still invalid: no snapshot for other yet
+    log.at(life.open + 50)
+    log.snapshot(other.ticker, {300_000: 1}, {600_000: 1})
+    determine(log, life)
+    determine(log, other)
+    summary, rows, manifest = _build(tmp_path, log)
+    assert summary.included == 2
+    seqs = set(rows.filter(pl.col("market_ticker") == life.ticker)["record_seq"].to_list())
+    assert gapped not in seqs and not seqs & set(inside)
+    assert {healed, after} <= seqs
+    row = rows.filter(pl.col("record_seq") == after).row(0, named=True)
+    assert (row["yes_bid_price_1"], row["yes_bid_size_1"], row["no_bid_size_1"]) == (400_000, 8, 9)
+    other_rows = rows.filter(pl.col("market_ticker") == other.ticker)
+    assert other_rows.filter(pl.col("record_seq").is_between(gapped, healed + 2)).height == 0
+    assert manifest["included"]["1/KX-HEAL"]["dropped_events"] == 1 + 3
+
+
+def test_mid_lifecycle_market_is_excluded_with_reason(tmp_path: Path) -> None:
+    log = _log()
+    simple_market(log, Life("KX-OK"))
+    adopted = Life("KX-ADOPTED")
+    create(log, adopted, reason="adopted", mid=True)
+    log.snapshot(adopted.ticker, {400_000: 100}, {})
+    determine(log, adopted)
+    undetermined = Life("KX-OPEN")
+    create(log, undetermined)
+    summary, _, manifest = _build(tmp_path, log)
+    assert manifest["excluded"]["1/KX-ADOPTED"]["reason"] == "mid_lifecycle"
+    assert manifest["pending"]["1/KX-OPEN"]["reason"] == "never_determined"
+    assert "1/KX-OK" in manifest["included"]
+    assert (summary.included, summary.excluded, summary.pending) == (1, 1, 1)
+
+
+def test_exact_subpenny_and_fractional_values_survive(tmp_path: Path) -> None:
+    life = Life("KX-EXACT")
+    log = _log()
+    create(log, life)
+    log.at(life.open + 1)
+    log.snapshot(life.ticker, {8_500: 250}, {415_000: 1})  # $0.0085 x 2.50, NO bid $0.4150
+    log.at(life.open + 2)
+    r = log.delta(life.ticker, "yes", 8_600, 1)  # $0.0086 x 0.01
+    determine(log, life, result="no", value=0)
+    _, rows, _ = _build(tmp_path, log)
+    row = rows.filter(pl.col("record_seq") == r).row(0, named=True)
+    assert row["yes_bid_price_1"] == 8_600 and row["yes_bid_size_1"] == 1
+    assert row["yes_bid_price_2"] == 8_500 and row["yes_bid_size_2"] == 250
+    assert row["yes_bid_price_3"] is None and row["yes_bid_size_3"] is None
+    assert row["best_yes_ask"] == 585_000 and row["best_yes_bid"] == 8_600
+    assert row["mid_x2"] == 593_600 and row["spread"] == 576_400
+    assert row["yes_depth"] == 251 and row["no_depth"] == 1
+    assert row["label_result"] == "no" and row["label_settlement_value"] == 0
+    assert rows.schema["yes_bid_price_1"] == pl.Int64
+
+
+def test_time_to_close_uses_only_the_close_known_then(tmp_path: Path) -> None:
+    life = Life("KX-CLOSE")
+    log = _log()
+    create(log, life)
+    log.at(life.open + 1)
+    log.snapshot(life.ticker, {400_000: 100}, {500_000: 100})
+    log.at(life.open + 100)
+    before = log.delta(life.ticker, "yes", 400_000, 1)
+    log.at(life.open + 150)
+    log.lifecycle(life.ticker, "close_date_updated", close_ts=life.close - 300)
+    log.at(life.open + 200)
+    after = log.delta(life.ticker, "yes", 400_000, 1)
+    determine(log, life)
+    _, rows, _ = _build(tmp_path, log)
+    ttc = dict(zip(rows["record_seq"], rows["time_to_close_s"], strict=True))
+    assert ttc[before] == life.close - (life.open + 100)
+    assert ttc[after] == life.close - 300 - (life.open + 200)
+
+
+def test_stale_duplicate_delta_is_dropped(tmp_path: Path) -> None:
+    life = Life("KX-STALE")
+    log = _log()
+    create(log, life)
+    log.at(life.open + 1)
+    log.snapshot(life.ticker, {400_000: 100}, {})
+    first = log.delta(life.ticker, "yes", 400_000, 5)
+    dup = log.delta(life.ticker, "yes", 400_000, 5, seq=log.seqs[2])
+    last = log.delta(life.ticker, "yes", 400_000, 1)
+    determine(log, life)
+    _, rows, _ = _build(tmp_path, log)
+    sizes = dict(zip(rows["record_seq"], rows["yes_bid_size_1"], strict=True))
+    assert dup not in sizes and sizes[first] == 105 and sizes[last] == 106
+
+
+def test_incremental_build_does_not_rebuild_old_markets(tmp_path: Path) -> None:
+    log = _log()
+    a = Life("KX-A", close=T0 + 500)
+    simple_market(log, a)
+    cut = len(log.rows)
+    b = Life("KX-B", created=T0 + 400, open=T0 + 450, close=T0 + 900)
+    simple_market(log, b)
+    log.session_end()
+    data = tmp_path / "data"
+    log.write(data, hi=cut)
+    s1 = build_training_sets(data, tmp_path / "train")
+    assert (s1.included, s1.pending) == (1, 0)  # B not even joined yet in the first segment
+    first = tmp_path / "train" / "build=1" / "part-0.parquet"
+    stamp = first.stat().st_mtime_ns
+    log.write(data, lo=cut, first_part=1)
+    s2 = build_training_sets(data, tmp_path / "train")
+    assert (s2.included, s2.build_id, s2.total_included) == (1, 2, 2)
+    assert first.stat().st_mtime_ns == stamp
+    second = pl.read_parquet(tmp_path / "train" / "build=2" / "part-0.parquet")
+    assert second["market_ticker"].unique().to_list() == ["KX-B"]
+    s3 = build_training_sets(data, tmp_path / "train")
+    assert (s3.included, s3.rows, s3.deltas_replayed) == (0, 0, 0)
+    glob = str(tmp_path / "train" / "*" / "*.parquet")
+    rel = duckdb.sql(
+        f"SELECT market_ticker, count(*) FROM read_parquet('{glob}') GROUP BY 1 ORDER BY 1"
+    )
+    assert rel is not None
+    counts = rel.fetchall()
+    manifest = json.loads((tmp_path / "train" / "manifest.json").read_text())
+    assert counts == [(k, manifest["included"][f"1/{k}"]["rows"]) for k in ("KX-A", "KX-B")]
+    assert pl.scan_parquet(glob).select(pl.len()).collect().item() == sum(c for _, c in counts)
+
+
+def test_policy_change_starts_over(tmp_path: Path) -> None:
+    log = _log()
+    simple_market(log, Life("KX-P"))
+    log.write(tmp_path / "data")
+    build_training_sets(tmp_path / "data", tmp_path / "train", seed=1)
+    s = build_training_sets(tmp_path / "data", tmp_path / "train", seed=2)
+    assert s.included == 1 and s.build_id == 1
+    assert [p.name for p in (tmp_path / "train").glob("build=*")] == ["build=1"]
+
+
+def test_too_few_updates_and_no_book(tmp_path: Path) -> None:
+    log = _log()
+    thin = Life("KX-THIN")
+    create(log, thin)
+    log.snapshot(thin.ticker, {400_000: 1}, {})
+    determine(log, thin)
+    bare = Life("KX-BARE")
+    create(log, bare)
+    determine(log, bare)
+    _, _, manifest = _build(tmp_path, log, min_updates=5)
+    assert manifest["excluded"]["1/KX-THIN"]["reason"] == "too_few_updates"
+    assert manifest["excluded"]["1/KX-BARE"]["reason"] == "no_book"
+    assert NS  # units helper in use
