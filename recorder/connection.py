@@ -361,7 +361,8 @@ class BookConnection:
                 epoch=self.epoch,
                 sid=sid,
             )
-            self._resync(sid, tickers, reason="get_snapshot")
+            # Markets already left (delete in flight) need no fresh book.
+            self._resync(sid, [t for t in tickers if t in self.books], reason="get_snapshot")
         elif v.is_stale:
             self.rec.log.decide(
                 Decision.STALE_SEQ,

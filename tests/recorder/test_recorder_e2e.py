@@ -1,0 +1,170 @@
+"""The recorder CLI against the simulator over real sockets, checked against ground truth."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import orjson
+
+from simulator.faults import FaultConfig
+from tests.recorder.conftest import SimFactory
+from tests.recorder.harness import (
+    decisions,
+    ground_truth_frames,
+    read_log,
+    received_by_epoch,
+    run_recorder,
+)
+
+
+def _assert_prefix_of_truth(rows: list[dict], truth_dir: Path) -> int:
+    """Every epoch's recorded frames are exactly what the simulator sent on that connection, in
+    order, except what was still in flight when the recorder stopped reading (a tail)."""
+    truth = ground_truth_frames(truth_dir)
+    got = received_by_epoch(rows)
+    assert len(got) == len(truth), (sorted(got), sorted(truth))
+    total = 0
+    for (_epoch, frames), (_cid, sent) in zip(
+        sorted(got.items()), sorted(truth.items()), strict=True
+    ):
+        assert frames == sent[: len(frames)]
+        total += len(frames)
+    return total
+
+
+def test_whole_lives_are_captured_in_one_session(make_sim: SimFactory, tmp_path: Path) -> None:
+    sim = make_sim()
+    data = tmp_path / "data"
+    proc = run_recorder(sim, data, "--duration", "6")
+    sim.stop()
+    assert proc.returncode == 0, proc.stderr
+    rows = read_log(data)
+    assert len({r["session_id"] for r in rows}) == 1
+    seqs = [r["record_seq"] for r in rows]
+    assert seqs == list(range(1, len(rows) + 1))
+    assert _assert_prefix_of_truth(rows, tmp_path / "truth") > 100
+
+    joined = {d["market_ticker"]: d for d in decisions(rows, "market_joined")}
+    left = {d["market_ticker"]: d for d in decisions(rows, "market_left")}
+    created = [
+        r["market_ticker"]
+        for r in rows
+        if r["msg_type"] == "market_lifecycle_v2" and r["event_type"] == "created"
+    ]
+    determined = [
+        r["market_ticker"]
+        for r in rows
+        if r["msg_type"] == "market_lifecycle_v2" and r["event_type"] == "determined"
+    ]
+    assert created and determined
+    assert set(created) == set(joined)
+    assert all(joined[t]["reason"] == "created" and not joined[t]["mid_lifecycle"] for t in created)
+    # markets born before the recorder connected are never joined: their events are only recorded
+    determined = [t for t in determined if t in joined]
+    assert determined
+    for t in determined:
+        assert left[t]["reason"] == "determined"
+    # every joined market got a book: a snapshot frame arrived for it
+    snap = {r["market_ticker"] for r in rows if r["msg_type"] == "orderbook_snapshot"}
+    assert set(determined) <= snap
+    # participation order: joined before its first snapshot, left after its determined event
+    pos = {(r["msg_type"], r["market_ticker"]): i for i, r in enumerate(rows) if r["kind"] != "out"}
+    for t in determined:
+        first_snap = next(
+            i
+            for i, r in enumerate(rows)
+            if r["msg_type"] == "orderbook_snapshot" and r["market_ticker"] == t
+        )
+        assert pos[("market_joined", t)] < first_snap
+    assert decisions(rows, "session_end")[0]["reason"] == "duration"
+    assert not list((data / "live").rglob("*.arrows"))
+
+
+def test_gaps_are_recorded_and_resynced_without_dropping_frames(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = make_sim(faults=FaultConfig(gap_rate=0.02, duplicate_rate=0.01, malformed_rate=0.01))
+    data = tmp_path / "data"
+    proc = run_recorder(sim, data, "--duration", "6")
+    sim.stop()
+    assert proc.returncode == 0, proc.stderr
+    rows = read_log(data)
+    _assert_prefix_of_truth(rows, tmp_path / "truth")
+    gaps = decisions(rows, "gap")
+    assert gaps, "the simulator skipped seqs; the recorder must notice"
+    assert all(g["got"] > g["expected"] for g in gaps)
+    resyncs = decisions(rows, "resync")
+    assert resyncs
+    # each resynced market gets a fresh snapshot afterwards (unless it left first)
+    for i, r in enumerate(rows):
+        if r["msg_type"] != "resync":
+            continue
+        for t in orjson.loads(r["raw"])["market_tickers"]:
+            later = [
+                x
+                for x in rows[i:]
+                if x["market_ticker"] == t
+                and x["msg_type"] in ("orderbook_snapshot", "market_left")
+            ]
+            assert later, f"{t} neither re-snapshotted nor left after the resync"
+    malformed = [r for r in rows if r["malformed"]]
+    assert malformed, "malformed frames must be kept verbatim"
+    assert decisions(rows, "stale_seq"), "duplicates are flagged"
+
+
+def test_reconnect_resubscribes_and_reconciles(make_sim: SimFactory, tmp_path: Path) -> None:
+    sim = make_sim(faults=FaultConfig(drop_at=(2.5,), reject_after_drop_s=0.8))
+    data = tmp_path / "data"
+    proc = run_recorder(sim, data, "--duration", "7")
+    sim.stop()
+    assert proc.returncode == 0, proc.stderr
+    rows = read_log(data)
+    _assert_prefix_of_truth(rows, tmp_path / "truth")
+    epochs = [d["epoch"] for d in decisions(rows, "connected")]
+    assert epochs[:2] == [1, 2]
+    assert decisions(rows, "disconnected")
+    assert decisions(rows, "reconciled")
+    # after the reconnect every market still joined got a fresh snapshot on epoch 2
+    reconnect_at = next(
+        i for i, r in enumerate(rows) if r["msg_type"] == "connected" and r["epoch"] == 2
+    )
+    joined_then = set()
+    for r in rows[:reconnect_at]:
+        if r["msg_type"] == "market_joined":
+            joined_then.add(r["market_ticker"])
+        elif r["msg_type"] == "market_left":
+            joined_then.discard(r["market_ticker"])
+    after = rows[reconnect_at:]
+    snapped = {r["market_ticker"] for r in after if r["msg_type"] == "orderbook_snapshot"}
+    left_after = {r["market_ticker"] for r in after if r["msg_type"] == "market_left"}
+    assert joined_then <= snapped | left_after
+    assert len({r["session_id"] for r in rows}) == 1
+
+
+def test_undocumented_and_duplicate_events_are_recorded_only(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    from tests.recorder.conftest import lively
+
+    sim = make_sim(generator=lively(undocumented_event_prob=1.0))
+    data = tmp_path / "data"
+    proc = run_recorder(sim, data, "--duration", "4")
+    sim.stop()
+    assert proc.returncode == 0, proc.stderr
+    rows = read_log(data)
+    types = Counter(r["event_type"] for r in rows if r["msg_type"] == "market_lifecycle_v2")
+    documented = {
+        "created",
+        "activated",
+        "deactivated",
+        "close_date_updated",
+        "determined",
+        "settled",
+        "price_level_structure_updated",
+        "metadata_updated",
+    }
+    assert set(types) - documented, types
+    # a replayed "created" (duplicate) changes nothing: joins == distinct created tickers
+    joined = decisions(rows, "market_joined")
+    assert len(joined) == len({j["market_ticker"] for j in joined})
