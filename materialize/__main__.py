@@ -38,11 +38,6 @@ EXIT_SKIPPED = 3
 EXIT_LATER_STEP = 4
 EXIT_USAGE = 64
 
-DEFAULT_SEED = 0
-DEFAULT_MIDDLE_EVERY_S = 60.0
-"""Middle-of-life sampling interval for the training sets: one book state per minute keeps the
-long quiet middle of a market small while the first/last 20% keep every update."""
-
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
@@ -71,12 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="move skipped segments to DATA/quarantine/ (default: leave them and report)",
     )
     p.add_argument("--no-training", action="store_true", help="load only")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="training-set sampling seed")
+    # Training knobs default to None so materialize.training's documented defaults apply (one
+    # definition of each setting); only values given here are passed on.
+    p.add_argument("--seed", type=int, default=None, help="training-set sampling seed")
     p.add_argument(
         "--middle-every-s",
         type=float,
-        default=DEFAULT_MIDDLE_EVERY_S,
-        help="training-set middle-of-life sampling interval (seconds)",
+        default=None,
+        help="training-set middle-of-life sampling interval in seconds",
     )
     p.add_argument(
         "--copy-mode",
@@ -125,17 +122,17 @@ def print_summary(summary: LoadSummary, out: Any = None) -> None:
 def _later_steps(args: argparse.Namespace, data_dir: Path) -> int:
     """Training sets and quality report, from modules that may not be present in this build."""
     status = EXIT_OK
+    knobs = {
+        k: v
+        for k, v in (("seed", args.seed), ("middle_every_s", args.middle_every_s))
+        if v is not None
+    }
     steps = (
         (
             "training sets",
             "materialize.training",
             "build_training_sets",
-            lambda f: f(
-                data_dir,
-                data_dir / "training",
-                seed=args.seed,
-                middle_every_s=args.middle_every_s,
-            ),
+            lambda f: f(data_dir, data_dir / "training", **knobs),
         ),
         (
             "quality report",

@@ -498,3 +498,17 @@ def test_pgcopy_encoder_handles_nulls_and_text(pg_dsn: str) -> None:
     ]
     assert rows[0][4] == 0 and rows[1][4] is None
     assert rows[2][4] == Decimal("1767225600.123456")
+
+
+def test_cli_keeps_working_without_training_modules(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import materialize.__main__ as cli
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name: None)
+    build_scenario(tmp_path)
+    assert main(["--data-dir", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "training sets: skipped (materialize.training is not in this build)" in err
+    assert "quality report: skipped" in err
