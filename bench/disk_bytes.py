@@ -157,8 +157,8 @@ def writer_throughput(rows: list[tuple[Any, ...]], tmp: Path) -> None:
         for r in rows:
             append(r)
         t_append = time.perf_counter() - t0
-        live = w.live_bytes_peak
         sealed = w.stop(timeout=600)
+        live = w.live_bytes_peak
         total = time.perf_counter() - t0
         seg = sum(p.stat().st_size for p in sealed)
         print(
