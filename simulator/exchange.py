@@ -409,10 +409,11 @@ class Exchange:
         self.sessions: dict[int, Session] = {}
         self._next_conn = 1
         self._fault_rng = random.Random(seed * 7_919 + 1)
-        # held lifecycle notices: (release_ms, order, dispatched_count_at_hold, notice)
-        self._held: list[tuple[int, int, int, Notice]] = []
-        self._hold_order = 0
-        self._dispatched_notices = 0
+        # held lifecycle notices: (release_ms, emission index, notice). A notice is "reordered"
+        # when it goes out after one emitted later than it.
+        self._held: list[tuple[int, int, Notice]] = []
+        self._emitted_notices = 0
+        self._max_dispatched = 0
 
     def open_session(self, authenticated: bool = True) -> Session:
         conn_id = self._next_conn
@@ -434,10 +435,8 @@ class Exchange:
             due = [h for h in self._held if h[0] <= now]
             if due:
                 self._held = [h for h in self._held if h[0] > now]
-                for _, _, at_hold, n in sorted(due):
-                    if self._dispatched_notices > at_hold:
-                        self.counters.lifecycle_reordered += 1
-                    self._dispatch_notice(n)
+                for _, index, n in sorted(due, key=lambda h: (h[0], h[1])):
+                    self._dispatch_notice(n, index)
         if not events:
             return
         legacy = self.opts.legacy
@@ -458,16 +457,20 @@ class Exchange:
                             s.emit(sub, "orderbook_delta", body, True)
             else:
                 assert isinstance(ev, Notice)
+                self._emitted_notices += 1
+                index = self._emitted_notices
                 if f.lifecycle_delay_rate and self._fault_rng.random() < f.lifecycle_delay_rate:
                     delay = int(self._fault_rng.uniform(0, f.lifecycle_delay_max_s) * 1000)
-                    self._hold_order += 1
-                    self._held.append((now + delay, self._hold_order, self._dispatched_notices, ev))
+                    self._held.append((now + delay, index, ev))
                     self.counters.lifecycle_delayed += 1
                     continue
-                self._dispatch_notice(ev)
+                self._dispatch_notice(ev, index)
 
-    def _dispatch_notice(self, n: Notice) -> None:
-        self._dispatched_notices += 1
+    def _dispatch_notice(self, n: Notice, index: int) -> None:
+        if index < self._max_dispatched:
+            self.counters.lifecycle_reordered += 1
+        else:
+            self._max_dispatched = index
         body: str | None = None
         seq_on = self.opts.lifecycle_seq
         for s in self.sessions.values():

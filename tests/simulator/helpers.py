@@ -65,7 +65,9 @@ class Client:
             headers = auth_headers(sim.private_key_path, sim.key_id)
         self._stack = contextlib.ExitStack()
         self.ws: ClientConnection = self._stack.enter_context(
-            connect(sim.ws_url, additional_headers=headers)
+            # unbounded queue: a bounded one stops reading when full, and closing then waits
+            # for the close timeout behind unread frames
+            connect(sim.ws_url, additional_headers=headers, max_queue=None)
         )
         self.next_id = 1
         self.frames: list[str] = []  # every text frame received, verbatim
