@@ -29,7 +29,7 @@ def lively(**gen: Any) -> GenConfig:
         "settle_delay": Dist("0.1:0.3"),
         "delta_rate": 300.0,
     }
-    base.update(gen)
+    base.update({k: Dist(v) if isinstance(v, str) else v for k, v in gen.items()})
     return GenConfig(**base)
 
 

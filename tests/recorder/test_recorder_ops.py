@@ -1,0 +1,254 @@
+"""Operating the recorder: keys, data dir, crash recovery, adoption, discovery, formats, metrics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from simulator.server import SimConfig
+from tests.recorder.conftest import SimFactory, lively
+from tests.recorder.harness import (
+    decisions,
+    read_log,
+    recorder_cmd,
+    run_recorder,
+    start_recorder,
+    stop_gracefully,
+    wait_for,
+)
+
+
+def _write_key(path: Path, mode: int = 0o600) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(mode)
+
+
+def _run_with(sim, data: Path, key_id: str, key_path: Path) -> subprocess.CompletedProcess[str]:
+    cmd = recorder_cmd(sim, data, "--duration", "20")
+    cmd[cmd.index("--key-id") + 1] = key_id
+    cmd[cmd.index("--private-key") + 1] = str(key_path)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+def test_wrong_key_is_rejected_once_with_a_clear_message(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = make_sim()
+    other = tmp_path / "other.pem"
+    _write_key(other)
+    t0 = time.monotonic()
+    proc = _run_with(sim, tmp_path / "data", sim.key_id, other)
+    assert proc.returncode == 2
+    assert "rejected the API key" in proc.stderr
+    assert time.monotonic() - t0 < 20  # exits instead of retrying until --duration
+    assert "PRIVATE KEY" not in proc.stderr + proc.stdout
+
+
+def test_unknown_key_id_is_rejected(make_sim: SimFactory, tmp_path: Path) -> None:
+    sim = make_sim()
+    proc = _run_with(
+        sim, tmp_path / "data", "00000000-0000-0000-0000-000000000000", sim.private_key_path
+    )
+    assert proc.returncode == 2
+    assert "rejected the API key" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("missing", "does not exist"),
+        ("world_readable", "chmod 600"),
+        ("garbage", "not an unencrypted PEM RSA private key"),
+    ],
+)
+def test_key_file_problems_say_what_to_do(
+    make_sim: SimFactory, tmp_path: Path, setup: str, message: str
+) -> None:
+    sim = make_sim()
+    key = tmp_path / "key.pem"
+    if setup == "world_readable":
+        _write_key(key, 0o644)
+    elif setup == "garbage":
+        key.write_text("-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")
+        key.chmod(0o600)
+    proc = _run_with(sim, tmp_path / "data", sim.key_id, key)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "bm90IGEga2V5" not in proc.stderr
+
+
+def test_unwritable_data_dir_is_a_clear_error(make_sim: SimFactory, tmp_path: Path) -> None:
+    sim = make_sim()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = run_recorder(sim, blocker / "data", "--duration", "5")
+    assert proc.returncode == 2
+    assert "kalshi-recorder: error:" in proc.stderr
+    assert str(blocker) in proc.stderr
+
+
+def test_disk_full_stops_cleanly_and_keeps_sealed_data(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = make_sim(generator=lively(delta_rate=2000.0))
+    data = tmp_path / "data"
+    proc = run_recorder(
+        sim, data, "--duration", "30", "--disk-limit-bytes", "400000", "--roll-bytes", "60000"
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "disk full" in proc.stderr.lower() or "limit" in proc.stderr.lower(), proc.stderr
+    rows = read_log(data)  # every sealed segment is readable
+    assert rows
+    seqs = [r["record_seq"] for r in rows]
+    assert seqs == list(range(1, len(rows) + 1))
+
+
+def test_kill9_then_restart_recovers_leftovers(make_sim: SimFactory, tmp_path: Path) -> None:
+    sim = make_sim()
+    data = tmp_path / "data"
+    proc = start_recorder(sim, data, "--duration", "60")
+    wait_for(
+        lambda: any(p.stat().st_size > 20_000 for p in (data / "live").rglob("*.arrows")),
+        30,
+        "live data",
+    )
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    crashed = {int(p.name.split("=")[1]) for p in (data / "live").glob("session_id=*")}
+    assert crashed
+    proc2 = run_recorder(sim, data, "--duration", "2")
+    assert proc2.returncode == 0, proc2.stderr
+    rows = read_log(data)
+    sessions = sorted({r["session_id"] for r in rows})
+    assert len(sessions) == 2
+    old = [r for r in rows if r["session_id"] in crashed]
+    assert old, "the crashed session's flushed rows were sealed"
+    # a contiguous prefix of the crashed session survived: nothing in the middle is missing
+    assert [r["record_seq"] for r in old] == list(range(1, len(old) + 1))
+    assert not decisions(old, "session_end")
+    new = [r for r in rows if r["session_id"] not in crashed]
+    rec = decisions(new, "recovered")
+    assert rec and rec[0]["rows"] == len(old)
+    assert not list((data / "live").rglob("*.arrows"))
+
+
+def test_adopt_open_markets_marks_them_mid_lifecycle(make_sim: SimFactory, tmp_path: Path) -> None:
+    sim = make_sim(generator=lively(create_rate=0.0, initial_markets=6, lifetime="30:40"))
+    wait_for(lambda: len(sim.tickers("active")) >= 3, 10, "open markets")
+    open_now = set(sim.tickers("active"))
+    data = tmp_path / "data"
+    proc = run_recorder(sim, data, "--duration", "3", "--adopt-open-markets")
+    assert proc.returncode == 0, proc.stderr
+    joined = decisions(read_log(data), "market_joined")
+    adopted = {j["market_ticker"] for j in joined if j["reason"] == "adopted"}
+    assert open_now <= adopted
+    assert all(j["mid_lifecycle"] for j in joined if j["reason"] == "adopted")
+    # without the flag, open markets are skipped
+    data2 = tmp_path / "data2"
+    proc = run_recorder(sim, data2, "--duration", "2")
+    assert proc.returncode == 0
+    assert not decisions(read_log(data2), "market_joined")
+
+
+def test_rest_discovery_mode_joins_open_markets(make_sim: SimFactory, tmp_path: Path) -> None:
+    sim = make_sim(generator=lively(create_rate=0.0, initial_markets=5, lifetime="30:40"))
+    wait_for(lambda: len(sim.tickers("active")) >= 3, 10, "open markets")
+    data = tmp_path / "data"
+    proc = run_recorder(sim, data, "--duration", "3", "--discovery", "rest", "--rest-poll", "0.5")
+    assert proc.returncode == 0, proc.stderr
+    rows = read_log(data)
+    assert decisions(rows, "session_start")[0]["lifecycle_mode"] is False
+    joined = {j["market_ticker"] for j in decisions(rows, "market_joined")}
+    assert set(sim.tickers("active")) & joined
+
+
+def test_legacy_wire_format_and_filters(make_sim: SimFactory, tmp_path: Path) -> None:
+    sim = make_sim(legacy=True)
+    data = tmp_path / "data"
+    proc = run_recorder(sim, data, "--duration", "4", "--exclude", "FED*", "--connections", "2")
+    assert proc.returncode == 0, proc.stderr
+    rows = read_log(data)
+    deltas = [r for r in rows if r["msg_type"] == "orderbook_delta"]
+    assert deltas and all(r["price"] % 10_000 == 0 for r in deltas)  # whole cents
+    assert not any(r["malformed"] for r in rows)
+    joined = {j["market_ticker"] for j in decisions(rows, "market_joined")}
+    assert joined and not any(t.startswith("FED") for t in joined)
+    skipped = decisions(rows, "market_skipped")
+    assert all(s["reason"] == "filtered" for s in skipped)
+    assert {r["conn"] for r in deltas} <= {0, 1}
+
+
+def test_metrics_and_health_endpoints(make_sim: SimFactory, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sim = make_sim()
+    proc = start_recorder(sim, tmp_path / "data", "--metrics-port", str(port), "--duration", "30")
+    try:
+
+        def up() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        wait_for(up, 20, "healthz")
+        time.sleep(1.5)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+        frames = [
+            line for line in text.splitlines() if line.startswith("recorder_frames_received_total")
+        ]
+        assert frames and float(frames[0].split()[-1]) > 0
+    finally:
+        out, err = stop_gracefully(proc)
+    assert proc.returncode == 0, err
+    assert "end: signal" in out
+
+
+def test_print_config_redacts_nothing_secret(tmp_path: Path) -> None:
+    key = tmp_path / "k.pem"
+    _write_key(key)
+    proc = subprocess.run(
+        [
+            "python",
+            "-m",
+            "recorder",
+            "--print-config",
+            "--private-key",
+            str(key),
+            "--key-id",
+            "abc",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PATH": os.path.dirname(os.sys.executable) + ":" + os.environ["PATH"]},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert str(key) in proc.stdout
+    assert "PRIVATE KEY" not in proc.stdout
+    assert key.read_text().splitlines()[1] not in proc.stdout
+
+
+_ = SimConfig  # re-exported type for readers of this module
