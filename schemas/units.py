@@ -13,7 +13,7 @@ caller keeps the raw frame and leaves the typed column null rather than rounding
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, DivisionByZero, InvalidOperation, Overflow
 
 PRICE_SCALE = 1_000_000
 """Micro-dollars per dollar. 6 decimals is the most the official field docs allow."""
@@ -25,17 +25,29 @@ _PRICE_Q = Decimal(1) / PRICE_SCALE
 _SIZE_Q = Decimal(1) / SIZE_SCALE
 
 
+_MAX_TEXT = 64  # longer than any exact int64 fixed-point value can be; refuse, don't compute
+_CTX = Context(prec=100, Emin=-200, Emax=200, traps=[InvalidOperation, Overflow, DivisionByZero])
+_INT64_MAX = 2**63 - 1
+
+
 def _scaled(text: str, scale: int, what: str) -> int:
+    if not isinstance(text, str) or len(text) > _MAX_TEXT:
+        raise ValueError(f"{what} {str(text)[:_MAX_TEXT]!r} is not a short decimal string")
     try:
         value = Decimal(text)
-    except (InvalidOperation, TypeError, ValueError) as exc:
+        if not value.is_finite():
+            raise ValueError(f"{what} {text!r} is not finite")
+        if abs(value.adjusted()) > 30:  # beyond int64 either way; avoids huge exponents
+            raise ValueError(f"{what} {text!r} is out of range")
+        scaled = _CTX.multiply(value, Decimal(scale))
+    except (InvalidOperation, Overflow, DivisionByZero, TypeError) as exc:
         raise ValueError(f"{what} {text!r} is not a decimal number") from exc
-    if not value.is_finite():
-        raise ValueError(f"{what} {text!r} is not finite")
-    scaled = value * scale
-    if scaled != scaled.to_integral_value():
+    if scaled != scaled.to_integral_value(context=_CTX):
         raise ValueError(f"{what} {text!r} has more precision than 1/{scale}")
-    return int(scaled)
+    out = int(scaled)
+    if abs(out) > _INT64_MAX:
+        raise ValueError(f"{what} {text!r} is out of range")
+    return out
 
 
 def parse_price(value: str | int | float) -> int:

@@ -68,7 +68,19 @@ def test_legacy_integers_are_cents_and_whole_contracts() -> None:
     assert parse_size("10.67") == 1_067
 
 
-@pytest.mark.parametrize("bad", ["0.0000001", "abc", "NaN", "1e400x", 0.5])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "0.0000001",
+        "abc",
+        "NaN",
+        "1e400x",
+        0.5,
+        "1.00000000000000000000000000001",
+        "1e999999",
+        "9" * 30,
+    ],
+)
 def test_inexact_or_bad_prices_raise(bad: str | float) -> None:
     with pytest.raises(ValueError):
         parse_price(bad)
