@@ -20,8 +20,6 @@ Exit status (for cron / systemd ``SuccessExitStatus`` and alerting):
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import os
 import sys
 import traceback
@@ -120,39 +118,39 @@ def print_summary(summary: LoadSummary, out: Any = None) -> None:
 
 
 def _later_steps(args: argparse.Namespace, data_dir: Path) -> int:
-    """Training sets and quality report, from modules that may not be present in this build."""
+    """Training sets, then the data-quality report (each failure reported, exit 4)."""
+    from materialize.quality import build_quality_report, render
+    from materialize.training import build_training_sets
+
     status = EXIT_OK
     knobs = {
         k: v
         for k, v in (("seed", args.seed), ("middle_every_s", args.middle_every_s))
         if v is not None
     }
-    steps = (
-        (
-            "training sets",
-            "materialize.training",
-            "build_training_sets",
-            lambda f: f(data_dir, data_dir / "training", **knobs),
-        ),
-        (
-            "quality report",
-            "materialize.quality",
-            "build_quality_report",
-            lambda f: f(data_dir, data_dir / "quality" / "report.json"),
-        ),
-    )
-    for label, module, func, call in steps:
-        if importlib.util.find_spec(module) is None:
-            print(f"materialize: {label}: skipped ({module} is not in this build)", file=sys.stderr)
-            continue
-        try:
-            result = call(getattr(importlib.import_module(module), func))
-        except Exception as exc:
-            traceback.print_exc(file=sys.stderr)
-            print(f"materialize: {label} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-            status = EXIT_LATER_STEP
-            continue
-        print(f"{label}: {result}")
+    try:
+        t = build_training_sets(data_dir, data_dir / "training", **knobs)
+        print(
+            f"training sets: {t.included} market(s) built now ({t.total_included} in total), "
+            f"{t.excluded} excluded, {t.pending} pending; {t.rows:,} rows from "
+            f"{t.deltas_replayed:,} deltas -> {t.out_dir} (reasons in manifest.json)"
+        )
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        print(f"materialize: training sets failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        status = EXIT_LATER_STEP
+    out = data_dir / "quality" / "report.json"
+    try:
+        q = build_quality_report(data_dir, out)
+        text = render(q)
+        if len(q.markets) > 40:  # a terminal summary; the JSON has every market
+            text = text.split("Markets", 1)[0].rstrip()
+        print(text)
+        print(f"quality report: {len(q.sessions)} session(s), {len(q.markets)} market(s) -> {out}")
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        print(f"materialize: quality report failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        status = EXIT_LATER_STEP
     return status
 
 
