@@ -102,9 +102,9 @@ def test_recorded_data_loads_exactly_once_and_training_rows_match_truth(
     # embedded default, with training sets
     m = _materialize(data)
     assert m.returncode == 0, m.stderr
-    con = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
-    assert _counts(lambda q: con.execute(q).fetchone()[0]) == want  # type: ignore[index]
-    con.close()
+    duck = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
+    assert _counts(lambda q: duck.execute(q).fetchone()[0]) == want  # type: ignore[index]
+    duck.close()
 
     # every training row's book equals the simulator's true book after the same change
     train = (
