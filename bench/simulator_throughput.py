@@ -1,0 +1,238 @@
+"""How many messages per second one simulator process sends, with 10,000 live markets.
+
+Three measurements, each isolating one layer:
+
+1. ``engine``: the generator alone (random walk + true books), deltas generated per CPU second.
+2. ``core``: generator + sans-I/O fan-out + frame encoding into a session outbox, no sockets.
+3. ``wire``: the full simulator on a real socket, read by a counting client in another process
+   (so the client does not share the simulator's core). For each offered delta rate we report
+   frames the client received per second and how far the simulator's virtual clock fell behind
+   (lag), which is where one process saturates.
+
+Run: ``.venv/bin/python bench/simulator_throughput.py [--markets N] [--rates 20000,50000,100000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import random
+import time
+from pathlib import Path
+
+from simulator.exchange import Exchange
+from simulator.faults import FaultConfig, FaultCounters
+from simulator.market import Dist, Engine, GenConfig
+from simulator.server import SimConfig, Simulator, ws_text_frame
+from simulator.wire import ProtocolOptions
+
+
+def gen_config(markets: int, rate: float) -> GenConfig:
+    return GenConfig(
+        create_rate=0,
+        initial_markets=markets,
+        lifetime=Dist("6h"),
+        open_delay=Dist("0"),
+        delta_rate=rate,
+        regimes=False,
+        never_trade_fraction=0.0,
+        max_live_markets=markets + 1,
+    )
+
+
+def bench_engine(markets: int, seconds: float) -> dict[str, float]:
+    e = Engine(gen_config(markets, 100_000), seed=1, epoch_ms=0)
+    e.start()
+    e.take()
+    n0 = e.deltas_emitted
+    t0 = time.process_time()
+    while time.process_time() - t0 < seconds:
+        e.step()
+        e.take()
+    dt = time.process_time() - t0
+    return {"deltas_per_cpu_s": (e.deltas_emitted - n0) / dt}
+
+
+def bench_core(markets: int, seconds: float) -> dict[str, float]:
+    e = Engine(gen_config(markets, 100_000), seed=1, epoch_ms=0)
+    ex = Exchange(e, ProtocolOptions(), FaultConfig(), FaultCounters(), seed=1)
+    s = ex.open_session()
+    e.start()
+    e.take()
+    tickers = list(e.markets)
+    for i in range(0, len(tickers), 256):
+        chunk = json.dumps(tickers[i : i + 256])
+        s.receive(
+            f'{{"id":{i + 1},"cmd":"subscribe","params":{{"channels":["orderbook_delta"],'
+            f'"market_tickers":{chunk}}}}}'
+        )
+    s.take()
+    frames = 0
+    t0 = time.process_time()
+    while time.process_time() - t0 < seconds:
+        e.step()
+        ex.pump()
+        out = s.take()
+        frames += len(out)
+        b"".join([ws_text_frame(f) for f in out])
+    dt = time.process_time() - t0
+    return {"frames_per_cpu_s": frames / dt}
+
+
+def _client(
+    ws_url: str,
+    key_id: str,
+    key_path: str,
+    tickers: list[str],
+    seconds: float,
+    q: mp.Queue,
+) -> None:
+    """Counting client on a raw socket: it only parses frame headers, so it is not the
+    bottleneck (a websockets client tops out near the rates we want to measure)."""
+    import base64
+    import os
+    import socket
+    import struct
+    from urllib.parse import urlsplit
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    ts = str(int(time.time() * 1000))
+    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
+    sig = base64.b64encode(key.sign((ts + "GET/trade-api/ws/v2").encode(), pss, hashes.SHA256()))
+    u = urlsplit(ws_url)
+    assert u.hostname and u.port
+    sock = socket.create_connection((u.hostname, u.port))
+    req = (
+        f"GET {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
+        f"Sec-WebSocket-Version: 13\r\nKALSHI-ACCESS-KEY: {key_id}\r\n"
+        f"KALSHI-ACCESS-TIMESTAMP: {ts}\r\nKALSHI-ACCESS-SIGNATURE: {sig.decode()}\r\n\r\n"
+    )
+    sock.sendall(req.encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += sock.recv(65536)
+    assert buf.startswith(b"HTTP/1.1 101"), buf[:200]
+    data = bytearray(buf.split(b"\r\n\r\n", 1)[1])
+
+    def send_text(text: str) -> None:
+        p = text.encode()
+        mask = os.urandom(4)
+        n = len(p)
+        hdr = (
+            struct.pack("!BB", 0x81, 0x80 | 126) + struct.pack("!H", n)
+            if n >= 126
+            else struct.pack("!BB", 0x81, 0x80 | n)
+        )
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(p))
+        sock.sendall(hdr + mask + masked)
+
+    for i in range(0, len(tickers), 256):
+        send_text(
+            json.dumps(
+                {
+                    "id": i + 1,
+                    "cmd": "subscribe",
+                    "params": {
+                        "channels": ["orderbook_delta"],
+                        "market_tickers": tickers[i : i + 256],
+                    },
+                }
+            )
+        )
+    frames = 0
+    counting = False
+    t_warm = time.monotonic() + 2.0
+    t0 = t_end = 0.0
+    while True:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            break
+        data += chunk
+        pos = 0
+        n = len(data)
+        while n - pos >= 2:
+            ln = data[pos + 1] & 0x7F
+            hl = 2
+            if ln == 126:
+                if n - pos < 4:
+                    break
+                ln = (data[pos + 2] << 8) | data[pos + 3]
+                hl = 4
+            elif ln == 127:
+                if n - pos < 10:
+                    break
+                ln = int.from_bytes(data[pos + 2 : pos + 10], "big")
+                hl = 10
+            if n - pos < hl + ln:
+                break
+            pos += hl + ln
+            frames += 1
+        del data[:pos]
+        now = time.monotonic()
+        if not counting and now >= t_warm:
+            counting, frames, t0, t_end = True, 0, now, now + seconds
+        elif counting and now >= t_end:
+            break
+    q.put(frames / (time.monotonic() - t0))
+    sock.close()
+
+
+async def bench_wire(markets: int, rate: float, seconds: float, keys_dir: Path) -> dict[str, float]:
+    cfg = SimConfig(
+        seed=1, keys_dir=keys_dir, generator=gen_config(markets, rate), ping_interval=10
+    )
+    async with Simulator(cfg) as sim:
+        tickers = sim.tickers()
+        q: mp.Queue = mp.get_context("spawn").Queue()
+        p = mp.get_context("spawn").Process(
+            target=_client,
+            args=(sim.ws_url, sim.key_id, str(sim.private_key_path), tickers, seconds, q),
+        )
+        p.start()
+        cpu0 = time.process_time()
+        t0 = time.monotonic()
+        max_lag = 0
+        while p.is_alive():
+            await asyncio.sleep(0.2)
+            max_lag = max(max_lag, sim.stats.lag_ms)
+        cpu = (time.process_time() - cpu0) / (time.monotonic() - t0)
+        got = q.get(timeout=5) if not q.empty() else 0.0
+        return {
+            "offered_deltas_per_s": rate,
+            "client_frames_per_s": round(got),
+            "sim_cpu_share": round(cpu, 2),
+            "final_lag_ms": sim.stats.lag_ms,
+            "max_lag_ms": max_lag,
+        }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--markets", type=int, default=10_000)
+    ap.add_argument("--rates", default="20000,50000,100000")
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--keys-dir", type=Path, default=Path("/tmp/kalshi-sim-bench-keys"))
+    ns = ap.parse_args()
+    random.seed(0)
+    print(
+        json.dumps({"bench": "engine", "markets": ns.markets, **bench_engine(ns.markets, 3)}),
+        flush=True,
+    )
+    print(
+        json.dumps({"bench": "core", "markets": ns.markets, **bench_core(ns.markets, 3)}),
+        flush=True,
+    )
+    for r in (float(x) for x in ns.rates.split(",")):
+        res = asyncio.run(bench_wire(ns.markets, r, ns.seconds, ns.keys_dir))
+        print(json.dumps({"bench": "wire", "markets": ns.markets, **res}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
