@@ -49,7 +49,10 @@ def setup_logging(fmt: str) -> None:
 def start_simulator(s: Settings) -> subprocess.Popen[bytes]:
     """Start ``python -m simulator serve`` on loopback; point the settings at it."""
     keys = s.data_dir / "simulator-keys"
-    cmd = [sys.executable, "-m", "simulator", "serve", "--keys-dir", str(keys), *s.simulate_args]
+    # Without arguments: markets born every ~0.5 s that live seconds, so a short demo run
+    # captures whole lives (created -> determined -> settled).
+    extra = s.simulate_args or ["--create-rate", "2", "--lifetime", "3:10", "--delta-rate", "300"]
+    cmd = [sys.executable, "-m", "simulator", "serve", "--keys-dir", str(keys), *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
     assert proc.stdout is not None
     line = proc.stdout.readline()
