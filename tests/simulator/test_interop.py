@@ -1,0 +1,175 @@
+"""Third-party clients accept the simulator: Kalshi's REST SDK and kalshi-sdk's WebSocket client.
+
+Both need Python >= 3.12, newer than ours, so they run in their own virtual environment (cached
+under ~/.cache/kalshi-sim-interop) with a pyenv Python 3.13/3.12. Skipped, with the reason, when
+no such Python exists or the packages cannot be installed (e.g. no package index reachable).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from simulator.market import Dist, GenConfig
+from simulator.server import SimConfig, start_in_thread
+from simulator.wire import ProtocolOptions
+
+PACKAGES = ["kalshi-python-async==3.34.0", "kalshi-sdk==22.4.0"]
+
+SCRIPT = r"""
+import asyncio, json, sys
+from kalshi_python_async import ApiClient, Configuration, MarketApi
+from kalshi.auth import KalshiAuth
+from kalshi.config import KalshiConfig
+from kalshi.ws.client import KalshiWebSocket
+
+info = json.loads(sys.argv[1])
+out = {}
+
+async def rest():
+    api = MarketApi(ApiClient(Configuration(host=info["rest_url"])))
+    tickers, cursor = [], None
+    while True:
+        kw = {"limit": 3}
+        if cursor:
+            kw["cursor"] = cursor
+        page = await api.get_markets(**kw)
+        tickers += [m.ticker for m in page.markets]
+        cursor = page.cursor
+        if not cursor:
+            break
+    out["rest_tickers"] = tickers
+    opened = await api.get_markets(status="open", limit=1000)
+    out["rest_open"] = len(opened.markets)
+    m = await api.get_market(ticker=tickers[0])
+    out["rest_market"] = m.market.ticker
+    ob = await api.get_market_orderbook(ticker=tickers[0])
+    out["rest_orderbook"] = type(ob).__name__
+
+async def ws():
+    errors = []
+    async def on_error(e):
+        errors.append(repr(e))
+    cfg = KalshiConfig(
+        base_url=info["rest_url"], ws_base_url=info["ws_url"], allow_unknown_host=True
+    )
+    auth = KalshiAuth.from_key_path(info["key_id"], info["private_key_path"])
+    client = KalshiWebSocket(auth=auth, config=cfg, on_error=on_error)
+    kinds = {}
+    async with client.connect() as session:
+        stream = await session.subscribe_orderbook_delta(tickers=info["tickers"])
+        n = 0
+        async for msg in stream:
+            kinds[type(msg).__name__] = kinds.get(type(msg).__name__, 0) + 1
+            n += 1
+            if n >= 300:
+                break
+        life = await session.subscribe_market_lifecycle()
+        async for msg in life:
+            kinds["lifecycle:" + type(msg).__name__] = 1
+            if len([k for k in kinds if k.startswith("lifecycle:")]) >= 1:
+                break
+    out["ws_kinds"] = kinds
+    out["ws_errors"] = errors
+
+async def main():
+    await rest()
+    await ws()
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+def _newer_python() -> str | None:
+    root = os.environ.get("PYENV_ROOT") or (
+        subprocess.run(["pyenv", "root"], capture_output=True, text=True).stdout.strip()
+        if shutil.which("pyenv")
+        else ""
+    )
+    for v in ("3.13.0", "3.13", "3.12.1", "3.12"):
+        for cand in (Path(root) / "versions" / v / "bin" / "python",) if root else ():
+            if cand.exists():
+                return str(cand)
+    for name in ("python3.13", "python3.12"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+@pytest.fixture(scope="module")
+def interop_python() -> str:
+    py = _newer_python()
+    if py is None:
+        pytest.skip(
+            "interop needs Python >= 3.12 (pyenv 3.13/3.12 or python3.13 on PATH); none found"
+        )
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kalshi-sim-interop"
+    venv = cache / ("venv-" + Path(py).parent.parent.name)
+    vpy = venv / "bin" / "python"
+    marker = venv / ".installed"
+    if not (vpy.exists() and marker.exists() and marker.read_text() == " ".join(PACKAGES)):
+        cache.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run([py, "-m", "venv", "--clear", str(venv)], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot create a venv with {py}: {r.stderr.strip()[-300:]}")
+        r = subprocess.run(
+            [str(vpy), "-m", "pip", "install", "-q", *PACKAGES],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if r.returncode != 0:
+            pytest.skip(f"cannot install {PACKAGES}: {r.stderr.strip()[-500:]}")
+        marker.write_text(" ".join(PACKAGES))
+    return str(vpy)
+
+
+@pytest.mark.slow
+def test_third_party_clients(interop_python: str, keys_dir: Path) -> None:
+    gen = GenConfig(
+        create_rate=2,  # new markets keep the lifecycle channel talking
+        initial_markets=6,
+        open_delay=Dist("0"),
+        lifetime=Dist("120"),
+        delta_rate=500,
+        never_trade_fraction=0.0,
+        regimes=False,
+    )
+    # kalshi-sdk drops snapshots missing a side key and ignores ok frames: its switches.
+    proto = ProtocolOptions(empty_side="empty_list", reply_seq="echo")
+    sim = start_in_thread(SimConfig(seed=5, keys_dir=keys_dir, generator=gen, protocol=proto))
+    try:
+        tickers = sim.tickers()
+        info = {
+            "ws_url": sim.ws_url,
+            "rest_url": sim.rest_url,
+            "key_id": sim.key_id,
+            "private_key_path": str(sim.private_key_path),
+            "tickers": tickers[:4],
+        }
+        r = subprocess.run(
+            [interop_python, "-c", SCRIPT, json.dumps(info)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode == 0, r.stderr[-3000:]
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+    finally:
+        sim.stop()
+    assert out["rest_tickers"][: len(tickers)] == tickers
+    assert out["rest_open"] >= 1
+    assert out["rest_market"] == tickers[0]
+    kinds = out["ws_kinds"]
+    assert kinds.get("OrderbookSnapshotMessage", 0) >= 1, kinds
+    assert kinds.get("OrderbookDeltaMessage", 0) >= 100, kinds
+    assert any(k.startswith("lifecycle:") for k in kinds), kinds
+    assert out["ws_errors"] == [], out["ws_errors"]
+    print(json.dumps(out)[:2000], file=sys.stderr)
