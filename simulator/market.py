@@ -23,6 +23,7 @@ from typing import Any
 from simulator.book import GRIDS, PRICE_RANGES, Book
 
 _UNIT = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "ms": 0.001}
+_TICKER = re.compile(r"^[A-Za-z0-9._-]+$")
 _NUM = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*$")
 
 
@@ -338,6 +339,9 @@ class Engine:
         cfg = self.cfg
         if ticker in self.markets:
             raise ValueError(f"market {ticker} already exists")
+        if not _TICKER.match(ticker) or not _TICKER.match(event_ticker):
+            # bodies are spliced as text for speed, so tickers must need no JSON escaping
+            raise ValueError(f"bad ticker {ticker!r}: use A-Z, 0-9, '.', '-', '_'")
         if structure is None:
             structure = "linear_cent"
             if not cfg.legacy and rng.random() < cfg.subpenny_fraction:
