@@ -1,7 +1,21 @@
 """Every recorder setting in one place, each with the reason for its default.
 
-Precedence: command-line flag > environment variable > built-in default. ``--print-config`` shows
-the effective settings with secrets redacted (the key *path* is shown, never the key).
+Where a setting comes from, highest precedence first:
+
+1. a command-line flag (``--data-dir /srv/kalshi``);
+2. an environment variable: the historical names ``KALSHI_API_KEY_ID``, ``KALSHI_PRIVATE_KEY_PATH``,
+   ``KALSHI_ENV``, ``LIFECYCLE_DISCOVERY_MODE`` (the spec's true/false switch) and, for every field
+   of ``Settings``, ``KALSHI_RECORDER_<FIELD>`` (``KALSHI_RECORDER_DATA_DIR``,
+   ``KALSHI_RECORDER_METRICS_PORT``; lists are comma separated, booleans 1/true/yes/on);
+3. the optional TOML file named by ``--config FILE`` or ``KALSHI_RECORDER_CONFIG`` (the flag wins),
+   whose top-level keys are the ``Settings`` field names (``data_dir``, ``connections``, ``shard =
+   "0/2"``; the flag spellings ``rest_poll``/``flush_interval``/... and dashes are accepted too); an
+   unknown key, a wrong type or an unreadable file is a configuration error (exit 2) naming the
+   file and key;
+4. the built-in default below.
+
+``--print-config`` shows the effective settings with secrets redacted: the key *path* is shown,
+never the key, and a value that looks like key material is never echoed, not even in an error.
 """
 
 from __future__ import annotations
@@ -9,9 +23,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 ENDPOINTS = {
     # Legacy hosts "remain supported" per the 2026 docs; the protocol notes default to them.
@@ -62,9 +77,10 @@ class Settings:
     status_interval_s: float = 10.0
     metrics_port: int | None = None  # Prometheus /metrics and /healthz on 127.0.0.1
     duration_s: float | None = None  # stop after this long (demo, tests)
-    log_format: str = "text"
+    log_format: str = "text"  # "json": one JSON object per line, for journald / log shippers
     simulate: bool = False  # start the built-in simulator on loopback and record from it
     simulate_args: list[str] = field(default_factory=list)
+    config_file: Path | None = None  # the TOML file these settings were read from, if any
 
     @property
     def endpoints(self) -> tuple[str, str]:
@@ -81,8 +97,19 @@ class Settings:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             out[f.name] = str(v) if isinstance(v, Path) else v
+        if self.private_key is not None and _looks_like_key(self.private_key):
+            out["private_key"] = REDACTED
         out["shard"] = f"{self.shard[0]}/{self.shard[1]}"
         return out
+
+
+REDACTED = "<redacted: key material; give the path of the PEM file instead>"
+CONFIG_ENV = "KALSHI_RECORDER_CONFIG"
+ENV_PREFIX = "KALSHI_RECORDER_"
+
+
+def _looks_like_key(value: str) -> bool:
+    return "-----BEGIN" in value or "PRIVATE KEY" in value or "\n" in value
 
 
 def _env_bool(name: str) -> bool | None:
@@ -139,30 +166,187 @@ def build_parser() -> argparse.ArgumentParser:
         dest="simulate_args",
         help="extra argument for the simulator's serve command (repeatable)",
     )
+    a(
+        "--config",
+        type=Path,
+        help=f"TOML settings file (env {CONFIG_ENV}); flags > environment > file > defaults",
+    )
     a("--print-config", action="store_true", help="print the effective settings and exit")
     return p
 
 
-def settings_from(argv: list[str] | None = None) -> tuple[Settings, argparse.Namespace]:
-    """Merge flags over environment over defaults."""
-    ns = build_parser().parse_args(argv)
-    s = Settings()
-    env = os.environ
-    # environment
-    s.key_id = env.get("KALSHI_API_KEY_ID") or s.key_id
-    s.private_key = env.get("KALSHI_PRIVATE_KEY_PATH") or s.private_key
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; the message names where it came from."""
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    """Convert a TOML or environment value to the type of ``Settings.<name>``.
+
+    Environment values are strings; TOML values may already be typed. Errors name ``where``
+    (file and key, or the variable) but never repeat a value that looks like key material.
+    """
+    kind = str(_FIELDS[name].type).replace(" ", "")
+    optional = kind.endswith("|None")
+    base = kind.removesuffix("|None")
+    shown = "<hidden>" if isinstance(value, str) and _looks_like_key(value) else repr(value)
+
+    def bad(expected: str) -> NoReturn:
+        raise ConfigError(f"{where}: expected {expected}, got {shown}")
+
+    if optional and (value is None or (isinstance(value, str) and value.strip() == "")):
+        return None
+    if base == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        bad("true or false")
+    if base == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        bad("an integer")
+    if base == "float":
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        bad("a number")
+    if base == "Path":
+        if isinstance(value, str) and value:
+            return Path(value).expanduser()
+        bad("a path (string)")
+    if base == "str":
+        if isinstance(value, str):
+            return value
+        bad("a string")
+    if base == "list[str]":
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        bad("a list of strings")
+    if base == "tuple[int,int]":
+        if isinstance(value, str):
+            try:
+                return _shard(value)
+            except argparse.ArgumentTypeError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
+            return _shard(f"{value[0]}/{value[1]}")
+        bad('"i/n", e.g. "0/2"')
+    raise AssertionError(f"no converter for Settings.{name}: {kind}")  # pragma: no cover
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+_FILE_ONLY_EXCLUDED = frozenset({"config_file"})
+
+
+def _toml_aliases() -> dict[str, str]:
+    """Accepted TOML keys -> field: field names plus the flags' spellings (``rest_poll``)."""
+    aliases = {n: n for n in _FIELDS if n not in _FILE_ONLY_EXCLUDED}
+    for action in build_parser()._actions:
+        dest = action.dest
+        if dest in aliases:
+            for opt in action.option_strings:
+                if opt.startswith("--"):
+                    aliases[opt[2:].replace("-", "_")] = dest
+    aliases["simulate_arg"] = "simulate_args"
+    return aliases
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Settings from a TOML file, keyed by field name and converted; ``ConfigError`` if bad."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    aliases = _toml_aliases()
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = aliases.get(key.replace("-", "_"))
+        if name is None:
+            known = ", ".join(sorted(n for n in _FIELDS if n not in _FILE_ONLY_EXCLUDED))
+            raise ConfigError(f"config file {path}: unknown setting {key!r} (known: {known})")
+        out[name] = _coerce(name, value, f"config file {path}, key {key!r}")
+    return out
+
+
+def _from_environment(env: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in _FIELDS:
+        var = ENV_PREFIX + name.upper()
+        if name not in _FILE_ONLY_EXCLUDED and env.get(var) is not None:
+            out[name] = _coerce(name, env[var], f"environment variable {var}")
+    # the historical / spec names (they win over the generic ones: they are what people set)
+    if env.get("KALSHI_API_KEY_ID"):
+        out["key_id"] = env["KALSHI_API_KEY_ID"]
+    if env.get("KALSHI_PRIVATE_KEY_PATH"):
+        out["private_key"] = env["KALSHI_PRIVATE_KEY_PATH"]
     if env.get("KALSHI_ENV"):
-        s.env = env["KALSHI_ENV"]
-    if env.get("KALSHI_RECORDER_DATA_DIR"):
-        s.data_dir = Path(env["KALSHI_RECORDER_DATA_DIR"])
+        out["env"] = env["KALSHI_ENV"]
     lm = _env_bool("LIFECYCLE_DISCOVERY_MODE")
     if lm is not None:
-        s.discovery = "lifecycle" if lm else "rest"
-    # flags
-    for f in dataclasses.fields(s):
-        v = getattr(ns, f.name, None)
-        if v is not None:
-            setattr(s, f.name, v)
+        out["discovery"] = "lifecycle" if lm else "rest"
+    return out
+
+
+def settings_from(argv: list[str] | None = None) -> tuple[Settings, argparse.Namespace]:
+    """Merge flags over environment over the TOML file over defaults (see the module docstring).
+
+    A configuration problem exits with status 2 (the recorder's "a person must fix this" code)
+    and a message naming the file, key or variable.
+    """
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    env = os.environ
+    s = Settings()
+    try:
+        config_path: Path | None = ns.config
+        if config_path is None and env.get(CONFIG_ENV):
+            config_path = Path(env[CONFIG_ENV]).expanduser()
+        layers: list[dict[str, Any]] = []
+        if config_path is not None:
+            layers.append(read_config_file(config_path))
+        layers.append(_from_environment(env))
+        layers.append(
+            {
+                f.name: getattr(ns, f.name)
+                for f in dataclasses.fields(s)
+                if getattr(ns, f.name, None) is not None
+            }
+        )
+    except ConfigError as exc:
+        parser.error(str(exc))
+    for layer in layers:
+        for name, value in layer.items():
+            setattr(s, name, value)
+    s.config_file = config_path
     if s.env not in ENDPOINTS:
-        raise SystemExit(f"unknown environment {s.env!r}; use one of {sorted(ENDPOINTS)}")
+        parser.error(f"unknown environment {s.env!r}; use one of {sorted(ENDPOINTS)}")
+    if s.discovery not in ("lifecycle", "rest"):
+        parser.error(f"unknown discovery mode {s.discovery!r}; use lifecycle or rest")
+    if s.log_format not in ("text", "json"):
+        parser.error(f"unknown log format {s.log_format!r}; use text or json")
+    if s.private_key is not None and _looks_like_key(s.private_key):
+        parser.error(
+            "the private key setting holds key material; it must be the *path* of the PEM file "
+            "(KALSHI_PRIVATE_KEY_PATH / --private-key / private_key in the TOML file)"
+        )
     return s, ns
