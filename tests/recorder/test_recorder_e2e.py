@@ -8,6 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from schemas.tables import DOCUMENTED_EVENT_TYPES
 from simulator.faults import FaultConfig
 from simulator.wire import ProtocolOptions
 from tests.recorder.conftest import SimFactory
@@ -156,16 +157,7 @@ def test_undocumented_and_duplicate_events_are_recorded_only(
     assert proc.returncode == 0, proc.stderr
     rows = read_log(data)
     types = Counter(r["event_type"] for r in rows if r["msg_type"] == "market_lifecycle_v2")
-    documented = {
-        "created",
-        "activated",
-        "deactivated",
-        "close_date_updated",
-        "determined",
-        "settled",
-        "price_level_structure_updated",
-        "metadata_updated",
-    }
+    documented = set(DOCUMENTED_EVENT_TYPES)
     assert set(types) - documented, types
     # a replayed "created" (duplicate) changes nothing: joins == distinct created tickers
     joined = decisions(rows, "market_joined")
