@@ -150,7 +150,11 @@ class Recorder:
             return
         since = conn.disconnected_since_ns or time.time_ns()
         try:
-            rest_markets = await self.rest.list_markets(status="open")
+            # Markets born meanwhile may still be unopened or already closed: ask for each
+            # status separately (the exchange accepts one status filter per request).
+            rest_markets: list[dict[str, Any]] = []
+            for status in ("unopened", "open", "closed"):
+                rest_markets += await self.rest.list_markets(status=status)
             open_tickers = {m.get("ticker") for m in rest_markets}
             for t in sorted(self.rules.joined - open_tickers):
                 try:

@@ -218,7 +218,8 @@ class LifecycleRules:
         ``min_created_ts``): a joined market *absent* from it is taken as gone and left.
 
         * not joined, undetermined, created (``created_time``, else ``open_time``) at or after
-          ``disconnected_since_ns``: a missed ``created``: ``Join(reason="late")``, with how late.
+          ``disconnected_since_ns``: a missed ``created``: ``Join(reason="late")``, with how late,
+          and mid-lifecycle when its trading already opened (or its open time is unknown).
           Markets without either time are not joined: they may be markets that were open before
           the session started, which are skipped by default.
         * joined, REST status determined/disputed/amended/finalized/settled, or absent: a
@@ -243,13 +244,15 @@ class LifecycleRules:
                 born_ns = _ns(market.get("open_time"))
             if born_ns is None or born_ns < disconnected_since_ns:
                 continue
+            open_ns = _ns(market.get("open_time"))
             actions += self._join_if_wanted(
                 ticker,
                 _event_ticker(market),
                 Join(
                     ticker,
                     JOIN_LATE,
-                    mid_lifecycle=False,
+                    # Trading already began without us: the start of its book life is missing.
+                    mid_lifecycle=open_ns is None or open_ns <= now_ns,
                     late_by_ms=max(0, (now_ns - born_ns) // 1_000_000),
                     open_ts=_seconds(market.get("open_time")),
                     close_ts=_seconds(market.get("close_time")),

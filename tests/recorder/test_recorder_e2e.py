@@ -117,7 +117,7 @@ def test_gaps_are_recorded_and_resynced_without_dropping_frames(
 
 
 def test_reconnect_resubscribes_and_reconciles(make_sim: SimFactory, tmp_path: Path) -> None:
-    sim = make_sim(faults=FaultConfig(drop_at=(2.5,), reject_after_drop_s=0.8))
+    sim = make_sim(faults=FaultConfig(drop_at=(2.5,), reject_after_drop_s=2.0))
     data = tmp_path / "data"
     proc = run_recorder(sim, data, "--duration", "7")
     sim.stop()
@@ -128,6 +128,19 @@ def test_reconnect_resubscribes_and_reconciles(make_sim: SimFactory, tmp_path: P
     assert epochs[:2] == [1, 2]
     assert decisions(rows, "disconnected")
     assert decisions(rows, "reconciled")
+    # markets born while we were away: their "created" was missed, REST reconciliation joins
+    # them late, saying how late
+    late = [d for d in decisions(rows, "market_joined") if d["reason"] == "late"]
+    assert late and all(d["late_by_ms"] > 0 for d in late)
+    # joined after its open time = mid-lifecycle (its first moments of trading are missing)
+    assert all(
+        d["mid_lifecycle"] == (d["open_ts"] * 10**9 <= r["recv_ns"])
+        for d, r in zip(
+            late,
+            (x for x in rows if x["msg_type"] == "market_joined" and b'"late"' in x["raw"]),
+            strict=True,
+        )
+    )
     # after the reconnect every market still joined got a fresh snapshot on epoch 2
     reconnect_at = next(
         i for i, r in enumerate(rows) if r["msg_type"] == "connected" and r["epoch"] == 2
