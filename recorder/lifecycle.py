@@ -252,7 +252,11 @@ class LifecycleRules:
                     ticker,
                     JOIN_LATE,
                     # Trading already began without us: the start of its book life is missing.
-                    mid_lifecycle=open_ns is None or open_ns <= now_ns,
+                    mid_lifecycle=(
+                        open_ns <= now_ns
+                        if open_ns is not None
+                        else status not in PRE_OPEN_STATUSES
+                    ),
                     late_by_ms=max(0, (now_ns - born_ns) // 1_000_000),
                     open_ts=_seconds(market.get("open_time")),
                     close_ts=_seconds(market.get("close_time")),

@@ -162,8 +162,10 @@ def test_reconcile_joins_late_and_leaves_determined() -> None:
         Leave("KXX-1-DET", "reconciled_determined"),
         Leave("KXX-1-AMEND", "reconciled_determined"),
         Join("KXX-1-NEW", "late", late_by_ms=50_000),
-        Join("KXX-1-NEWCLOSED", "late", late_by_ms=60_000),
-        Join("KXX-1-OPENTIME", "late", late_by_ms=2_000, open_ts=NOW // 10**9 - 2),
+        Join("KXX-1-NEWCLOSED", "late", mid_lifecycle=True, late_by_ms=60_000),
+        Join(
+            "KXX-1-OPENTIME", "late", mid_lifecycle=True, late_by_ms=2_000, open_ts=NOW // 10**9 - 2
+        ),
         Leave("KXX-1-GONE", "reconciled_determined"),
     ]
     assert set(r.joined) == {"KXX-1-JOINED", "KXX-1-NEW", "KXX-1-NEWCLOSED", "KXX-1-OPENTIME"}
