@@ -91,8 +91,8 @@ def find_segments(data_dir: Path) -> list[SegmentRef]:
     """All sealed segments under ``data_dir/segments``, hashed, in load order."""
     refs: list[SegmentRef] = []
     for path in sorted(data_dir.glob(SEGMENT_GLOB)):
-        if not path.is_file():
-            continue
+        if not path.is_file() or path.name.startswith("."):
+            continue  # hidden names are temp files of a writer, never sealed segments
         relpath = path.relative_to(data_dir).as_posix()
         size = path.stat().st_size
         digest = sha256_file(path)

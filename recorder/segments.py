@@ -514,8 +514,8 @@ def iter_sealed(data_dir: Path) -> Iterator[Path]:
 def _segment_sort_key(path: Path) -> tuple[str, int, int]:
     date = path.parent.parent.name
     session = int(path.parent.name.split("=", 1)[1])
-    part = int(path.name.split("-")[1])
-    return date, session, part
+    m = re.match(r"part-(\d+)", path.name)
+    return date, session, int(m.group(1)) if m else 0
 
 
 def read_sealed(paths: Iterable[Path]) -> pa.Table:
