@@ -1,0 +1,724 @@
+"""DuckDB views over a data directory: ask questions without knowing the file layout.
+
+:func:`connect` opens a DuckDB connection (in memory, no server, no load step) with views over the
+**sealed** segments ``DATA/segments/date=*/session_id=*/*.parquet`` (hive partitions; ``live/`` is
+never read) and the training sets ``DATA/training/build=*/part-0.parquet``:
+
+=============================  ===============================================================
+view                           what
+=============================  ===============================================================
+``session_log``                the raw log (``schemas.log.LOG_SCHEMA``) plus the ``date`` partition
+``rl_orderbook_sessions``      one row per recorder run
+``rl_market_lifecycle_events`` every lifecycle frame (documented or not)
+``rl_market_participation``    ``joined_at`` / ``left_at`` per market and session
+``rl_orderbook_snapshots``     book snapshots, levels as ``BIGINT[]`` (sorted by price)
+``rl_orderbook_deltas``        book deltas
+``rl_sequence_gaps``           ``gap`` / ``stale_seq`` / ``loss`` decisions
+``training_rows``              the training sets (builds listed in ``training/manifest.json``)
+``training_markets``           every market of the training manifest: included / excluded
+                               (with the reason) / pending
+=============================  ===============================================================
+
+Macros: ``usd(micros)`` and ``contracts(centi)`` convert to exact DECIMAL dollars / contracts.
+
+The ``rl_*`` views have the **same names and columns** (and DuckDB types) as the tables that
+``materialize`` loads (``schemas.tables.ddl("duckdb")``) and derive them from the log with the same
+rules as ``materialize.loader.transform``, so a query written against the views runs unchanged
+against ``DATA/warehouse.duckdb`` or PostgreSQL. Units are exact: prices BIGINT micro-dollars,
+sizes BIGINT centi-contracts (``schemas.units``), ``settlement_price`` DECIMAL(18,6) dollars.
+
+Data in progress: the segment views re-read the directory listing on every query, so segments a
+running recorder seals after :func:`connect` show up in the next query (an empty data directory
+gives empty views with the right columns). ``training_rows`` and ``training_markets`` follow the
+training manifest as it was at :func:`connect` (a build is nightly; call :func:`connect` again).
+
+Everything is plain SQL (no Python functions), so :func:`view_sql` also works in the DuckDB CLI.
+Snapshot levels are parsed from the raw JSON with ``recorder.protocol.snapshot_levels``' rules
+(current ``*_dollars_fp`` string pairs, ``*_dollars``, legacy integer cents) into exact integers;
+a snapshot those rules reject is left out, as the loader leaves it out. One known difference: a
+number written with ``_`` separators or non-ASCII digits (which Python's ``Decimal`` accepts and
+no exchange sends) makes the view leave that snapshot out.
+
+Usage::
+
+    from materialize.views import connect
+
+    con = connect("data")
+    con.execute("SELECT count(*) FROM rl_orderbook_deltas").fetchone()
+
+    # markets recorded from creation to determination, with their lifetimes
+    con.execute('''
+        SELECT market_ticker, joined_at, left_at, left_at - joined_at AS recorded_for
+        FROM rl_market_participation
+        WHERE join_reason = 'created' AND leave_reason = 'determined'
+        ORDER BY joined_at
+    ''').pl()
+
+    # exact dollars and contracts (DECIMAL, never float): the usd() and contracts() macros
+    con.execute('''
+        SELECT market_ticker, side, usd(price) AS price_usd, contracts(delta) AS size
+        FROM rl_orderbook_deltas LIMIT 5
+    ''').fetchall()
+
+    # the training set, middle-of-life rows only
+    con.execute("SELECT * FROM training_rows WHERE phase = 'middle'").pl()
+
+From the command line: ``python -m materialize.views DATA_DIR "SQL"`` prints the result.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from schemas.log import LOG_SCHEMA, SEGMENT_GLOB, Decision, Kind
+from schemas.tables import (
+    DELTAS,
+    DOCUMENTED_EVENT_TYPES,
+    GAPS,
+    LIFECYCLE_EVENTS,
+    PARTICIPATION,
+    SESSIONS,
+    SNAPSHOTS,
+)
+
+SESSION_LOG = "session_log"
+TRAINING_ROWS = "training_rows"
+TRAINING_MARKETS = "training_markets"
+TRAINING_DIR = "training"
+TRAINING_MANIFEST = "manifest.json"
+
+VIEWS: tuple[str, ...] = (
+    SESSION_LOG,
+    SESSIONS,
+    LIFECYCLE_EVENTS,
+    PARTICIPATION,
+    SNAPSHOTS,
+    DELTAS,
+    GAPS,
+    TRAINING_ROWS,
+    TRAINING_MARKETS,
+)
+"""Every view :func:`connect` creates."""
+
+MACROS: tuple[str, ...] = (
+    # BIGINT * DECIMAL is exact in DuckDB; "/" would give a DOUBLE.
+    "CREATE OR REPLACE TEMP MACRO usd(micros) AS "
+    "CAST(CAST(micros AS DECIMAL(38, 0)) * CAST(0.000001 AS DECIMAL(7, 6)) AS DECIMAL(38, 6))",
+    "CREATE OR REPLACE TEMP MACRO contracts(centi) AS "
+    "CAST(CAST(centi AS DECIMAL(38, 0)) * CAST(0.01 AS DECIMAL(3, 2)) AS DECIMAL(38, 2))",
+)
+"""Exact unit conversions for queries: ``usd(price)`` micro-dollars -> DECIMAL dollars,
+``contracts(size)`` centi-contracts -> DECIMAL contracts (``schemas.units``)."""
+
+LIFECYCLE_MSG_TYPES = ("market_lifecycle_v2", "multivariate_market_lifecycle")
+"""Frame types whose typed lifecycle columns become lifecycle events (as in the loader)."""
+
+GAP_DECISIONS = (Decision.GAP, Decision.STALE_SEQ, Decision.LOSS)
+
+# (format, yes key, no key) in snapshot_levels' order of preference; "cents" is the legacy form.
+_SNAPSHOT_FORMATS = (
+    ("dollars_fp", "yes_dollars_fp", "no_dollars_fp"),
+    ("dollars", "yes_dollars", "no_dollars"),
+    ("cents", "yes", "no"),
+)
+_INT64_MAX = 2**63 - 1
+
+_ARROW_TO_SQL = {
+    pa.int64(): "BIGINT",
+    pa.int32(): "INTEGER",
+    pa.int16(): "SMALLINT",
+    pa.string(): "VARCHAR",
+    pa.bool_(): "BOOLEAN",
+    pa.binary(): "BLOB",
+}
+
+# Columns of the training rows when no build exists yet: materialize.training's layout with its
+# default top-N (5). Once a build exists, its files define the columns.
+_TRAINING_HEAD = (
+    ("session_id", "BIGINT"),
+    ("market_ticker", "VARCHAR"),
+    ("record_seq", "BIGINT"),
+    ("t_ns", "BIGINT"),
+    ("ts_ms", "BIGINT"),
+)
+_TRAINING_TAIL = (
+    ("best_yes_bid", "BIGINT"),
+    ("best_yes_ask", "BIGINT"),
+    ("mid_x2", "BIGINT"),
+    ("spread", "BIGINT"),
+    ("yes_depth", "BIGINT"),
+    ("no_depth", "BIGINT"),
+    ("time_since_open_s", "DOUBLE"),
+    ("time_to_close_s", "DOUBLE"),
+    ("sched_life_fraction", "DOUBLE"),
+    ("life_fraction", "DOUBLE"),
+    ("phase", "VARCHAR"),
+    ("label_result", "VARCHAR"),
+    ("label_settlement_value", "BIGINT"),
+    ("build", "BIGINT"),
+)
+_DEFAULT_TOP_N = 5
+
+TRAINING_MARKETS_SCHEMA = pa.schema(
+    [
+        ("session_id", pa.int64()),
+        ("market_ticker", pa.string()),
+        ("status", pa.string()),  # included | excluded | pending
+        ("reason", pa.string()),  # exclusion reason (materialize.training R_*), else null
+        ("detail", pa.string()),
+        ("final", pa.bool_()),
+        ("build_id", pa.int64()),
+        ("rows", pa.int64()),
+        ("updates", pa.int64()),
+        ("snapshots", pa.int64()),
+        ("join_reason", pa.string()),
+        ("mid_lifecycle", pa.bool_()),
+        ("open_ns", pa.int64()),
+        ("end_ns", pa.int64()),
+    ]
+)
+
+
+# ------------------------------------------------------------------------------------------------
+# SQL building blocks
+# ------------------------------------------------------------------------------------------------
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _in_list(values: tuple[str, ...] | list[str]) -> str:
+    return "(" + ", ".join(_lit(v) for v in values) + ")"
+
+
+def _ts(ns_expr: str) -> str:
+    """ns since epoch -> TIMESTAMPTZ, floored to the microsecond like ``loader.ns_to_datetime``.
+
+    Integer arithmetic only, independent of the connection's TimeZone setting."""
+    return f"(TIMESTAMPTZ '1970-01-01 00:00:00+00' + to_microseconds(({ns_expr}) // 1000))"
+
+
+def _jtype(key: str) -> str:
+    return f"json_type(p, '$.{key}')"
+
+
+def _jstr(key: str) -> str:
+    """A JSON string field, else NULL (``loader._str``)."""
+    return f"(CASE WHEN {_jtype(key)} = 'VARCHAR' THEN json_extract_string(p, '$.{key}') END)"
+
+
+def _jint(key: str) -> str:
+    """A JSON integer field within BIGINT, else NULL (``loader._int``: no bools, no floats)."""
+    return (
+        f"(CASE WHEN {_jtype(key)} IN ('BIGINT', 'UBIGINT') "
+        f"THEN TRY_CAST(json_extract_string(p, '$.{key}') AS BIGINT) END)"
+    )
+
+
+def _jtrue(key: str) -> str:
+    """``p.get(key) is True``."""
+    return (
+        f"coalesce({_jtype(key)} = 'BOOLEAN' AND json_extract_string(p, '$.{key}') = 'true', false)"
+    )
+
+
+def _jstr_list(key: str) -> str:
+    """A JSON array as VARCHAR[] (``loader._str_list``), else NULL."""
+    return f"(CASE WHEN {_jtype(key)} = 'ARRAY' THEN json_extract_string(p, '$.{key}[*]') END)"
+
+
+def _decisions(names: tuple[str, ...] | list[str]) -> str:
+    """Decision records of these names whose payload is a JSON object, payload as ``p``."""
+    return f"""(
+    SELECT session_id, record_seq, recv_ns, conn, epoch, sid, msg_type, p
+    FROM (
+        SELECT *, CASE WHEN json_valid(t) THEN
+                      CASE WHEN json_type(CAST(t AS JSON)) = 'OBJECT' THEN CAST(t AS JSON) END
+                  END AS p
+        FROM (
+            SELECT session_id, record_seq, recv_ns, conn, epoch, sid, msg_type,
+                   TRY(decode(raw)) AS t
+            FROM {SESSION_LOG}
+            WHERE kind = {_lit(Kind.DECISION.value)} AND msg_type IN {_in_list(list(names))}
+        )
+    )
+    WHERE p IS NOT NULL
+)"""
+
+
+def _segments_glob(data_dir: Path) -> str:
+    return (data_dir / SEGMENT_GLOB).as_posix()
+
+
+def _session_log_sql(data_dir: Path) -> str:
+    # A typed empty relation UNION ALL BY NAME the files: with no file yet (allow_empty) the
+    # view still has LOG_SCHEMA's columns, and the glob is expanded again on every query.
+    cols = [(f.name, _ARROW_TO_SQL[f.type]) for f in LOG_SCHEMA] + [("date", "DATE")]
+    typed_empty = ", ".join(f"CAST(NULL AS {t}) AS {n}" for n, t in cols)
+    names = ", ".join(n for n, _ in cols)
+    return f"""
+SELECT {names} FROM (
+    SELECT {typed_empty} WHERE false
+    UNION ALL BY NAME
+    SELECT * FROM read_parquet({_lit(_segments_glob(data_dir))}, hive_partitioning = true,
+                               hive_types = {{'date': DATE, 'session_id': BIGINT}},
+                               union_by_name = true, allow_empty = true)
+)"""
+
+
+def _sessions_sql() -> str:
+    starts = _decisions([Decision.SESSION_START])
+    ends = _decisions([Decision.SESSION_END])
+    recovered = _decisions([Decision.RECOVERED])
+    return f"""
+WITH starts AS (
+    SELECT session_id, recv_ns,
+           json_extract_string(p, '$.lifecycle_mode') = 'true' AS lifecycle_mode,
+           {_jstr("environment")} AS environment,
+           {_jstr("host")} AS host,
+           {_jstr("shard")} AS shard,
+           {_jstr("version")} AS version,
+           CASE WHEN coalesce({_jtype("config")}, 'NULL') <> 'NULL'
+                THEN json_extract(p, '$.config') END AS config
+    FROM {starts}
+    WHERE {_jtype("lifecycle_mode")} = 'BOOLEAN'
+    QUALIFY row_number() OVER (PARTITION BY session_id ORDER BY record_seq DESC) = 1
+),
+ends AS (
+    SELECT session_id, recv_ns, {_jstr("reason")} AS end_reason
+    FROM {ends}
+    QUALIFY row_number() OVER (PARTITION BY session_id ORDER BY record_seq DESC) = 1
+),
+found AS (
+    SELECT session_id, record_seq,
+           CASE WHEN len(coalesce({_jstr_list("sessions")}, [])) > 0 THEN {_jstr_list("sessions")}
+                ELSE coalesce({_jstr_list("files")}, []) END AS found
+    FROM {recovered}
+),
+recovered AS (
+    SELECT session_id, flatten(list(found ORDER BY record_seq)) AS recovered_from
+    FROM found WHERE len(found) > 0
+    GROUP BY session_id
+)
+SELECT s.session_id,
+       {_ts("s.recv_ns")} AS started_at,
+       CASE WHEN e.recv_ns IS NOT NULL THEN {_ts("e.recv_ns")} END AS ended_at,
+       e.end_reason,
+       s.lifecycle_mode,
+       s.environment,
+       s.host,
+       s.shard,
+       s.version,
+       s.config,
+       CAST(r.recovered_from AS VARCHAR[]) AS recovered_from
+FROM starts s
+LEFT JOIN ends e USING (session_id)
+LEFT JOIN recovered r USING (session_id)"""
+
+
+def _lifecycle_sql() -> str:
+    own = (
+        "CASE WHEN event_type = 'settled' THEN coalesce(settled_ts, determination_ts) "
+        "ELSE coalesce(determination_ts, settled_ts) END"
+    )
+    return f"""
+SELECT session_id,
+       record_seq,
+       market_ticker,
+       event_type,
+       event_type IN {_in_list(DOCUMENTED_EVENT_TYPES)} AS event_type_documented,
+       coalesce(TRY(({own}) * 1000), recv_ns // 1000000) AS event_timestamp_ms,
+       open_ts,
+       close_ts,
+       determination_ts,
+       settled_ts,
+       result,
+       CASE WHEN abs(settlement_value) < 1000000000000000000
+            THEN CAST(CAST(settlement_value AS DECIMAL(18, 0)) * CAST(0.000001 AS DECIMAL(7, 6))
+                      AS DECIMAL(18, 6)) END AS settlement_price,
+       coalesce(replace(TRY(decode(raw)), chr(0), chr(65533)), CAST(raw AS VARCHAR)) AS raw,
+       {_ts("recv_ns")} AS created_at
+FROM {SESSION_LOG}
+WHERE kind = {_lit(Kind.IN.value)} AND msg_type IN {_in_list(LIFECYCLE_MSG_TYPES)}
+  AND event_type IS NOT NULL AND market_ticker IS NOT NULL"""
+
+
+def _participation_sql() -> str:
+    joins = _decisions([Decision.MARKET_JOINED])
+    leaves = _decisions([Decision.MARKET_LEFT])
+    # A leave closes the latest join of that market before it: each join takes the first leave
+    # after it, unless the market was joined again first (then that later join takes it).
+    return f"""
+WITH joins AS (
+    SELECT session_id, record_seq, recv_ns,
+           {_jstr("market_ticker")} AS market_ticker,
+           coalesce(nullif({_jstr("reason")}, ''), 'unknown') AS join_reason,
+           {_jtrue("mid_lifecycle")} AS mid_lifecycle,
+           {_jint("late_by_ms")} AS late_by_ms
+    FROM {joins}
+    WHERE {_jstr("market_ticker")} IS NOT NULL
+),
+joins_next AS (
+    SELECT *, lead(record_seq) OVER (
+        PARTITION BY session_id, market_ticker ORDER BY record_seq) AS next_join_seq
+    FROM joins
+),
+leaves AS (
+    SELECT session_id, record_seq AS leave_seq, recv_ns AS leave_ns,
+           {_jstr("market_ticker")} AS market_ticker, {_jstr("reason")} AS leave_reason
+    FROM {leaves}
+    WHERE {_jstr("market_ticker")} IS NOT NULL
+),
+matched AS (
+    SELECT j.*, l.leave_seq, l.leave_ns, l.leave_reason
+    FROM joins_next j
+    ASOF LEFT JOIN leaves l
+      ON j.session_id = l.session_id AND j.market_ticker = l.market_ticker
+     AND l.leave_seq > j.record_seq
+)
+SELECT session_id,
+       market_ticker,
+       {_ts("recv_ns")} AS joined_at,
+       CASE WHEN leave_seq IS NOT NULL AND (next_join_seq IS NULL OR leave_seq < next_join_seq)
+            THEN {_ts("leave_ns")} END AS left_at,
+       join_reason,
+       CASE WHEN leave_seq IS NOT NULL AND (next_join_seq IS NULL OR leave_seq < next_join_seq)
+            THEN leave_reason END AS leave_reason,
+       mid_lifecycle,
+       late_by_ms
+FROM matched"""
+
+
+# Python's Decimal() grammar for finite numbers (ASCII digits, no underscores): sign, digits with
+# an optional point, optional exponent, surrounding whitespace.
+_DECIMAL_RE = r"^[ \t\n\r\f\v]*([+-]?)([0-9]*)(?:\.([0-9]*))?(?:[eE]([+-]?[0-9]+))?[ \t\n\r\f\v]*$"
+
+
+def _fixed(text: str, places: int) -> str:
+    """Decimal text -> exact BIGINT in units of 10**-places, NULL where it is not exact or not
+    within int64: the semantics of ``recorder.protocol.price_micros`` / ``size_centi`` (digits
+    are shifted as text, never through a float or a rounding cast)."""
+    m = f"regexp_extract({text}, {_lit(_DECIMAL_RE)}, ['sign', 'ip', 'fp', 'ex'])"
+    digits = f"({m}.ip || {m}.fp)"
+    core = f"trim({digits}, '0')"
+    trailing = f"(length(ltrim({digits}, '0')) - length({core}))"
+    exp = f"coalesce(TRY_CAST(nullif({m}.ex, '') AS BIGINT), CASE WHEN {m}.ex = '' THEN 0 END)"
+    shift = f"({exp} - length({m}.fp) + {trailing} + {places})"
+    magnitude = f"CAST({core} || repeat('0', CAST({shift} AS INTEGER)) AS HUGEINT)"
+    limit = f"(CASE WHEN {m}.sign = '-' THEN {_INT64_MAX + 1} ELSE {_INT64_MAX} END)"
+    signed = f"(CASE WHEN {m}.sign = '-' THEN -{magnitude} ELSE {magnitude} END)"
+    return f"""(CASE
+        WHEN {text} IS NULL OR NOT regexp_full_match({text}, {_lit(_DECIMAL_RE)}) THEN NULL
+        WHEN {digits} = '' THEN NULL
+        WHEN {core} = '' THEN 0
+        WHEN {exp} IS NULL THEN NULL
+        WHEN {shift} < 0 OR length({core}) + {shift} > 19 THEN NULL
+        WHEN {magnitude} > {limit} THEN NULL
+        ELSE CAST({signed} AS BIGINT) END)"""
+
+
+def _json_int_scaled(j: str, factor: int) -> str:
+    """A JSON integer times ``factor`` within int64, else NULL (legacy cents / whole contracts)."""
+    v = f"(TRY_CAST(json_extract_string({j}, '$') AS HUGEINT) * {factor})"
+    return (
+        f"(CASE WHEN json_type({j}) IN ('BIGINT', 'UBIGINT') AND {v} BETWEEN "
+        f"{-_INT64_MAX - 1} AND {_INT64_MAX} THEN CAST({v} AS BIGINT) END)"
+    )
+
+
+def _snapshots_sql() -> str:
+    """Levels parsed in SQL with ``recorder.protocol.snapshot_levels``' rules: the frame (or its
+    ``msg`` / ``orderbook_fp`` / ``orderbook`` object) picks the first format with a side key
+    present; a side is null, absent or a list of [price, size] pairs; prices are dollar strings
+    (or integer cents in the legacy format), sizes strings or integers; a negative size, a price
+    listed twice or an inexact number rejects the whole snapshot (left out, as the loader leaves
+    it out); zero sizes are dropped; levels are sorted by price."""
+    fmt_case = " ".join(
+        f"WHEN json_exists(body, '$.{y}') OR json_exists(body, '$.{n}') THEN '{f}'"
+        for f, y, n in _SNAPSHOT_FORMATS
+    )
+
+    def side_levels(which: int) -> str:
+        whens = " ".join(
+            f"WHEN '{f}' THEN json_extract(body, '$.{keys[which]}')"
+            for f, *keys in _SNAPSHOT_FORMATS
+        )
+        return f"CASE fmt {whens} END"
+
+    price = f"""CASE WHEN NOT pair THEN NULL
+                     WHEN fmt = 'cents' THEN {_json_int_scaled("pj", 10_000)}
+                     WHEN json_type(pj) = 'VARCHAR' THEN {_fixed("json_extract_string(pj, '$')", 6)}
+                END"""
+    size = f"""CASE WHEN NOT pair THEN NULL
+                    WHEN json_type(sj) = 'VARCHAR' THEN {_fixed("json_extract_string(sj, '$')", 2)}
+                    ELSE {_json_int_scaled("sj", 100)}
+               END"""
+    return f"""
+WITH frames AS (
+    SELECT session_id, record_seq, recv_ns, conn, epoch, sid, seq, market_ticker,
+           TRY(decode(raw)) AS t
+    FROM {SESSION_LOG}
+    WHERE kind = {_lit(Kind.IN.value)} AND msg_type = 'orderbook_snapshot'
+      AND NOT malformed AND market_ticker IS NOT NULL
+),
+objs AS (
+    SELECT * EXCLUDE (t),
+           CASE WHEN json_valid(t) THEN
+               CASE WHEN json_type(CAST(t AS JSON)) = 'OBJECT' THEN CAST(t AS JSON) END
+           END AS j
+    FROM frames
+),
+bodies AS (
+    SELECT * EXCLUDE (j),
+           CASE WHEN json_type(j, '$.msg') = 'OBJECT' THEN json_extract(j, '$.msg')
+                WHEN json_type(j, '$.orderbook_fp') = 'OBJECT'
+                     THEN json_extract(j, '$.orderbook_fp')
+                WHEN json_type(j, '$.orderbook') = 'OBJECT' THEN json_extract(j, '$.orderbook')
+                ELSE j END AS body
+    FROM objs WHERE j IS NOT NULL
+),
+fmts AS (
+    SELECT *, CASE {fmt_case} END AS fmt FROM bodies
+),
+sides AS (
+    SELECT session_id, record_seq, fmt, 'yes' AS side, {side_levels(0)} AS levels FROM fmts
+    UNION ALL
+    SELECT session_id, record_seq, fmt, 'no' AS side, {side_levels(1)} AS levels FROM fmts
+),
+side_types AS (
+    SELECT session_id, record_seq,
+           bool_or(coalesce(json_type(levels), 'NULL') NOT IN ('NULL', 'ARRAY')) AS bad
+    FROM sides GROUP BY ALL
+),
+level_rows AS (
+    SELECT session_id, record_seq, side, fmt, unnest(json_extract(levels, '$[*]')) AS lv
+    FROM sides WHERE json_type(levels) = 'ARRAY'
+),
+pairs AS (
+    SELECT *,
+           coalesce(json_type(lv) = 'ARRAY' AND json_array_length(lv) = 2, false) AS pair,
+           json_extract(lv, '$[0]') AS pj,
+           json_extract(lv, '$[1]') AS sj
+    FROM level_rows
+),
+parsed AS (
+    SELECT session_id, record_seq, side, {price} AS price, {size} AS size FROM pairs
+),
+per_side AS (
+    SELECT session_id, record_seq, side,
+           bool_or(price IS NULL OR size IS NULL OR size < 0)
+               OR count(*) <> count(DISTINCT price) AS bad,
+           list(price ORDER BY price) FILTER (WHERE size > 0) AS prices,
+           list(size ORDER BY price) FILTER (WHERE size > 0) AS sizes
+    FROM parsed GROUP BY ALL
+)
+SELECT f.session_id, f.record_seq, f.recv_ns, f.conn, f.epoch, f.sid, f.seq, f.market_ticker,
+       CAST(coalesce(y.prices, []) AS BIGINT[]) AS yes_prices,
+       CAST(coalesce(y.sizes, []) AS BIGINT[]) AS yes_sizes,
+       CAST(coalesce(n.prices, []) AS BIGINT[]) AS no_prices,
+       CAST(coalesce(n.sizes, []) AS BIGINT[]) AS no_sizes
+FROM fmts f
+JOIN side_types st USING (session_id, record_seq)
+LEFT JOIN per_side y ON y.session_id = f.session_id AND y.record_seq = f.record_seq
+                    AND y.side = 'yes'
+LEFT JOIN per_side n ON n.session_id = f.session_id AND n.record_seq = f.record_seq
+                    AND n.side = 'no'
+WHERE NOT st.bad AND NOT coalesce(y.bad, false) AND NOT coalesce(n.bad, false)"""
+
+
+def _deltas_sql() -> str:
+    return f"""
+SELECT session_id, record_seq, recv_ns, conn, epoch, sid, seq, market_ticker,
+       side, price, delta, ts_ms
+FROM {SESSION_LOG}
+WHERE kind = {_lit(Kind.IN.value)} AND msg_type = 'orderbook_delta' AND NOT malformed
+  AND market_ticker IS NOT NULL AND side IS NOT NULL AND price IS NOT NULL
+  AND delta IS NOT NULL"""
+
+
+def _gaps_sql() -> str:
+    stale = _lit(Decision.STALE_SEQ.value)
+    return f"""
+SELECT session_id,
+       record_seq,
+       recv_ns AS detected_ns,
+       CAST(coalesce(TRY_CAST({_jint("conn")} AS SMALLINT), conn) AS SMALLINT) AS conn,
+       CAST(coalesce(TRY_CAST({_jint("epoch")} AS INTEGER), epoch) AS INTEGER) AS epoch,
+       coalesce({_jint("sid")}, sid) AS sid,
+       coalesce({_jint("expected")},
+                CASE WHEN msg_type = {stale} THEN TRY({_jint("last")} + 1) END) AS expected_seq,
+       {_jint("got")} AS got_seq,
+       CAST({_jstr_list("market_tickers")} AS VARCHAR[]) AS market_tickers,
+       msg_type AS kind
+FROM {_decisions(list(GAP_DECISIONS))}"""
+
+
+# ------------------------------------------------------------------------------------------------
+# Training sets
+# ------------------------------------------------------------------------------------------------
+
+
+def training_manifest(data_dir: Path | str) -> dict[str, Any] | None:
+    """``DATA/training/manifest.json`` as a dict, or None when no training set was built."""
+    path = Path(data_dir) / TRAINING_DIR / TRAINING_MANIFEST
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _training_files(data_dir: Path, manifest: dict[str, Any] | None) -> list[str]:
+    """The data files of the builds the manifest lists (a crash can leave an unlisted build dir
+    behind until the next build removes it; its rows are not part of the dataset)."""
+    root = data_dir / TRAINING_DIR
+    if manifest is None:
+        return []
+    files: list[str] = []
+    for build in manifest.get("builds", []):
+        d = build.get("dir") if isinstance(build, dict) else None
+        if isinstance(d, str) and d:
+            files.extend(p.as_posix() for p in sorted((root / d).glob("*.parquet")))
+    return files
+
+
+def _training_rows_sql(files: list[str]) -> str:
+    if files:
+        paths = "[" + ", ".join(_lit(f) for f in files) + "]"
+        return (
+            f"SELECT * FROM read_parquet({paths}, hive_partitioning = true, "
+            "hive_types = {'build': BIGINT}, union_by_name = true)"
+        )
+    levels = [
+        (f"{side}_bid_{what}_{i}", "BIGINT")
+        for side in ("yes", "no")
+        for what in ("price", "size")
+        for i in range(1, _DEFAULT_TOP_N + 1)
+    ]
+    cols = [*_TRAINING_HEAD, *levels, *_TRAINING_TAIL]
+    return "SELECT " + ", ".join(f"CAST(NULL AS {t}) AS {n}" for n, t in cols) + " WHERE false"
+
+
+def _opt_int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _opt_str(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def training_markets_table(manifest: dict[str, Any] | None) -> pa.Table:
+    """One row per market of the manifest (``TRAINING_MARKETS_SCHEMA``)."""
+    rows: list[dict[str, Any]] = []
+    for status in ("included", "excluded", "pending"):
+        entries = (manifest or {}).get(status) or {}
+        if not isinstance(entries, dict):
+            continue
+        for key, e in entries.items():
+            e = e if isinstance(e, dict) else {}
+            session, _, ticker = str(key).partition("/")
+            sid = _opt_int(e.get("session_id"))
+            if sid is None and session.lstrip("-").isdigit():
+                sid = int(session)
+            rows.append(
+                {
+                    "session_id": sid,
+                    "market_ticker": _opt_str(e.get("market_ticker")) or ticker,
+                    "status": status,
+                    "reason": _opt_str(e.get("reason")),
+                    "detail": _opt_str(e.get("detail")),
+                    "final": e.get("final") if isinstance(e.get("final"), bool) else None,
+                    "build_id": _opt_int(e.get("build_id")),
+                    "rows": _opt_int(e.get("rows")),
+                    "updates": _opt_int(e.get("updates")),
+                    "snapshots": _opt_int(e.get("snapshots")),
+                    "join_reason": _opt_str(e.get("join_reason")),
+                    "mid_lifecycle": e.get("mid_lifecycle")
+                    if isinstance(e.get("mid_lifecycle"), bool)
+                    else None,
+                    "open_ns": _opt_int(e.get("open_ns")),
+                    "end_ns": _opt_int(e.get("end_ns")),
+                }
+            )
+    return pa.Table.from_pylist(rows, schema=TRAINING_MARKETS_SCHEMA)
+
+
+# ------------------------------------------------------------------------------------------------
+# Entry point
+# ------------------------------------------------------------------------------------------------
+
+
+def view_sql(data_dir: Path | str) -> dict[str, str]:
+    """The ``SELECT`` behind each segment view (for reading, or for a DuckDB CLI session after
+    registering the two Python functions)."""
+    data_dir = Path(data_dir).resolve()
+    return {
+        SESSION_LOG: _session_log_sql(data_dir),
+        SESSIONS: _sessions_sql(),
+        LIFECYCLE_EVENTS: _lifecycle_sql(),
+        PARTICIPATION: _participation_sql(),
+        SNAPSHOTS: _snapshots_sql(),
+        DELTAS: _deltas_sql(),
+        GAPS: _gaps_sql(),
+    }
+
+
+def connect(
+    data_dir: Path | str, *, con: duckdb.DuckDBPyConnection | None = None
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the views of this module over ``data_dir`` (see the module doc).
+
+    ``con``: add the views to this connection instead of a new in-memory one (existing views of
+    the same names are replaced; call again to pick up a newer training build).
+    """
+    data_dir = Path(data_dir).expanduser().resolve()
+    if not data_dir.is_dir():
+        raise FileNotFoundError(
+            f"data directory {data_dir} does not exist; pass the recorder's --data-dir "
+            "(or make demo data: python -m materialize.demo --data-dir DIR)"
+        )
+    con = con if con is not None else duckdb.connect()
+    for name, sql in view_sql(data_dir).items():
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql}")
+    manifest = training_manifest(data_dir)
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {TRAINING_ROWS} AS "
+        f"{_training_rows_sql(_training_files(data_dir, manifest))}"
+    )
+    markets = training_markets_table(manifest)
+    con.register("__kalshi_training_markets", markets)
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {TRAINING_MARKETS} AS "
+        "SELECT * FROM __kalshi_training_markets"
+    )
+    con.unregister("__kalshi_training_markets")
+    for stmt in MACROS:
+        con.execute(stmt)
+    return con
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m materialize.views DATA_DIR [SQL]``: run one query, or list the views."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print('usage: python -m materialize.views DATA_DIR ["SQL"]', file=sys.stderr)
+        return 64 if not args else 0
+    con = connect(args[0])
+    if len(args) < 2:
+        for name in VIEWS:
+            n = con.execute(f"SELECT count(*) FROM {name}").fetchone()
+            print(f"{name:32} {n[0] if n else 0:>12} rows")
+        return 0
+    con.sql(args[1]).show(max_width=200)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
