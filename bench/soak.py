@@ -1,0 +1,928 @@
+"""Fault-injection soak: the real recorder against the simulator with every fault switched on and
+``kill -9`` at random moments, then materialize, all verified against the simulator's ground truth.
+
+Run: ``.venv/bin/python -m bench.soak --seconds 600 [--seed 7] [--kill-every 20] [--keep DIR]``
+
+What happens:
+
+1. A simulator runs on a thread of this process with ground truth on (every frame it sends, per
+   connection, and every true book) and these faults: dropped connections (random and at fixed
+   times, TCP reset), handshake refusals (the first one and for a while after each drop), seq gaps,
+   duplicate frames, malformed frames, subscribe errors, delayed (reordered) lifecycle notices,
+   output stalls (then everything at once) and bursts of book changes.
+2. The recorder CLI runs as a subprocess. Every ``--kill-every`` seconds on average (uniform
+   0.5x..1.5x, counted from the moment the new run has flushed its first data) it gets
+   ``SIGKILL`` and is started again at once: a new session that must seal and name the previous
+   one's leftovers. At the end the last run is stopped with SIGINT (a graceful stop).
+3. ``python -m materialize`` (embedded DuckDB default, with training sets) loads the log.
+4. ``verify`` checks, against ground truth:
+
+   a. frames: per session and connection epoch, the recorded ``in`` frames are exactly a prefix of
+      the frames the simulator sent on that connection (nothing missing in the middle, nothing
+      reordered, nothing twice). What was sent but not recorded is the epoch's tail; it is a
+      *kill-window loss* on the epoch a ``kill -9`` ended, *in flight at a drop* when the
+      connection was cut (a TCP reset discards what the kernel still held), *in flight at stop*
+      after a graceful stop, and a *loss outside kill windows* otherwise (expected 0). Every
+      simulator connection must be matched by a recorded epoch (or be explained by a kill);
+      ``record_seq`` runs 1..n in every session without a hole;
+   b. lifecycle: every ``created`` notice the recorder received made it join the market and every
+      ``determined`` notice of a joined market made it leave (``reason == "determined"``) in the
+      same session; excused only at the tail of a killed session;
+   c. books: every training row built from a delta equals the simulator's true book after that
+      change (top-N per side, exact fixed point); every ``gap`` decision is a row of
+      ``rl_sequence_gaps``; no training row lies inside a gap span (from the frame that revealed
+      the gap to the market's next snapshot); the warehouse counts equal the log's;
+   d. every file in ``segments/`` reads; every session has a ``session_end`` or a later session's
+      ``recovered`` record names it.
+
+It prints a table (faults injected by kind and what the log shows of each, frames, losses, books
+checked, mismatches) and exits 1 if any invariant failed. ``run_soak``, ``materialize``,
+``verify`` and ``render`` are plain functions so ``tests/soak`` runs a short version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas.log import Decision
+from schemas.units import parse_price, parse_size
+from simulator.faults import FaultConfig
+from simulator.market import Dist, GenConfig
+from simulator.server import SimConfig, start_in_thread
+
+ROOT = Path(__file__).resolve().parents[1]
+LIFECYCLE = "market_lifecycle_v2"
+DELTA = "orderbook_delta"
+SNAPSHOT = "orderbook_snapshot"
+MATCH_SLACK_NS = 50_000_000  # clock slack when matching a recorded epoch to a simulator connection
+
+
+# ------------------------------------------------------------------------------ configuration
+
+
+def soak_faults(seconds: float) -> FaultConfig:
+    """Every fault the simulator has, at rates that hit each one many times in a minute."""
+    return FaultConfig(
+        gap_rate=0.004,
+        duplicate_rate=0.004,
+        malformed_rate=0.003,
+        subscribe_error_rate=0.25,
+        lifecycle_delay_rate=0.05,
+        lifecycle_delay_max_s=0.5,
+        drop_rate=1 / 15,
+        drop_at=(seconds * 0.3, seconds * 0.7),
+        drop_mode="abort",
+        reject_after_drop_s=0.6,
+        reject_first_n=1,
+        stall_every_s=7.0,
+        stall_for_s=0.6,
+        burst_every_s=5.0,
+        burst_size=150,
+    )
+
+
+def soak_generator() -> GenConfig:
+    """Markets that live a few seconds, so many whole lives fit in a short soak."""
+    return GenConfig(
+        create_rate=3.0,
+        initial_markets=4,
+        lifetime=Dist("2:5"),
+        open_delay=Dist("0:0.5"),
+        determine_delay=Dist("0.1:0.5"),
+        settle_delay=Dist("0.1:0.5"),
+        delta_rate=500.0,
+    )
+
+
+@dataclass
+class SoakConfig:
+    seconds: float = 60.0
+    seed: int = 7
+    kill_every: float = 15.0  # mean seconds between kills; 0 = never kill
+    faults: FaultConfig | None = None  # None: soak_faults(seconds)
+    generator: GenConfig | None = None  # None: soak_generator()
+    recorder_args: tuple[str, ...] = ()
+    # Reconnect backoff cap for the soak (the default 30 s would idle most of a short run after a
+    # few drops in a row): set through the recorder's own KALSHI_RECORDER_* environment.
+    backoff_max_s: float = 4.0
+
+
+@dataclass
+class ProcRun:
+    """One recorder process: how it ended and the session it wrote."""
+
+    started_ns: int
+    ended_ns: int = 0
+    session_id: int | None = None
+    how: str = ""  # "kill" | "stop" | "exit"
+    returncode: int | None = None
+    stderr_tail: str = ""
+
+
+@dataclass
+class SoakRun:
+    work: Path
+    data: Path
+    truth: Path
+    seconds: float
+    procs: list[ProcRun] = field(default_factory=list)
+    faults: dict[str, Any] = field(default_factory=dict)
+    sim_stats: dict[str, Any] = field(default_factory=dict)
+    materialize_rc: int | None = None
+    materialize_out: str = ""
+
+    @property
+    def kills(self) -> list[ProcRun]:
+        return [p for p in self.procs if p.how == "kill"]
+
+
+# ------------------------------------------------------------------------------------ running
+
+
+def _recorder_cmd(sim: Any, data: Path, extra: Iterable[str]) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "recorder",
+        "--ws-url",
+        sim.ws_url,
+        "--rest-url",
+        sim.rest_url,
+        "--key-id",
+        sim.key_id,
+        "--private-key",
+        str(sim.private_key_path),
+        "--data-dir",
+        str(data),
+        "--status-interval",
+        "5",
+        *extra,
+    ]
+
+
+def _live_sessions(data: Path) -> dict[int, int]:
+    """session id -> bytes in its live parts."""
+    out: dict[int, int] = {}
+    live = data / "live"
+    if not live.is_dir():
+        return out
+    for d in live.glob("session_id=*"):
+        try:
+            sid = int(d.name.split("=", 1)[1])
+            out[sid] = sum(p.stat().st_size for p in d.glob("part-*.arrows"))
+        except (ValueError, OSError):
+            continue  # sealed and removed under us
+    return out
+
+
+def run_soak(cfg: SoakConfig, work: Path, log: Any = None) -> SoakRun:
+    """Run simulator + recorder (with kills) for ``cfg.seconds``; ground truth lands in
+    ``work/truth``, the log in ``work/data``. Returns what happened (procs, fault counters)."""
+    say = log or (lambda _msg: None)
+    work.mkdir(parents=True, exist_ok=True)
+    data, truth = work / "data", work / "truth"
+    rng = random.Random(cfg.seed)
+    faults = cfg.faults or soak_faults(cfg.seconds)
+    sim = start_in_thread(
+        SimConfig(
+            seed=cfg.seed,
+            keys_dir=work / "keys",
+            ground_truth=truth,
+            faults=faults,
+            generator=cfg.generator or soak_generator(),
+        )
+    )
+    run = SoakRun(work=work, data=data, truth=truth, seconds=cfg.seconds)
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "KALSHI_RECORDER_BACKOFF_MAX_S": str(cfg.backoff_max_s),
+    }
+    t0 = time.monotonic()
+    deadline = t0 + cfg.seconds
+    n = 0
+    try:
+        while True:
+            known = set(_live_sessions(data))
+            n += 1
+            out = open(work / f"recorder-{n}.out", "wb")  # noqa: SIM115 - closed below
+            err = open(work / f"recorder-{n}.err", "wb")  # noqa: SIM115
+            pr = ProcRun(started_ns=time.time_ns())
+            proc = subprocess.Popen(
+                _recorder_cmd(sim, data, cfg.recorder_args),
+                stdout=out,
+                stderr=err,
+                cwd=ROOT,
+                env=env,
+            )
+            run.procs.append(pr)
+            # a kill is meaningful once the run has flushed data (its session and the
+            # `recovered` record naming the previous one are then on disk)
+            while proc.poll() is None and time.monotonic() < deadline:
+                new = {s: b for s, b in _live_sessions(data).items() if s not in known}
+                if any(b > 4096 for b in new.values()):
+                    pr.session_id = max(new)
+                    break
+                time.sleep(0.02)
+            kill_at = None
+            if cfg.kill_every > 0:
+                kill_at = time.monotonic() + rng.uniform(0.5, 1.5) * cfg.kill_every
+            if kill_at is None or kill_at > deadline - 2.0:
+                kill_at = None
+            until = kill_at if kill_at is not None else deadline
+            while proc.poll() is None and time.monotonic() < until:
+                time.sleep(0.02)
+            if proc.poll() is not None:
+                pr.how = "exit"  # the recorder stopped by itself: reported as a failure
+            elif kill_at is not None:
+                pr.ended_ns = time.time_ns()
+                os.kill(proc.pid, signal.SIGKILL)
+                pr.how = "kill"
+                say(f"  kill -9 recorder #{n} (session {pr.session_id})")
+            else:
+                pr.ended_ns = time.time_ns()
+                proc.send_signal(signal.SIGINT)
+                pr.how = "stop"
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+                pr.how = "hung"
+            if not pr.ended_ns:
+                pr.ended_ns = time.time_ns()
+            pr.returncode = proc.returncode
+            out.close()
+            err.close()
+            pr.stderr_tail = (work / f"recorder-{n}.err").read_text(errors="replace")[-2000:]
+            if pr.how != "kill" or time.monotonic() >= deadline:
+                break
+    finally:
+        sim.stop()
+    run.faults = sim.faults.as_dict()
+    run.sim_stats = asdict(sim.stats)
+    return run
+
+
+def materialize(run: SoakRun) -> int:
+    """``python -m materialize --data-dir DATA`` (DuckDB default, training sets, quality)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "materialize", "--data-dir", str(run.data)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+    )
+    run.materialize_rc = proc.returncode
+    run.materialize_out = proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc.returncode
+
+
+# ------------------------------------------------------------------------------- ground truth
+
+
+def truth_frames(truth: Path) -> dict[int, list[tuple[int, bytes]]]:
+    """simulator connection id -> [(t_ns handed to the socket, frame bytes)] in send order."""
+    out: dict[int, list[tuple[int, bytes]]] = {}
+    for f in sorted(truth.glob("conn-*.jsonl")):
+        frames = []
+        for line in f.read_bytes().splitlines():
+            o = orjson.loads(line)
+            frames.append((int(o["t_ns"]), o["frame"].encode()))
+        out[int(f.stem.split("-")[1])] = frames
+    return out
+
+
+def truth_books(truth: Path) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """(ticker, exchange ms) -> the true book after each change at that ms, in order."""
+    out: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for line in (truth / "books.jsonl").read_bytes().splitlines():
+        b = orjson.loads(line)
+        out[(b["ticker"], b["t_ns"] // 1_000_000)].append(b)
+    return out
+
+
+def top_levels(levels: list[list[str]], n: int) -> list[tuple[int, int]]:
+    """A true side ([[price, size], ...] dollar strings) as the training set shows it: the n
+    best (highest) bids as (micro-dollars, centi-contracts)."""
+    parsed = sorted(((parse_price(p), parse_size(s)) for p, s in levels), reverse=True)
+    return parsed[:n]
+
+
+# ------------------------------------------------------------------------------------ report
+
+
+@dataclass
+class Report:
+    sessions: int = 0
+    killed_sessions: int = 0
+    recorder_runs: int = 0
+    frames_sent: int = 0
+    frames_recorded: int = 0
+    lost_outside_kill_windows: int = 0
+    kill_window_losses: int = 0
+    kill_window_max_ms: float = 0.0  # kill time - last recorded frame of the killed session
+    in_flight_at_drop: int = 0
+    in_flight_at_stop: int = 0
+    epochs: int = 0
+    sim_connections: int = 0
+    unmatched_sim_connections: int = 0
+    seen: dict[str, int] = field(default_factory=dict)  # what the log shows of each fault
+    created_received: int = 0
+    joined: int = 0
+    determined_received: int = 0
+    left_determined: int = 0
+    join_leave_excused: int = 0
+    training_rows: int = 0
+    books_checked: int = 0
+    book_mismatches: int = 0
+    gap_decisions: int = 0
+    gaps_in_table: int = 0
+    rows_in_gap_spans: int = 0
+    segments: int = 0
+    unreadable_segments: int = 0
+    stray_files: int = 0
+    sessions_ended: int = 0
+    sessions_recovered: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def fail(self, msg: str) -> None:
+        if len(self.failures) < 200:
+            self.failures.append(msg)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+# ------------------------------------------------------------------------------------ reading
+
+
+def read_segments(data: Path, report: Report) -> list[dict[str, Any]]:
+    """(d) every file under segments/ reads; returns all records in (session, record_seq) order."""
+    tables = []
+    root = data / "segments"
+    for f in sorted(root.rglob("*")) if root.is_dir() else []:
+        if f.is_dir():
+            continue
+        if f.suffix != ".parquet" or f.name.startswith("."):
+            report.stray_files += 1
+            report.fail(f"segments/ holds a file that is not a sealed segment: {f}")
+            continue
+        report.segments += 1
+        try:
+            tables.append(pq.read_table(f))
+        except Exception as exc:
+            report.unreadable_segments += 1
+            report.fail(f"unreadable segment {f}: {exc}")
+    if not tables:
+        return []
+    rows = pa.concat_tables(tables).to_pylist()
+    rows.sort(key=lambda r: (r["session_id"], r["record_seq"]))
+    return rows
+
+
+def _decision(r: dict[str, Any]) -> dict[str, Any]:
+    try:
+        d = orjson.loads(r["raw"])
+    except orjson.JSONDecodeError:
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+# ------------------------------------------------------------------------------- (a) frames
+
+
+@dataclass
+class Epoch:
+    session_id: int
+    conn: int
+    epoch: int
+    connected_ns: int
+    end_ns: int = 0
+    frames: list[tuple[int, bytes]] = field(default_factory=list)  # (recv_ns, raw)
+    disconnected: str | None = None  # reason when the recorder saw the connection go
+    sim_conn: int | None = None
+
+
+def _epochs(
+    rows: list[dict[str, Any]], procs: list[ProcRun]
+) -> tuple[list[Epoch], dict[int, ProcRun]]:
+    by_key: dict[tuple[int, int, int], Epoch] = {}
+    last_ns: dict[int, int] = {}
+    for r in rows:
+        last_ns[r["session_id"]] = r["recv_ns"]
+        key = (r["session_id"], r["conn"], r["epoch"])
+        if r["kind"] == "decision" and r["msg_type"] == Decision.CONNECTED:
+            by_key[key] = Epoch(r["session_id"], r["conn"], r["epoch"], r["recv_ns"])
+        elif r["kind"] == "in":
+            ep = by_key.get(key)
+            if ep is None:  # frames before the connected record (should not happen)
+                ep = by_key[key] = Epoch(r["session_id"], r["conn"], r["epoch"], r["recv_ns"])
+            ep.frames.append((r["recv_ns"], r["raw"]))
+        elif r["kind"] == "decision" and r["msg_type"] == Decision.DISCONNECTED:
+            ep = by_key.get(key)
+            if ep is not None:
+                ep.disconnected = str(_decision(r).get("reason", ""))
+                ep.end_ns = r["recv_ns"]
+    # which process wrote which session: by the process's lifetime
+    proc_of: dict[int, ProcRun] = {}
+    for sid in last_ns:
+        first = (
+            min(e.connected_ns for e in by_key.values() if e.session_id == sid)
+            if any(e.session_id == sid for e in by_key.values())
+            else last_ns[sid]
+        )
+        for p in procs:
+            if p.session_id == sid or (p.started_ns <= first <= (p.ended_ns or first)):
+                proc_of[sid] = p
+                break
+    epochs = sorted(by_key.values(), key=lambda e: (e.connected_ns, e.session_id, e.conn))
+    for e in epochs:
+        if not e.end_ns:
+            owner = proc_of.get(e.session_id)
+            e.end_ns = owner.ended_ns if owner and owner.ended_ns else last_ns[e.session_id]
+    return epochs, proc_of
+
+
+def _matches(ep: Epoch, sent: list[tuple[int, bytes]]) -> bool:
+    if len(ep.frames) > len(sent):
+        return False
+    if sent and not (ep.connected_ns - MATCH_SLACK_NS <= sent[0][0] <= ep.end_ns + MATCH_SLACK_NS):
+        return False
+    for (recv_ns, raw), (sent_ns, frame) in zip(ep.frames, sent, strict=False):
+        if raw != frame or sent_ns > recv_ns + MATCH_SLACK_NS:
+            return False
+    return True
+
+
+def _common_prefix(a: list[bytes], b: list[bytes]) -> int:
+    i = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        i += 1
+    return i
+
+
+def check_frames(
+    rows: list[dict[str, Any]],
+    truth: dict[int, list[tuple[int, bytes]]],
+    procs: list[ProcRun],
+    report: Report,
+) -> None:
+    """(a) every recorded epoch is exactly a prefix of one simulator connection's frames."""
+    epochs, proc_of = _epochs(rows, procs)
+    report.epochs = len(epochs)
+    report.sim_connections = len(truth)
+    report.frames_sent = sum(len(v) for v in truth.values())
+    sessions = sorted({r["session_id"] for r in rows})
+    ended = {r["session_id"] for r in rows if r["msg_type"] == Decision.SESSION_END}
+    last_epoch: dict[int, Epoch] = {}
+    for e in epochs:
+        cur = last_epoch.get(e.session_id)
+        if cur is None or e.connected_ns >= cur.connected_ns:
+            last_epoch[e.session_id] = e
+    free = sorted(truth)
+    for ep in epochs:
+        report.frames_recorded += len(ep.frames)
+        cid = next((c for c in free if _matches(ep, truth[c])), None)
+        if cid is None:
+            raws = [r for _, r in ep.frames]
+            best = max(
+                free, key=lambda c: _common_prefix(raws, [f for _, f in truth[c]]), default=None
+            )
+            at = _common_prefix(raws, [f for _, f in truth[best]]) if best is not None else 0
+            report.lost_outside_kill_windows += max(0, len(ep.frames) - at)
+            report.fail(
+                f"session {ep.session_id} conn {ep.conn} epoch {ep.epoch}: its {len(raws)} "
+                f"frames are not a prefix of any simulator connection's (best: conn {best}, "
+                f"first difference at frame {at})"
+            )
+            continue
+        free.remove(cid)
+        ep.sim_conn = cid
+        tail = len(truth[cid]) - len(ep.frames)
+        killed = ep.session_id not in ended
+        if tail == 0:
+            pass
+        elif ep.disconnected is not None:
+            report.in_flight_at_drop += tail
+        elif last_epoch[ep.session_id] is ep and killed:
+            report.kill_window_losses += tail
+        elif last_epoch[ep.session_id] is ep:
+            report.in_flight_at_stop += tail
+        else:
+            report.lost_outside_kill_windows += tail
+            report.fail(
+                f"session {ep.session_id} epoch {ep.epoch}: {tail} frames sent on simulator "
+                f"connection {cid} were never recorded, and neither a drop nor a kill ended it"
+            )
+    # simulator connections no epoch explains: only a kill may (handshake done, nothing flushed)
+    kill_ns = [p.ended_ns for p in procs if p.how == "kill"]
+    for cid in free:
+        first = truth[cid][0][0]
+        last = truth[cid][-1][0]
+        if any(first - 5 * 10**9 <= k and last <= k + 10**9 for k in kill_ns):
+            report.kill_window_losses += len(truth[cid])
+        else:
+            report.unmatched_sim_connections += 1
+            report.lost_outside_kill_windows += len(truth[cid])
+            report.fail(
+                f"simulator connection {cid} ({len(truth[cid])} frames) matches no recorded epoch"
+            )
+    # kill windows: how far before the kill the killed session's last record lies
+    for sid in sessions:
+        p = proc_of.get(sid)
+        if sid in ended or p is None or p.how != "kill":
+            continue
+        last = max(r["recv_ns"] for r in rows if r["session_id"] == sid)
+        report.kill_window_max_ms = max(report.kill_window_max_ms, (p.ended_ns - last) / 1e6)
+    # total order: record_seq 1..n per session, no hole
+    by_session: dict[int, list[int]] = defaultdict(list)
+    for r in rows:
+        by_session[r["session_id"]].append(r["record_seq"])
+    for sid, seqs in by_session.items():
+        if seqs != list(range(1, len(seqs) + 1)):
+            report.fail(f"session {sid}: record_seq is not 1..{len(seqs)} (a hole or a repeat)")
+
+
+# ----------------------------------------------------------------------------- (b) lifecycle
+
+
+def check_lifecycle(rows: list[dict[str, Any]], report: Report) -> None:
+    """(b) created -> joined, determined (of a joined market) -> left, in the same session."""
+    ended = {r["session_id"] for r in rows if r["msg_type"] == Decision.SESSION_END}
+    by_session: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_session[r["session_id"]].append(r)
+    for sid, rs in by_session.items():
+        joined: dict[str, int] = {}  # ticker -> index of its market_joined record
+        left: dict[str, tuple[int, str]] = {}
+        for i, r in enumerate(rs):
+            if r["kind"] == "decision" and r["msg_type"] == Decision.MARKET_JOINED:
+                joined.setdefault(r["market_ticker"], i)
+            elif r["kind"] == "decision" and r["msg_type"] == Decision.MARKET_LEFT:
+                left.setdefault(r["market_ticker"], (i, str(_decision(r).get("reason"))))
+        report.joined += len(joined)
+        for i, r in enumerate(rs):
+            if not (r["kind"] == "in" and r["msg_type"] == LIFECYCLE and not r["malformed"]):
+                continue
+            t, ev = r["market_ticker"], r["event_type"]
+            # the decision follows the frame in the same event-loop turn: only a kill can cut
+            # between them, and then nothing else of the session follows
+            tail_of_kill = sid not in ended and not any(x["kind"] != "in" for x in rs[i + 1 :])
+            if ev == "created":
+                report.created_received += 1
+                if t in joined:
+                    continue
+                if tail_of_kill:
+                    report.join_leave_excused += 1
+                    continue
+                report.fail(f"session {sid}: {t} created (record {r['record_seq']}) never joined")
+            elif ev == "determined" and t in joined:
+                report.determined_received += 1
+                lv = left.get(t)
+                if lv is not None and lv[1] in ("determined", "reconciled_determined"):
+                    report.left_determined += 1
+                    continue
+                if tail_of_kill:
+                    report.join_leave_excused += 1
+                    continue
+                how = "never left" if lv is None else f"left as {lv[1]!r}"
+                report.fail(f"session {sid}: {t} determined (record {r['record_seq']}) but {how}")
+
+
+# ------------------------------------------------------------------------------- (c) books
+
+
+def _training(data: Path) -> list[dict[str, Any]]:
+    files = sorted((data / "training").glob("*/*.parquet"))
+    if not files:
+        return []
+    return pa.concat_tables(pq.read_table(f) for f in files).to_pylist()
+
+
+def _delta_index(rows: list[dict[str, Any]]) -> dict[tuple[int, int], tuple[str, int, int]]:
+    """(session, record_seq) of each applied delta frame -> (ticker, ts_ms, i): it is the i-th
+    true change of that market at that exchange ms. Duplicates (seq <= the sid's last) are not
+    changes and are skipped, as the book replay does."""
+    out: dict[tuple[int, int], tuple[str, int, int]] = {}
+    seen: dict[tuple[int, str, int], int] = defaultdict(int)
+    last_seq: dict[tuple[int, int | None, int | None, int | None], int] = {}
+    for r in rows:
+        if r["kind"] != "in" or r["sid"] is None or r["seq"] is None:
+            continue
+        k = (r["session_id"], r["conn"], r["epoch"], r["sid"])
+        prev = last_seq.get(k)
+        if prev is not None and r["seq"] <= prev:
+            continue  # duplicate / stale
+        last_seq[k] = r["seq"]
+        if r["msg_type"] == DELTA and r["ts_ms"] is not None and r["price"] is not None:
+            key = (r["session_id"], r["market_ticker"], r["ts_ms"])
+            out[(r["session_id"], r["record_seq"])] = (r["market_ticker"], r["ts_ms"], seen[key])
+            seen[key] += 1
+    return out
+
+
+def _gap_spans(rows: list[dict[str, Any]]) -> dict[tuple[int, str], list[tuple[int, int]]]:
+    """(session, ticker) -> [(first invalid record_seq, next snapshot's record_seq)] per gap."""
+    spans: dict[tuple[int, str], list[tuple[int, int]]] = defaultdict(list)
+    snaps: dict[tuple[int, str], list[int]] = defaultdict(list)
+    for r in rows:
+        if r["msg_type"] == SNAPSHOT and r["market_ticker"] and not r["malformed"]:
+            snaps[(r["session_id"], r["market_ticker"])].append(r["record_seq"])
+    for i, r in enumerate(rows):
+        if not (r["kind"] == "decision" and r["msg_type"] == Decision.GAP):
+            continue
+        d = _decision(r)
+        start = r["record_seq"]
+        for x in reversed(rows[max(0, i - 50) : i]):  # the frame that revealed the gap
+            if (
+                x["session_id"] == r["session_id"]
+                and x["kind"] == "in"
+                and x["sid"] == d.get("sid")
+                and x["seq"] == d.get("got")
+            ):
+                start = x["record_seq"]
+                break
+        for t in d.get("market_tickers") or []:
+            # a snapshot is a whole book: the first one at or after the revealing frame ends it
+            # (when the revealing frame is itself that market's snapshot, the span is empty)
+            later = [s for s in snaps[(r["session_id"], t)] if s >= start]
+            end = later[0] if later else 2**62
+            spans[(r["session_id"], t)].append((start, end))
+    return spans
+
+
+def check_books(rows: list[dict[str, Any]], data: Path, truth_dir: Path, report: Report) -> None:
+    """(c) training rows equal true books; gaps reach rl_sequence_gaps; no row inside a gap."""
+    import duckdb
+
+    train = _training(data)
+    report.training_rows = len(train)
+    if not train:
+        report.fail("the training set is empty: no market's whole life was captured")
+    truth = truth_books(truth_dir)
+    index = _delta_index(rows)
+    top_n = sum(1 for k in (train[0] if train else {}) if k.startswith("yes_bid_price_"))
+    spans = _gap_spans(rows)
+    for row in train:
+        key = (row["session_id"], row["market_ticker"])
+        for a, b in spans.get(key, ()):
+            if a <= row["record_seq"] < b:
+                report.rows_in_gap_spans += 1
+                report.fail(
+                    f"training row {key} record {row['record_seq']} lies in a gap span "
+                    f"[{a}, {b}) without a valid book"
+                )
+        hit = index.get((row["session_id"], row["record_seq"]))
+        if hit is None:
+            continue  # a row from a snapshot: its deltas are checked after it
+        ticker, ms, i = hit
+        states = truth.get((ticker, ms), [])
+        report.books_checked += 1
+        if i >= len(states):
+            report.book_mismatches += 1
+            report.fail(f"{ticker} @ {ms}: change #{i} is not in ground truth ({len(states)})")
+            continue
+        for side in ("yes", "no"):
+            mine = [
+                (row[f"{side}_bid_price_{k}"], row[f"{side}_bid_size_{k}"])
+                for k in range(1, top_n + 1)
+                if row[f"{side}_bid_price_{k}"] is not None
+            ]
+            if mine != top_levels(states[i][side], top_n):
+                report.book_mismatches += 1
+                report.fail(
+                    f"{ticker} session {row['session_id']} record {row['record_seq']} {side}: "
+                    f"training book {mine} != true {top_levels(states[i][side], top_n)}"
+                )
+                break
+    # warehouse: every gap decision is a gap row; counts equal the log's
+    gaps = {
+        (r["session_id"], r["record_seq"])
+        for r in rows
+        if r["kind"] == "decision" and r["msg_type"] == Decision.GAP
+    }
+    report.gap_decisions = len(gaps)
+    wh = data / "warehouse.duckdb"
+    if not wh.exists():
+        report.fail(f"no warehouse at {wh}")
+        return
+    con = duckdb.connect(str(wh), read_only=True)
+    try:
+        table = {
+            (int(s), int(q))
+            for s, q in con.execute(
+                "SELECT session_id, record_seq FROM rl_sequence_gaps WHERE kind = 'gap'"
+            ).fetchall()
+        }
+        report.gaps_in_table = len(gaps & table)
+        for g in sorted(gaps - table)[:20]:
+            report.fail(f"gap decision {g} is not in rl_sequence_gaps")
+        want = {
+            "rl_orderbook_deltas": sum(
+                1
+                for r in rows
+                if r["kind"] == "in" and r["msg_type"] == DELTA and r["price"] is not None
+            ),
+            "rl_orderbook_snapshots": sum(
+                1
+                for r in rows
+                if r["kind"] == "in" and r["msg_type"] == SNAPSHOT and not r["malformed"]
+            ),
+            "rl_market_participation": sum(
+                1 for r in rows if r["msg_type"] == Decision.MARKET_JOINED
+            ),
+            "rl_orderbook_sessions": len({r["session_id"] for r in rows}),
+        }
+        for name, n in want.items():
+            got = con.execute(f"SELECT count(*) FROM {name}").fetchone()
+            if got is None or got[0] != n:
+                report.fail(f"{name}: {got} rows in the warehouse, {n} in the log")
+    finally:
+        con.close()
+
+
+# ------------------------------------------------------------------------ (d) sessions
+
+
+def check_sessions(rows: list[dict[str, Any]], report: Report) -> None:
+    """(d) every session has a session_end, or a later session's `recovered` names it."""
+    sessions = sorted({r["session_id"] for r in rows})
+    report.sessions = len(sessions)
+    ended = {r["session_id"] for r in rows if r["msg_type"] == Decision.SESSION_END}
+    named: set[int] = set()
+    for r in rows:
+        if r["kind"] == "decision" and r["msg_type"] == Decision.RECOVERED:
+            named.update(int(s) for s in _decision(r).get("sessions") or [] if s < r["session_id"])
+    report.sessions_ended = len(ended)
+    report.sessions_recovered = len(named & set(sessions))
+    report.killed_sessions = len(set(sessions) - ended)
+    for s in sessions:
+        if s not in ended and s not in named:
+            report.fail(f"session {s} has neither a session_end nor a recovered record naming it")
+
+
+# ------------------------------------------------------------------------------ verification
+
+
+def _fault_evidence(rows: list[dict[str, Any]], report: Report) -> None:
+    c: Counter[str] = Counter()
+    for r in rows:
+        if r["kind"] == "decision":
+            c[r["msg_type"]] += 1
+        elif r["kind"] == "in":
+            if r["malformed"]:
+                c["malformed"] += 1
+            if r["msg_type"] == "error":
+                c["error_frames"] += 1
+    report.seen = dict(c)
+
+
+def verify(run: SoakRun) -> Report:
+    """Check the invariants (a)-(d) of the module docstring; failures are in ``report.failures``."""
+    report = Report(recorder_runs=len(run.procs))
+    for p in run.procs:
+        if p.how not in ("kill", "stop"):
+            report.fail(
+                f"recorder run ended by itself ({p.how}, exit {p.returncode}):\n{p.stderr_tail}"
+            )
+        elif p.how == "stop" and p.returncode != 0:
+            report.fail(f"graceful stop exited {p.returncode}:\n{p.stderr_tail}")
+    if run.materialize_rc not in (None, 0):
+        report.fail(f"materialize exited {run.materialize_rc}:\n{run.materialize_out}")
+    rows = read_segments(run.data, report)
+    live_left = list((run.data / "live").rglob("*.arrows")) if (run.data / "live").exists() else []
+    if live_left:
+        report.fail(f"live/ still holds {len(live_left)} file(s) after a graceful stop")
+    if not rows:
+        report.fail("no records in segments/")
+        return report
+    _fault_evidence(rows, report)
+    check_frames(rows, truth_frames(run.truth), run.procs, report)
+    check_lifecycle(rows, report)
+    check_sessions(rows, report)
+    check_books(rows, run.data, run.truth, report)
+    return report
+
+
+# ------------------------------------------------------------------------------------ output
+
+_FAULTS = [
+    # (simulator counter, what the log shows of it, label)
+    ("drops", "disconnected", "dropped connections (TCP reset)"),
+    ("rejected_handshakes", "connect_failed", "refused handshakes (503)"),
+    ("gaps", "gap", "sequence gaps"),
+    ("duplicates", "stale_seq", "duplicate frames"),
+    ("malformed", "malformed", "malformed frames"),
+    ("subscribe_errors", "error_frames", "subscribe errors"),
+    ("lifecycle_delayed", "", "delayed lifecycle notices"),
+    ("lifecycle_reordered", "", "  of which reordered"),
+    ("stalls", "", "output stalls"),
+    ("bursts", "", "bursts of book changes"),
+]
+
+
+def render(run: SoakRun, report: Report) -> str:
+    """The soak table (plain text, fixed width)."""
+    lines = [
+        f"soak: {run.seconds:.0f} s, {report.recorder_runs} recorder run(s), "
+        f"{len(run.kills)} kill -9, {report.sessions} session(s)",
+        "",
+        f"{'fault':34} {'injected':>9} {'in log':>8}  survived",
+    ]
+    ok = "yes" if report.ok else "NO"
+    for counter, seen, label in _FAULTS:
+        n = run.faults.get(counter, 0)
+        shown = str(report.seen.get(seen, 0)) if seen else "-"
+        lines.append(f"{label:34} {n:>9} {shown:>8}  {ok}")
+    lines.append(
+        f"{'kill -9 + restart':34} {len(run.kills):>9} {report.sessions_recovered:>8}  {ok}"
+    )
+    lines += [
+        "",
+        f"{'check':44} {'value':>10}",
+        f"{'frames sent by the simulator':44} {report.frames_sent:>10}",
+        f"{'frames recorded':44} {report.frames_recorded:>10}",
+        f"{'frames lost outside kill windows (expect 0)':44} "
+        f"{report.lost_outside_kill_windows:>10}",
+        f"{'kill-window losses (tail of a killed epoch)':44} {report.kill_window_losses:>10}",
+        f"{'  max kill window, ms (kill - last record)':44} {report.kill_window_max_ms:>10.0f}",
+        f"{'in flight at a drop (never delivered)':44} {report.in_flight_at_drop:>10}",
+        f"{'in flight at the graceful stop':44} {report.in_flight_at_stop:>10}",
+        f"{'epochs matched / simulator connections':44} "
+        f"{f'{report.epochs}/{report.sim_connections}':>10}",
+        f"{'created received / joined markets':44} "
+        f"{f'{report.created_received}/{report.joined}':>10}",
+        f"{'determined (joined) / left as determined':44} "
+        f"{f'{report.determined_received}/{report.left_determined}':>10}",
+        f"{'  excused at a kill tail':44} {report.join_leave_excused:>10}",
+        f"{'training rows':44} {report.training_rows:>10}",
+        f"{'books checked against ground truth':44} {report.books_checked:>10}",
+        f"{'book mismatches (expect 0)':44} {report.book_mismatches:>10}",
+        f"{'gap decisions / in rl_sequence_gaps':44} "
+        f"{f'{report.gap_decisions}/{report.gaps_in_table}':>10}",
+        f"{'training rows inside gap spans (expect 0)':44} {report.rows_in_gap_spans:>10}",
+        f"{'segments read / unreadable':44} "
+        f"{f'{report.segments}/{report.unreadable_segments}':>10}",
+        f"{'sessions ended / recovered / total':44} "
+        f"{f'{report.sessions_ended}/{report.sessions_recovered}/{report.sessions}':>10}",
+        "",
+        "RESULT: " + ("all invariants hold" if report.ok else f"{len(report.failures)} failure(s)"),
+    ]
+    lines += [f"  FAIL {f}" for f in report.failures[:40]]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n")[0])
+    p.add_argument("--seconds", type=float, default=60.0, help="recording time (default 60)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--kill-every", type=float, default=15.0, help="mean seconds between kill -9 (0 = none)"
+    )
+    p.add_argument("--keep", type=Path, default=None, help="work directory to keep (default: tmp)")
+    args = p.parse_args(argv)
+    cfg = SoakConfig(seconds=args.seconds, seed=args.seed, kill_every=args.kill_every)
+    tmp = None
+    work = args.keep
+    if work is None:
+        tmp = tempfile.TemporaryDirectory(prefix="kalshi-soak-")
+        work = Path(tmp.name)
+    try:
+        t = time.monotonic()
+        print(
+            f"soak in {work}: {cfg.seconds:.0f} s, seed {cfg.seed}, kill every ~{cfg.kill_every} s"
+        )
+        run = run_soak(cfg, work, log=print)
+        print(f"recording done ({time.monotonic() - t:.0f} s); materializing ...")
+        materialize(run)
+        report = verify(run)
+        print(render(run, report))
+        print(f"total {time.monotonic() - t:.0f} s")
+        return 0 if report.ok else 1
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
