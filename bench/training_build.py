@@ -2,11 +2,16 @@
 of book reconstruction, design "Targets").
 
 Generates one synthetic session as sealed segments (real ``LOG_SCHEMA``, hive layout, zstd) in a
-temporary directory, then times ``build_training_sets``. Prints deltas/s of reconstruction (the
-replay: sequential loop + vectorised top-N), deltas/s of the whole build (reading, validity,
-sampling, writing included) and rows/s of output.
+temporary directory, then times ``build_training_sets`` twice in the same process, side by side:
+"before" with the previous replay (``book_replay.replay_reference``: a dict + sorted list per
+delta) and "after" with the vectorised ``book_replay.replay``, and checks that both builds wrote
+identical training rows. Prints deltas/s of reconstruction (the replay), deltas/s of the whole
+build (reading, validity, sampling, writing included) and rows/s of output.
 
     .venv/bin/python -m bench.training_build [--deltas 2000000] [--markets 300] [--keep DIR]
+        [--only after|before]
+
+``--keep DIR`` generates into DIR and keeps it; a later run with the same DIR reuses the data.
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from materialize.training import build_training_sets
+from materialize import book_replay, training
+from materialize.training import TrainingSummary
 from schemas.log import LOG_SCHEMA
 
 NS = 1_000_000_000
@@ -149,28 +156,62 @@ def generate(data_dir: Path, n_deltas: int, n_markets: int, seed: int = 1) -> in
     return table.num_rows
 
 
+def _build(root: Path, label: str, middle_every_s: float) -> TrainingSummary:
+    """One timed build into ``root/training-<label>`` with that label's replay."""
+    out = root / f"training-{label}"
+    shutil.rmtree(out, ignore_errors=True)
+    training.replay = book_replay.replay_reference if label == "before" else book_replay.replay
+    try:
+        return training.build_training_sets(root / "data", out, middle_every_s=middle_every_s)
+    finally:
+        training.replay = book_replay.replay
+
+
+def _rows(root: Path, label: str) -> pl.DataFrame:
+    return pl.read_parquet(root / f"training-{label}" / "build=1" / "part-0.parquet")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--deltas", type=int, default=2_000_000)
     ap.add_argument("--markets", type=int, default=300)
     ap.add_argument("--middle-every-s", type=float, default=1.0)
-    ap.add_argument("--keep", type=Path, help="generate into this directory and keep it")
+    ap.add_argument("--keep", type=Path, help="generate into this directory and keep it (reused)")
+    ap.add_argument("--only", choices=["before", "after"], help="run one side only")
     args = ap.parse_args(argv)
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench-training-"))
     try:
-        t = time.perf_counter()
-        records = generate(root / "data", args.deltas, args.markets)
-        print(f"generated {records:,} records ({args.deltas:,} deltas, {args.markets} markets) "
-              f"in {time.perf_counter() - t:.1f} s")  # fmt: skip
-        shutil.rmtree(root / "training", ignore_errors=True)
-        s = build_training_sets(
-            root / "data", root / "training", middle_every_s=args.middle_every_s
-        )
+        stamp = root / "data" / "generated.json"
+        want = {"deltas": args.deltas, "markets": args.markets}
+        if stamp.exists() and orjson.loads(stamp.read_bytes()) == want:
+            print(f"reusing {root / 'data'} ({args.deltas:,} deltas, {args.markets} markets)")
+        else:
+            shutil.rmtree(root / "data", ignore_errors=True)
+            t = time.perf_counter()
+            records = generate(root / "data", args.deltas, args.markets)
+            stamp.write_bytes(orjson.dumps(want))
+            print(f"generated {records:,} records ({args.deltas:,} deltas, {args.markets} "
+                  f"markets) in {time.perf_counter() - t:.1f} s")  # fmt: skip
+        labels = [args.only] if args.only else ["before", "after"]
+        runs = {label: _build(root, label, args.middle_every_s) for label in labels}
+        s = next(iter(runs.values()))
         print(f"included {s.included}, excluded {s.excluded}, rows {s.rows:,}")
-        print(f"reconstruction: {s.deltas_replayed:,} deltas in {s.replay_seconds:.2f} s = "
-              f"{s.deltas_per_s / 1e6:.2f} M deltas/s (target >= 1.0)")  # fmt: skip
-        print(f"whole build:    {s.seconds:.2f} s = {s.deltas_replayed / s.seconds / 1e6:.2f} "
-              f"M deltas/s, {s.rows / s.seconds / 1e3:.0f} k rows/s of output")  # fmt: skip
+        print(f"{'':31}" + "".join(f"{label:>12}" for label in runs))
+        lines = [
+            ("reconstruction  M deltas/s", lambda r: f"{r.deltas_per_s / 1e6:.2f}"),
+            ("reconstruction  s", lambda r: f"{r.replay_seconds:.2f}"),
+            ("whole build     s", lambda r: f"{r.seconds:.2f}"),
+            ("whole build     M deltas/s", lambda r: f"{r.deltas_replayed / r.seconds / 1e6:.2f}"),
+            ("whole build     k rows/s", lambda r: f"{r.rows / r.seconds / 1e3:.0f}"),
+        ]
+        for name, fmt in lines:
+            print(f"{name:31}" + "".join(f"{fmt(r):>12}" for r in runs.values()))
+        print("target: reconstruction >= 1.0 M deltas/s")
+        if len(runs) == 2:
+            same = _rows(root, "before").equals(_rows(root, "after"))
+            print(f"training rows identical before/after: {same}")
+            if not same:
+                raise SystemExit(1)
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)

@@ -1,25 +1,30 @@
 """Order-book reconstruction for training sets: snapshots + deltas in record order -> top-N rows.
 
-Why this shape: a pure-Python loop that also assembled a full top-N row for every update ran at
-~0.3M deltas/s, far from the 1M/s target, and numpy is not a project dependency. So the work is
-split where each tool is fast:
-
-* a **tight loop** (this module's ``_loop``) only does what must be sequential: apply each delta to
-  a ``{price: size}`` dict per side, keep a sorted price list for the alive levels, and record the
-  top-N (prices, sizes, depth) only when the *set* of top-N prices changes (a level appears in or
-  vanishes from the top N, or a snapshot replaces the book). Per event it stores one integer: the
-  level's new size.
-* **polars** rebuilds every row's top-N vectorised: slot prices are forward-filled from the
-  records; an event whose price equals a current slot price sets that slot's size to the event's
-  new size; sizes are forward-filled too. Between two records the slot -> price mapping is fixed,
-  so "last hit, else last record" is exactly the level's current size.
-
 Semantics (protocol notes §9), exact integers throughout (price micro-dollars, size
-centi-contracts): a snapshot replaces the market's book; a delta adds to (side, price); a result of
-0 removes the level; a **negative** result is an impossible state: the book is invalid from there
-until the market's next snapshot (never a row). What counts as valid input (anchored, no gap since
-the anchor, not stale) is decided by the caller and passed in as an action code per event; the
-loop makes "invalid" sticky until the next snapshot.
+centi-contracts): a snapshot replaces the book; a delta adds to (side, price); a result of 0
+removes the level; a **negative** result is an impossible state: the book is invalid from there
+until the next snapshot (never a row). What counts as valid input (anchored, no gap since the
+anchor, not stale) is decided by the caller and passed in as an action code per event;
+"invalid" is sticky until the next snapshot.
+
+How :func:`replay` gets past 1M deltas/s (the previous dict-per-delta loop, kept as
+:func:`replay_reference`, ran at ~0.4M/s): almost everything is a numpy array pass; Python only
+iterates over the few events that change which levels *exist*.
+
+1. **Spans and levels.** Each snapshot opens a span (up to the next snapshot). A *level* is
+   (span, side, price); its entries are the snapshot's size (if any) and the deltas on it. One
+   sort by (level, event index) puts each level's entries together in order; a segmented
+   cumulative sum gives the level's size after every delta.
+2. **Validity.** A span turns invalid at its first ``ACT_INVALID`` event or its first negative
+   level size, whichever comes first; deltas before that point are exactly the applied ones (the
+   sizes before a point do not depend on anything after it).
+3. **Top-N sets.** Only a snapshot or a delta that creates or removes a level can change which
+   levels are in a side's top N. A tight loop over just those events keeps each side's alive level
+   ids sorted (level ids are numbered in price order within a span and side) and records the top-N
+   ids when that set changes.
+4. **Rows.** Every event takes the latest record's level ids per slot; a slot's size is the size
+   at the latest record (looked up in the sorted entries) or, if later, the new size of the
+   latest delta on that level — a forward fill per slot. Depth is a cumulative sum per side.
 """
 
 from __future__ import annotations
@@ -27,8 +32,12 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
+import pyarrow as pa
 
 ACT_SNAPSHOT = 0
 """Replace the book with the snapshot's levels; the book is valid afterwards."""
@@ -44,20 +53,22 @@ ACT_PROBE = 4
 _ABSENT = -1  # sentinel for "no level in this slot" while forward-filling (prices/sizes are > 0)
 
 Levels = dict[int, int]
+I64 = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True, slots=True)
 class ReplayInput:
     """Events of one or more markets, grouped by market and in record order within a market.
 
+    The per-event columns may be sequences or numpy arrays (numpy is the fast path).
     ``snapshots[i]`` holds the (yes, no) levels of event ``i`` when ``act[i] == ACT_SNAPSHOT``.
     Markets need no separator: every valid span starts with that market's own snapshot.
     """
 
-    act: Sequence[int]
-    is_yes: Sequence[bool]
-    price: Sequence[int]
-    delta: Sequence[int]
+    act: Sequence[int] | npt.NDArray[np.integer[Any]]
+    is_yes: Sequence[bool] | npt.NDArray[np.bool_]
+    price: Sequence[int] | npt.NDArray[np.integer[Any]]
+    delta: Sequence[int] | npt.NDArray[np.integer[Any]]
     snapshots: dict[int, tuple[Levels, Levels]]
 
 
@@ -75,6 +86,264 @@ def no_cols(top_n: int) -> list[str]:
     ]
 
 
+def _out_names(top_n: int) -> list[str]:
+    return ["ok", *yes_cols(top_n), "yes_depth", *no_cols(top_n), "no_depth"]
+
+
+def _null_where(values: I64, sizes: I64) -> pa.Array:
+    """``values`` as an Arrow int64 array, null where ``sizes`` is ``_ABSENT`` (no level)."""
+    absent = sizes < 0
+    if not absent.any():
+        return pa.array(values)
+    valid = pa.py_buffer(np.packbits(~absent, bitorder="little"))
+    return pa.Array.from_buffers(pa.int64(), len(values), [valid, pa.py_buffer(values)])
+
+
+def replay(inp: ReplayInput, top_n: int = 5) -> pl.DataFrame:
+    """Reconstruct the book after every event.
+
+    Returns one row per input event, in input order: ``ok`` (the book is valid after this event
+    and the event changed or confirmed it: a row may be emitted here), the top-N levels per side
+    (``yes_bid_price_1..N``, ``yes_bid_size_1..N``, ``no_bid_price_1..N``, ``no_bid_size_1..N``,
+    null where the side has fewer levels) and ``yes_depth``/``no_depth`` (total resting size per
+    side). Values on rows with ``ok`` false are meaningless.
+    """
+    if top_n < 1:
+        raise ValueError(f"top_n must be >= 1, got {top_n}")
+    act = np.asarray(inp.act, dtype=np.int8)
+    is_yes = np.asarray(inp.is_yes, dtype=np.bool_)
+    price = np.asarray(inp.price, dtype=np.int64)
+    delta = np.asarray(inp.delta, dtype=np.int64)
+    n = len(act)
+    ev = np.arange(n, dtype=np.int64)
+
+    # -- spans: span k runs from the k-th snapshot to the next; -1 before the first one.
+    is_snap = act == ACT_SNAPSHOT
+    snap_at = np.flatnonzero(is_snap)
+    n_span = len(snap_at)
+    span = np.cumsum(is_snap, dtype=np.int64) - 1
+
+    # -- entries of levels: snapshot levels (size > 0) first, then every delta inside a span.
+    s_time: list[int] = []
+    s_yes: list[bool] = []
+    s_price: list[int] = []
+    s_size: list[int] = []
+    tot = np.zeros((2, n_span + 1), dtype=np.int64)  # [yes, no] depth right after each snapshot
+    for k, i in enumerate(snap_at.tolist()):
+        for side, lv in enumerate(inp.snapshots[i]):
+            for p, s in lv.items():
+                if s > 0:
+                    s_time.append(i)
+                    s_yes.append(side == 0)
+                    s_price.append(p)
+                    s_size.append(s)
+                    tot[side, k] += s
+    n_s = len(s_time)
+    d_at = np.flatnonzero((act == ACT_DELTA) & (span >= 0))
+    e_time = np.concatenate([np.array(s_time, dtype=np.int64), d_at])
+    e_yes = np.concatenate([np.array(s_yes, dtype=np.bool_), is_yes[d_at]])
+    e_price = np.concatenate([np.array(s_price, dtype=np.int64), price[d_at]])
+    e_val = np.concatenate([np.array(s_size, dtype=np.int64), delta[d_at]])
+    e_group = span[e_time] * 2 + ~e_yes  # (span, side); yes before no (any fixed order works)
+
+    # -- one sort by (span, side, price, time): dense price ranks keep the key in 64 bits.
+    if len(e_price) and int(e_price.min()) >= 0 and int(e_price.max()) < 1 << 22:
+        present = np.bincount(e_price) > 0
+        n_prices = int(present.sum())
+        e_prank = (np.cumsum(present, dtype=np.int64) - 1)[e_price]
+    else:
+        uniq, inverse = np.unique(e_price, return_inverse=True)
+        n_prices = len(uniq)
+        e_prank = inverse.astype(np.int64).reshape(-1)
+    if (2 * n_span + 2) * (n_prices + 1) * (n + 1) < 1 << 62:
+        # Unique keys (distinct times per level), so an unstable sort is exact; the input is
+        # grouped by market, so the key is nearly sorted at the top and the sort is cheap.
+        order = np.argsort((e_group * n_prices + e_prank) * (n + 1) + e_time)
+    else:  # pragma: no cover - needs ~1e18 (span, side, price, event) combinations
+        order = np.lexsort((e_time, e_prank, e_group))
+    o_key = (e_group * n_prices + e_prank)[order]
+    o_time = e_time[order]
+    o_val = e_val[order]
+    first = np.ones(len(order), dtype=np.bool_)
+    first[1:] = o_key[1:] != o_key[:-1]
+    o_level = np.cumsum(first, dtype=np.int64) - 1  # level ids: price order within (span, side)
+    level_price = e_price[order][first]
+    csum = np.cumsum(o_val)
+    o_size = csum - (csum - o_val)[first][o_level]  # level size after each entry
+
+    # -- validity: a span is bad from its first ACT_INVALID or first negative size.
+    bad_from = np.full(n_span + 1, n, dtype=np.int64)
+    bad_from[n_span] = -1  # index -1: events before the first snapshot are never valid
+    neg = o_size < 0
+    if neg.any():
+        np.minimum.at(bad_from, span[o_time[neg]], o_time[neg])
+    inv_at = np.flatnonzero((act == ACT_INVALID) & (span >= 0))
+    if len(inv_at):
+        np.minimum.at(bad_from, span[inv_at], inv_at)
+    valid = ev < bad_from[span]
+    ok = valid & ((act == ACT_SNAPSHOT) | (act == ACT_DELTA) | (act == ACT_PROBE))
+    applied = valid & (act == ACT_DELTA)
+
+    # -- per event: the delta's level and new size (back from sorted order).
+    e_size = np.empty_like(o_size)
+    e_size[order] = o_size
+    e_level = np.empty_like(o_level)
+    e_level[order] = o_level
+    new_size = np.zeros(n, dtype=np.int64)
+    new_size[d_at] = e_size[n_s:]
+    level = np.full(n, -1, dtype=np.int64)
+    level[d_at] = e_level[n_s:]
+    old_size = new_size - delta
+    created = applied & (old_size == 0) & (new_size > 0)
+    removed = applied & (old_size > 0) & (new_size == 0)
+
+    # -- levels by group (span, side); a level's rank from the top of its group.
+    level_group = e_group[order][first]
+    group_count = np.bincount(level_group, minlength=2 * n_span + 2)
+    group_start = np.cumsum(group_count) - group_count
+    from_top = group_start[level_group] + group_count[level_group] - 1 - np.arange(len(level_price))
+    s_level = e_level[:n_s]
+    s_row = np.searchsorted(snap_at, e_time[:n_s])  # span of each snapshot entry
+    entry_key = o_level * (n + 1) + o_time  # ascending: (level, event) of each sorted entry
+    level_price_x = np.append(level_price, np.int64(_ABSENT))  # index -1: no level
+
+    cols: dict[str, pa.Array] = {"ok": pa.array(ok)}
+    for side, name in ((0, "yes"), (1, "no")):
+        on_side = is_yes if side == 0 else ~is_yes
+        side_hit = applied & on_side
+        # top N after every event that changes which levels of this side exist
+        c_at = np.flatnonzero(is_snap | ((created | removed) & on_side))
+        c_group = span[c_at] * 2 + side
+        c_snap = is_snap[c_at]
+        s_mine = e_yes[:n_s] == (side == 0)
+        top = _top_levels(
+            c_snap,
+            np.append(from_top, 0)[level[c_at]],  # index -1 (snapshots): unused
+            group_start[c_group] + group_count[c_group] - 1,
+            (group_count[c_group] + 63) // 64,
+            np.searchsorted(c_at, snap_at[s_row[s_mine]]),
+            from_top[s_level[s_mine]],
+            top_n,
+        )
+        # records: where the top-N set differs from the previous change's; a cell needs the
+        # level's size looked up where its level differs from the previous record's (a level
+        # that stays in its slot between records has every delta on it hit that slot)
+        keep = c_snap.copy()
+        keep[1:] |= (top[1:] != top[:-1]).any(axis=1)
+        rec_top = top[keep].T.copy()  # slot x record
+        rec_ev = c_at[keep]
+        rec_snap = c_snap[keep]
+        fresh = np.ones(rec_top.shape, dtype=np.bool_)
+        fresh[:, 1:] = (rec_top[:, 1:] != rec_top[:, :-1]) | rec_snap[1:]
+        look = fresh & (rec_top >= 0)
+        rec_size = np.full(rec_top.shape, _ABSENT, dtype=np.int64)
+        at = np.broadcast_to(rec_ev, rec_top.shape)[look]
+        found = np.searchsorted(entry_key, rec_top[look] * (n + 1) + at, side="right")
+        rec_size[look] = o_size[found - 1]
+        # every event of this side (snapshots, applied deltas): the slot's size is the one at
+        # the latest fresh record cell or hit on the slot's level, whichever is later
+        on = is_snap | side_hit
+        e_at = np.flatnonzero(on)
+        m = len(e_at)
+        e_rec = np.searchsorted(e_at, rec_ev)  # records are events of this side
+        e_row = np.zeros(m, dtype=np.int64)
+        e_row[e_rec[1:]] = 1
+        np.cumsum(e_row, out=e_row)
+        e_level = level[e_at]
+        e_new = new_size[e_at]
+        e_idx = np.arange(m, dtype=np.int64)
+        row = np.zeros(n, dtype=np.int64)  # record row per event; row -1: "none yet"
+        row[rec_ev[1:]] = 1
+        np.cumsum(row, out=row)
+        row[: rec_ev[0] if len(rec_ev) else n] = -1
+        pos = np.cumsum(on) - 1  # latest event of this side at or before each event
+        prices = np.append(level_price_x[rec_top], np.full((top_n, 1), _ABSENT), axis=1)
+        sizes: list[I64] = []
+        for j in range(top_n):
+            slot = rec_top[j][e_row]
+            mark = slot == e_level
+            mark[e_rec] = fresh[j]
+            last = np.where(mark, e_idx, np.int64(-1))
+            np.maximum.accumulate(last, out=last)
+            val = e_new.copy()
+            val[e_rec] = rec_size[j]
+            # every side event has a mark at or before it (its span's snapshot); index -1 of
+            # the second gather: before any event of this side
+            sizes.append(np.append(val[last], np.int64(_ABSENT))[pos])
+        for j in range(top_n):
+            cols[f"{name}_bid_price_{j + 1}"] = _null_where(prices[j][row], sizes[j])
+        for j in range(top_n):
+            cols[f"{name}_bid_size_{j + 1}"] = _null_where(sizes[j], sizes[j])
+        flow = np.cumsum(np.where(side_hit, delta, 0))
+        base = np.append(flow[snap_at], 0)  # index -1: before the first snapshot
+        cols[f"{name}_depth"] = pa.array(flow - base[span] + tot[side][span])
+    return pl.from_arrow(pa.table(cols)).select(_out_names(top_n))  # type: ignore[union-attr]
+
+
+def _top_levels(
+    c_snap: npt.NDArray[np.bool_],
+    c_rank: I64,
+    c_top: I64,
+    c_words: I64,
+    s_change: I64,
+    s_rank: I64,
+    top_n: int,
+) -> I64:
+    """Top-N level ids of one side after each of its level-set changes, best first (-1: none).
+
+    Changes are a snapshot (whose levels are ``s_rank`` at change ``s_change``) or a level of
+    rank ``c_rank`` (0 = highest price of its group) appearing or vanishing. Each group's alive
+    set is a bitmask over ranks, 64 ranks per word (``c_words`` per change's group): appearing
+    and vanishing both flip a bit, so the mask after a change is a running XOR from the span's
+    snapshot. The top N are the lowest set bits; rank r maps back to level ``c_top - r``.
+    """
+    m = len(c_snap)
+    top = np.full((m, top_n), -1, dtype=np.int64)
+    if not m:
+        return top
+    count = np.zeros(m, dtype=np.int64)
+    start = np.maximum.accumulate(np.where(c_snap, np.arange(m), 0))  # first change is a snapshot
+    one = np.uint64(1)
+    for w in range(int(c_words.max())):
+        flip = np.zeros(m, dtype=np.uint64)
+        sel = ~c_snap & (c_rank >> 6 == w)
+        flip[sel] = one << (c_rank[sel] & 63).astype(np.uint64)
+        ssel = s_rank >> 6 == w
+        np.bitwise_or.at(flip, s_change[ssel], one << (s_rank[ssel] & 63).astype(np.uint64))
+        run = np.bitwise_xor.accumulate(flip)
+        rows = np.flatnonzero((c_words > w) & (count < top_n))
+        mask = (run ^ np.append(np.uint64(0), run)[start])[rows]
+        for _ in range(top_n):
+            low = mask & (~mask + one)  # lowest set bit
+            take = (low != 0) & (count[rows] < top_n)
+            if not take.any():
+                break
+            r = rows[take]
+            rank = np.frexp(low[take].astype(np.float64))[1].astype(np.int64) - 1 + 64 * w
+            top[r, count[r]] = c_top[r] - rank
+            count[r] += 1
+            mask ^= low
+    return top
+
+
+# ------------------------------------------------------------------ reference implementation
+# The previous implementation (0.3-0.5M deltas/s), kept verbatim as the oracle for the equivalence
+# test and the before/after comparison in bench/training_build.py.
+
+
+def _as_lists(inp: ReplayInput) -> ReplayInput:
+    def lst(v: Any) -> list[Any]:
+        return v.tolist() if isinstance(v, np.ndarray) else list(v)
+
+    return ReplayInput(
+        act=lst(inp.act),
+        is_yes=lst(inp.is_yes),
+        price=lst(inp.price),
+        delta=lst(inp.delta),
+        snapshots=inp.snapshots,
+    )
+
+
 @dataclass(slots=True)
 class _Records:
     """Top-N of one side captured when its price set changed, at event ``idx``."""
@@ -85,7 +354,7 @@ class _Records:
     depth: list[int]
 
 
-def _loop(
+def _loop_reference(
     inp: ReplayInput, top_n: int
 ) -> tuple[bytearray, list[int], list[int], _Records, _Records]:
     """The sequential part. Returns (ok, new level size, side depth, yes records, no records)."""
@@ -232,8 +501,9 @@ def _side_frame(n: int, rec: _Records, top_n: int, prefix: str) -> dict[str, pl.
     return cols
 
 
-def replay(inp: ReplayInput, top_n: int = 5) -> pl.DataFrame:
-    """Reconstruct the book after every event.
+def replay_reference(inp: ReplayInput, top_n: int = 5) -> pl.DataFrame:
+    """The previous implementation of :func:`replay` (dict + sorted list per delta, polars
+    forward fill), kept as the reference for tests and ``bench/training_build.py``.
 
     Returns one row per input event, in input order: ``ok`` (the book is valid after this event
     and the event changed or confirmed it: a row may be emitted here), the top-N levels per side
@@ -243,8 +513,9 @@ def replay(inp: ReplayInput, top_n: int = 5) -> pl.DataFrame:
     """
     if top_n < 1:
         raise ValueError(f"top_n must be >= 1, got {top_n}")
+    inp = _as_lists(inp)
     n = len(inp.act)
-    ok, new_size, depth, yrec, nrec = _loop(inp, top_n)
+    ok, new_size, depth, yrec, nrec = _loop_reference(inp, top_n)
     base = pl.DataFrame(
         {
             "ok": pl.Series(values=ok, dtype=pl.UInt8).cast(pl.Boolean),

@@ -715,10 +715,10 @@ def build(data_dir: Path, out_dir: Path, policy: TrainingPolicy) -> TrainingSumm
             t0 = time.perf_counter()
             book = replay(
                 ReplayInput(
-                    act=ev["act"].to_list(),
-                    is_yes=(ev["side"] == "yes").fill_null(False).to_list(),
-                    price=ev["price"].fill_null(0).to_list(),
-                    delta=ev["delta"].fill_null(0).to_list(),
+                    act=ev["act"].to_numpy(),
+                    is_yes=(ev["side"] == "yes").fill_null(False).to_numpy(),
+                    price=ev["price"].fill_null(0).to_numpy(),
+                    delta=ev["delta"].fill_null(0).to_numpy(),
                     snapshots=snaps,
                 ),
                 policy.top_n,
