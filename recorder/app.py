@@ -83,7 +83,7 @@ class Recorder:
         self.settings = settings
         self.signer = signer
         self.session_id = new_session_id()
-        self.metrics = Metrics()
+        self.metrics = Metrics(lambda: (self.log.frames_in, self.log.malformed))
         self.writer = SegmentWriter(
             settings.data_dir,
             self.session_id,

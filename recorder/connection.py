@@ -21,9 +21,10 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from recorder import protocol
+from recorder import subscriptions as sm
 from recorder.auth import WS_PATH, Signer
 from recorder.book import OrderBook
-from recorder.sequence import SeqTracker
+from recorder.sequence import OK, SeqTracker, SeqVerdict
 from recorder.subscriptions import Command, SubscriptionManager
 from schemas.log import Decision
 
@@ -35,6 +36,21 @@ log = logging.getLogger("recorder.connection")
 LIFECYCLE_CHANNEL = "market_lifecycle_v2"
 LIFECYCLE_TYPES = frozenset({"market_lifecycle_v2", "multivariate_market_lifecycle"})
 TERMINAL_SID_ERRORS = frozenset({10, 17, 25})
+COMMAND_BURST = 10
+"""Commands that may go out back to back before pacing starts (see ``send_commands``)."""
+_PRIORITY = {
+    sm.PURPOSE_LIFECYCLE: 0,
+    sm.PURPOSE_JOIN: 1,
+    sm.PURPOSE_RESYNC: 2,
+    sm.PURPOSE_RESUBSCRIBE: 3,
+}
+READER_YIELD_EVERY = 256
+"""websockets' ``recv()`` does not yield while frames are queued; without an explicit yield the
+reader would work through a whole read chunk before the command planner gets a turn."""
+RECV_QUEUE_FRAMES = 8192
+"""Frames websockets may parse ahead of the reader. Bounded, so a recorder slower than the feed
+pushes back on TCP (and the exchange reports overflow, error 25) instead of growing memory and
+stamping frames late."""
 
 
 class AuthRejected(Exception):
@@ -60,6 +76,7 @@ class BookConnection:
         )
         self.books: dict[str, OrderBook] = {}
         self.anchored: set[str] = set()
+        self.crossed: set[str] = set()
         self.resyncing: set[str] = set()
         self._next_id = 0
         self._dirty = asyncio.Event()
@@ -68,6 +85,8 @@ class BookConnection:
         self.reconnects = 0
         self.gaps = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._tokens = float(COMMAND_BURST)
+        self._refill = time.monotonic()
 
     # ----------------------------------------------------------------- helpers
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -107,11 +126,21 @@ class BookConnection:
         await ws.send(raw.decode())
 
     async def send_commands(self, cmds: list[Command]) -> None:
-        pace = self.rec.settings.min_command_interval_s
-        for c in cmds:
+        """Send in priority order (lifecycle, joins, resyncs, then the rest), paced by a token
+        bucket: a burst of ``COMMAND_BURST`` goes out at once, then one per
+        ``min_command_interval_s`` — peers saw bursts of thousands of commands kill connections,
+        while a fixed sleep after every command delayed joins by a whole batch."""
+        interval = self.rec.settings.min_command_interval_s
+        for c in sorted(cmds, key=lambda c: _PRIORITY.get(c.purpose, 9)):
+            if interval:
+                now = time.monotonic()
+                self._tokens = min(COMMAND_BURST, self._tokens + (now - self._refill) / interval)
+                self._refill = now
+                if self._tokens < 1:
+                    await asyncio.sleep((1 - self._tokens) * interval)
+                    self._tokens, self._refill = 1.0, time.monotonic()
+                self._tokens -= 1
             await self.send(c.cmd, c.cmd_id, c.message().get("params"), c.sid)
-            if pace:
-                await asyncio.sleep(pace)
 
     # ----------------------------------------------------------------- run loop
     async def run(self, stop: asyncio.Event) -> None:
@@ -169,7 +198,7 @@ class BookConnection:
                 ping_interval=s.ping_interval_s,
                 ping_timeout=s.ping_timeout_s,
                 max_size=None,
-                max_queue=None,
+                max_queue=RECV_QUEUE_FRAMES,
                 compression=None,
                 open_timeout=15,
             )
@@ -251,7 +280,7 @@ class BookConnection:
         parse = protocol.parse_frame
         index = self.index
         on_delta = self._on_delta
-        metrics_frames = rec.metrics.frames
+        n = 0
         while not stop.is_set():
             raw = await ws.recv(decode=False)
             now = time.time_ns()
@@ -259,18 +288,18 @@ class BookConnection:
                 raw = raw.encode()
             f = parse(raw)
             slog.frame_in(index, self.epoch, raw, f, now)
-            metrics_frames.inc()
-            t = f.msg_type
-            if t == "orderbook_delta" and not f.malformed:
+            if f.msg_type == "orderbook_delta" and not f.malformed:
                 on_delta(f)
             else:
                 self._dispatch(f, now)
+            n += 1
+            if n % READER_YIELD_EVERY == 0:
+                await asyncio.sleep(0)
 
     def _dispatch(self, f: protocol.Frame, now_ns: int) -> None:
         t = f.msg_type
         if f.malformed:
-            self.rec.metrics.malformed.inc()
-            return
+            return  # kept verbatim and counted by the session log
         if t == "orderbook_snapshot":
             self._on_snapshot(f)
         elif t in LIFECYCLE_TYPES:
@@ -307,8 +336,6 @@ class BookConnection:
         # every other type (event_lifecycle, event_fee_update, ticker, unknown) is recorded only
 
     def _handle_events(self, events: list[Any]) -> None:
-        from recorder import subscriptions as sm
-
         for ev in events:
             if isinstance(ev, sm.SidAssigned):
                 self.rec.log.decide(
@@ -343,6 +370,11 @@ class BookConnection:
         if sid is None or seq is None:
             return
         v = self.seq.on_data(sid, seq)
+        if v is not OK:
+            self._seq_verdict(sid, v)
+
+    def _seq_verdict(self, sid: int, v: SeqVerdict) -> None:
+        """The rare path of a seq check: first frame, gap, or stale."""
         if v.is_gap:
             self.gaps += 1
             self.rec.metrics.gaps.inc()
@@ -423,21 +455,32 @@ class BookConnection:
             self._anomaly(ticker, f.sid, "crossed_book", "snapshot crossed")
 
     def _on_delta(self, f: protocol.Frame) -> None:
-        self._check_seq(f)
+        """The hot path (most frames): seq check, then apply to the book if it is anchored."""
+        sid, seq = f.sid, f.seq
+        if sid is not None and seq is not None:
+            v = self.seq.on_data(sid, seq)
+            if v is not OK:
+                self._seq_verdict(sid, v)
         ticker = f.market_ticker
         if ticker is None or ticker not in self.anchored:
             if ticker is not None and ticker in self.books and ticker not in self.resyncing:
-                self._anomaly(ticker, f.sid, "delta_before_snapshot", f"seq {f.seq}")
+                self._anomaly(ticker, sid, "delta_before_snapshot", f"seq {seq}")
             return
-        if f.side is None or f.price is None or f.delta is None:
-            return
-        problem = self.books[ticker].apply_delta(f.side, f.price, f.delta)
+        side, price, delta = f.side, f.price, f.delta
+        if side is None or price is None or delta is None:
+            return  # inexact or missing typed value: kept raw, noted by the parser
+        book = self.books[ticker]
+        problem = book.apply_delta(side, price, delta)
         if problem is not None:
-            self._anomaly(ticker, f.sid, problem, f"seq {f.seq}")
-            if f.sid is not None:
-                self._resync(f.sid, [ticker], reason="get_snapshot")
-        elif self.books[ticker].crossed():
-            self._anomaly(ticker, f.sid, "crossed_book", f"seq {f.seq}")
+            self._anomaly(ticker, sid, problem, f"seq {seq}")
+            if sid is not None:
+                self._resync(sid, [ticker], reason="get_snapshot")
+        elif book.crossed():
+            if ticker not in self.crossed:  # once per episode, not once per delta
+                self.crossed.add(ticker)
+                self._anomaly(ticker, sid, "crossed_book", f"seq {seq}")
+        elif ticker in self.crossed:
+            self.crossed.discard(ticker)
 
     def _anomaly(self, ticker: str, sid: int | None, what: str, detail: str) -> None:
         self.rec.metrics.anomalies.inc()

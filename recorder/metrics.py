@@ -9,22 +9,38 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Metric, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+
+class _LogCounters(Collector):
+    """Per-frame counters read from the session log at scrape time: a prometheus ``Counter``
+    takes a lock on every ``inc()``, too much for the per-frame hot path."""
+
+    def __init__(self, source: Callable[[], tuple[int, int]]) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        frames, malformed = self.source()
+        yield CounterMetricFamily(
+            "recorder_frames_received", "Frames received from the exchange", value=frames
+        )
+        yield CounterMetricFamily(
+            "recorder_frames_malformed",
+            "Frames that did not parse (kept verbatim)",
+            value=malformed,
+        )
 
 
 class Metrics:
-    """The recorder's metrics (documented one by one in the README's monitoring section)."""
+    """The recorder's metrics (documented one by one in deploy/RUNBOOK.md)."""
 
-    def __init__(self) -> None:
+    def __init__(self, log_counts: Callable[[], tuple[int, int]] = lambda: (0, 0)) -> None:
         r = self.registry = CollectorRegistry()
-        self.frames = Counter(
-            "recorder_frames_received", "Frames received from the exchange", registry=r
-        )
-        self.malformed = Counter(
-            "recorder_frames_malformed", "Frames that did not parse (kept verbatim)", registry=r
-        )
+        r.register(_LogCounters(log_counts))
         self.lifecycle = Counter(
             "recorder_lifecycle_events", "market_lifecycle_v2 events received", registry=r
         )
