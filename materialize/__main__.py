@@ -9,7 +9,8 @@ the training sets and the data-quality report. Prints a summary table at the end
 Exit status (for cron / systemd ``SuccessExitStatus`` and alerting):
 
 * ``0``  everything found was loaded (or already loaded) and the later steps succeeded;
-* ``2``  the database is unreachable, cannot be opened, or went away mid-run: nothing partial
+* ``2``  the database (or the ``--from-url`` bucket) is unreachable, cannot be opened, or went
+  away mid-run: nothing partial
   (the segment in flight was rolled back; the one-line message never shows a password);
 * ``3``  at least one segment was skipped (unreadable, unknown schema version, rejected by the
   database); it is listed with its path and reason, all the others were loaded;
@@ -62,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--quarantine",
         action="store_true",
         help="move skipped segments to DATA/quarantine/ (default: leave them and report)",
+    )
+    p.add_argument(
+        "--from-url",
+        metavar="URL",
+        default=None,
+        help="first mirror the sealed segments of a bucket (s3://bucket/prefix, see "
+        "materialize.objectstore) into --data-dir, then load them",
     )
     p.add_argument("--no-training", action="store_true", help="load only")
     # Training knobs default to None so materialize.training's documented defaults apply (one
@@ -159,6 +167,15 @@ def main(argv: list[str] | None = None) -> int:
     data_dir: Path = args.data_dir
     dsn: str | None = args.pg if args.pg is not None else os.environ.get("DATABASE_URL")
     duck = args.duckdb or data_dir / "warehouse.duckdb"
+    if args.from_url:
+        from materialize.objectstore import fetch, redact_url
+
+        try:
+            got = fetch(args.from_url, data_dir)
+        except (OSError, ValueError) as exc:
+            print(f"materialize: cannot read {redact_url(args.from_url)}: {exc}", file=sys.stderr)
+            return EXIT_DATABASE
+        print(f"materialize: fetched {len(got)} new segment(s) from {redact_url(args.from_url)}")
     if not (data_dir / "segments").is_dir():
         print(
             f"materialize: no segments directory under {data_dir} (nothing sealed yet?)",

@@ -144,6 +144,21 @@ def test_materialize_loads_what_was_fetched_from_the_bucket(tmp_path: Path, url:
     assert counts(dst) == counts(src)
 
 
+def test_materialize_cli_reads_a_bucket(tmp_path: Path, url: str) -> None:
+    from materialize.__main__ import main
+
+    src, dst = tmp_path / "vm", tmp_path / "analyst"
+    build_scenario(src)
+    ship(src, url)
+    assert main(["--data-dir", str(dst), "--from-url", url, "--no-training"]) == 0
+    t = DuckDBTarget(dst / "warehouse.duckdb")
+    try:
+        loaded = t.con.execute("SELECT count(*) FROM rl_loaded_segments").fetchone()
+    finally:
+        t.close()
+    assert loaded == (len(relpaths(src)),)
+
+
 def test_compacted_file_supersedes_shipped_originals(tmp_path: Path, url: str) -> None:
     build_scenario(tmp_path)
     ship(tmp_path, url)  # the three small originals of session A go up first
