@@ -117,6 +117,9 @@ async def _run(settings: Settings, signer: Any, report: Any) -> RunSummary:
 
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    # The event loop shares the GIL with the writer threads; a shorter switch interval (default
+    # 5 ms) bounds how long a writer thread can keep the reader and the command planner waiting.
+    sys.setswitchinterval(0.0005)
     t = time.monotonic()
     code = run()
     logging.getLogger("recorder").debug("exit %d after %.1fs", code, time.monotonic() - t)
