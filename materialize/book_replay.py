@@ -8,23 +8,27 @@ anchor, not stale) is decided by the caller and passed in as an action code per 
 "invalid" is sticky until the next snapshot.
 
 How :func:`replay` gets past 1M deltas/s (the previous dict-per-delta loop, kept as
-:func:`replay_reference`, ran at ~0.4M/s): almost everything is a numpy array pass; Python only
-iterates over the few events that change which levels *exist*.
+:func:`replay_reference` for tests and the benchmark, ran at ~0.4M/s): everything is a numpy
+array pass (numpy, not polars, because the steps below need scatters, segmented scans and bit
+operations); there is no Python loop over events.
 
 1. **Spans and levels.** Each snapshot opens a span (up to the next snapshot). A *level* is
    (span, side, price); its entries are the snapshot's size (if any) and the deltas on it. One
-   sort by (level, event index) puts each level's entries together in order; a segmented
-   cumulative sum gives the level's size after every delta.
+   sort by (level, event) puts each level's entries together in order; a segmented cumulative
+   sum gives the level's size after every delta. Level ids number levels in price order within
+   their (span, side) group.
 2. **Validity.** A span turns invalid at its first ``ACT_INVALID`` event or its first negative
    level size, whichever comes first; deltas before that point are exactly the applied ones (the
    sizes before a point do not depend on anything after it).
 3. **Top-N sets.** Only a snapshot or a delta that creates or removes a level can change which
-   levels are in a side's top N. A tight loop over just those events keeps each side's alive level
-   ids sorted (level ids are numbered in price order within a span and side) and records the top-N
-   ids when that set changes.
-4. **Rows.** Every event takes the latest record's level ids per slot; a slot's size is the size
-   at the latest record (looked up in the sorted entries) or, if later, the new size of the
-   latest delta on that level — a forward fill per slot. Depth is a cumulative sum per side.
+   levels are in a side's top N. Over just those events, each group's set of alive levels is a
+   bitmask over its price ranks (a running XOR: creating and removing both flip a bit), and the
+   top N are its N lowest set bits (ranks counted from the best price). Where that set differs
+   from the previous one, it is a *record*.
+4. **Rows.** Every event takes the latest record's level per slot; a slot's size is the size at
+   the latest record (looked up in the sorted entries, only where the slot's level changed) or,
+   if later, the new size of the latest delta on that level — a forward fill per slot. Depth is
+   a running sum per side, reset at snapshots.
 """
 
 from __future__ import annotations
@@ -90,13 +94,18 @@ def _out_names(top_n: int) -> list[str]:
     return ["ok", *yes_cols(top_n), "yes_depth", *no_cols(top_n), "no_depth"]
 
 
-def _null_where(values: I64, sizes: I64) -> pa.Array:
-    """``values`` as an Arrow int64 array, null where ``sizes`` is ``_ABSENT`` (no level)."""
-    absent = sizes < 0
-    if not absent.any():
+def _null_where(values: I64, sizes: I64, gaps: bool, before: int) -> pa.Array:
+    """``values`` as an Arrow int64 array, null where ``sizes`` is ``_ABSENT`` (no level): only
+    the first ``before`` rows unless ``gaps`` (the slot is empty in some record)."""
+    if gaps:
+        valid = sizes >= 0
+    elif before:
+        valid = np.ones(len(values), dtype=np.bool_)
+        valid[:before] = False
+    else:
         return pa.array(values)
-    valid = pa.py_buffer(np.packbits(~absent, bitorder="little"))
-    return pa.Array.from_buffers(pa.int64(), len(values), [valid, pa.py_buffer(values)])
+    bits = pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(pa.int64(), len(values), [bits, pa.py_buffer(values)])
 
 
 def replay(inp: ReplayInput, top_n: int = 5) -> pl.DataFrame:
@@ -115,7 +124,6 @@ def replay(inp: ReplayInput, top_n: int = 5) -> pl.DataFrame:
     price = np.asarray(inp.price, dtype=np.int64)
     delta = np.asarray(inp.delta, dtype=np.int64)
     n = len(act)
-    ev = np.arange(n, dtype=np.int64)
 
     # -- spans: span k runs from the k-th snapshot to the next; -1 before the first one.
     is_snap = act == ACT_SNAPSHOT
@@ -145,6 +153,8 @@ def replay(inp: ReplayInput, top_n: int = 5) -> pl.DataFrame:
     e_price = np.concatenate([np.array(s_price, dtype=np.int64), price[d_at]])
     e_val = np.concatenate([np.array(s_size, dtype=np.int64), delta[d_at]])
     e_group = span[e_time] * 2 + ~e_yes  # (span, side); yes before no (any fixed order works)
+    s_time_at, s_yes_at = e_time[:n_s].copy(), e_yes[:n_s].copy()
+    del e_yes
 
     # -- one sort by (span, side, price, time): dense price ranks keep the key in 64 bits.
     if len(e_price) and int(e_price.min()) >= 0 and int(e_price.max()) < 1 << 22:
@@ -155,56 +165,71 @@ def replay(inp: ReplayInput, top_n: int = 5) -> pl.DataFrame:
         uniq, inverse = np.unique(e_price, return_inverse=True)
         n_prices = len(uniq)
         e_prank = inverse.astype(np.int64).reshape(-1)
-    if (2 * n_span + 2) * (n_prices + 1) * (n + 1) < 1 << 62:
-        # Unique keys (distinct times per level), so an unstable sort is exact; the input is
-        # grouped by market, so the key is nearly sorted at the top and the sort is cheap.
-        order = np.argsort((e_group * n_prices + e_prank) * (n + 1) + e_time)
-    else:  # pragma: no cover - needs ~1e18 (span, side, price, event) combinations
-        order = np.lexsort((e_time, e_prank, e_group))
-    o_key = (e_group * n_prices + e_prank)[order]
-    o_time = e_time[order]
-    o_val = e_val[order]
+    # The key packs (level key, entry index); within a level, entry order is event order
+    # (snapshot entries come first and precede their span's deltas). Keys are unique, so a plain
+    # sort is exact; the input is grouped by market, so it is nearly sorted at the top.
+    n_e = len(e_time)
+    shift = max(n_e.bit_length(), 1)
+    if ((2 * n_span + 2) * max(n_prices, 1)) << shift >= 1 << 62:  # pragma: no cover
+        raise ValueError("too many (span, side, price) levels for a 64-bit sort key")
+    e_group *= n_prices
+    e_group += e_prank
+    e_group <<= shift
+    e_group |= np.arange(n_e)
+    sorted_key = np.sort(e_group)
+    del e_group, e_prank  # (arrays are dropped as soon as they are done with: less memory)
+    order = sorted_key & ((1 << shift) - 1)
+    o_key = sorted_key >> shift
     first = np.ones(len(order), dtype=np.bool_)
     first[1:] = o_key[1:] != o_key[:-1]
-    o_level = np.cumsum(first, dtype=np.int64) - 1  # level ids: price order within (span, side)
-    level_price = e_price[order][first]
-    csum = np.cumsum(o_val)
-    o_size = csum - (csum - o_val)[first][o_level]  # level size after each entry
+    level_key = o_key[first]
+    del o_key
+    o_level = np.cumsum(first, dtype=np.int64)
+    o_level -= 1  # level ids: price order within (span, side)
+    level_price = e_price[order[first]]
+    o_val = e_val[order]
+    del e_price, e_val
+    o_size = np.cumsum(o_val)
+    o_size -= (o_size[first] - o_val[first])[o_level]  # level size after each entry
+    del o_val
 
     # -- validity: a span is bad from its first ACT_INVALID or first negative size.
     bad_from = np.full(n_span + 1, n, dtype=np.int64)
     bad_from[n_span] = -1  # index -1: events before the first snapshot are never valid
     neg = o_size < 0
     if neg.any():
-        np.minimum.at(bad_from, span[o_time[neg]], o_time[neg])
+        neg_at = e_time[order[neg]]
+        np.minimum.at(bad_from, span[neg_at], neg_at)
+    del e_time
     inv_at = np.flatnonzero((act == ACT_INVALID) & (span >= 0))
     if len(inv_at):
         np.minimum.at(bad_from, span[inv_at], inv_at)
-    valid = ev < bad_from[span]
+    valid = bad_from[span] > np.arange(n)
     ok = valid & ((act == ACT_SNAPSHOT) | (act == ACT_DELTA) | (act == ACT_PROBE))
     applied = valid & (act == ACT_DELTA)
+    del valid
 
     # -- per event: the delta's level and new size (back from sorted order).
-    e_size = np.empty_like(o_size)
-    e_size[order] = o_size
-    e_level = np.empty_like(o_level)
-    e_level[order] = o_level
+    e_buf = np.empty_like(o_size)
+    e_buf[order] = o_size
     new_size = np.zeros(n, dtype=np.int64)
-    new_size[d_at] = e_size[n_s:]
+    new_size[d_at] = e_buf[n_s:]
+    e_buf[order] = o_level
+    del order, o_level
     level = np.full(n, -1, dtype=np.int64)
-    level[d_at] = e_level[n_s:]
-    old_size = new_size - delta
-    created = applied & (old_size == 0) & (new_size > 0)
-    removed = applied & (old_size > 0) & (new_size == 0)
+    level[d_at] = e_buf[n_s:]
+    s_level = e_buf[:n_s].copy()
+    del e_buf
+    # (for applied deltas, sizes never go below 0: old size 0 <=> new size == delta)
+    created = applied & (new_size == delta) & (delta > 0)
+    removed = applied & (new_size == 0) & (delta < 0)
 
     # -- levels by group (span, side); a level's rank from the top of its group.
-    level_group = e_group[order][first]
+    level_group = level_key // max(n_prices, 1)
     group_count = np.bincount(level_group, minlength=2 * n_span + 2)
     group_start = np.cumsum(group_count) - group_count
     from_top = group_start[level_group] + group_count[level_group] - 1 - np.arange(len(level_price))
-    s_level = e_level[:n_s]
-    s_row = np.searchsorted(snap_at, e_time[:n_s])  # span of each snapshot entry
-    entry_key = o_level * (n + 1) + o_time  # ascending: (level, event) of each sorted entry
+    s_row = np.searchsorted(snap_at, s_time_at)  # span of each snapshot entry
     level_price_x = np.append(level_price, np.int64(_ABSENT))  # index -1: no level
 
     cols: dict[str, pa.Array] = {"ok": pa.array(ok)}
@@ -215,7 +240,7 @@ def replay(inp: ReplayInput, top_n: int = 5) -> pl.DataFrame:
         c_at = np.flatnonzero(is_snap | ((created | removed) & on_side))
         c_group = span[c_at] * 2 + side
         c_snap = is_snap[c_at]
-        s_mine = e_yes[:n_s] == (side == 0)
+        s_mine = s_yes_at == (side == 0)
         top = _top_levels(
             c_snap,
             np.append(from_top, 0)[level[c_at]],  # index -1 (snapshots): unused
@@ -229,16 +254,19 @@ def replay(inp: ReplayInput, top_n: int = 5) -> pl.DataFrame:
         # level's size looked up where its level differs from the previous record's (a level
         # that stays in its slot between records has every delta on it hit that slot)
         keep = c_snap.copy()
-        keep[1:] |= (top[1:] != top[:-1]).any(axis=1)
-        rec_top = top[keep].T.copy()  # slot x record
+        for j in range(top_n):
+            keep[1:] |= top[j, 1:] != top[j, :-1]
+        rec_top = top[:, keep]  # slot x record
         rec_ev = c_at[keep]
         rec_snap = c_snap[keep]
         fresh = np.ones(rec_top.shape, dtype=np.bool_)
         fresh[:, 1:] = (rec_top[:, 1:] != rec_top[:, :-1]) | rec_snap[1:]
         look = fresh & (rec_top >= 0)
         rec_size = np.full(rec_top.shape, _ABSENT, dtype=np.int64)
-        at = np.broadcast_to(rec_ev, rec_top.shape)[look]
-        found = np.searchsorted(entry_key, rec_top[look] * (n + 1) + at, side="right")
+        # the level's latest entry at or before the record: entry index < bound
+        bound = n_s + np.searchsorted(d_at, rec_ev, side="right")
+        at = np.broadcast_to(bound, rec_top.shape)[look]
+        found = np.searchsorted(sorted_key, (level_key[rec_top[look]] << shift) | at)
         rec_size[look] = o_size[found - 1]
         # every event of this side (snapshots, applied deltas): the slot's size is the one at
         # the latest fresh record cell or hit on the slot's level, whichever is later
@@ -250,33 +278,37 @@ def replay(inp: ReplayInput, top_n: int = 5) -> pl.DataFrame:
         e_row[e_rec[1:]] = 1
         np.cumsum(e_row, out=e_row)
         e_level = level[e_at]
-        e_new = new_size[e_at]
         e_idx = np.arange(m, dtype=np.int64)
         row = np.zeros(n, dtype=np.int64)  # record row per event; row -1: "none yet"
         row[rec_ev[1:]] = 1
         np.cumsum(row, out=row)
-        row[: rec_ev[0] if len(rec_ev) else n] = -1
+        before = int(rec_ev[0]) if len(rec_ev) else n  # events before this side's first record
+        row[:before] = -1
         pos = np.cumsum(on) - 1  # latest event of this side at or before each event
         prices = np.append(level_price_x[rec_top], np.full((top_n, 1), _ABSENT), axis=1)
+        val = np.append(new_size[e_at], np.int64(_ABSENT))  # index -1: before any side event
+        got = np.empty(m + 1, dtype=np.int64)
+        got[m] = _ABSENT
         sizes: list[I64] = []
         for j in range(top_n):
-            slot = rec_top[j][e_row]
-            mark = slot == e_level
+            mark = rec_top[j][e_row] == e_level
             mark[e_rec] = fresh[j]
             last = np.where(mark, e_idx, np.int64(-1))
             np.maximum.accumulate(last, out=last)
-            val = e_new.copy()
-            val[e_rec] = rec_size[j]
-            # every side event has a mark at or before it (its span's snapshot); index -1 of
-            # the second gather: before any event of this side
-            sizes.append(np.append(val[last], np.int64(_ABSENT))[pos])
+            val[e_rec] = rec_size[j]  # every side event is at or after a (fresh) snapshot
+            np.take(val, last, out=got[:m])
+            sizes.append(got[pos])
         for j in range(top_n):
-            cols[f"{name}_bid_price_{j + 1}"] = _null_where(prices[j][row], sizes[j])
-        for j in range(top_n):
-            cols[f"{name}_bid_size_{j + 1}"] = _null_where(sizes[j], sizes[j])
-        flow = np.cumsum(np.where(side_hit, delta, 0))
-        base = np.append(flow[snap_at], 0)  # index -1: before the first snapshot
-        cols[f"{name}_depth"] = pa.array(flow - base[span] + tot[side][span])
+            gaps = bool((rec_top[j] < 0).any())
+            cols[f"{name}_bid_price_{j + 1}"] = _null_where(prices[j][row], sizes[j], gaps, before)
+            cols[f"{name}_bid_size_{j + 1}"] = _null_where(sizes[j], sizes[j], gaps, before)
+        # depth: a running sum of this side's applied deltas, reset to the total at snapshots
+        flow = np.where(side_hit, delta, 0)
+        if n_span:
+            grown = np.add.reduceat(flow, snap_at)  # per span, since its snapshot
+            flow[snap_at] = tot[side][:n_span]
+            flow[snap_at[1:]] -= tot[side][: n_span - 1] + grown[:-1]
+        cols[f"{name}_depth"] = pa.array(np.cumsum(flow, out=flow))
     return pl.from_arrow(pa.table(cols)).select(_out_names(top_n))  # type: ignore[union-attr]
 
 
@@ -289,7 +321,8 @@ def _top_levels(
     s_rank: I64,
     top_n: int,
 ) -> I64:
-    """Top-N level ids of one side after each of its level-set changes, best first (-1: none).
+    """Top-N level ids (slot x change, best first, -1: none) of one side after each change of
+    its set of levels.
 
     Changes are a snapshot (whose levels are ``s_rank`` at change ``s_change``) or a level of
     rank ``c_rank`` (0 = highest price of its group) appearing or vanishing. Each group's alive
@@ -298,7 +331,7 @@ def _top_levels(
     snapshot. The top N are the lowest set bits; rank r maps back to level ``c_top - r``.
     """
     m = len(c_snap)
-    top = np.full((m, top_n), -1, dtype=np.int64)
+    top = np.full((top_n, m), -1, dtype=np.int64)
     if not m:
         return top
     count = np.zeros(m, dtype=np.int64)
@@ -311,19 +344,34 @@ def _top_levels(
         ssel = s_rank >> 6 == w
         np.bitwise_or.at(flip, s_change[ssel], one << (s_rank[ssel] & 63).astype(np.uint64))
         run = np.bitwise_xor.accumulate(flip)
+        mask = run ^ np.append(np.uint64(0), run)[start]
+        if w == 0:  # every change takes its best levels from word 0 first: column k = k-th bit
+            for k in range(top_n):
+                low = mask & (~mask + one)  # lowest set bit
+                if not low.any():
+                    break
+                top[k] = np.where(low != 0, c_top - _bit_index(low), np.int64(-1))
+                count += low != 0
+                mask ^= low
+            continue
         rows = np.flatnonzero((c_words > w) & (count < top_n))
-        mask = (run ^ np.append(np.uint64(0), run)[start])[rows]
+        mask = mask[rows]
         for _ in range(top_n):
-            low = mask & (~mask + one)  # lowest set bit
+            low = mask & (~mask + one)
             take = (low != 0) & (count[rows] < top_n)
             if not take.any():
                 break
             r = rows[take]
-            rank = np.frexp(low[take].astype(np.float64))[1].astype(np.int64) - 1 + 64 * w
-            top[r, count[r]] = c_top[r] - rank
+            top[count[r], r] = c_top[r] - (_bit_index(low[take]) + 64 * w)
             count[r] += 1
             mask ^= low
     return top
+
+
+def _bit_index(power_of_two: npt.NDArray[np.uint64]) -> I64:
+    """log2 of powers of two (exact: a float64's exponent field; 0 gives a negative index)."""
+    exponent = power_of_two.astype(np.float64).view(np.int64) >> 52
+    return exponent - 1023
 
 
 # ------------------------------------------------------------------ reference implementation
