@@ -231,6 +231,11 @@ def replay(inp: ReplayInput, top_n: int = 5) -> pl.DataFrame:
     from_top = group_start[level_group] + group_count[level_group] - 1 - np.arange(len(level_price))
     s_row = np.searchsorted(snap_at, s_time_at)  # span of each snapshot entry
     level_price_x = np.append(level_price, np.int64(_ABSENT))  # index -1: no level
+    entries_to = np.zeros(n, dtype=np.int64)  # per event: entries with an index up to its own
+    entries_to[d_at] = 1
+    if n:
+        entries_to[0] += n_s  # snapshot entries come first
+    np.cumsum(entries_to, out=entries_to)
 
     cols: dict[str, pa.Array] = {"ok": pa.array(ok)}
     for side, name in ((0, "yes"), (1, "no")):
@@ -264,7 +269,7 @@ def replay(inp: ReplayInput, top_n: int = 5) -> pl.DataFrame:
         look = fresh & (rec_top >= 0)
         rec_size = np.full(rec_top.shape, _ABSENT, dtype=np.int64)
         # the level's latest entry at or before the record: entry index < bound
-        bound = n_s + np.searchsorted(d_at, rec_ev, side="right")
+        bound = entries_to[rec_ev]
         at = np.broadcast_to(bound, rec_top.shape)[look]
         found = np.searchsorted(sorted_key, (level_key[rec_top[look]] << shift) | at)
         rec_size[look] = o_size[found - 1]
@@ -272,31 +277,44 @@ def replay(inp: ReplayInput, top_n: int = 5) -> pl.DataFrame:
         # the latest fresh record cell or hit on the slot's level, whichever is later
         on = is_snap | side_hit
         e_at = np.flatnonzero(on)
-        m = len(e_at)
         e_rec = np.searchsorted(e_at, rec_ev)  # records are events of this side
-        e_row = np.zeros(m, dtype=np.int64)
+        e_row = np.zeros(len(e_at), dtype=np.int64)
         e_row[e_rec[1:]] = 1
         np.cumsum(e_row, out=e_row)
         e_level = level[e_at]
-        e_idx = np.arange(m, dtype=np.int64)
+        # the slot holding each event's level, if any: only those events and the records
+        # change a slot's size, so the forward fills below run over just them
+        e_slot = np.full(len(e_at), -1, dtype=np.int64)
+        for j in range(top_n):
+            e_slot[rec_top[j][e_row] == e_level] = j
+        e_slot[e_rec] = top_n  # records: a slot is marked where its cell is fresh
+        moves = e_slot >= 0
+        k_at = e_at[moves]
+        k_slot = e_slot[moves]
+        del on, e_at, e_rec, e_row, e_level, e_slot, moves
+        k = len(k_at)
+        k_rec = np.searchsorted(k_at, rec_ev)
+        k_idx = np.arange(k, dtype=np.int64)
+        on = np.zeros(n, dtype=np.bool_)
+        on[k_at] = True
+        pos = np.cumsum(on) - 1  # latest of those events at or before each event
         row = np.zeros(n, dtype=np.int64)  # record row per event; row -1: "none yet"
         row[rec_ev[1:]] = 1
         np.cumsum(row, out=row)
         before = int(rec_ev[0]) if len(rec_ev) else n  # events before this side's first record
         row[:before] = -1
-        pos = np.cumsum(on) - 1  # latest event of this side at or before each event
         prices = np.append(level_price_x[rec_top], np.full((top_n, 1), _ABSENT), axis=1)
-        val = np.append(new_size[e_at], np.int64(_ABSENT))  # index -1: before any side event
-        got = np.empty(m + 1, dtype=np.int64)
-        got[m] = _ABSENT
+        val = np.append(new_size[k_at], np.int64(_ABSENT))  # index -1: before any of them
+        got = np.empty(k + 1, dtype=np.int64)
+        got[k] = _ABSENT
         sizes: list[I64] = []
         for j in range(top_n):
-            mark = rec_top[j][e_row] == e_level
-            mark[e_rec] = fresh[j]
-            last = np.where(mark, e_idx, np.int64(-1))
+            mark = k_slot == j
+            mark[k_rec] = fresh[j]
+            last = np.where(mark, k_idx, np.int64(-1))
             np.maximum.accumulate(last, out=last)
-            val[e_rec] = rec_size[j]  # every side event is at or after a (fresh) snapshot
-            np.take(val, last, out=got[:m])
+            val[k_rec] = rec_size[j]  # every event here is at or after a (fresh) snapshot
+            np.take(val, last, out=got[:k])
             sizes.append(got[pos])
         for j in range(top_n):
             gaps = bool((rec_top[j] < 0).any())
