@@ -8,6 +8,7 @@ rejected by the exchange, unwritable data directory, simulator failed to start).
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -120,6 +121,11 @@ def main() -> None:
     # The event loop shares the GIL with the writer threads; a shorter switch interval (default
     # 5 ms) bounds how long a writer thread can keep the reader and the command planner waiting.
     sys.setswitchinterval(0.0005)
+    # Rows wait ~100 ms in memory before the writer takes them: at tens of thousands of frames per
+    # second the default gen-0 threshold (700) runs the collector constantly over objects that are
+    # about to be handed off. Objects alive after start-up are frozen out of collection.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     t = time.monotonic()
     code = run()
     logging.getLogger("recorder").debug("exit %d after %.1fs", code, time.monotonic() - t)
