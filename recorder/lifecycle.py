@@ -172,6 +172,11 @@ class LifecycleRules:
             )
         if event_type == "determined":
             # A re-determination after a dispute arrives when we already left: nothing to do.
+            if ticker not in self._joined:
+                # Determined before its ``created`` reached us (a reordered feed): remember it,
+                # so a late ``created`` never opens the book of a market that is already over.
+                self._left.add(ticker)
+                return []
             return self._leave(ticker, LEAVE_DETERMINED)
         # settled, activated, deactivated, close_date_updated, price_level_structure_updated,
         # metadata_updated and types nobody has documented yet: recorded by the caller only.

@@ -255,3 +255,11 @@ def test_event_sequences_keep_joins_and_leaves_alternating(seq: list[tuple[str, 
         assert len(actions) <= 2
         if ticker.startswith(("KXB", "KXMVE")):
             assert all(isinstance(a, Skip) for a in actions)
+
+
+def test_determined_before_created_never_joins() -> None:
+    """A reordered feed: the late ``created`` of an already-determined market is recorded only."""
+    r = rules()
+    assert r.on_event("KXX-1-T1", "determined", {"result": "yes"}, NOW) == []
+    assert r.on_event("KXX-1-T1", "created", {}, NOW) == []
+    assert "KXX-1-T1" not in r.joined
