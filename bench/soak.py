@@ -65,6 +65,7 @@ from schemas.units import parse_price, parse_size
 from simulator.faults import FaultConfig
 from simulator.market import Dist, GenConfig
 from simulator.server import SimConfig, start_in_thread
+from tests.recorder.harness import recorder_cmd
 
 ROOT = Path(__file__).resolve().parents[1]
 LIFECYCLE = "market_lifecycle_v2"
@@ -156,24 +157,7 @@ class SoakRun:
 
 
 def _recorder_cmd(sim: Any, data: Path, extra: Iterable[str]) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "recorder",
-        "--ws-url",
-        sim.ws_url,
-        "--rest-url",
-        sim.rest_url,
-        "--key-id",
-        sim.key_id,
-        "--private-key",
-        str(sim.private_key_path),
-        "--data-dir",
-        str(data),
-        "--status-interval",
-        "5",
-        *extra,
-    ]
+    return recorder_cmd(sim, data, *extra)
 
 
 def _live_sessions(data: Path) -> dict[int, int]:

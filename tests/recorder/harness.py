@@ -19,7 +19,10 @@ from simulator.server import SimulatorThread
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def recorder_cmd(sim: SimulatorThread, data_dir: Path, *extra: str) -> list[str]:
+def recorder_cmd(
+    sim: SimulatorThread, data_dir: Path, *extra: str, private_key: str | None = None
+) -> list[str]:
+    """The recorder CLI pointed at ``sim`` (its own key unless ``private_key`` is given)."""
     return [
         sys.executable,
         "-m",
@@ -31,7 +34,7 @@ def recorder_cmd(sim: SimulatorThread, data_dir: Path, *extra: str) -> list[str]
         "--key-id",
         sim.key_id,
         "--private-key",
-        str(sim.private_key_path),
+        private_key if private_key is not None else str(sim.private_key_path),
         "--data-dir",
         str(data_dir),
         "--status-interval",

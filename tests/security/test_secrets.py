@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from simulator.server import SimConfig, SimulatorThread, start_in_thread
 from tests.recorder.conftest import lively
+from tests.recorder.harness import recorder_cmd
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,24 +52,7 @@ def _assert_absent(pem: bytes, *texts: str | bytes) -> None:
 def _recorder(
     sim: SimulatorThread, data: Path, key_path: str, *extra: str
 ) -> subprocess.CompletedProcess[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "recorder",
-        "--ws-url",
-        sim.ws_url,
-        "--rest-url",
-        sim.rest_url,
-        "--key-id",
-        sim.key_id,
-        "--private-key",
-        key_path,
-        "--data-dir",
-        str(data),
-        "--status-interval",
-        "1",
-        *extra,
-    ]
+    cmd = recorder_cmd(sim, data, *extra, private_key=key_path)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=90, cwd=ROOT)
 
 
