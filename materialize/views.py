@@ -704,6 +704,34 @@ def connect(
     return con
 
 
+def connect_url(
+    url: str,
+    *,
+    con: duckdb.DuckDBPyConnection | None = None,
+    filesystem: Any = None,
+) -> duckdb.DuckDBPyConnection:
+    """The same segment views over sealed segments in a bucket (``s3://bucket/prefix``, see
+    ``materialize.objectstore``): Arrow does the I/O (DuckDB's httpfs is not needed), DuckDB scans
+    the Arrow dataset lazily. Training views are local-only (``connect``). ``date`` is the UTC day
+    of each record here (the hive partition is not read from object keys).
+    """
+    from materialize.objectstore import dataset
+
+    con = con if con is not None else duckdb.connect()
+    con.register("__kalshi_remote_log", dataset(url, filesystem=filesystem))
+    names = ", ".join(f.name for f in LOG_SCHEMA)
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {SESSION_LOG} AS SELECT {names}, "
+        "CAST(make_timestamp(recv_ns // 1000) AS DATE) AS date FROM __kalshi_remote_log"
+    )
+    for name, sql in view_sql(Path(".")).items():
+        if name != SESSION_LOG:
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql}")
+    for stmt in MACROS:
+        con.execute(stmt)
+    return con
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m materialize.views DATA_DIR [SQL]``: run one query, or list the views."""
     args = sys.argv[1:] if argv is None else argv

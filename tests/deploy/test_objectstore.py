@@ -159,6 +159,19 @@ def test_materialize_cli_reads_a_bucket(tmp_path: Path, url: str) -> None:
     assert loaded == (len(relpaths(src)),)
 
 
+def test_analyst_views_read_the_bucket(tmp_path: Path, url: str) -> None:
+    from materialize.views import connect, connect_url
+
+    build_scenario(tmp_path)
+    ship(tmp_path, url)
+    local, remote = connect(tmp_path), connect_url(url)
+    for view in ("rl_orderbook_deltas", "rl_market_participation", "rl_market_lifecycle_events",
+                 "rl_orderbook_snapshots", "rl_orderbook_sessions", "rl_sequence_gaps"):  # fmt: skip
+        q = f"SELECT * FROM {view} ORDER BY ALL"
+        assert remote.execute(q).fetchall() == local.execute(q).fetchall(), view
+    assert remote.execute("SELECT count(*) FROM rl_orderbook_deltas").fetchone() != (0,)
+
+
 def test_compacted_file_supersedes_shipped_originals(tmp_path: Path, url: str) -> None:
     build_scenario(tmp_path)
     ship(tmp_path, url)  # the three small originals of session A go up first
