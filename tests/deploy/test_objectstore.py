@@ -165,8 +165,9 @@ def test_analyst_views_read_the_bucket(tmp_path: Path, url: str) -> None:
     build_scenario(tmp_path)
     ship(tmp_path, url)
     local, remote = connect(tmp_path), connect_url(url)
-    for view in ("rl_orderbook_deltas", "rl_market_participation", "rl_market_lifecycle_events",
-                 "rl_orderbook_snapshots", "rl_orderbook_sessions", "rl_sequence_gaps"):  # fmt: skip
+    for view in ALL_TABLES:
+        if view == "rl_loaded_segments":
+            continue  # a warehouse table, not a view over the log
         q = f"SELECT * FROM {view} ORDER BY ALL"
         assert remote.execute(q).fetchall() == local.execute(q).fetchall(), view
     assert remote.execute("SELECT count(*) FROM rl_orderbook_deltas").fetchone() != (0,)
