@@ -28,7 +28,7 @@ from materialize.retention import compact
 from materialize.segments_index import find_segments
 from materialize.targets import DuckDBTarget
 from recorder.segments import live_part_path, read_sealed
-from schemas.tables import ALL_TABLES
+from schemas.tables import ALL_TABLES, LOADED_SEGMENTS
 from tests.materialize.segmentgen import SESSION_A, build_scenario
 
 moto_server = pytest.importorskip(
@@ -166,7 +166,7 @@ def test_analyst_views_read_the_bucket(tmp_path: Path, url: str) -> None:
     ship(tmp_path, url)
     local, remote = connect(tmp_path), connect_url(url)
     for view in ALL_TABLES:
-        if view == "rl_loaded_segments":
+        if view == LOADED_SEGMENTS:
             continue  # a warehouse table, not a view over the log
         q = f"SELECT * FROM {view} ORDER BY ALL"
         assert remote.execute(q).fetchall() == local.execute(q).fetchall(), view
