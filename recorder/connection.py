@@ -124,7 +124,10 @@ class BookConnection:
             return
         self.rec.log.command_out(self.index, self.epoch, cmd, cmd_id, raw, sid)
         self.rec.metrics.commands.inc()
-        await ws.send(raw.decode())
+        try:
+            await ws.send(raw.decode())
+        except ConnectionClosed:
+            pass  # the reader sees the close too and starts the reconnect; the manager replans
 
     async def send_commands(self, cmds: list[Command]) -> None:
         """Send in priority order (lifecycle, joins, resyncs, then the rest), paced by a token
