@@ -132,15 +132,15 @@ def test_reconnect_resubscribes_and_reconciles(make_sim: SimFactory, tmp_path: P
     # them late, saying how late
     late = [d for d in decisions(rows, "market_joined") if d["reason"] == "late"]
     assert late and all(d["late_by_ms"] > 0 for d in late)
-    # joined after its open time = mid-lifecycle (its first moments of trading are missing)
-    assert all(
-        d["mid_lifecycle"] == (d["open_ts"] * 10**9 <= r["recv_ns"])
-        for d, r in zip(
-            late,
-            (x for x in rows if x["msg_type"] == "market_joined" and b'"late"' in x["raw"]),
-            strict=True,
-        )
-    )
+    # joined after its open time = mid-lifecycle (its first moments of trading are missing);
+    # open_ts is whole seconds and the decision is stamped just after the rule ran: compare only
+    # where the answer cannot depend on that rounding
+    joined_rows = [x for x in rows if x["msg_type"] == "market_joined" and b'"late"' in x["raw"]]
+    for d, r in zip(late, joined_rows, strict=True):
+        if (d["open_ts"] + 2) * 10**9 <= r["recv_ns"]:
+            assert d["mid_lifecycle"], d
+        elif d["open_ts"] * 10**9 > r["recv_ns"]:
+            assert not d["mid_lifecycle"], d
     # after the reconnect every market still joined got a fresh snapshot on epoch 2
     reconnect_at = next(
         i for i, r in enumerate(rows) if r["msg_type"] == "connected" and r["epoch"] == 2
@@ -201,9 +201,10 @@ def test_every_protocol_variant_records_without_false_gaps(
     _assert_prefix_of_truth(rows, tmp_path / "truth")
     assert not decisions(rows, "gap"), "a false gap: replies' seqs were misread"
     assert not any(r["malformed"] for r in rows)
-    joined = {d["market_ticker"] for d in decisions(rows, "market_joined")}
+    joins = [r for r in rows if r["msg_type"] == "market_joined"]
     snapped = {r["market_ticker"] for r in rows if r["msg_type"] == "orderbook_snapshot"}
-    assert joined
-    # a market joined in the last instant may still await its snapshot when the run ends
-    late = {d["market_ticker"] for d in decisions(rows, "market_joined")[-3:]}
-    assert joined - late <= snapped
+    assert joins
+    # a market joined in the last second may still await its snapshot when the run ends
+    end_ns = next(r["recv_ns"] for r in rows if r["msg_type"] == "session_end")
+    settled_in = {r["market_ticker"] for r in joins if r["recv_ns"] < end_ns - 10**9}
+    assert settled_in and settled_in <= snapped
