@@ -73,7 +73,6 @@ class Settings:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     backoff_reset_after_s: float = 60.0  # stable this long -> next failure starts from initial
-    auth_failures_fatal: int = 1  # a rejected handshake (401/403) is a wrong key: exit, no loop
     status_interval_s: float = 10.0
     metrics_port: int | None = None  # Prometheus /metrics and /healthz on 127.0.0.1
     duration_s: float | None = None  # stop after this long (demo, tests)
