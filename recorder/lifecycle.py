@@ -198,15 +198,7 @@ class LifecycleRules:
             if _status(market) not in TRADING_STATUSES:
                 continue
             actions += self._join_if_wanted(
-                ticker,
-                _event_ticker(market),
-                Join(
-                    ticker,
-                    JOIN_ADOPTED,
-                    mid_lifecycle=True,
-                    open_ts=_seconds(market.get("open_time")),
-                    close_ts=_seconds(market.get("close_time")),
-                ),
+                ticker, _event_ticker(market), _rest_join(ticker, market, JOIN_ADOPTED, True)
             )
         return actions
 
@@ -250,22 +242,13 @@ class LifecycleRules:
             if born_ns is None or born_ns < disconnected_since_ns:
                 continue
             open_ns = _ns(market.get("open_time"))
+            # Trading already began without us: the start of its book life is missing.
+            mid = open_ns <= now_ns if open_ns is not None else status not in PRE_OPEN_STATUSES
+            late_by_ms = max(0, (now_ns - born_ns) // 1_000_000)
             actions += self._join_if_wanted(
                 ticker,
                 _event_ticker(market),
-                Join(
-                    ticker,
-                    JOIN_LATE,
-                    # Trading already began without us: the start of its book life is missing.
-                    mid_lifecycle=(
-                        open_ns <= now_ns
-                        if open_ns is not None
-                        else status not in PRE_OPEN_STATUSES
-                    ),
-                    late_by_ms=max(0, (now_ns - born_ns) // 1_000_000),
-                    open_ts=_seconds(market.get("open_time")),
-                    close_ts=_seconds(market.get("close_time")),
-                ),
+                _rest_join(ticker, market, JOIN_LATE, mid, late_by_ms),
             )
         for ticker in [t for t in self._joined if t not in seen]:
             actions += self._leave(ticker, LEAVE_RECONCILED)
@@ -293,13 +276,7 @@ class LifecycleRules:
             actions += self._join_if_wanted(
                 ticker,
                 _event_ticker(market),
-                Join(
-                    ticker,
-                    JOIN_REST_DISCOVERY,
-                    mid_lifecycle=True,
-                    open_ts=_seconds(market.get("open_time")),
-                    close_ts=_seconds(market.get("close_time")),
-                ),
+                _rest_join(ticker, market, JOIN_REST_DISCOVERY, True),
                 rejoin=True,
             )
         for ticker in [t for t in self._joined if t not in still_open]:
@@ -334,6 +311,24 @@ class LifecycleRules:
             return []
         self._left.add(ticker)
         return [Leave(ticker, reason)]
+
+
+def _rest_join(
+    ticker: str,
+    market: Mapping[str, Any],
+    reason: str,
+    mid_lifecycle: bool,
+    late_by_ms: int | None = None,
+) -> Join:
+    """A join decided from a REST market object (adoption, reconciliation, REST discovery)."""
+    return Join(
+        ticker,
+        reason,
+        mid_lifecycle=mid_lifecycle,
+        late_by_ms=late_by_ms,
+        open_ts=_seconds(market.get("open_time")),
+        close_ts=_seconds(market.get("close_time")),
+    )
 
 
 def _ticker(market: Mapping[str, Any]) -> str | None:
