@@ -511,3 +511,26 @@ def test_cli_builds_training_sets_and_quality_report(
     assert "quality report:" in out
     assert (tmp_path / "training" / "manifest.json").is_file()
     assert (tmp_path / "quality" / "report.json").is_file()
+
+
+def test_loader_row_schemas_match_the_ddl() -> None:
+    """The loader's Arrow row layouts and ``schemas.tables`` name the same columns, in order."""
+    import duckdb
+
+    from materialize import loader
+    from schemas import tables
+
+    con = duckdb.connect()
+    for stmt in tables.ddl("duckdb"):
+        con.execute(stmt)
+    pairs = {
+        tables.SNAPSHOTS: loader.SNAPSHOT_SCHEMA.names,
+        tables.SESSIONS: loader.SESSION_SCHEMA.names,
+        tables.PARTICIPATION: loader.PARTICIPATION_SCHEMA.names,
+        tables.GAPS: loader.GAP_SCHEMA.names,
+        tables.LIFECYCLE_EVENTS: loader.LIFECYCLE_SCHEMA.names,
+        tables.DELTAS: list(loader.DELTA_COLUMNS),
+    }
+    for table, names in pairs.items():
+        ddl_cols = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
+        assert list(names) == ddl_cols, table
