@@ -88,7 +88,7 @@ def run(argv: list[str] | None = None) -> int:
             signer = signer_from(settings.key_id, settings.private_key)
         except KeyError_ as exc:
             raise FatalError(str(exc), 2) from None
-        report = recover(settings.data_dir)
+        report = recover(settings.data_dir, end_marker=True)
         if report.files:
             log.warning("sealed %d leftover live file(s) of a crashed run", len(report.files))
         summary = asyncio.run(_run(settings, signer, report))

@@ -30,16 +30,26 @@ import fcntl
 import logging
 import os
 import re
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from schemas.log import LIVE_DIR, LOG_SCHEMA, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SEGMENTS_DIR
+from schemas.log import (
+    LIVE_DIR,
+    LOG_SCHEMA,
+    SCHEMA_VERSION,
+    SCHEMA_VERSION_KEY,
+    SEGMENTS_DIR,
+    Decision,
+    Kind,
+)
 
 log = logging.getLogger(__name__)
 
@@ -454,12 +464,49 @@ def _live_parts(session_dir: Path) -> list[Path]:
     return sorted(parts, key=lambda p: int(_PART_RE.match(p.name).group(1)))  # type: ignore[union-attr]
 
 
-def recover(data_dir: Path, *, options: ParquetOptions = DEFAULT_PARQUET) -> RecoveryReport:
+CRASH_END_DETAIL = (
+    "written by the next start when it sealed this session's leftovers: the recorder was killed; "
+    "what it had not flushed to the OS is lost"
+)
+
+
+def _last_row(path: Path) -> tuple[int, str | None]:
+    """``(record_seq, msg_type)`` of a sealed segment's last row."""
+    pf = pq.ParquetFile(path)
+    group = pf.read_row_group(pf.num_row_groups - 1, columns=["record_seq", "msg_type"])
+    return int(group.column(0)[-1].as_py()), group.column(1)[-1].as_py()
+
+
+def _seal_crash_end(data_dir: Path, session_id: int, part: int, record_seq: int) -> SealResult:
+    """A one-row part holding the crashed session's ``session_end`` (reason ``crash``), sealed
+    like any part: the end marker is on disk atomically, whatever happens to the next session."""
+    row = (
+        session_id, record_seq, time.time_ns(), Kind.DECISION.value, None, None,
+        Decision.SESSION_END.value, None, None, None, None, False,
+        orjson.dumps({"reason": "crash", "detail": CRASH_END_DETAIL}),
+        *(None,) * 11,
+    )  # fmt: skip
+    live = LiveFile(live_part_path(data_dir, session_id, part))
+    live.write(rows_to_batch([row]))
+    live.close()
+    result = seal(live.path, data_dir)
+    assert result is not None
+    return result
+
+
+def recover(
+    data_dir: Path, *, options: ParquetOptions = DEFAULT_PARQUET, end_marker: bool = False
+) -> RecoveryReport:
     """Seal every live part left by earlier (crashed) runs; run it before recording starts.
 
     Idempotent: a second call finds nothing. Sessions whose lock is held by a running process are
     skipped. A part that cannot be read for a reason other than a torn tail is left in place and
     listed in ``skipped`` (never deleted: it may be the only copy of that data).
+
+    ``end_marker`` (the recorder sets it): a recovered session whose last row is not a
+    ``session_end`` gets one more sealed part with ``session_end {reason: "crash"}`` and the next
+    record_seq, so no session is ever left without an end, even if this process dies before its
+    own ``recovered`` record reaches the disk. Its rows are not counted in ``rows``.
     """
     report = RecoveryReport()
     live_root = Path(data_dir) / LIVE_DIR
@@ -475,12 +522,15 @@ def recover(data_dir: Path, *, options: ParquetOptions = DEFAULT_PARQUET) -> Rec
             continue
         try:
             sealed_any = False
+            last: tuple[int, Path] | None = None  # (part number, segment) of the last sealed part
+            unreadable = False
             for part in _live_parts(session_dir):
                 try:
                     result = seal(part, data_dir, options=options)
                 except (OSError, ValueError, pa.ArrowException) as exc:
                     log.error("recover: cannot seal %s: %s (left in place)", part, exc)
                     report.skipped.append(f"{part}: {exc}")
+                    unreadable = True
                     continue
                 if result is None:
                     continue
@@ -488,8 +538,14 @@ def recover(data_dir: Path, *, options: ParquetOptions = DEFAULT_PARQUET) -> Rec
                 report.files.append(str(result.path))
                 report.rows += result.rows
                 report.torn_bytes += result.torn_bytes
+                last = (parse_live_path(part)[1], result.path)
             if sealed_any:
                 report.sessions.append(int(m.group(1)))
+            if end_marker and last is not None and not unreadable:
+                seq, msg_type = _last_row(last[1])
+                if msg_type != Decision.SESSION_END.value:
+                    end = _seal_crash_end(data_dir, int(m.group(1)), last[0] + 1, seq + 1)
+                    report.files.append(str(end.path))
         finally:
             lock.release(remove_dir=True)
     return report

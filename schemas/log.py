@@ -43,7 +43,8 @@ class Decision(StrEnum):
     SESSION_START = "session_start"
     """{environment, lifecycle_mode: bool, version, host, shard: "i/n", ws_url, config: {...}}"""
     SESSION_END = "session_end"
-    """{reason: "signal"|"duration"|"error"|..., detail?}"""
+    """{reason: "signal"|"duration"|"error"|"crash"|..., detail?}; "crash" is written by the next
+    start when it seals a killed session's leftovers (``recorder.segments.recover``)."""
     RECOVERED = "recovered"
     """Crash leftovers sealed at start: {files: [...], rows, sessions: [...]}"""
     CONNECTED = "connected"

@@ -268,3 +268,35 @@ def test_read_live_reports_torn_bytes(tmp_path: Path) -> None:
         fh.write(b"\xff\xff\xff\xff\x10\x00")  # the start of a batch that never finished
     contents = read_live(path)
     assert contents.rows == 20 and contents.good_bytes == ends[-1] and contents.torn_bytes == 6
+
+
+def test_end_marker_closes_a_crashed_session_atomically(tmp_path: Path) -> None:
+    import orjson
+
+    rows_a, rows_b = make_rows(1, 100), make_rows(101, 50)
+    write_live(tmp_path, [rows_a], part=1)
+    path, _ = write_live(tmp_path, [rows_b], part=2)
+    with open(path, "ab") as fh:  # a torn tail after the last complete batch
+        fh.write(b"\x00" * 37)
+    report = recover(tmp_path, end_marker=True)
+    assert report.rows == 150 and report.sessions == [SESSION]
+    assert len(report.files) == 3  # two parts and the marker
+    mine = [r for r in sealed_rows(tmp_path) if r[0] == SESSION]
+    assert mine[:150] == rows_a + rows_b
+    end = dict(zip(LOG_COLUMNS, mine[150], strict=True))
+    assert end["record_seq"] == 151 and end["kind"] == "decision"
+    assert end["msg_type"] == "session_end"
+    assert orjson.loads(end["raw"])["reason"] == "crash"
+    assert recover(tmp_path, end_marker=True).files == []  # idempotent
+
+
+def test_no_end_marker_when_the_session_already_ended(tmp_path: Path) -> None:
+    rows = make_rows(1, 10)
+    last = list(rows[-1])
+    last[LOG_COLUMNS.index("kind")] = "decision"
+    last[LOG_COLUMNS.index("msg_type")] = "session_end"
+    rows[-1] = tuple(last)
+    write_live(tmp_path, [rows])
+    report = recover(tmp_path, end_marker=True)
+    assert len(report.files) == 1
+    assert [r[0:2] for r in sealed_rows(tmp_path)] == [(SESSION, i) for i in range(1, 11)]

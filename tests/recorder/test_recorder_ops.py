@@ -143,10 +143,13 @@ def test_kill9_then_restart_recovers_leftovers(make_sim: SimFactory, tmp_path: P
     assert old, "the crashed session's flushed rows were sealed"
     # a contiguous prefix of the crashed session survived: nothing in the middle is missing
     assert [r["record_seq"] for r in old] == list(range(1, len(old) + 1))
-    assert not decisions(old, "session_end")
+    # ... closed by the next start with an end marker sealed with it (atomic with the recovery)
+    ends = decisions(old, "session_end")
+    assert [e["reason"] for e in ends] == ["crash"]
+    assert old[-1]["msg_type"] == "session_end"
     new = [r for r in rows if r["session_id"] not in crashed]
     rec = decisions(new, "recovered")
-    assert rec and rec[0]["rows"] == len(old)
+    assert rec and rec[0]["rows"] == len(old) - 1  # the recovered rows, not the marker
     assert not list((data / "live").rglob("*.arrows"))
 
 

@@ -34,4 +34,5 @@ def test_short_soak_loses_nothing_outside_kill_windows(tmp_path: Path) -> None:
     assert report.rows_in_gap_spans == 0, table
     assert report.sessions == len(run.procs), table
     assert report.sessions_recovered == len(run.kills), table
+    assert report.sessions_crash_closed == len(run.kills), table
     assert report.gap_decisions == report.gaps_in_table, table
