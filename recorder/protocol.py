@@ -17,7 +17,7 @@ from typing import Any, TypeGuard, overload
 
 import orjson
 
-from schemas.units import PRICE_SCALE, SIZE_SCALE
+from schemas.units import PRICE_SCALE, SIZE_SCALE, scaled_int
 
 _loads = orjson.loads
 
@@ -30,7 +30,7 @@ _INT64_MIN = -(2**63)
 # Why a memo: the set of distinct price strings on a feed is tiny (a tick grid) and delta strings
 # repeat a lot, so a dict hit beats any parsing. Misses go through a strict ASCII fast path and
 # anything unusual ("1e-2", " 0.5", "0.54000000") goes through an exact Decimal digit-tuple path
-# with the semantics of schemas.units (see _exact for why not schemas.units itself).
+# (``schemas.units.scaled_int``, the one exact conversion).
 # ---------------------------------------------------------------------------------------------
 
 
@@ -69,40 +69,6 @@ def _fixed(text: str, places: int) -> int | None:
     return -value if neg else value
 
 
-def _exact(text: str, places: int, what: str) -> int:
-    """Any decimal text ``Decimal`` accepts -> exact int in units of 10**-places, within int64.
-
-    Why not only ``schemas.units``: its ``Decimal`` arithmetic runs in a 28-digit context, so
-    ``"1.00000000000000000000000000001"`` rounds to a whole unit instead of being refused, and
-    ``"1e999999"`` raises ``decimal.Overflow`` (not ``ValueError``) after building a huge int.
-    This works on the digit tuple, so it is exact and cheap for any input; on everything
-    ``schemas.units`` gets right it agrees with it (property-tested).
-    """
-    try:
-        value = Decimal(text)
-    except (InvalidOperation, ValueError) as exc:
-        raise ValueError(f"{what} {text!r} is not a decimal number") from exc
-    if not value.is_finite():
-        raise ValueError(f"{what} {text!r} is not finite")
-    sign, digits, exponent = value.as_tuple()
-    assert isinstance(exponent, int)  # finite
-    n = len(digits)
-    while n and digits[n - 1] == 0:  # trailing zeros: move them into the exponent
-        n -= 1
-        exponent += 1
-    if n == 0:
-        return 0
-    shift = exponent + places
-    if shift < 0:
-        raise ValueError(f"{what} {text!r} has more precision than 1/{10**places}")
-    if n + shift > 19:
-        raise ValueError(f"{what} {text!r} is outside int64 in units of 1/{10**places}")
-    scaled = int("".join(map(str, digits[:n]))) * 10**shift
-    if scaled > _INT64_MAX + sign:  # -2**63 is representable, +2**63 is not
-        raise ValueError(f"{what} {text!r} is outside int64 in units of 1/{10**places}")
-    return -scaled if sign else scaled
-
-
 def price_micros(text: str) -> int:
     """Dollar string -> micro-dollars, exact (``schemas.units.parse_price`` semantics), within
     int64, memoised. Raises ``ValueError`` otherwise."""
@@ -110,7 +76,7 @@ def price_micros(text: str) -> int:
     if value is None:
         value = _fixed(text, 6)
         if value is None:
-            value = _exact(text, 6, "price")
+            value = scaled_int(text, 6, "price")
         if len(_price_memo) < _MEMO_MAX:
             _price_memo[text] = value
     return value
@@ -123,7 +89,7 @@ def size_centi(text: str) -> int:
     if value is None:
         value = _fixed(text, 2)
         if value is None:
-            value = _exact(text, 2, "size")
+            value = scaled_int(text, 2, "size")
         if len(_size_memo) < _MEMO_MAX:
             _size_memo[text] = value
     return value

@@ -13,7 +13,7 @@ caller keeps the raw frame and leaves the typed column null rather than rounding
 
 from __future__ import annotations
 
-from decimal import Context, Decimal, DivisionByZero, InvalidOperation, Overflow
+from decimal import Decimal, InvalidOperation
 
 PRICE_SCALE = 1_000_000
 """Micro-dollars per dollar. 6 decimals is the most the official field docs allow."""
@@ -25,29 +25,45 @@ _PRICE_Q = Decimal(1) / PRICE_SCALE
 _SIZE_Q = Decimal(1) / SIZE_SCALE
 
 
-_MAX_TEXT = 64  # longer than any exact int64 fixed-point value can be; refuse, don't compute
-_CTX = Context(prec=100, Emin=-200, Emax=200, traps=[InvalidOperation, Overflow, DivisionByZero])
 _INT64_MAX = 2**63 - 1
 
 
-def _scaled(text: str, scale: int, what: str) -> int:
-    if not isinstance(text, str) or len(text) > _MAX_TEXT:
-        raise ValueError(f"{what} {str(text)[:_MAX_TEXT]!r} is not a short decimal string")
+def scaled_int(text: str, places: int, what: str) -> int:
+    """Any decimal text ``Decimal`` accepts -> the exact int in units of ``10**-places``, within
+    int64; ``ValueError`` for anything else.
+
+    Works on the digit tuple, never on ``Decimal`` arithmetic: a 28-digit context would round
+    ``"1.00000000000000000000000000001"`` to a whole unit, and ``"1e999999"`` would raise
+    ``decimal.Overflow`` after building a huge integer. This is exact and cheap for any input.
+    """
     try:
         value = Decimal(text)
-        if not value.is_finite():
-            raise ValueError(f"{what} {text!r} is not finite")
-        if abs(value.adjusted()) > 30:  # beyond int64 either way; avoids huge exponents
-            raise ValueError(f"{what} {text!r} is out of range")
-        scaled = _CTX.multiply(value, Decimal(scale))
-    except (InvalidOperation, Overflow, DivisionByZero, TypeError) as exc:
+    except (InvalidOperation, ValueError, TypeError) as exc:
         raise ValueError(f"{what} {text!r} is not a decimal number") from exc
-    if scaled != scaled.to_integral_value(context=_CTX):
-        raise ValueError(f"{what} {text!r} has more precision than 1/{scale}")
-    out = int(scaled)
-    if abs(out) > _INT64_MAX:
-        raise ValueError(f"{what} {text!r} is out of range")
-    return out
+    if not value.is_finite():
+        raise ValueError(f"{what} {text!r} is not finite")
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    n = len(digits)
+    while n and digits[n - 1] == 0:  # trailing zeros: move them into the exponent
+        n -= 1
+        exponent += 1
+    if n == 0:
+        return 0
+    shift = exponent + places
+    if shift < 0:
+        raise ValueError(f"{what} {text!r} has more precision than 1/{10**places}")
+    if n + shift > 19:
+        raise ValueError(f"{what} {text!r} is outside int64 in units of 1/{10**places}")
+    scaled = int("".join(map(str, digits[:n]))) * 10**shift
+    if scaled > _INT64_MAX + sign:  # -2**63 is representable, +2**63 is not
+        raise ValueError(f"{what} {text!r} is outside int64 in units of 1/{10**places}")
+    return -scaled if sign else scaled
+
+
+_PRICE_PLACES = 6
+_SIZE_PLACES = 2
+assert 10**_PRICE_PLACES == PRICE_SCALE and 10**_SIZE_PLACES == SIZE_SCALE
 
 
 def parse_price(value: str | int | float) -> int:
@@ -58,7 +74,7 @@ def parse_price(value: str | int | float) -> int:
         return value * (PRICE_SCALE // 100)
     if isinstance(value, float):
         raise ValueError(f"price {value!r} is a float; refusing to guess its exact value")
-    return _scaled(value, PRICE_SCALE, "price")
+    return scaled_int(value, _PRICE_PLACES, "price")
 
 
 def parse_size(value: str | int | float) -> int:
@@ -69,7 +85,7 @@ def parse_size(value: str | int | float) -> int:
         return value * SIZE_SCALE
     if isinstance(value, float):
         raise ValueError(f"size {value!r} is a float; refusing to guess its exact value")
-    return _scaled(value, SIZE_SCALE, "size")
+    return scaled_int(value, _SIZE_PLACES, "size")
 
 
 def price_to_decimal(micros: int) -> Decimal:

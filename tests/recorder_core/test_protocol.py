@@ -848,7 +848,7 @@ def _same(fast: Any, slow: Any, text: str) -> None:
         tame = value.is_finite() and abs(value.adjusted()) < 20 and len(value.as_tuple()[1]) <= 28
     except (InvalidOperation, ValueError):
         tame = True  # schemas.units raises ValueError for these; so must fast
-    if not tame:  # huge exponents / > 28 digits: schemas.units misbehaves (see _exact)
+    if not tame:  # huge exponents / > 28 digits: only the int64 bound is checked here
         try:
             got = fast(text)
         except ValueError:
