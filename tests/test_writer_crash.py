@@ -11,9 +11,11 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,22 +99,42 @@ def test_roll_by_time_and_seal_now(tmp_path: Path) -> None:
     assert record_seqs(tmp_path) == list(range(1, 21))
 
 
+class _HeldDisk(SegmentWriter):
+    """A writer whose disk thread waits at ``release`` before each batch: the test, not the
+    machine's speed, decides that the disk is behind, so a backlog is certain to happen."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = threading.Event()
+
+    def _write(self, batch: Any) -> None:
+        self.release.wait(120)
+        super()._write(batch)
+
+
 def test_tiny_queue_never_drops(tmp_path: Path) -> None:
-    """With a one-batch queue and 1 ms ticks the disk thread is often behind; rows may wait in
-    memory (backlog) but every one of them ends up on disk, in order."""
-    w = SegmentWriter(
+    """With a one-batch queue and the disk held back, rows pile up in memory (a loud backlog),
+    and once the disk moves again every one of them ends up on disk, in order."""
+    w = _HeldDisk(
         tmp_path, SESSION, flush_interval=0.001, max_queue_batches=1, live_compression="zstd"
     )
     w.start()
     total = 0
-    for _ in range(50):
+    for _ in range(5):
         for r in make_rows(total + 1, 400):
             w.append(r)
         total += 400
-        time.sleep(0.001)
+        time.sleep(0.005)
+    wait_for(lambda: w.backlog and w.stats.backlog_events > 0, "a backlog while the disk is held")
+    assert w.stats.pending_rows > 0  # rows wait in memory, none dropped
+    for _ in range(45):
+        for r in make_rows(total + 1, 400):
+            w.append(r)
+        total += 400
+    w.release.set()
     w.stop(timeout=120)
     assert record_seqs(tmp_path) == list(range(1, total + 1))
-    assert not w.backlog and w.stats.pending_rows == 0  # backlog_events may or may not be > 0
+    assert not w.backlog and w.stats.pending_rows == 0 and w.stats.backlog_events > 0
 
 
 CHILD = textwrap.dedent(
