@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
@@ -33,8 +34,18 @@ class RowSink(Protocol):
 _NO_TYPED = (None,) * 11
 
 
+RowObserver = Callable[[tuple[Any, ...]], None]
+"""Sees every row right after the writer got it (the live tap, ``feed.tap``). It runs on the
+event loop inside the recorder's hot path: it must be quick, must never block and must never
+raise (``feed.tap`` guards itself)."""
+
+
 class SessionLog:
-    """Builds rows in ``schemas.log.LOG_COLUMNS`` order and hands them to the writer."""
+    """Builds rows in ``schemas.log.LOG_COLUMNS`` order and hands them to the writer.
+
+    ``observer`` (None by default) is a tee: it gets the very same row tuples the writer gets, so
+    a live consumer and a replay of the written log see identical rows.
+    """
 
     def __init__(self, session_id: int, sink: RowSink) -> None:
         self.session_id = session_id
@@ -44,64 +55,67 @@ class SessionLog:
         self.malformed = 0
         self.commands_out = 0
         self.decisions: dict[str, int] = {}
+        self.observer: RowObserver | None = None
 
     def frame_in(self, conn: int, epoch: int, raw: bytes, f: Frame, recv_ns: int) -> None:
         self.record_seq += 1
         self.frames_in += 1
         if f.malformed:
             self.malformed += 1
-        self.sink.append(
-            (
-                self.session_id,
-                self.record_seq,
-                recv_ns,
-                "in",
-                conn,
-                epoch,
-                f.msg_type,
-                f.sid,
-                f.seq,
-                f.cmd_id,
-                f.market_ticker,
-                f.malformed,
-                raw,
-                f.side,
-                f.price,
-                f.delta,
-                f.ts_ms,
-                f.event_type,
-                f.open_ts,
-                f.close_ts,
-                f.determination_ts,
-                f.settled_ts,
-                f.result,
-                f.settlement_value,
-            )
+        row = (
+            self.session_id,
+            self.record_seq,
+            recv_ns,
+            "in",
+            conn,
+            epoch,
+            f.msg_type,
+            f.sid,
+            f.seq,
+            f.cmd_id,
+            f.market_ticker,
+            f.malformed,
+            raw,
+            f.side,
+            f.price,
+            f.delta,
+            f.ts_ms,
+            f.event_type,
+            f.open_ts,
+            f.close_ts,
+            f.determination_ts,
+            f.settled_ts,
+            f.result,
+            f.settlement_value,
         )
+        self.sink.append(row)
+        if self.observer is not None:
+            self.observer(row)
 
     def command_out(
         self, conn: int, epoch: int, cmd: str, cmd_id: int, raw: bytes, sid: int | None
     ) -> None:
         self.record_seq += 1
         self.commands_out += 1
-        self.sink.append(
-            (
-                self.session_id,
-                self.record_seq,
-                time.time_ns(),
-                Kind.OUT.value,
-                conn,
-                epoch,
-                cmd,
-                sid,
-                None,
-                cmd_id,
-                None,
-                False,
-                raw,
-                *_NO_TYPED,
-            )
+        row = (
+            self.session_id,
+            self.record_seq,
+            time.time_ns(),
+            Kind.OUT.value,
+            conn,
+            epoch,
+            cmd,
+            sid,
+            None,
+            cmd_id,
+            None,
+            False,
+            raw,
+            *_NO_TYPED,
         )
+        self.sink.append(row)
+        if self.observer is not None:
+            self.observer(row)
 
     def decide(
         self,
@@ -116,21 +130,22 @@ class SessionLog:
         self.record_seq += 1
         name = decision.value
         self.decisions[name] = self.decisions.get(name, 0) + 1
-        self.sink.append(
-            (
-                self.session_id,
-                self.record_seq,
-                time.time_ns(),
-                Kind.DECISION.value,
-                conn,
-                epoch,
-                name,
-                sid,
-                None,
-                None,
-                market_ticker,
-                False,
-                orjson.dumps(payload),
-                *_NO_TYPED,
-            )
+        row = (
+            self.session_id,
+            self.record_seq,
+            time.time_ns(),
+            Kind.DECISION.value,
+            conn,
+            epoch,
+            name,
+            sid,
+            None,
+            None,
+            market_ticker,
+            False,
+            orjson.dumps(payload),
+            *_NO_TYPED,
         )
+        self.sink.append(row)
+        if self.observer is not None:
+            self.observer(row)

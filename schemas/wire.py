@@ -1,0 +1,146 @@
+"""Kalshi order-book wire format, both generations, in exact units: parse snapshot levels, and
+write prices, sizes and snapshots back in the format they were received in.
+
+Why here and not in ``recorder``: the tap (``feed``) must rebuild books from recorded snapshot
+frames and serve snapshots in the exchange's own format, and it must not import the recorder. One
+exact implementation, built on ``schemas.units``, serves both sides.
+
+Formats (protocol notes §4.5, §4.8):
+
+* ``current``: ``yes_dollars_fp`` / ``no_dollars_fp`` = ``[["0.4500", "100.00"], ...]``;
+* ``legacy``: ``yes`` / ``no`` = ``[[45, 100], ...]`` (int cents, int contracts), often with
+  ``yes_dollars`` / ``no_dollars`` = ``[["0.4500", 100], ...]`` beside them.
+
+A side key that is absent, null or ``[]`` is an empty side.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from schemas.units import PRICE_SCALE, SIZE_SCALE, parse_price, parse_size
+
+CURRENT = "current"
+LEGACY = "legacy"
+
+Levels = dict[int, int]
+"""{price micro-dollars: size centi-contracts}, sizes > 0."""
+
+# (yes key, no key, prices are dollar strings) in order of preference: most precise first.
+_FORMATS: tuple[tuple[str, str, bool], ...] = (
+    ("yes_dollars_fp", "no_dollars_fp", True),
+    ("yes_dollars", "no_dollars", True),
+    ("yes", "no", False),
+)
+
+
+def _side(levels: Any, key: str, dollars: bool) -> Levels:
+    if levels is None:
+        return {}
+    if not isinstance(levels, list):
+        raise ValueError(f"snapshot {key!r} is {type(levels).__name__}, expected a list of levels")
+    out: Levels = {}
+    for i, level in enumerate(levels):
+        if not isinstance(level, list) or len(level) != 2:
+            raise ValueError(f"snapshot {key}[{i}] = {level!r} is not a [price, size] pair")
+        p, s = level
+        if dollars and type(p) is not str:
+            raise ValueError(f"snapshot {key}[{i}] price {p!r} is not a dollar string")
+        if not dollars and type(p) is not int:
+            raise ValueError(f"snapshot {key}[{i}] price {p!r} is not integer cents")
+        if type(s) not in (str, int):
+            raise ValueError(f"snapshot {key}[{i}] size {s!r} is not a count")
+        price = parse_price(p)
+        size = parse_size(s)
+        if size < 0:
+            raise ValueError(f"snapshot {key}[{i}] has negative size {s!r}")
+        if price in out:
+            raise ValueError(f"snapshot {key} lists price {p!r} twice")
+        out[price] = size
+    return {p: s for p, s in out.items() if s}
+
+
+def snapshot_format(msg: dict[str, Any]) -> str:
+    """``current`` if the snapshot ``msg`` uses ``*_dollars_fp`` keys, ``legacy`` if it uses
+    ``yes``/``no``/``*_dollars``; ``current`` when it has no side key at all (empty book)."""
+    if "yes_dollars_fp" in msg or "no_dollars_fp" in msg:
+        return CURRENT
+    if any(k in msg for k in ("yes", "no", "yes_dollars", "no_dollars")):
+        return LEGACY
+    return CURRENT
+
+
+def snapshot_levels(frame: bytes | str | dict[str, Any]) -> tuple[Levels, Levels]:
+    """Bid levels ``(yes, no)`` of a snapshot: raw frame bytes, a parsed frame or its ``msg``.
+
+    The most precise representation present wins. Raises ``ValueError`` (a one-line reason) on
+    anything that is not a well-formed snapshot in either format.
+    """
+    obj: Any = frame
+    if isinstance(obj, bytes | str):
+        try:
+            obj = orjson.loads(obj)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"snapshot is not JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise ValueError(f"snapshot is {type(obj).__name__}, expected a JSON object")
+    inner = obj.get("msg")
+    if isinstance(inner, dict):
+        obj = inner
+    for yes_key, no_key, dollars in _FORMATS:
+        if yes_key in obj or no_key in obj:
+            return _side(obj.get(yes_key), yes_key, dollars), _side(
+                obj.get(no_key), no_key, dollars
+            )
+    return {}, {}
+
+
+def format_price(micros: int) -> str:
+    """Micro-dollars -> the exchange's dollar string: 4 decimals (``"0.4500"``), more only when
+    the price needs them (``"0.004550"``)."""
+    sign = "-" if micros < 0 else ""
+    whole, frac = divmod(abs(micros), PRICE_SCALE)
+    text = f"{frac:06d}"
+    text = text[:4] if text.endswith("00") else text.rstrip("0")
+    return f"{sign}{whole}.{text}"
+
+
+def format_size(centi: int) -> str:
+    """Centi-contracts -> the exchange's ``_fp`` count string with 2 decimals (``"10.67"``)."""
+    sign = "-" if centi < 0 else ""
+    whole, frac = divmod(abs(centi), SIZE_SCALE)
+    return f"{sign}{whole}.{frac:02d}"
+
+
+def _legacy_ok(levels: Levels) -> bool:
+    cent = PRICE_SCALE // 100
+    return all(p % cent == 0 and s % SIZE_SCALE == 0 for p, s in levels.items())
+
+
+def snapshot_msg(
+    market_ticker: str, market_id: str | None, yes: Levels, no: Levels, fmt: str = CURRENT
+) -> dict[str, Any]:
+    """An ``orderbook_snapshot`` ``msg`` object for this book, ascending prices, in ``fmt``.
+
+    ``current``: ``*_dollars_fp`` keys, absent when a side is empty (as the exchange does).
+    ``legacy``: ``yes``/``no`` in int cents and ``yes_dollars``/``no_dollars``; a book that
+    cannot be said exactly in whole cents and contracts is written in ``current`` keys instead
+    (exact units win over format fidelity).
+    """
+    msg: dict[str, Any] = {"market_ticker": market_ticker}
+    if market_id is not None:
+        msg["market_id"] = market_id
+    ys, ns = sorted(yes.items()), sorted(no.items())
+    if fmt == LEGACY and _legacy_ok(yes) and _legacy_ok(no):
+        cent = PRICE_SCALE // 100
+        for key, levels in (("yes", ys), ("no", ns)):
+            if levels:
+                msg[key] = [[p // cent, s // SIZE_SCALE] for p, s in levels]
+                msg[f"{key}_dollars"] = [[format_price(p), s // SIZE_SCALE] for p, s in levels]
+        return msg
+    for key, levels in (("yes_dollars_fp", ys), ("no_dollars_fp", ns)):
+        if levels:
+            msg[key] = [[format_price(p), format_size(s)] for p, s in levels]
+    return msg
