@@ -19,7 +19,13 @@ from simulator import auth
 from simulator.faults import MALFORMED_KINDS, FaultConfig
 from simulator.market import Dist, GenConfig
 from simulator.server import SimConfig, Simulator
-from simulator.wire import ProtocolOptions
+from simulator.switches import BOOL, CHOICE, SWITCHES, config_from_switches
+
+
+def _shown(v: object) -> str:
+    if isinstance(v, tuple):
+        return ",".join(str(x) for x in v) or "none"
+    return str(v)
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -59,13 +65,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-live-markets", type=int, default=10_000)
     g.add_argument("--undocumented-event-prob", type=float, default=0.0)
     g.add_argument("--no-regimes", action="store_true", help="constant delta rate")
-    w = s.add_argument_group("protocol switches")
-    w.add_argument("--legacy", action="store_true", help="legacy integer wire format")
-    w.add_argument("--empty-side", choices=("omit", "empty_list"), default="omit")
-    w.add_argument("--lifecycle-seq", action="store_true", help="seq on lifecycle messages")
-    w.add_argument("--reply-seq", choices=("consume", "echo"), default="consume")
-    w.add_argument("--duplicate-subscribe", choices=("new_sid", "error"), default="new_sid")
-    w.add_argument("--max-markets-per-sub", type=int, default=256)
+    w = s.add_argument_group(
+        "protocol switches",
+        "one per uncertain point of the protocol notes (section in brackets); defaults = the "
+        "most likely real behaviour, fault-like ones off",
+    )
+    for sw in SWITCHES:
+        text = f"{sw.help} [{sw.section}; default {_shown(sw.default)}]"
+        if sw.kind == BOOL:
+            w.add_argument(sw.flag, dest=sw.name, action="store_true", help=text)
+        elif sw.kind == CHOICE:
+            w.add_argument(sw.flag, dest=sw.name, choices=sw.allowed, default=sw.default, help=text)
+        else:
+            w.add_argument(
+                sw.flag,
+                dest=sw.name,
+                default=sw.default,
+                metavar=sw.kind.upper(),
+                help=f"{text}; {sw.describe()}",
+            )
     f = s.add_argument_group("faults (all off by default)")
     f.add_argument("--gap-rate", type=float, default=0.0)
     f.add_argument("--duplicate-rate", type=float, default=0.0)
@@ -89,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(ns: argparse.Namespace) -> SimConfig:
-    return SimConfig(
+    base = SimConfig(
         seed=ns.seed,
         host=ns.host,
         port=ns.port,
@@ -98,7 +116,6 @@ def config_from_args(ns: argparse.Namespace) -> SimConfig:
         max_skew_s=ns.max_skew,
         allow_unauthenticated=ns.allow_unauthenticated,
         ping_interval=ns.ping_interval,
-        legacy=ns.legacy,
         ground_truth=ns.ground_truth,
         generator=GenConfig(
             create_rate=ns.create_rate,
@@ -111,13 +128,6 @@ def config_from_args(ns: argparse.Namespace) -> SimConfig:
             max_live_markets=ns.max_live_markets,
             undocumented_event_prob=ns.undocumented_event_prob,
             regimes=not ns.no_regimes,
-        ),
-        protocol=ProtocolOptions(
-            empty_side=ns.empty_side,
-            lifecycle_seq=ns.lifecycle_seq,
-            reply_seq=ns.reply_seq,
-            duplicate_subscribe=ns.duplicate_subscribe,
-            max_markets_per_sub=ns.max_markets_per_sub,
         ),
         faults=FaultConfig(
             gap_rate=ns.gap_rate,
@@ -140,6 +150,7 @@ def config_from_args(ns: argparse.Namespace) -> SimConfig:
             burst_size=ns.burst_size,
         ),
     )
+    return config_from_switches({sw.name: getattr(ns, sw.name) for sw in SWITCHES}, base)
 
 
 async def _serve(cfg: SimConfig, duration: float | None) -> None:

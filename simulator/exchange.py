@@ -8,7 +8,14 @@ writes them. Rules implemented (protocol notes §3, §4.7):
 * ``ok``/``unsubscribed`` replies carry the sid and seq and consume a seq value by default
   (``reply_seq="echo"`` repeats the last one instead).
 * one ``subscribed`` reply per channel, always before that sid's first snapshot.
-* error codes 1, 2, 3, 4, 5, 6 (by switch), 7, 8, 9, 11, 12, 13, 14, 15, 16, 26.
+* error codes 1, 2, 3, 4, 5, 6 (by switch), 7, 8, 9, 11, 12, 13, 14, 15, 16, 26; asynchronous
+  10, 17, 25 on a live sid (by fault knob), after which the sid is gone ("resubscribe").
+* the switches of ``ProtocolOptions`` for the other uncertain points: get_snapshot with or
+  without its ``ok``, replies without ``id``, a repeat subscribe merged into the existing sid,
+  error 16 for a market in its first seconds, a clock offset on lifecycle ``*_ts`` fields.
+
+What each switch and fault did is appended to ``effects`` (plain dicts with an ``effect`` key),
+which the shell writes to ground truth, so a test can tell a client's failure from a fault.
 """
 
 from __future__ import annotations
@@ -19,11 +26,13 @@ from typing import Any
 import orjson
 
 from simulator.faults import FaultConfig, FaultCounters
-from simulator.market import Delta, Engine, Notice
+from simulator.market import LIFECYCLE_CHANNEL, MVE_CHANNEL, Delta, Engine, Notice
 from simulator.wire import ProtocolOptions, data_frame, delta_body, notice_body, snapshot_body
 
 ORDERBOOK = "orderbook_delta"
-LIFECYCLE = "market_lifecycle_v2"
+LIFECYCLE = LIFECYCLE_CHANNEL
+MVE = MVE_CHANNEL
+NOTICE_CHANNELS = (LIFECYCLE, MVE)
 # The asyncapi channel enum (notes §3.1). Channels we do not model are accepted and stay silent,
 # as a real but quiet channel would; anything else is error 8.
 KNOWN_CHANNELS = frozenset(
@@ -103,8 +112,10 @@ class Session:
         counters: FaultCounters,
         rng: random.Random,
         authenticated: bool = True,
+        effects: list[dict[str, Any]] | None = None,
     ) -> None:
         self.conn_id = conn_id
+        self.effects: list[dict[str, Any]] = effects if effects is not None else []
         self.engine = engine
         self.opts = opts
         self.faults = faults
@@ -114,7 +125,8 @@ class Session:
         self.outbox: list[str] = []
         self.subs: dict[int, Sub] = {}
         self.book_index: dict[str, list[Sub]] = {}
-        self.lifecycle_subs: list[Sub] = []
+        # lifecycle-type channels (market_lifecycle_v2, multivariate_market_lifecycle) -> subs
+        self.notice_subs: dict[str, list[Sub]] = {ch: [] for ch in NOTICE_CHANNELS}
         self._next_sid = 1
         self._fault_data = bool(faults.gap_rate or faults.duplicate_rate or faults.malformed_rate)
 
@@ -124,19 +136,49 @@ class Session:
 
     # ---- outbound -------------------------------------------------------------------------
 
+    @property
+    def lifecycle_subs(self) -> list[Sub]:
+        return self.notice_subs[LIFECYCLE]
+
+    def _effect(self, effect: str, **fields: Any) -> None:
+        self.effects.append(
+            {"effect": effect, "t_ms": self.engine.now_ms, "conn": self.conn_id, **fields}
+        )
+
     def _reply(self, obj: dict[str, Any]) -> None:
         self.outbox.append(orjson.dumps(obj).decode())
+
+    def _answer(self, cmd_id: Any, obj: dict[str, Any], carries_sid: bool) -> None:
+        """A command's reply, with its ``id`` unless the ``reply_id`` switch leaves it out."""
+        mode = self.opts.reply_id
+        if mode == "always" or (mode == "sid_replies" and not carries_sid):
+            obj = {"id": cmd_id, **obj}
+        elif cmd_id is not None:
+            self._effect("reply_without_id", cmd_id=cmd_id, type=obj.get("type"))
+        self._reply(obj)
 
     def _error(self, cmd_id: Any, code: int, market_ticker: str | None = None) -> None:
         msg: dict[str, Any] = {"code": code, "msg": ERRORS.get(code, "Error")}
         if market_ticker is not None:
             msg["market_ticker"] = market_ticker
         obj: dict[str, Any] = {}
-        if cmd_id is not None:
+        if cmd_id is not None and self.opts.reply_id != "never":
             obj["id"] = cmd_id
         obj["type"] = "error"
         obj["msg"] = msg
         self._reply(obj)
+
+    def async_error(self, sub: Sub, code: int) -> None:
+        """A terminal error on a live sid (10, 17, 25): the sid is gone, the client must
+        resubscribe. Carries the sid (else no client could tell which subscription died)."""
+        self._drop_sub(sub)
+        self.counters.async_errors += 1
+        self._effect(
+            "async_error", sid=sub.sid, code=code, channel=sub.channel, tickers=list(sub.tickers)
+        )
+        self._reply(
+            {"type": "error", "sid": sub.sid, "msg": {"code": code, "msg": ERRORS.get(code)}}
+        )
 
     def _reply_seq(self, sub: Sub) -> int:
         if self.opts.reply_seq == "consume":
@@ -226,9 +268,18 @@ class Session:
             out.extend(many)
         return list(dict.fromkeys(out))
 
-    def _check_known(self, tickers: list[str]) -> None:
+    def _check_known(self, tickers: list[str], cmd: str | None = None) -> None:
+        """Error 16 for an unknown market; with ``new_market_not_found_s`` also for one created
+        less than that long ago (``cmd`` names the command the switch applies to)."""
+        markets = self.engine.markets
+        young = self.opts.new_market_not_found_s * 1000
         for t in tickers:
-            if t not in self.engine.markets:
+            m = markets.get(t)
+            if m is None:
+                raise CommandError(16, t)
+            if young and cmd is not None and self.engine.now_ms - m.created_ms < young:
+                self.counters.not_found_new += 1
+                self._effect("not_found_new", ticker=t, cmd=cmd)
                 raise CommandError(16, t)
 
     def _new_sub(self, channel: str) -> Sub:
@@ -239,6 +290,14 @@ class Session:
 
     def _index(self, sub: Sub, ticker: str) -> None:
         self.book_index.setdefault(ticker, []).append(sub)
+
+    def _drop_sub(self, sub: Sub) -> None:
+        self.subs.pop(sub.sid, None)
+        for t in sub.tickers:
+            self._unindex(sub, t)
+        lst = self.notice_subs.get(sub.channel)
+        if lst is not None and sub in lst:
+            lst.remove(sub)
 
     def _unindex(self, sub: Sub, ticker: str) -> None:
         lst = self.book_index.get(ticker)
@@ -264,7 +323,7 @@ class Session:
         if ORDERBOOK in channels:
             if not tickers:
                 raise CommandError(14)
-            self._check_known(tickers)
+            self._check_known(tickers, "subscribe")
             if len(tickers) > self.opts.max_markets_per_sub:
                 raise CommandError(26)
         elif tickers:
@@ -273,7 +332,8 @@ class Session:
         if f.subscribe_error_rate and self.rng.random() < f.subscribe_error_rate:
             self.counters.subscribe_errors += 1
             raise CommandError(f.subscribe_error_code)
-        if self.opts.duplicate_subscribe == "error":
+        mode = self.opts.duplicate_subscribe
+        if mode == "error":
             for ch in channels:
                 for s in self.subs.values():
                     if s.channel != ch:
@@ -283,11 +343,26 @@ class Session:
                     dup = next((t for t in tickers if t in s.tickers), None)
                     if dup is not None:
                         raise CommandError(6, dup)
+        existing: dict[str, Sub] = {}
+        if mode == "merge":
+            for ch in channels:
+                old = next((s for s in self.subs.values() if s.channel == ch), None)
+                if old is not None:
+                    existing[ch] = old
+            ob = existing.get(ORDERBOOK)
+            if ob is not None:
+                added = [t for t in tickers if t not in ob.tickers]
+                if len(ob.tickers) + len(added) > self.opts.max_markets_per_sub:
+                    raise CommandError(26)
         for ch in channels:
+            old = existing.get(ch)
+            if old is not None:
+                self._merge(cmd_id, old, tickers)
+                continue
             sub = self._new_sub(ch)
             sub.skip_ticker_ack = bool(params.get("skip_ticker_ack"))
-            self._reply(
-                {"id": cmd_id, "type": "subscribed", "msg": {"channel": ch, "sid": sub.sid}}
+            self._answer(
+                cmd_id, {"type": "subscribed", "msg": {"channel": ch, "sid": sub.sid}}, True
             )
             if ch == ORDERBOOK:
                 for t in tickers:
@@ -295,11 +370,27 @@ class Session:
                     self._index(sub, t)
                 for t in tickers:
                     self.send_snapshot(sub, t)
-            elif ch == LIFECYCLE:
-                self.lifecycle_subs.append(sub)
+            elif ch in self.notice_subs:
+                self.notice_subs[ch].append(sub)
             else:
                 for t in tickers:
                     sub.tickers[t] = None
+
+    def _merge(self, cmd_id: Any, sub: Sub, tickers: list[str]) -> None:
+        """A repeat subscribe merged into ``sub`` (notes §4.7): same tickers are a no-op with no
+        fresh snapshot, new ones are added and snapshotted; the reply is an ``ok`` without sid."""
+        added = [t for t in tickers if t not in sub.tickers] if sub.channel == ORDERBOOK else []
+        for t in added:
+            sub.tickers[t] = None
+            self._index(sub, t)
+        self.counters.merged_subscribes += 1
+        self._effect("merged_subscribe", sid=sub.sid, channel=sub.channel, added=added)
+        obj: dict[str, Any] = {"type": "ok"}
+        if sub.channel == ORDERBOOK:
+            obj["msg"] = {"market_tickers": list(sub.tickers)}
+        self._answer(cmd_id, obj, True)
+        for t in added:
+            self.send_snapshot(sub, t)
 
     def _unsubscribe(self, cmd_id: Any, params: Any) -> None:
         if not isinstance(params, dict):
@@ -313,13 +404,10 @@ class Session:
             if not isinstance(sid, int) or sid not in self.subs:
                 raise CommandError(7)
         for sid in dict.fromkeys(sids):
-            sub = self.subs.pop(sid)
-            for t in sub.tickers:
-                self._unindex(sub, t)
-            if sub in self.lifecycle_subs:
-                self.lifecycle_subs.remove(sub)
+            sub = self.subs[sid]
+            self._drop_sub(sub)
             seq = self._reply_seq(sub)
-            self._reply({"id": cmd_id, "sid": sid, "seq": seq, "type": "unsubscribed"})
+            self._answer(cmd_id, {"sid": sid, "seq": seq, "type": "unsubscribed"}, True)
 
     def _update(self, cmd_id: Any, params: Any) -> None:
         if not isinstance(params, dict):
@@ -351,7 +439,7 @@ class Session:
         tickers = self._tickers(params)
         if not tickers:
             raise CommandError(14)
-        self._check_known(tickers)
+        self._check_known(tickers, "add_markets" if action == "add_markets" else None)
         if action == "add_markets":
             new = [t for t in tickers if t not in sub.tickers]
             if len(sub.tickers) + len(new) > self.opts.max_markets_per_sub:
@@ -369,24 +457,31 @@ class Session:
                     self._unindex(sub, t)
             self._ok(cmd_id, sub)
         else:
-            self._ok(cmd_id, sub)
+            when = self.opts.get_snapshot_ok
+            if when == "before":
+                self._ok(cmd_id, sub)
             for t in tickers:
                 self.send_snapshot(sub, t)
+            if when == "after":
+                self._ok(cmd_id, sub)
+            elif when == "none":
+                self._effect("get_snapshot_without_ok", cmd_id=cmd_id, sid=sub.sid)
 
     def _ok(self, cmd_id: Any, sub: Sub) -> None:
         seq = self._reply_seq(sub)
-        obj: dict[str, Any] = {"id": cmd_id, "sid": sub.sid, "seq": seq, "type": "ok"}
+        obj: dict[str, Any] = {"sid": sub.sid, "seq": seq, "type": "ok"}
         if not sub.skip_ticker_ack:
             obj["msg"] = {"market_tickers": list(sub.tickers)}
-        self._reply(obj)
+        self._answer(cmd_id, obj, True)
 
     def _list(self, cmd_id: Any, params: Any) -> None:
-        self._reply(
+        self._answer(
+            cmd_id,
             {
-                "id": cmd_id,
                 "type": "ok",
                 "msg": [{"channel": s.channel, "sid": s.sid} for s in self.subs.values()],
-            }
+            },
+            False,
         )
 
 
@@ -414,12 +509,24 @@ class Exchange:
         self._held: list[tuple[int, int, Notice]] = []
         self._emitted_notices = 0
         self._max_dispatched = 0
+        self.effects: list[dict[str, Any]] = []  # drained by the shell into ground truth
+        self._last_pump_ms = engine.now_ms
+        self._offset_s = round(opts.clock_offset_s)
 
     def open_session(self, authenticated: bool = True) -> Session:
         conn_id = self._next_conn
         self._next_conn += 1
         rng = random.Random(self.seed * 1_000_003 + conn_id)
-        s = Session(conn_id, self.engine, self.opts, self.faults, self.counters, rng, authenticated)
+        s = Session(
+            conn_id,
+            self.engine,
+            self.opts,
+            self.faults,
+            self.counters,
+            rng,
+            authenticated,
+            self.effects,
+        )
         self.sessions[conn_id] = s
         return s
 
@@ -431,6 +538,9 @@ class Exchange:
         events = self.engine.take()
         now = self.engine.now_ms
         f = self.faults
+        if f.async_error_rate and now > self._last_pump_ms:
+            self._async_errors((now - self._last_pump_ms) / 1000.0)
+        self._last_pump_ms = max(self._last_pump_ms, now)
         if self._held:
             due = [h for h in self._held if h[0] <= now]
             if due:
@@ -459,6 +569,19 @@ class Exchange:
                 assert isinstance(ev, Notice)
                 self._emitted_notices += 1
                 index = self._emitted_notices
+                if f.lifecycle_drop_rate and self._fault_rng.random() < f.lifecycle_drop_rate:
+                    self.counters.lifecycle_dropped += 1
+                    self.effects.append(
+                        {
+                            "effect": "lifecycle_dropped",
+                            "t_ms": now,
+                            "kind": ev.kind,
+                            "channel": ev.channel,
+                            "ticker": ev.ticker,
+                            "event_type": ev.msg.get("event_type"),
+                        }
+                    )
+                    continue
                 if f.lifecycle_delay_rate and self._fault_rng.random() < f.lifecycle_delay_rate:
                     delay = int(self._fault_rng.uniform(0, f.lifecycle_delay_max_s) * 1000)
                     self._held.append((now + delay, index, ev))
@@ -474,7 +597,17 @@ class Exchange:
         body: str | None = None
         seq_on = self.opts.lifecycle_seq
         for s in self.sessions.values():
-            for sub in s.lifecycle_subs:
+            for sub in s.notice_subs[n.channel]:
                 if body is None:
-                    body = notice_body(n)
+                    body = notice_body(n, self._offset_s)
                 s.emit(sub, n.kind, body, seq_on)
+
+    def _async_errors(self, dt_s: float) -> None:
+        """Each live sid fails with probability ``async_error_rate * dt``."""
+        f = self.faults
+        p = f.async_error_rate * dt_s
+        rng = self._fault_rng
+        for s in list(self.sessions.values()):
+            for sub in list(s.subs.values()):
+                if rng.random() < p:
+                    s.async_error(sub, rng.choice(f.async_error_codes))

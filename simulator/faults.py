@@ -38,6 +38,15 @@ class FaultConfig:
     stall_for_s: float = 0.0  # ... this long, then send it all at once (a burst)
     burst_every_s: float = 0.0  # every so often, one market gets burst_size changes in one step
     burst_size: int = 200
+    # lifecycle notices lost on live connections (once, before fan-out); REST stays truthful
+    lifecycle_drop_rate: float = 0.0
+    # asynchronous terminal errors on a live sid (notes §3.5): per sid per second; the sid ends
+    async_error_rate: float = 0.0
+    async_error_codes: tuple[int, ...] = (10, 17, 25)
+    # close frames with an application code (notes §11: 4000-4999, 4001 = authentication)
+    close_code: int = 4000
+    close_at: tuple[float, ...] = ()  # seconds after start: close every open connection
+    close_rate: float = 0.0  # per open connection per second
 
     def __post_init__(self) -> None:
         bad = [k for k in self.malformed_kinds if k not in MALFORMED_KINDS]
@@ -47,6 +56,14 @@ class FaultConfig:
             raise ValueError("drop_mode must be 'abort' or 'close'")
         if self.reject_status not in (429, 503):
             raise ValueError("reject_status must be 429 or 503")
+        bad_codes = [c for c in self.async_error_codes if c not in (10, 17, 25)]
+        if bad_codes or not self.async_error_codes:
+            raise ValueError("async_error_codes: choose from 10, 17, 25 (notes §3.5)")
+        if not (1000 <= self.close_code <= 4999) or self.close_code in (1004, 1005, 1006, 1015):
+            raise ValueError("close_code must be a sendable close code, e.g. 4000-4999 or 1011")
+        self.async_error_codes = tuple(self.async_error_codes)
+        self.close_at = tuple(self.close_at)
+        self.drop_at = tuple(self.drop_at)
 
 
 @dataclass
@@ -64,6 +81,13 @@ class FaultCounters:
     rejected_handshakes: int = 0
     stalls: int = 0
     bursts: int = 0
+    lifecycle_dropped: int = 0
+    async_errors: int = 0
+    closes: int = 0
+    not_found_new: int = 0  # error 16 for a market still in its first seconds
+    merged_subscribes: int = 0
+    rest_rejected: int = 0  # 400 for a query parameter this exchange does not know
+    empty_pongs: int = 0  # client pings answered with an empty pong
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

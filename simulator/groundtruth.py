@@ -8,13 +8,18 @@ Layout (one JSON object per line):
 * ``conn-<N>.jsonl``: ``{"t_ns", "conn", "frame"}``; t_ns = wall clock when handed to the socket.
 * ``books.jsonl``: ``{"t_ns", "ticker", "yes": [[price, size], ...], "no": [...]}`` after every
   change; t_ns is the exchange's (virtual) time of the change in ns, the same clock as ``ts_ms``.
-* ``markets.jsonl``: one line per market with its lifecycle facts, written on stop.
+* ``markets.jsonl``: one line per market with its lifecycle facts (``mve`` says whether it is a
+  multivariate market), written on stop.
+* ``effects.jsonl``: what each protocol switch and fault did, in order (``{"effect": ...,
+  "t_ms": exchange time, ...}``): lifecycle notices dropped, error 16 for young markets, async
+  errors, close codes, merged subscribes, replies without id, get_snapshot without ok, REST
+  parameters rejected or ignored.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import orjson
 
@@ -28,6 +33,12 @@ class GroundTruth:
         directory.mkdir(parents=True, exist_ok=True)
         self._conns: dict[int, IO[bytes]] = {}
         self._books: IO[bytes] = open(directory / "books.jsonl", "wb")  # noqa: SIM115
+        self._effects: IO[bytes] = open(directory / "effects.jsonl", "wb")  # noqa: SIM115
+
+    def effects(self, effects: list[dict[str, Any]]) -> None:
+        for e in effects:
+            self._effects.write(orjson.dumps(e))
+            self._effects.write(b"\n")
 
     def frames(self, conn_id: int, t_ns: int, frames: list[str]) -> None:
         f = self._conns.get(conn_id)
@@ -65,6 +76,7 @@ class GroundTruth:
     def close(self, engine: Engine) -> None:
         self.books(engine)
         self._books.close()
+        self._effects.close()
         for cid in list(self._conns):
             self.close_conn(cid)
         with open(self.dir / "markets.jsonl", "wb") as f:
@@ -74,5 +86,6 @@ class GroundTruth:
 
     def flush(self) -> None:
         self._books.flush()
+        self._effects.flush()
         for f in self._conns.values():
             f.flush()

@@ -84,6 +84,7 @@ class GenConfig:
     regimes: bool = True  # quiet/busy periods that scale delta_rate (x0.2 .. x2)
     max_live_markets: int = 10_000  # creation pauses above this many unsettled markets
     legacy: bool = False  # legacy era: whole cents and whole contracts only
+    mve_fraction: float = 0.0  # share of new events that are MVE combos (KXMVE..., §4.4)
 
 
 class Delta:
@@ -99,16 +100,30 @@ class Delta:
         self.ts_ms = ts_ms
 
 
+LIFECYCLE_CHANNEL = "market_lifecycle_v2"
+MVE_CHANNEL = "multivariate_market_lifecycle"
+MVE_PREFIX = "KXMVE"
+
+
 class Notice:
-    """A message on the lifecycle channel: ``kind`` is the wire ``type``."""
+    """A message on a lifecycle channel: ``kind`` is the wire ``type``, ``channel`` the channel
+    that carries it (MVE markets and events only on ``multivariate_market_lifecycle``, §4.4)."""
 
-    __slots__ = ("kind", "msg", "ticker", "ts_ms")
+    __slots__ = ("channel", "kind", "msg", "ticker", "ts_ms")
 
-    def __init__(self, kind: str, ticker: str, msg: dict[str, Any], ts_ms: int) -> None:
+    def __init__(
+        self,
+        kind: str,
+        ticker: str,
+        msg: dict[str, Any],
+        ts_ms: int,
+        channel: str = LIFECYCLE_CHANNEL,
+    ) -> None:
         self.kind = kind
         self.ticker = ticker
         self.msg = msg
         self.ts_ms = ts_ms
+        self.channel = channel
 
 
 Event = Delta | Notice
@@ -146,6 +161,7 @@ class Market:
     last_price: int = 0  # pips
     plan: int = 0  # bumps when the close time changes, voiding stale scheduled actions
     auto: bool = True  # generator drives the lifecycle (False for control-API markets)
+    mve: bool = False  # a multivariate (KXMVE) market: announced only on its own channel
     book: Book = field(default_factory=Book)
     history: list[tuple[int, str]] = field(default_factory=list)
     close_history: list[int] = field(default_factory=list)
@@ -174,6 +190,7 @@ class Market:
             "price_level_structure": self.price_level_structure,
             "fractional": self.fractional,
             "never_trades": self.never_trades,
+            "mve": self.mve,
             "events": [[t, e] for t, e in self.history],
         }
 
@@ -186,6 +203,7 @@ _SERIES = [
     ("KXNBAGAME", "NBA game winner", "custom"),
     ("FED", "Fed decision", "between"),
 ]
+_MVE_SERIES = ("KXMVESPORTSMULTIGAME", "Multi-game combo", "custom")
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 
 
@@ -238,7 +256,10 @@ class Engine:
         m.history.append((self.now_ms, event_type))
         m.updated_ms = self.now_ms
         self.notices_emitted += 1
-        self.out.append(Notice("market_lifecycle_v2", m.ticker, msg, self.now_ms))
+        if m.mve:
+            self.out.append(Notice(MVE_CHANNEL, m.ticker, msg, self.now_ms, MVE_CHANNEL))
+        else:
+            self.out.append(Notice(LIFECYCLE_CHANNEL, m.ticker, msg, self.now_ms))
 
     def _set_tradable(self, m: Market, on: bool) -> None:
         pos = self._tpos.get(m.ticker)
@@ -266,10 +287,12 @@ class Engine:
 
     # ---- creation -------------------------------------------------------------------------
 
-    def _new_event(self, n_markets: int) -> list[Market]:
+    def _new_event(self, n_markets: int, mve: bool = False) -> list[Market]:
         rng = self.rng
         cfg = self.cfg
         series, title, strike_type = _SERIES[rng.randrange(len(_SERIES))]
+        if mve:
+            series, title, strike_type = _MVE_SERIES
         self._event_counter += 1
         t = self.now_ms // 1000
         tm = time.gmtime(t)
@@ -290,6 +313,7 @@ class Engine:
                     "series_ticker": series,
                 },
                 self.now_ms,
+                MVE_CHANNEL if mve else LIFECYCLE_CHANNEL,
             )
         )
         lifetime_ms = int(cfg.lifetime.sample(rng) * 1000)
@@ -311,6 +335,7 @@ class Engine:
                 fractional=None,
                 never_trades=None,
                 auto=True,
+                mve=mve,
             )
             markets.append(m)
         if rng.random() < cfg.fee_update_prob:
@@ -334,6 +359,7 @@ class Engine:
         never_trades: bool | None,
         auto: bool,
         mid: int | None = None,
+        mve: bool = False,
     ) -> Market:
         rng = self.rng
         cfg = self.cfg
@@ -385,6 +411,7 @@ class Engine:
             mid_idx=mid_idx,
             auto=auto,
             updated_ms=self.now_ms,
+            mve=mve,
         )
         m.close_history.append(close_ms)
         self.markets[ticker] = m
@@ -600,12 +627,15 @@ class Engine:
         fractional: bool = False,
         mid: int = 5_000,
         auto: bool = False,
+        mve: bool = False,
     ) -> Market:
         """Create one market now. With ``auto=False`` nothing happens to it unless asked,
-        except the silent open/close at its times; it never trades on its own."""
+        except the silent open/close at its times; it never trades on its own. ``mve=True``
+        makes a multivariate market, announced only on ``multivariate_market_lifecycle``."""
         self._event_counter += 1
         if event_ticker is None:
-            event_ticker = f"KXTEST-{self._event_counter:05d}"
+            prefix = "KXMVETEST" if mve else "KXTEST"
+            event_ticker = f"{prefix}-{self._event_counter:05d}"
         if ticker is None:
             ticker = f"{event_ticker}-T{self._event_counter}"
         if event_ticker not in self.events:
@@ -624,6 +654,7 @@ class Engine:
                         "series_ticker": "KXTEST",
                     },
                     self.now_ms,
+                    MVE_CHANNEL if mve else LIFECYCLE_CHANNEL,
                 )
             )
         open_ms = self.now_ms + int(open_in_s * 1000)
@@ -641,6 +672,7 @@ class Engine:
             never_trades=not auto,
             auto=auto,
             mid=mid,
+            mve=mve,
         )
         if not auto:
             self._schedule(m.close_ms, "close", m.ticker, m.plan)
@@ -682,7 +714,8 @@ class Engine:
             while self._acc_create >= 1.0:
                 n = rng.randint(*cfg.markets_per_event)
                 self._acc_create -= n
-                self._new_event(n)
+                # the extra draw only when MVE is on keeps every older seed's markets unchanged
+                self._new_event(n, mve=bool(cfg.mve_fraction) and rng.random() < cfg.mve_fraction)
         if cfg.regimes and self.steps % 100 == 0 and rng.random() < 0.2:
             self._regime = rng.choice((0.2, 0.5, 1.0, 1.0, 1.5, 2.0))
         if cfg.burst_rate > 0 and self._tradable and rng.random() < cfg.burst_rate * dt:

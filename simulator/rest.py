@@ -18,7 +18,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import orjson
 
 from simulator.book import PRICE_RANGES, legacy_cents, legacy_dollars, price_str, size_str
-from simulator.market import Engine, Market
+from simulator.market import MVE_PREFIX, Engine, Market
+from simulator.wire import MARKETS_PARAMS, ProtocolOptions
 
 log = logging.getLogger("simulator.rest")
 
@@ -42,14 +43,45 @@ STATUS_FILTER: dict[str, tuple[str, ...]] = {
 }
 
 
+# Query parameters of the other routes (the SDK's names).
+ORDERBOOK_PARAMS = frozenset({"depth"})
+MARKET_PARAMS: frozenset[str] = frozenset()
+
+
 def rfc3339(ms: int) -> str:
     base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000))
     frac = ms % 1000
     return f"{base}.{frac:03d}Z" if frac else base + "Z"
 
 
-def market_object(m: Market) -> dict[str, Any]:
+class Clock:
+    """How this exchange writes times: its offset from the client's clock, its precision."""
+
+    def __init__(self, offset_ms: int = 0, whole_seconds: bool = False) -> None:
+        self.offset_ms = offset_ms
+        self.whole_seconds = whole_seconds
+
+    @classmethod
+    def of(cls, opts: ProtocolOptions | None) -> Clock:
+        if opts is None:
+            return cls()
+        return cls(round(opts.clock_offset_s * 1000), opts.rest_time_precision == "s")
+
+    def ms(self, true_ms: int) -> int:
+        """The exchange's reading of a true instant (ms), before formatting."""
+        t = true_ms + self.offset_ms
+        return t - t % 1000 if self.whole_seconds else t
+
+    def text(self, true_ms: int) -> str:
+        return rfc3339(self.ms(true_ms))
+
+
+_TRUE_CLOCK = Clock()
+
+
+def market_object(m: Market, clock: Clock = _TRUE_CLOCK) -> dict[str, Any]:
     """A Market as GET /markets returns it, with the fields strict SDK models require."""
+    ts = clock.text
     book = m.book
     yb = book.best("yes")
     nb = book.best("no")
@@ -67,13 +99,13 @@ def market_object(m: Market) -> dict[str, Any]:
         "yes_sub_title": m.yes_sub_title,
         "no_sub_title": m.no_sub_title,
         "status": m.status,
-        "created_time": rfc3339(m.created_ms),
-        "updated_time": rfc3339(m.updated_ms),
-        "open_time": rfc3339(m.open_ms),
-        "close_time": rfc3339(m.close_ms),
-        "expiration_time": rfc3339(m.expected_expiration_ms),
-        "expected_expiration_time": rfc3339(m.expected_expiration_ms),
-        "latest_expiration_time": rfc3339(m.expected_expiration_ms),
+        "created_time": ts(m.created_ms),
+        "updated_time": ts(m.updated_ms),
+        "open_time": ts(m.open_ms),
+        "close_time": ts(m.close_ms),
+        "expiration_time": ts(m.expected_expiration_ms),
+        "expected_expiration_time": ts(m.expected_expiration_ms),
+        "latest_expiration_time": ts(m.expected_expiration_ms),
         "settlement_timer_seconds": m.settlement_timer_s,
         "can_close_early": m.can_close_early,
         "early_close_condition": "",
@@ -103,6 +135,8 @@ def market_object(m: Market) -> dict[str, Any]:
         "settlement_bounds_type": "default",
         "strike_type": m.strike_type,
     }
+    if m.mve:
+        obj["mve_collection_ticker"] = m.series_ticker
     if m.floor_strike is not None:
         obj["floor_strike"] = m.floor_strike
     if m.cap_strike is not None:
@@ -110,7 +144,7 @@ def market_object(m: Market) -> dict[str, Any]:
     if m.settlement_value:
         obj["settlement_value_dollars"] = m.settlement_value
     if settle_ms is not None:
-        obj["settlement_ts"] = rfc3339(settle_ms)
+        obj["settlement_ts"] = ts(settle_ms)
     return obj
 
 
@@ -130,9 +164,17 @@ def _cursor_decode(c: str) -> int:
 
 
 def handle(
-    engine: Engine, method: str, target: str, legacy: bool = False
+    engine: Engine,
+    method: str,
+    target: str,
+    legacy: bool = False,
+    opts: ProtocolOptions | None = None,
+    effects: list[dict[str, Any]] | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    """Answer one request. Returns (HTTP status, JSON body)."""
+    """Answer one request. Returns (HTTP status, JSON body).
+
+    ``opts`` carries the REST switches (clock offset, time precision, unsupported parameters);
+    what they did is appended to ``effects`` for ground truth."""
     if method not in ("GET", "HEAD"):
         return _error(405, "method_not_allowed", f"{method} is not supported by the simulator")
     parts = urlsplit(target)
@@ -141,23 +183,72 @@ def handle(
     if not path.startswith(BASE + "/"):
         return _error(404, "not_found", f"no route for {path}; the REST base is {BASE}")
     rel = path[len(BASE) :].rstrip("/")
+    clock = Clock.of(opts)
     if rel == "/markets":
-        return _list_markets(engine, q)
+        bad = _params(q, MARKETS_PARAMS, opts, effects, engine.now_ms, rel)
+        if bad is not None:
+            return bad
+        return _list_markets(engine, q, clock)
     if rel == "/exchange/status":
         return 200, {"exchange_active": True, "trading_active": True}
     if rel.startswith("/markets/"):
         rest = rel[len("/markets/") :]
         if rest.endswith("/orderbook"):
+            bad = _params(q, ORDERBOOK_PARAMS, opts, effects, engine.now_ms, rel)
+            if bad is not None:
+                return bad
             return _orderbook(engine, rest[: -len("/orderbook")], q, legacy)
         if "/" not in rest:
+            bad = _params(q, MARKET_PARAMS, opts, effects, engine.now_ms, rel)
+            if bad is not None:
+                return bad
             m = engine.markets.get(rest)
             if m is None:
                 return _error(404, "not_found", f"market {rest} not found")
-            return 200, {"market": market_object(m)}
+            return 200, {"market": market_object(m, clock)}
     return _error(404, "not_found", f"no route for {path}")
 
 
-def _list_markets(engine: Engine, q: dict[str, str]) -> tuple[int, dict[str, Any]]:
+def _params(
+    q: dict[str, str],
+    known: frozenset[str],
+    opts: ProtocolOptions | None,
+    effects: list[dict[str, Any]] | None,
+    now_ms: int,
+    route: str,
+) -> tuple[int, dict[str, Any]] | None:
+    """Apply the unknown-parameter switches: drop parameters this exchange does not know
+    (``ignore``: the filter silently does nothing) or answer 400 (``reject``)."""
+    if opts is None:
+        return None
+    unsupported = set(opts.rest_unsupported_params)
+    unknown = [k for k in q if k not in known or k in unsupported]
+    if not unknown:
+        return None
+    if opts.rest_unknown_params == "reject":
+        if effects is not None:
+            effects.append(
+                {"effect": "rest_rejected", "t_ms": now_ms, "route": route, "params": unknown}
+            )
+        return _error(400, "bad_request", f"unknown query parameter(s): {', '.join(unknown)}")
+    for k in unknown:
+        del q[k]
+    if effects is not None:
+        effects.append(
+            {"effect": "rest_ignored", "t_ms": now_ms, "route": route, "params": unknown}
+        )
+    return None
+
+
+def _ts_filter(q: dict[str, str], name: str) -> int | None:
+    """A Unix-seconds filter as ms; ValueError if malformed."""
+    v = q.get(name)
+    return int(v) * 1000 if v else None
+
+
+def _list_markets(
+    engine: Engine, q: dict[str, str], clock: Clock = _TRUE_CLOCK
+) -> tuple[int, dict[str, Any]]:
     try:
         limit = int(q.get("limit") or 100)
     except ValueError:
@@ -174,12 +265,20 @@ def _list_markets(engine: Engine, q: dict[str, str]) -> tuple[int, dict[str, Any
     tickers = {t for t in q.get("tickers", "").split(",") if t}
     event = q.get("event_ticker") or None
     series = q.get("series_ticker") or None
+    mve_filter = q.get("mve_filter") or None
+    if mve_filter not in (None, "only", "exclude"):
+        return _error(400, "bad_request", "mve_filter must be 'only' or 'exclude'")
     try:
-        min_close = int(q["min_close_ts"]) * 1000 if q.get("min_close_ts") else None
-        max_close = int(q["max_close_ts"]) * 1000 if q.get("max_close_ts") else None
+        # (name, bound, field): filters compare the exchange's own clock readings
+        bounds = [
+            (_ts_filter(q, f"{side}_{what}_ts"), side, what)
+            for what in ("close", "created", "settled", "updated")
+            for side in ("min", "max")
+        ]
         start = _cursor_decode(q["cursor"]) if q.get("cursor") else 0
     except (ValueError, UnicodeDecodeError):
         return _error(400, "bad_request", "bad cursor or timestamp filter")
+    active = [(b, side, what) for b, side, what in bounds if b is not None]
     all_markets = list(engine.markets.values())  # creation order: stable under appends
     out: list[dict[str, Any]] = []
     i = start
@@ -194,13 +293,26 @@ def _list_markets(engine: Engine, q: dict[str, str]) -> tuple[int, dict[str, Any
             continue
         if series and m.series_ticker != series:
             continue
-        if min_close is not None and m.close_ms < min_close:
+        if mve_filter is not None and (mve_filter == "only") != m.ticker.startswith(MVE_PREFIX):
             continue
-        if max_close is not None and m.close_ms > max_close:
+        if active and not all(_within(m, clock, b, side, what) for b, side, what in active):
             continue
-        out.append(market_object(m))
+        out.append(market_object(m, clock))
     cursor = _cursor_encode(i) if i < len(all_markets) else ""
     return 200, {"markets": out, "cursor": cursor}
+
+
+def _within(m: Market, clock: Clock, bound: int, side: str, what: str) -> bool:
+    true_ms = {
+        "close": m.close_ms,
+        "created": m.created_ms,
+        "settled": m.settled_ms,
+        "updated": m.updated_ms,
+    }[what]
+    if true_ms is None:  # never settled: outside any settled-time window
+        return False
+    t = clock.ms(true_ms)
+    return t >= bound if side == "min" else t <= bound
 
 
 def _orderbook(

@@ -37,7 +37,9 @@ from typing import Any, TypeVar
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConcurrencyError, ConnectionClosed
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
 
 from simulator import auth, rest
 from simulator.book import Book, fp_levels
@@ -105,6 +107,30 @@ def ws_text_frame(text: str) -> bytes:
     return _H10(0x81, 127, n) + p
 
 
+class _EmptyPongProtocol(ServerProtocol):
+    """Answers a client's Ping with an empty Pong, as the notes say the exchange may (§5: "Clients
+    may also ping; server pongs (empty payload)"), instead of echoing it as RFC 6455 asks."""
+
+    on_ping: Callable[[], None] | None = None
+
+    def recv_frame(self, frame: Frame) -> None:
+        if frame.opcode is Opcode.PING:
+            self.send_frame(Frame(Opcode.PONG, b""))
+            if self.on_ping is not None:
+                self.on_ping()
+            return
+        super().recv_frame(frame)
+
+
+class _EmptyPongConnection(ServerConnection):
+    """websockets builds the Sans-I/O protocol before the connection and offers no factory for
+    it; the subclass adds no state, so switching the instance's class here is safe."""
+
+    def __init__(self, protocol: ServerProtocol, *args: Any, **kw: Any) -> None:
+        protocol.__class__ = _EmptyPongProtocol
+        super().__init__(protocol, *args, **kw)
+
+
 class _Conn:
     __slots__ = ("opened", "session", "stalled_until", "tasks", "wake", "ws")
 
@@ -154,6 +180,7 @@ class Simulator:
         self._fault_rng = random.Random(cfg.seed * 104_729 + 3)
         self._t0 = 0.0
         self._stopped = False
+        self.effects: list[dict[str, Any]] = []  # what each switch and fault did, in order
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -192,11 +219,15 @@ class Simulator:
             ping_interval=None,  # our own pings carry the exchange's b"heartbeat" payload
             compression=None,
             max_size=1 << 20,
+            create_connection=_EmptyPongConnection if cfg.protocol.pong == "empty" else None,
         )
         ws_port = self._ws_server.sockets[0].getsockname()[1]
         legacy = cfg.protocol.legacy
+        effects = self.exchange.effects
         self._rest_server = await rest.serve_rest(
-            cfg.host, cfg.rest_port, lambda m, t: rest.handle(self.engine, m, t, legacy)
+            cfg.host,
+            cfg.rest_port,
+            lambda m, t: rest.handle(self.engine, m, t, legacy, cfg.protocol, effects),
         )
         rest_port = self._rest_server.sockets[0].getsockname()[1]
         self.ws_url = f"ws://{cfg.host}:{ws_port}{WS_PATH}"
@@ -289,6 +320,8 @@ class Simulator:
         authenticated = self._auth_by_conn.pop(ws, True)
         self._pump()  # deliver pending events before a snapshot can be taken
         session = self.exchange.open_session(authenticated)
+        if isinstance(ws.protocol, _EmptyPongProtocol):
+            ws.protocol.on_ping = self._count_empty_pong
         st = _Conn(ws, session, self._loop.time())
         self._conns[session.conn_id] = st
         self.stats.connections_total += 1
@@ -348,6 +381,23 @@ class Simulator:
         except ConnectionClosed:
             pass
 
+    def _count_empty_pong(self) -> None:
+        self.faults.empty_pongs += 1
+
+    def _close_with_code(self, st: _Conn, code: int, reason: str = "simulated close") -> None:
+        """Close with a close frame carrying ``code`` (4000-4999: the exchange's own codes)."""
+        self.faults.closes += 1
+        self.exchange.effects.append(
+            {
+                "effect": "close",
+                "t_ms": self.engine.now_ms,
+                "conn": st.session.conn_id,
+                "code": code,
+                "reason": reason,
+            }
+        )
+        st.tasks.append(asyncio.create_task(st.ws.close(code, reason)))
+
     def _drop(self, st: _Conn) -> None:
         self.faults.drops += 1
         self._reject_until = self._loop.time() + self.cfg.faults.reject_after_drop_s
@@ -363,6 +413,12 @@ class Simulator:
         self.exchange.pump()
         if self._gt is not None:
             self._gt.books(self.engine)
+        fx = self.exchange.effects
+        if fx:
+            self.effects.extend(fx)
+            if self._gt is not None:
+                self._gt.effects(fx)
+            fx.clear()
         for st in self._conns.values():
             if st.session.outbox:
                 st.wake.set()
@@ -375,6 +431,7 @@ class Simulator:
         last = loop.time()
         f = self.cfg.faults
         drop_times = sorted(f.drop_at)
+        close_times = sorted(f.close_at)
         next_stall = f.stall_every_s if f.stall_every_s > 0 else None
         next_burst = f.burst_every_s if f.burst_every_s > 0 else None
         while True:
@@ -405,6 +462,15 @@ class Simulator:
                 for st in list(self._conns.values()):
                     if self._fault_rng.random() < p:
                         self._drop(st)
+            while close_times and elapsed >= close_times[0]:
+                close_times.pop(0)
+                for st in list(self._conns.values()):
+                    self._close_with_code(st, f.close_code)
+            if f.close_rate > 0:
+                p = f.close_rate * (now - last)
+                for st in list(self._conns.values()):
+                    if self._fault_rng.random() < p:
+                        self._close_with_code(st, f.close_code)
             if next_stall is not None and elapsed >= next_stall:
                 for st in self._conns.values():
                     st.stalled_until = now + f.stall_for_s
@@ -487,11 +553,30 @@ class Simulator:
             self._drop(st)
         return len(conns)
 
+    def close_connections(self, code: int, reason: str = "simulated close") -> int:
+        """Fault: close every open connection now with ``code``; returns how many."""
+        conns = list(self._conns.values())
+        for st in conns:
+            self._close_with_code(st, code, reason)
+        return len(conns)
+
+    def async_error(self, code: int, channel: str | None = None) -> int:
+        """Fault: a terminal error (10, 17, 25) on every live sid (of ``channel``, if given) of
+        every connection now; returns how many sids ended."""
+        n = 0
+        for st in list(self._conns.values()):
+            for sub in list(st.session.subs.values()):
+                if channel is None or sub.channel == channel:
+                    st.session.async_error(sub, code)
+                    n += 1
+        self._pump()
+        return n
+
     def market(self, ticker: str) -> Market:
         return self.engine.market(ticker)
 
     def market_json(self, ticker: str) -> dict[str, Any]:
-        return rest.market_object(self.engine.market(ticker))
+        return rest.market_object(self.engine.market(ticker), rest.Clock.of(self.cfg.protocol))
 
     def book(self, ticker: str) -> dict[str, list[list[str]]]:
         """The true book as REST would show it: {"yes": [[price, size], ...], "no": [...]}."""
@@ -517,6 +602,8 @@ _CONTROL = frozenset(
         "event_fee_update",
         "push_delta",
         "drop_connections",
+        "close_connections",
+        "async_error",
         "market_json",
         "book",
         "tickers",

@@ -14,26 +14,78 @@ import orjson
 from simulator.book import fp_levels, legacy_cents, legacy_dollars, price_str, size_str
 from simulator.market import Delta, Market, Notice
 
+# Query parameters GET /markets understands (notes §7.1, plus the SDK's min/max_updated_ts).
+MARKETS_PARAMS = frozenset(
+    {
+        "limit",
+        "cursor",
+        "event_ticker",
+        "series_ticker",
+        "status",
+        "tickers",
+        "min_close_ts",
+        "max_close_ts",
+        "min_created_ts",
+        "max_created_ts",
+        "min_settled_ts",
+        "max_settled_ts",
+        "min_updated_ts",
+        "max_updated_ts",
+        "mve_filter",
+    }
+)
+
 
 @dataclass
 class ProtocolOptions:
-    """Switches for the points the protocol notes mark uncertain; defaults = current exchange."""
+    """Switches for the points the protocol notes mark uncertain; defaults = the most likely
+    behaviour of the current exchange. ``simulator.switches`` documents each with its section."""
 
     legacy: bool = False  # legacy integer format (cents + int counts, RFC3339 delta ts)
     empty_side: str = "omit"  # "omit": an empty book side's key is absent; "empty_list": []
     lifecycle_seq: bool = False  # lifecycle/event messages carry a per-sid seq
     reply_seq: str = "consume"  # ok/unsubscribed: "consume" a seq value, or "echo" the last one
-    duplicate_subscribe: str = "new_sid"  # "new_sid" (newer servers) or "error" (code 6, older)
+    # repeat subscribe to a channel already on the connection: "new_sid" (a second subscription),
+    # "error" (code 6, older servers) or "merge" (into the existing sid: an ``ok`` without sid)
+    duplicate_subscribe: str = "new_sid"
     max_markets_per_sub: int = 256  # error 26 beyond this
     seq_start: int = 1  # first seq value of a sid
+    # get_snapshot: its ``ok`` "before" the snapshots, "after" them, or "none" at all (§3.3)
+    get_snapshot_ok: str = "before"
+    # which replies echo the command id (§3.5): "always", "sid_replies" (subscribed/ok/
+    # unsubscribed carry none; errors and list_subscriptions still do), "never"
+    reply_id: str = "always"
+    pong: str = "echo"  # answer to a client ping: "echo" its payload (RFC 6455) or "empty" (§5)
+    new_market_not_found_s: float = 0.0  # error 16 for a market younger than this (subscribe/add)
+    clock_offset_s: float = 0.0  # exchange clock - client clock: REST times, lifecycle *_ts
+    rest_time_precision: str = "ms"  # REST created/updated/open/close times: "ms" or "s" (§7.1)
+    # GET /markets parameters this exchange does not know; unknown ones are "ignore"d (the filter
+    # silently does nothing) or "reject"ed with 400 (§7.1, §7.5)
+    rest_unsupported_params: tuple[str, ...] = ()
+    rest_unknown_params: str = "ignore"
 
     def __post_init__(self) -> None:
-        if self.empty_side not in ("omit", "empty_list"):
-            raise ValueError("empty_side must be 'omit' or 'empty_list'")
-        if self.reply_seq not in ("consume", "echo"):
-            raise ValueError("reply_seq must be 'consume' or 'echo'")
-        if self.duplicate_subscribe not in ("new_sid", "error"):
-            raise ValueError("duplicate_subscribe must be 'new_sid' or 'error'")
+        choices = {
+            "empty_side": ("omit", "empty_list"),
+            "reply_seq": ("consume", "echo"),
+            "duplicate_subscribe": ("new_sid", "error", "merge"),
+            "get_snapshot_ok": ("before", "after", "none"),
+            "reply_id": ("always", "sid_replies", "never"),
+            "pong": ("echo", "empty"),
+            "rest_time_precision": ("ms", "s"),
+            "rest_unknown_params": ("ignore", "reject"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}")
+        if self.new_market_not_found_s < 0:
+            raise ValueError("new_market_not_found_s must be >= 0")
+        self.rest_unsupported_params = tuple(self.rest_unsupported_params)
+        bad = [p for p in self.rest_unsupported_params if p not in MARKETS_PARAMS]
+        if bad:
+            raise ValueError(
+                f"rest_unsupported_params {bad}: choose from {', '.join(sorted(MARKETS_PARAMS))}"
+            )
 
 
 def _rfc3339_ms(ts_ms: int) -> str:
@@ -77,8 +129,24 @@ def snapshot_body(m: Market, opts: ProtocolOptions) -> str:
     return orjson.dumps(msg).decode()
 
 
-def notice_body(n: Notice) -> str:
-    return orjson.dumps(n.msg).decode()
+def notice_body(n: Notice, offset_s: int = 0) -> str:
+    """The notice's ``msg``; with a clock offset its Unix-second ``*_ts`` fields are shifted, as
+    an exchange whose clock differs from the client's would stamp them."""
+    if not offset_s:
+        return orjson.dumps(n.msg).decode()
+    return orjson.dumps(_shift(n.msg, offset_s)).decode()
+
+
+def _shift(obj: dict[str, object], offset_s: int) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in obj.items():
+        if isinstance(v, dict):
+            out[k] = _shift(v, offset_s)
+        elif k.endswith("_ts") and isinstance(v, int) and not isinstance(v, bool):
+            out[k] = v + offset_s
+        else:
+            out[k] = v
+    return out
 
 
 def data_frame(kind: str, sid: int, seq: int | None, body: str) -> str:
