@@ -1,0 +1,71 @@
+"""The recorded book of one market, in the YES view, as the broker sees it.
+
+Kalshi's book has only bids: YES bids and NO bids. A NO bid at q is an offer to sell YES at 1 − q,
+so the YES view is ``bids`` (YES bid price -> size) and ``asks`` (YES ask price = 1 − NO bid ->
+size). Prices micro-dollars, sizes centi-contracts. This is the book *others* see: our own paper
+orders never change it (they are not in the recording, and adding them would make every other
+participant's behaviour in the recording inconsistent with the book).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from schemas.units import PRICE_SCALE
+
+
+class Book:
+    """One market's recorded book (YES view) and whether it can be trusted right now."""
+
+    __slots__ = ("asks", "bids", "valid")
+
+    def __init__(self) -> None:
+        self.bids: dict[int, int] = {}
+        self.asks: dict[int, int] = {}
+        self.valid = False
+
+    def replace(self, yes: Iterable[tuple[int, int]], no: Iterable[tuple[int, int]]) -> None:
+        """A snapshot: ``yes``/``no`` are (price, size) bid levels of each side."""
+        self.bids = {p: s for p, s in yes if s > 0}
+        self.asks = {PRICE_SCALE - p: s for p, s in no if s > 0}
+
+    def apply(self, side: str, price: int, delta: int) -> tuple[bool, int, int, int]:
+        """A delta on Kalshi's ``side`` ("yes"/"no") at its bid ``price``. Returns
+        ``(is_ask, yes_price, old_size, new_size)``; a level at or below 0 is removed."""
+        if side == "yes":
+            levels, is_ask, yes_price = self.bids, False, price
+        else:
+            levels, is_ask, yes_price = self.asks, True, PRICE_SCALE - price
+        old = levels.get(yes_price, 0)
+        new = old + delta
+        if new > 0:
+            levels[yes_price] = new
+        else:
+            levels.pop(yes_price, None)
+            new = 0
+        return is_ask, yes_price, old, new
+
+    def size(self, is_ask: bool, yes_price: int) -> int:
+        return (self.asks if is_ask else self.bids).get(yes_price, 0)
+
+    @property
+    def best_bid(self) -> int | None:
+        return max(self.bids) if self.bids else None
+
+    @property
+    def best_ask(self) -> int | None:
+        return min(self.asks) if self.asks else None
+
+    @property
+    def mid_x2(self) -> int | None:
+        """Twice the mid (bid + ask) in micro-dollars, or None if a side is empty: exact."""
+        bid, ask = self.best_bid, self.best_ask
+        if bid is None or ask is None:
+            return None
+        return bid + ask
+
+    def top(self, n: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """The best ``n`` bid levels and ask levels (YES view), best first."""
+        bids = sorted(self.bids.items(), reverse=True)[:n]
+        asks = sorted(self.asks.items())[:n]
+        return bids, asks
