@@ -116,7 +116,8 @@ def test_cash_is_checked_including_open_orders() -> None:
 
 # -- properties ---------------------------------------------------------------------------------
 
-levels = st.dictionaries(st.integers(1, 99).map(lambda c: c * 10_000), st.integers(1, 5000), max_size=6)
+cents = st.integers(1, 99).map(lambda c: c * 10_000)
+levels = st.dictionaries(cents, st.integers(1, 5000), max_size=6)
 orders = st.lists(
     st.tuples(
         st.sampled_from(list(Action)),
@@ -130,7 +131,10 @@ orders = st.lists(
 )
 
 
-def _uncrossed(yes: dict[int, int], no: dict[int, int]) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+Levels = list[tuple[int, int]]
+
+
+def _uncrossed(yes: dict[int, int], no: dict[int, int]) -> tuple[Levels, Levels]:
     best_yes = max(yes, default=0)
     return sorted(yes.items()), [(p, s) for p, s in no.items() if p + best_yes < M]
 
