@@ -43,15 +43,27 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from materialize.segments_index import SegmentRef, find_segments
+from materialize.segments_index import (
+    KnownFile,
+    SegmentRef,
+    describe,
+    list_segments,
+    plan,
+    sha256_file,
+)
 from materialize.targets import AlreadyLoaded, SegmentRejected, Target, TargetUnavailable, redact
 from schemas.log import LOG_SCHEMA, SCHEMA_VERSION, SCHEMA_VERSION_KEY, Decision, Kind
 from schemas.tables import (
+    COMPLETED_MARKETS,
     DELTAS,
+    DISCOVERY_LIFECYCLE,
+    DISCOVERY_REST,
     DOCUMENTED_EVENT_TYPES,
     GAPS,
     LIFECYCLE_EVENTS,
+    LOADED_SEGMENTS,
     PARTICIPATION,
+    PREVIOUS_ENDED,
     SESSIONS,
     SNAPSHOTS,
 )
@@ -60,6 +72,9 @@ KNOWN_SCHEMA_VERSIONS = frozenset({SCHEMA_VERSION})
 """Log schema versions this loader understands; anything else is reported, never guessed at."""
 
 LIFECYCLE_MSG_TYPES = ("market_lifecycle_v2", "multivariate_market_lifecycle")
+COMPLETION_EVENTS = ("created", "determined", "settled")
+CRASH = "crash"
+"""``session_end`` reason written for a killed session, and the leave reason of its open markets."""
 QUARANTINE_DIR = "quarantine"
 
 _TS = pa.timestamp("us", tz="UTC")
@@ -109,6 +124,13 @@ SESSION_SCHEMA = pa.schema(
         ("version", pa.string()),
         ("config", pa.string()),
         ("recovered_from", pa.list_(pa.string())),
+        ("exchange_env", pa.string()),
+        ("restarted", pa.bool_()),
+        ("previous_session_id", pa.int64()),
+        ("previous_session_ended", pa.string()),
+        ("previous_end_reason", pa.string()),
+        ("restart_source", pa.string()),
+        ("last_record_at", _TS),
     ]
 )
 PARTICIPATION_SCHEMA = pa.schema(
@@ -349,13 +371,56 @@ _ADD_RECOVERED = (
     f"UPDATE {SESSIONS} SET recovered_from = array_cat(recovered_from, %s) WHERE session_id = %s"
 )
 # The open row of that market in that session; if a bug left several open, close the latest one
-# that started before the leave.
+# that started before the leave. A row closed as ``crash`` by inference (see ``finalize``) counts
+# as open: a real leave sealed later is the truth and replaces the inference.
+_OPEN = f"(left_at IS NULL OR leave_reason = '{CRASH}')"
 _CLOSE_PARTICIPATION = (
     f"UPDATE {PARTICIPATION} SET left_at = %s, leave_reason = %s "
-    "WHERE session_id = %s AND market_ticker = %s AND left_at IS NULL AND joined_at = ("
+    f"WHERE session_id = %s AND market_ticker = %s AND {_OPEN} AND joined_at = ("
     f"SELECT max(joined_at) FROM {PARTICIPATION} "
-    "WHERE session_id = %s AND market_ticker = %s AND left_at IS NULL AND joined_at <= %s)"
+    f"WHERE session_id = %s AND market_ticker = %s AND {_OPEN} AND joined_at <= %s)"
 )
+_LAST_RECORD = (
+    f"UPDATE {SESSIONS} SET last_record_at = %s "
+    "WHERE session_id = %s AND (last_record_at IS NULL OR last_record_at < %s)"
+)
+
+
+def session_vocabulary(payload: dict[str, Any], lifecycle_mode: bool) -> dict[str, Any]:
+    """``environment`` (discovery mode), ``exchange_env`` and the restart columns of a
+    ``session_start`` payload, for both shapes the recorder has written.
+
+    Since issue 12: ``environment`` is ``lifecycle_discovery``/``rest_discovery``, ``exchange_env``
+    the exchange and ``previous_session`` the run before on this data directory (``null``: none).
+    Before: ``environment`` was the exchange and there was no ``previous_session``; the discovery
+    mode then follows from ``lifecycle_mode`` and the restart columns are derived later
+    (``restart_source = "derived"``, see :func:`finalize`).
+    """
+    env = _str(payload.get("environment"))
+    if env in (DISCOVERY_LIFECYCLE, DISCOVERY_REST):
+        environment, exchange_env = env, _str(payload.get("exchange_env"))
+    else:
+        environment = DISCOVERY_LIFECYCLE if lifecycle_mode else DISCOVERY_REST
+        exchange_env = env
+    out: dict[str, Any] = {
+        "environment": environment,
+        "exchange_env": exchange_env,
+        "restarted": None,
+        "previous_session_id": None,
+        "previous_session_ended": None,
+        "previous_end_reason": None,
+        "restart_source": "derived",
+    }
+    if "previous_session" in payload:
+        prev = payload.get("previous_session")
+        out["restart_source"] = "recorder"
+        out["restarted"] = isinstance(prev, dict)
+        if isinstance(prev, dict):
+            ended = _str(prev.get("ended"))
+            out["previous_session_id"] = _int(prev.get("session_id"))
+            out["previous_session_ended"] = ended if ended in PREVIOUS_ENDED else "unknown"
+            out["previous_end_reason"] = _str(prev.get("end_reason"))
+    return out
 
 
 def _decisions(
@@ -401,12 +466,13 @@ def _decisions(
                 "ended_at": None,
                 "end_reason": None,
                 "lifecycle_mode": mode,
-                "environment": _str(p.get("environment")),
                 "host": _str(p.get("host")),
                 "shard": _str(p.get("shard")),
                 "version": _str(p.get("version")),
                 "config": None if config is None else orjson.dumps(config).decode(),
                 "recovered_from": pending_recovered.pop(session_id, None),
+                "last_record_at": None,
+                **session_vocabulary(p, mode),
             }
         elif name == Decision.SESSION_END:
             reason = _str(p.get("reason"))
@@ -485,6 +551,23 @@ def _decisions(
         updates.append(Update("recovered_without_start", _ADD_RECOVERED, (found, session_id)))
     # Session ends go after recovered-appends so neither depends on the other's order.
     updates.sort(key=lambda u: u.what != "recovered_without_start")
+    # How far each session's recording went (a crash's end marker is written by the next start,
+    # so session_end records do not count): crash-closed participation ends there.
+    body = table.filter(pc.not_equal(table["msg_type"], Decision.SESSION_END.value))
+    if body.num_rows:
+        last = body.group_by("session_id").aggregate([("recv_ns", "max")])
+        for session_id, last_ns in zip(
+            last["session_id"].to_pylist(), last["recv_ns_max"].to_pylist(), strict=True
+        ):
+            last_at = ns_to_datetime(last_ns)
+            if session_id in sessions:
+                sessions[session_id]["last_record_at"] = last_at
+            else:
+                updates.append(
+                    Update(
+                        "last_record_without_start", _LAST_RECORD, (last_at, session_id, last_at)
+                    )
+                )
     return (
         pa.Table.from_pylist(list(sessions.values()), schema=SESSION_SCHEMA),
         pa.Table.from_pylist(parts, schema=PARTICIPATION_SCHEMA),
@@ -686,6 +769,13 @@ class LoadSummary:
     updates: Counter[str] = field(default_factory=Counter)
     unmatched: Counter[str] = field(default_factory=Counter)
     malformed: Counter[str] = field(default_factory=Counter)
+    derived: Counter[str] = field(default_factory=Counter)
+    """Rows changed by :func:`finalize` (crash-closed participation, restart flags, ...)."""
+    touched_markets: set[str] = field(default_factory=set)
+    """Markets with created/determined/settled events in the segments loaded now."""
+    hashed: int = 0
+    """Files opened and hashed this run (new or changed size/mtime); the rest were skipped by the
+    cheap (path, size, mtime) index."""
     seconds: float = 0.0
 
     @property
@@ -720,7 +810,15 @@ def _load_one(
     unmatched: Counter[str] = Counter()
     applied: Counter[str] = Counter()
     with target.transaction():
-        target.claim_segment(ref.sha256, ref.relpath, ref.session_id, table.num_rows, version)
+        target.claim_segment(
+            ref.sha256,
+            ref.relpath,
+            ref.session_id,
+            table.num_rows,
+            version,
+            size=ref.size,
+            mtime_ns=ref.mtime_ns,
+        )
         for upd in rows.updates:
             if target.execute(upd.sql, upd.params) == 0:
                 unmatched[upd.what] += 1
@@ -750,17 +848,7 @@ def load(
     t0 = time.perf_counter()
     try:
         target.ensure_schema()
-        done = target.loaded_hashes()
-        refs = find_segments(data_dir)
-        summary.segments_found = len(refs)
-        pending: list[SegmentRef] = []
-        seen: set[str] = set()
-        for ref in refs:
-            if ref.sha256 in done or ref.sha256 in seen:
-                summary.already_loaded += 1
-            else:
-                seen.add(ref.sha256)
-                pending.append(ref)
+        pending = _pending(data_dir, target, summary, progress)
         progress.start(len(pending), sum(r.num_rows or 0 for r in pending))
         # Reading and mapping the next segment (Parquet decode, Arrow compute: GIL released)
         # overlaps with the COPY of the current one, which waits on the server.
@@ -777,6 +865,7 @@ def load(
                 if ahead is not None:
                     ahead.cancel()
                 progress.finish()
+        summary.derived.update(finalize(target, summary.touched_markets))
     except psycopg.OperationalError as exc:
         dsn = getattr(target, "dsn", None)
         msg = " ".join(str(exc).split())
@@ -785,6 +874,66 @@ def load(
         ) from None
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _known_files(target: Target) -> tuple[dict[str, KnownFile], set[str]]:
+    """The manifest as the cheap index: path -> (hash, size, mtime), and every loaded hash."""
+    rows = target.fetch(
+        f"SELECT path, content_sha256, size, mtime_ns FROM {LOADED_SEGMENTS} ORDER BY loaded_at",
+        (),
+    )
+    known = {path: KnownFile(sha, size, mtime) for path, sha, size, mtime in rows}
+    return known, {r[1] for r in rows}
+
+
+_RESTAT = f"UPDATE {LOADED_SEGMENTS} SET size = %s, mtime_ns = %s WHERE content_sha256 = %s"
+
+
+def _pending(
+    data_dir: Path, target: Target, summary: LoadSummary, progress: Progress
+) -> list[SegmentRef]:
+    """Segments to load now, in load order. Only new files, and known paths whose size or mtime
+    changed, are opened (hashed, footer read): the cost follows what is new, not all history."""
+    known, done = _known_files(target)
+    stats = list_segments(data_dir)
+    summary.segments_found = len(stats)
+    work = plan(stats, known)
+    summary.already_loaded += work.unchanged
+    summary.hashed = len(work.new) + len(work.rehash)
+    restat: list[tuple[int, int, str]] = []
+    for st in work.rehash:
+        digest = sha256_file(st.path)
+        was = known[st.relpath].sha256
+        if digest == was:  # same bytes (copied back, touched, or recorded without size/mtime)
+            restat.append((st.size, st.mtime_ns, digest))
+            summary.already_loaded += 1
+        else:
+            reason = changed_reason(was, digest)
+            summary.skipped.append(SkippedSegment(st.relpath, reason))
+            progress.skipped(st.relpath, reason)
+    if restat:
+        with target.transaction():
+            for params in restat:
+                target.execute(_RESTAT, params)
+    pending: list[SegmentRef] = []
+    seen: set[str] = set()
+    for st in work.new:
+        ref = describe(st)
+        if ref.sha256 in done or ref.sha256 in seen:
+            summary.already_loaded += 1  # a loaded file under another name (copy, rename)
+        else:
+            seen.add(ref.sha256)
+            pending.append(ref)
+    pending.sort(key=lambda r: r.order_key)
+    return pending
+
+
+def changed_reason(loaded_sha256: str, sha256: str) -> str:
+    """Why a file under a loaded path is refused (a sealed segment never changes)."""
+    return (
+        f"changed after it was loaded (sha256 {sha256[:12]}..., loaded as {loaded_sha256[:12]}...):"
+        " sealed segments are immutable; restore the original, or move this file out of segments/"
+    )
 
 
 def _prepare(
@@ -825,12 +974,279 @@ def _process(
         progress.skipped(ref.relpath, skipped.reason)
         return
     counts = rows.row_counts()
+    lc = rows.tables[LIFECYCLE_EVENTS]
+    summary.touched_markets.update(
+        lc.filter(pc.is_in(lc["event_type"], pa.array(COMPLETION_EVENTS)))["market_ticker"]
+        .unique()
+        .to_pylist()
+    )
     summary.rows.update(counts)
     summary.malformed.update(rows.malformed)
     summary.records += table.num_rows
     summary.loaded.append(ref.relpath)
     seconds = read_s + time.perf_counter() - t
     progress.loaded(ref.relpath, table.num_rows, sum(counts.values()), seconds)
+
+
+# ------------------------------------------------------------------------------------------------
+# Derived facts that span segments and sessions (idempotent, after each run's loads)
+# ------------------------------------------------------------------------------------------------
+
+_CLOSE_CRASHED = (
+    f"UPDATE {PARTICIPATION} SET leave_reason = '{CRASH}', left_at = GREATEST(joined_at, "
+    f"(SELECT coalesce(s.last_record_at, s.ended_at) FROM {SESSIONS} s "
+    f"WHERE s.session_id = {PARTICIPATION}.session_id)) "
+    f"WHERE left_at IS NULL AND session_id IN "
+    f"(SELECT session_id FROM {SESSIONS} WHERE end_reason = '{CRASH}')"
+)
+_OLD_VOCABULARY = (
+    f"UPDATE {SESSIONS} SET exchange_env = environment, "
+    "environment = CASE WHEN lifecycle_mode THEN %s ELSE %s END, restart_source = 'derived' "
+    "WHERE environment IS NULL OR environment NOT IN (%s, %s)"
+)
+_SET_RESTART = (
+    f"UPDATE {SESSIONS} SET restarted = %s, previous_session_id = %s, "
+    "previous_session_ended = %s, previous_end_reason = %s WHERE session_id = %s"
+)
+_SET_CRASH_END = (
+    f"UPDATE {SESSIONS} SET ended_at = %s, end_reason = '{CRASH}' "
+    "WHERE session_id = %s AND ended_at IS NULL"
+)
+_IN_CHUNK = 500
+
+
+def _ended_as(end_reason: str | None) -> str:
+    if end_reason is None:
+        return "unknown"
+    return CRASH if end_reason == CRASH else "clean"
+
+
+def derive_restarts(sessions: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Crash ends and restart flags for sessions recorded before the recorder wrote them (pure).
+
+    ``sessions``: rows with session_id, started_at, ended_at, end_reason, host, shard,
+    recovered_from, restart_source. Returns per session the columns to set: ``ended_at`` /
+    ``end_reason`` for a session another one recovered but that has no end (a kill before the
+    crash end marker existed), and for ``restart_source == "derived"`` sessions ``restarted``,
+    ``previous_session_id``, ``previous_session_ended``, ``previous_end_reason``. The previous
+    session is the one this session recovered, else the latest earlier session of the same host
+    and shard (one data directory per host and shard is how the recorder is deployed).
+    """
+    by_id = {s["session_id"]: dict(s) for s in sessions}
+    changes: dict[int, dict[str, Any]] = {}
+    for s in sorted(by_id.values(), key=lambda r: (r["started_at"], r["session_id"])):
+        for name in s.get("recovered_from") or []:
+            dead = by_id.get(int(name)) if name.lstrip("-").isdigit() else None
+            if dead is None or dead is s or dead["ended_at"] is not None:
+                continue
+            dead["ended_at"], dead["end_reason"] = s["started_at"], CRASH
+            changes.setdefault(dead["session_id"], {}).update(
+                ended_at=s["started_at"], end_reason=CRASH
+            )
+    ordered = sorted(by_id.values(), key=lambda r: (r["started_at"], r["session_id"]))
+    for i, s in enumerate(ordered):
+        if s.get("restart_source") != "derived":
+            continue
+        recovered = [int(x) for x in (s.get("recovered_from") or []) if x.lstrip("-").isdigit()]
+        prev = next((by_id[x] for x in reversed(recovered) if x in by_id), None)
+        if prev is None:
+            earlier = [o for o in ordered[:i] if (o["host"], o["shard"]) == (s["host"], s["shard"])]
+            prev = earlier[-1] if earlier else None
+        if prev is None:
+            want: dict[str, Any] = {
+                "restarted": bool(recovered),
+                "previous_session_id": None,
+                "previous_session_ended": CRASH if recovered else None,
+                "previous_end_reason": None,
+            }
+        else:
+            ended = CRASH if prev["session_id"] in recovered else _ended_as(prev["end_reason"])
+            want = {
+                "restarted": True,
+                "previous_session_id": prev["session_id"],
+                "previous_session_ended": ended,
+                "previous_end_reason": prev["end_reason"],
+            }
+        if any(s.get(k) != v for k, v in want.items()):
+            changes.setdefault(s["session_id"], {}).update(want)
+    return changes
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleFact:
+    """One created/determined/settled lifecycle row of a market (what completion needs)."""
+
+    session_id: int
+    record_seq: int
+    event_type: str
+    determination_ts: int | None
+    settled_ts: int | None
+    result: str | None
+    settlement_price: Decimal | None
+    created_at: datetime
+
+
+def completed_markets(ticker: str, facts: list[LifecycleFact]) -> list[dict[str, Any]]:
+    """Rows of ``rl_session_completed_markets`` for one market (pure).
+
+    A session completed a market when it recorded the market's ``created`` and then its
+    ``determined``; the ``settled`` may come later in the same session or in a later one (it
+    often follows hours after, across restarts). The result and settlement value follow the
+    *last* determination (a dispute can amend it), else the ``settled`` event's own value.
+    """
+    facts = sorted(facts, key=lambda f: (f.session_id, f.record_seq))
+    dets = [f for f in facts if f.event_type == "determined"]
+    out: list[dict[str, Any]] = []
+    if not dets:
+        return out
+    last_det = dets[-1]
+    priced = [f for f in dets if f.settlement_price is not None]
+    first_created: dict[int, LifecycleFact] = {}
+    for f in facts:
+        if f.event_type == "created":
+            first_created.setdefault(f.session_id, f)  # a duplicate created changes nothing
+    for sid, created in first_created.items():
+        det = next(
+            (f for f in dets if f.session_id == sid and f.record_seq > created.record_seq), None
+        )
+        if det is None:
+            continue
+        after = (sid, det.record_seq)
+        settled = next(
+            (
+                f
+                for f in facts
+                if f.event_type == "settled" and (f.session_id, f.record_seq) > after
+            ),
+            None,
+        )
+        if settled is None:
+            continue
+        value = priced[-1].settlement_price if priced else settled.settlement_price
+        out.append(
+            {
+                "session_id": sid,
+                "market_ticker": ticker,
+                "created_at": created.created_at,
+                "determined_at": det.created_at,
+                "settled_at": settled.created_at,
+                "determination_ts": last_det.determination_ts,
+                "settled_ts": settled.settled_ts,
+                "result": last_det.result,
+                "settlement_price": value,
+                "settled_session_id": settled.session_id,
+            }
+        )
+    return out
+
+
+COMPLETED_SCHEMA = pa.schema(
+    [
+        ("session_id", pa.int64()),
+        ("market_ticker", pa.string()),
+        ("created_at", _TS),
+        ("determined_at", _TS),
+        ("settled_at", _TS),
+        ("determination_ts", pa.int64()),
+        ("settled_ts", pa.int64()),
+        ("result", pa.string()),
+        ("settlement_price", pa.decimal128(18, 6)),
+        ("settled_session_id", pa.int64()),
+    ]
+)
+
+
+def _refresh_completion(target: Target, tickers: Sequence[str], done: Counter[str]) -> None:
+    """Completed markets and the settled rows' settlement value, for these markets only."""
+    for lo in range(0, len(tickers), _IN_CHUNK):
+        chunk = list(tickers[lo : lo + _IN_CHUNK])
+        marks = ", ".join(["%s"] * len(chunk))
+        rows = target.fetch(
+            "SELECT market_ticker, session_id, record_seq, event_type, determination_ts, "
+            f"settled_ts, result, settlement_price, created_at FROM {LIFECYCLE_EVENTS} "
+            f"WHERE market_ticker IN ({marks}) "
+            "AND event_type IN ('created', 'determined', 'settled')",
+            chunk,
+        )
+        facts: dict[str, list[LifecycleFact]] = {}
+        for t, *rest in rows:
+            facts.setdefault(t, []).append(LifecycleFact(*rest))
+        completed: list[dict[str, Any]] = []
+        for ticker, fs in facts.items():
+            completed += completed_markets(ticker, fs)
+            priced = [
+                f
+                for f in sorted(fs, key=lambda f: (f.session_id, f.record_seq))
+                if f.event_type == "determined" and f.settlement_price is not None
+            ]
+            for f in fs:
+                if f.event_type == "settled" and f.settlement_price is None and priced:
+                    done["settlement_price_from_determined"] += target.execute(
+                        f"UPDATE {LIFECYCLE_EVENTS} SET settlement_price = %s "
+                        "WHERE session_id = %s AND record_seq = %s",
+                        (priced[-1].settlement_price, f.session_id, f.record_seq),
+                    )
+        target.execute(f"DELETE FROM {COMPLETED_MARKETS} WHERE market_ticker IN ({marks})", chunk)
+        target.insert_arrow(
+            COMPLETED_MARKETS, pa.Table.from_pylist(completed, schema=COMPLETED_SCHEMA)
+        )
+        done["completed_markets"] += len(completed)
+
+
+def finalize(target: Target, touched_markets: set[str]) -> Counter[str]:
+    """Facts no single segment can decide, made true after a run's loads (one transaction,
+    idempotent, cost independent of history: the sessions table has one row per recorder run,
+    the open-participation scan uses ``idx_participation_active`` and completion is refreshed
+    only for markets with new created/determined/settled events).
+
+    * sessions loaded before issue 12 get the specification's vocabulary;
+    * a session another one recovered gets a ``crash`` end if it has none (logs older than the
+      crash end marker), and restart flags are derived where the recorder did not write them;
+    * every participation of a crashed session still open is closed at the session's last
+      record, ``leave_reason = 'crash'`` (a real leave sealed later replaces it);
+    * completed markets and settled rows' settlement values are refreshed for touched markets.
+    """
+    done: Counter[str] = Counter()
+    with target.transaction():
+        done["sessions_vocabulary"] += target.execute(
+            _OLD_VOCABULARY,
+            (DISCOVERY_LIFECYCLE, DISCOVERY_REST, DISCOVERY_LIFECYCLE, DISCOVERY_REST),
+        )
+        cols = (
+            "session_id",
+            "started_at",
+            "ended_at",
+            "end_reason",
+            "host",
+            "shard",
+            "recovered_from",
+            "restart_source",
+            "restarted",
+            "previous_session_id",
+            "previous_session_ended",
+            "previous_end_reason",
+        )
+        rows = target.fetch(f"SELECT {', '.join(cols)} FROM {SESSIONS}", ())
+        sessions = [dict(zip(cols, r, strict=True)) for r in rows]
+        for session_id, change in derive_restarts(sessions).items():
+            if "end_reason" in change:
+                done["crash_end_inferred"] += target.execute(
+                    _SET_CRASH_END, (change["ended_at"], session_id)
+                )
+            if "restarted" in change:
+                done["restart_derived"] += target.execute(
+                    _SET_RESTART,
+                    (
+                        change["restarted"],
+                        change["previous_session_id"],
+                        change["previous_session_ended"],
+                        change["previous_end_reason"],
+                        session_id,
+                    ),
+                )
+        done["participation_closed_by_crash"] += target.execute(_CLOSE_CRASHED, ())
+        _refresh_completion(target, sorted(touched_markets), done)
+    return +done
 
 
 def table_counts(target: Target, names: Sequence[str]) -> dict[str, int]:

@@ -9,6 +9,12 @@ Ordering: segments are loaded by ``(session_id, first record_seq)`` so that a la
 session can update rows created by an earlier one (a market's ``left_at``, a session's
 ``ended_at``). Both numbers come from the Parquet footer, which is cheap to read; a file whose
 footer cannot be read keeps the ``session_id`` of its hive path and is reported when loaded.
+
+Why a cheap index too: hashing every sealed file every night makes the nightly job cost grow with
+all history. :func:`plan` compares each file's ``(path, size, mtime)`` with the manifest and hashes
+(and reads the footer of) only files that are new or whose size or mtime changed. A file whose
+content changed under a path already loaded is an error to report, never a new
+segment: loading it would load that path's records twice.
 """
 
 from __future__ import annotations
@@ -27,6 +33,37 @@ _SESSION_DIR = re.compile(r"^session_id=(-?\d+)$")
 
 
 @dataclass(frozen=True)
+class FileStat:
+    """A sealed segment as listed: path, size and mtime only (no read, no hash)."""
+
+    path: Path
+    relpath: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class KnownFile:
+    """What the manifest remembers of a loaded file; size/mtime are None for old manifest rows."""
+
+    sha256: str
+    size: int | None
+    mtime_ns: int | None
+
+
+@dataclass
+class Plan:
+    """What a run must do with the listed files (see :func:`plan`)."""
+
+    new: list[FileStat]
+    """To hash and load (unless the hash shows it is a loaded file under a new name)."""
+    unchanged: int
+    """Known path, same size and mtime: already loaded, not opened."""
+    rehash: list[FileStat]
+    """Known path with another size or mtime (or none recorded): hashed to decide."""
+
+
+@dataclass(frozen=True)
 class SegmentRef:
     """A sealed segment on disk, before it is read in full."""
 
@@ -41,6 +78,7 @@ class SegmentRef:
     schema_version: str | None
     footer_error: str | None
     """Why the footer could not be read (the segment will be reported, not loaded)."""
+    mtime_ns: int | None = None
 
     @property
     def order_key(self) -> tuple[int, int, int, str]:
@@ -87,38 +125,70 @@ def _footer(path: Path) -> tuple[int | None, int | None, int, str | None]:
     return session_id, first, meta.num_rows, version.decode() if version is not None else None
 
 
-def find_segments(data_dir: Path) -> list[SegmentRef]:
-    """All sealed segments under ``data_dir/segments``, hashed, in load order."""
-    refs: list[SegmentRef] = []
+def list_segments(data_dir: Path) -> list[FileStat]:
+    """Every sealed segment file under ``data_dir/segments`` with its size and mtime (a
+    directory listing and a ``stat`` each: no file is opened)."""
+    out: list[FileStat] = []
     for path in sorted(data_dir.glob(SEGMENT_GLOB)):
-        if not path.is_file() or path.name.startswith("."):
+        if path.name.startswith("."):
             continue  # hidden names are temp files of a writer, never sealed segments
-        relpath = path.relative_to(data_dir).as_posix()
-        size = path.stat().st_size
-        digest = sha256_file(path)
-        session_id = _session_from_path(path)
-        first: int | None = None
-        rows: int | None = None
-        version: str | None = None
-        error: str | None = None
         try:
-            footer_sid, first, rows, version = _footer(path)
-            if footer_sid is not None:
-                session_id = footer_sid
-        except Exception as exc:  # any footer failure means "unreadable", reported later
-            error = f"{type(exc).__name__}: {exc}"
-        refs.append(
-            SegmentRef(
-                path=path,
-                relpath=relpath,
-                sha256=digest,
-                size=size,
-                session_id=session_id,
-                first_record_seq=first,
-                num_rows=rows,
-                schema_version=version,
-                footer_error=error,
-            )
-        )
+            st = path.stat()
+        except OSError:
+            continue  # removed between listing and stat (retention): nothing to load
+        if not path.is_file():
+            continue
+        relpath = path.relative_to(data_dir).as_posix()
+        out.append(FileStat(path, relpath, st.st_size, st.st_mtime_ns))
+    return out
+
+
+def plan(stats: list[FileStat], known: dict[str, KnownFile]) -> Plan:
+    """Split listed files into unchanged (skip unopened), new, and to-rehash (pure)."""
+    new: list[FileStat] = []
+    rehash: list[FileStat] = []
+    unchanged = 0
+    for st in stats:
+        k = known.get(st.relpath)
+        if k is None:
+            new.append(st)
+        elif k.size == st.size and k.mtime_ns == st.mtime_ns:
+            unchanged += 1
+        else:
+            rehash.append(st)
+    return Plan(new=new, unchanged=unchanged, rehash=rehash)
+
+
+def describe(st: FileStat, digest: str | None = None) -> SegmentRef:
+    """Hash (unless ``digest`` is given) and read the footer of one listed file."""
+    digest = digest if digest is not None else sha256_file(st.path)
+    session_id = _session_from_path(st.path)
+    first: int | None = None
+    rows: int | None = None
+    version: str | None = None
+    error: str | None = None
+    try:
+        footer_sid, first, rows, version = _footer(st.path)
+        if footer_sid is not None:
+            session_id = footer_sid
+    except Exception as exc:  # any footer failure means "unreadable", reported later
+        error = f"{type(exc).__name__}: {exc}"
+    return SegmentRef(
+        path=st.path,
+        relpath=st.relpath,
+        sha256=digest,
+        size=st.size,
+        session_id=session_id,
+        first_record_seq=first,
+        num_rows=rows,
+        schema_version=version,
+        footer_error=error,
+        mtime_ns=st.mtime_ns,
+    )
+
+
+def find_segments(data_dir: Path) -> list[SegmentRef]:
+    """All sealed segments under ``data_dir/segments``, hashed, in load order (no index)."""
+    refs = [describe(st) for st in list_segments(data_dir)]
     refs.sort(key=lambda r: r.order_key)
     return refs

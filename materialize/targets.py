@@ -36,7 +36,18 @@ import pyarrow.compute as pc
 from psycopg.copy import QueuedLibpqWriter
 from psycopg.types.json import Jsonb
 
-from schemas.tables import LOADED_SEGMENTS, Dialect, ddl
+from schemas.tables import (
+    LOADED_SEGMENTS,
+    DAY_NS,
+    PARTITION_KEYS,
+    Dialect,
+    create_day_partition_sql,
+    day_bounds_ns,
+    day_of_ns,
+    ddl,
+    parse_range_bound,
+    partitioned_ddl,
+)
 
 CopyMode = Literal["arrow", "rows"]
 
@@ -196,8 +207,16 @@ class Target(Protocol):
     def transaction(self) -> Any: ...
     def insert_arrow(self, table_name: str, data: pa.Table) -> None: ...
     def execute(self, sql: str, params: Sequence[Any]) -> int: ...
+    def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]: ...
     def claim_segment(
-        self, sha256: str, relpath: str, session_id: int | None, rows: int, version: str
+        self,
+        sha256: str,
+        relpath: str,
+        session_id: int | None,
+        rows: int,
+        version: str,
+        size: int | None = None,
+        mtime_ns: int | None = None,
     ) -> None: ...
     def count(self, table_name: str) -> int: ...
     def close(self) -> None: ...
@@ -206,8 +225,8 @@ class Target(Protocol):
 def _manifest_sql() -> str:
     return (
         f"INSERT INTO {LOADED_SEGMENTS} "
-        "(content_sha256, path, session_id, rows, schema_version, loaded_at) "
-        "VALUES (%s, %s, %s, %s, %s, %s)"
+        "(content_sha256, path, session_id, rows, schema_version, loaded_at, size, mtime_ns) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
     )
 
 
@@ -216,10 +235,22 @@ class PostgresTarget:
 
     dialect: Dialect = "postgres"
 
-    def __init__(self, dsn: str, *, copy_mode: CopyMode = "arrow", batch_rows: int = 65_536):
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        copy_mode: CopyMode = "arrow",
+        batch_rows: int = 65_536,
+        partition_by_day: bool = False,
+    ):
         self.dsn = dsn
         self.copy_mode = copy_mode
         self.batch_rows = batch_rows
+        self.partition_by_day = partition_by_day
+        self._partitioned: dict[str, str] = {}  # table -> key, learnt from the catalog
+        self._ranges: dict[str, list[tuple[int | None, int | None]]] = {}  # committed partitions
+        self._new_ranges: list[tuple[str, int, int]] = []  # created in the open transaction
+        self._in_transaction = False
         self.description = "PostgreSQL " + redact(dsn, dsn) if dsn else "PostgreSQL (libpq env)"
         self._oids: dict[str, tuple[list[str], list[int]]] = {}
         kwargs: dict[str, Any] = {}
@@ -241,8 +272,9 @@ class PostgresTarget:
         with self.con.transaction():
             # Two nightly jobs starting together must not race on CREATE TABLE IF NOT EXISTS.
             self.con.execute("SELECT pg_advisory_xact_lock(%s)", (0x6B616C7368690001,))
-            for stmt in ddl("postgres"):
+            for stmt in partitioned_ddl() if self.partition_by_day else ddl("postgres"):
                 self.con.execute(stmt)
+            self._learn_partitions()
 
     def loaded_hashes(self) -> set[str]:
         with self.con.transaction():
@@ -251,11 +283,16 @@ class PostgresTarget:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        self._in_transaction = True
         try:
             with self.con.transaction():
                 yield
+            self._commit_ranges()  # partitions created in it exist only if it committed
         except (psycopg.IntegrityError, psycopg.DataError) as exc:
             raise SegmentRejected(_pg_reason(exc)) from exc
+        finally:
+            self._in_transaction = False
+            self._new_ranges.clear()
 
     def _columns(self, table_name: str) -> tuple[list[str], list[int]]:
         if table_name not in self._oids:
@@ -271,6 +308,8 @@ class PostgresTarget:
     def insert_arrow(self, table_name: str, data: pa.Table) -> None:
         if data.num_rows == 0:
             return
+        if table_name in self._partitioned:
+            self._ensure_day_partitions(table_name, data)
         names, oids = self._columns(table_name)
         oid_of = dict(zip(names, oids, strict=True))
         cols = data.column_names
@@ -303,16 +342,27 @@ class PostgresTarget:
         cur = self.con.execute(sql, params)  # SQL identifiers from schemas.tables
         return max(cur.rowcount, 0)
 
+    def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.con.execute(sql, params).fetchall()]
+
     def claim_segment(
-        self, sha256: str, relpath: str, session_id: int | None, rows: int, version: str
+        self,
+        sha256: str,
+        relpath: str,
+        session_id: int | None,
+        rows: int,
+        version: str,
+        size: int | None = None,
+        mtime_ns: int | None = None,
     ) -> None:
         # The manifest row goes in first: a concurrent loader of the same segment then waits on
         # the primary key and, once we commit, fails here instead of loading the rows twice.
+        now = datetime.now(UTC)
         try:
             with self.con.transaction():
                 self.con.execute(
                     _manifest_sql(),
-                    (sha256, relpath, session_id, rows, version, datetime.now(UTC)),
+                    (sha256, relpath, session_id, rows, version, now, size, mtime_ns),
                 )
         except psycopg.errors.UniqueViolation as exc:
             raise AlreadyLoaded(sha256) from exc
@@ -323,6 +373,81 @@ class PostgresTarget:
 
     def close(self) -> None:
         self.con.close()
+
+    # --- partitioned by receive day (``--pg-partition-by-day``) ---------------------------------
+    #
+    # Whether the big tables are partitioned is decided once, when they are created; every later
+    # run reads it from the catalog, so a run without the flag still loads a partitioned database.
+    # Before rows are copied, the partitions of every day they fall on are created in the same
+    # transaction as the rows: a rolled-back segment leaves no partition behind that this object
+    # believes in, and a committed one never lacks its partition. COPY into the parent routes
+    # each row; exactly-once is unchanged (the manifest row commits with the rows).
+
+    def day_partitions(self, table_name: str) -> list[tuple[str, int | None, int | None]]:
+        """``(partition, start, end)`` of ``table_name``'s RANGE partitions (``None`` = MIN/MAX
+        VALUE); a DEFAULT partition or another shape is left out."""
+        rows = self.con.execute(
+            "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+            "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = %s::regclass "
+            "ORDER BY c.relname",
+            (table_name,),
+        ).fetchall()
+        out: list[tuple[str, int | None, int | None]] = []
+        for name, expr in rows:
+            bound = parse_range_bound(expr or "")
+            if bound is not None:
+                out.append((name, bound[0], bound[1]))
+        return out
+
+    def _learn_partitions(self) -> None:
+        rows = self.con.execute(
+            "SELECT relname FROM pg_class WHERE relkind = 'p' AND relname = ANY(%s) "
+            "AND pg_table_is_visible(oid)",
+            (list(PARTITION_KEYS),),
+        ).fetchall()
+        found = {r[0] for r in rows}
+        if self.partition_by_day and found != set(PARTITION_KEYS):
+            plain = ", ".join(sorted(set(PARTITION_KEYS) - found))
+            raise TargetUnavailable(
+                f"{plain} already exist(s) unpartitioned in {self.description}: "
+                "--pg-partition-by-day applies when the tables are created; convert them first "
+                "(docs/scale-out.md) or run without the flag"
+            )
+        self._partitioned = {t: k for t, k in PARTITION_KEYS.items() if t in found}
+        self._ranges = {
+            t: [(lo, hi) for _, lo, hi in self.day_partitions(t)] for t in self._partitioned
+        }
+
+    def _covered(self, table_name: str, start: int, end: int) -> bool:
+        ranges = self._ranges.get(table_name, []) + [
+            (lo, hi) for t, lo, hi in self._new_ranges if t == table_name
+        ]
+        return any(
+            (lo is None or lo <= start) and (hi is None or end <= hi) for lo, hi in ranges
+        )
+
+    def _ensure_day_partitions(self, table_name: str, data: pa.Table) -> None:
+        """Create the partitions of every UTC day ``data``'s rows fall on (idempotent)."""
+        key = self._partitioned[table_name]
+        if key not in data.column_names:
+            return  # the COPY fails with PostgreSQL's own message
+        col = data[key].drop_null()
+        # floor division by a day, also for (never expected) times before 1970
+        shifted = pc.if_else(pc.less(col, 0), pc.subtract(col, DAY_NS - 1), col)
+        for day_index in sorted(pc.unique(pc.divide(shifted, DAY_NS)).to_pylist()):
+            day = day_of_ns(int(day_index) * DAY_NS)
+            start, end = day_bounds_ns(day)
+            if self._covered(table_name, start, end):
+                continue
+            self.con.execute(create_day_partition_sql(table_name, day))
+            self._new_ranges.append((table_name, start, end))
+        if not self._in_transaction:
+            self._commit_ranges()  # autocommit: the DDL is already committed
+
+    def _commit_ranges(self) -> None:
+        for table_name, start, end in self._new_ranges:
+            self._ranges.setdefault(table_name, []).append((start, end))
+        self._new_ranges.clear()
 
 
 def _pg_reason(exc: psycopg.Error) -> str:
@@ -405,12 +530,23 @@ class DuckDBTarget:
             return int(row[0]) if row else 0
         return 0
 
+    def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.con.execute(sql.replace("%s", "?"), list(params)).fetchall()]
+
     def claim_segment(
-        self, sha256: str, relpath: str, session_id: int | None, rows: int, version: str
+        self,
+        sha256: str,
+        relpath: str,
+        session_id: int | None,
+        rows: int,
+        version: str,
+        size: int | None = None,
+        mtime_ns: int | None = None,
     ) -> None:
+        now = datetime.now(UTC)
         try:
             self.execute(
-                _manifest_sql(), (sha256, relpath, session_id, rows, version, datetime.now(UTC))
+                _manifest_sql(), (sha256, relpath, session_id, rows, version, now, size, mtime_ns)
             )
         except duckdb.ConstraintException as exc:
             raise AlreadyLoaded(sha256) from exc
@@ -424,9 +560,21 @@ class DuckDBTarget:
 
 
 def open_target(
-    pg_dsn: str | None, duckdb_path: Path, *, copy_mode: CopyMode = "arrow"
+    pg_dsn: str | None,
+    duckdb_path: Path,
+    *,
+    copy_mode: CopyMode = "arrow",
+    partition_by_day: bool = False,
 ) -> PostgresTarget | DuckDBTarget:
-    """PostgreSQL when a DSN is given (``""`` = libpq environment), else the DuckDB file."""
+    """PostgreSQL when a DSN is given (``""`` = libpq environment), else the DuckDB file.
+
+    ``partition_by_day``: create the big tables partitioned by receive day (PostgreSQL only; an
+    existing database keeps the layout it was created with)."""
     if pg_dsn is not None:
-        return PostgresTarget(pg_dsn, copy_mode=copy_mode)
+        return PostgresTarget(pg_dsn, copy_mode=copy_mode, partition_by_day=partition_by_day)
+    if partition_by_day:
+        raise TargetUnavailable(
+            "--pg-partition-by-day needs PostgreSQL: give --pg DSN or set DATABASE_URL "
+            "(the embedded DuckDB file is not partitioned)"
+        )
     return DuckDBTarget(duckdb_path)

@@ -23,10 +23,29 @@ def test_postgres_ddl_is_idempotent(pg_dsn: str) -> None:
             "SELECT table_name FROM information_schema.tables WHERE table_schema='public'"
         ).fetchall()
         assert {r[0] for r in rows} == set(ALL_TABLES)
-        idx = con.execute(
-            "SELECT indexdef FROM pg_indexes WHERE indexname='rl_market_participation_open_idx'"
+        # The specification's indexes: exact names, tables, columns (and the partial predicate).
+        idx = dict(
+            con.execute(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
+            ).fetchall()
+        )
+        assert idx["idx_lifecycle_session_market"].endswith(
+            "ON public.rl_market_lifecycle_events USING btree (session_id, market_ticker)"
+        )
+        assert idx["idx_lifecycle_event_type"].endswith(
+            "ON public.rl_market_lifecycle_events USING btree (event_type)"
+        )
+        assert idx["idx_participation_active"].endswith(
+            "ON public.rl_market_participation USING btree (session_id, left_at) "
+            "WHERE (left_at IS NULL)"
+        )
+        assert "rl_market_participation_open_idx" not in idx  # replaced by the spec's
+        # The lifecycle table stays lossless: no CHECK constraint on it at all.
+        checks = con.execute(
+            "SELECT count(*) FROM pg_constraint "
+            "WHERE conrelid='rl_market_lifecycle_events'::regclass AND contype='c'"
         ).fetchone()
-        assert idx is not None and "WHERE (left_at IS NULL)" in idx[0]
+        assert checks == (0,)
         pk = con.execute(
             "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
             "WHERE conrelid='rl_market_participation'::regclass AND contype='p'"
@@ -41,6 +60,43 @@ def test_duckdb_ddl_is_idempotent() -> None:
             con.execute(stmt)
     names = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
     assert names == set(ALL_TABLES)
+    idx = {
+        r[0]: r[1]
+        for r in con.execute("SELECT index_name, sql FROM duckdb_indexes()").fetchall()
+    }
+    for name, cols in (
+        ("idx_lifecycle_session_market", "(session_id, market_ticker)"),
+        ("idx_lifecycle_event_type", "(event_type)"),
+        ("idx_participation_active", "(session_id, left_at)"),
+    ):
+        assert cols in idx[name]
+
+
+@pytest.mark.postgres
+def test_warehouse_made_before_upgrades_in_place(pg_dsn: str) -> None:
+    """An existing warehouse (the first DDL) gains the new columns and indexes, rows kept."""
+    old = [
+        "CREATE TABLE rl_orderbook_sessions (session_id BIGINT PRIMARY KEY, "
+        "started_at TIMESTAMPTZ NOT NULL, lifecycle_mode BOOLEAN NOT NULL, environment TEXT)",
+        "CREATE TABLE rl_market_participation (session_id BIGINT NOT NULL, "
+        "market_ticker TEXT NOT NULL, joined_at TIMESTAMPTZ NOT NULL, left_at TIMESTAMPTZ, "
+        "PRIMARY KEY (session_id, market_ticker, joined_at))",
+        "CREATE INDEX rl_market_participation_open_idx ON rl_market_participation "
+        "(market_ticker) WHERE left_at IS NULL",
+        "INSERT INTO rl_orderbook_sessions VALUES (1, now(), true, 'prod')",
+    ]
+    with psycopg.connect(pg_dsn, autocommit=True) as con:
+        for stmt in old:
+            con.execute(stmt)
+        for stmt in ddl("postgres"):
+            con.execute(stmt)
+        row = con.execute(
+            "SELECT environment, exchange_env, restarted FROM rl_orderbook_sessions"
+        ).fetchone()
+        assert row == ("prod", None, None)  # values are materialize's to migrate, not the DDL's
+        names = {r[0] for r in con.execute("SELECT indexname FROM pg_indexes").fetchall()}
+        assert "idx_participation_active" in names
+        assert "rl_market_participation_open_idx" not in names
 
 
 def test_log_schema_carries_version() -> None:

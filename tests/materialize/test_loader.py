@@ -30,6 +30,7 @@ from materialize.targets import (
 from schemas.log import LOG_SCHEMA
 from schemas.tables import (
     ALL_TABLES,
+    COMPLETED_MARKETS,
     DELTAS,
     GAPS,
     LIFECYCLE_EVENTS,
@@ -57,6 +58,7 @@ ORDER = {
     DELTAS: "session_id, record_seq",
     GAPS: "session_id, record_seq",
     LOADED_SEGMENTS: "content_sha256",
+    COMPLETED_MARKETS: "session_id, market_ticker",
 }
 
 Target = PostgresTarget | DuckDBTarget
@@ -108,6 +110,7 @@ def expected_counts(sc: Scenario) -> dict[str, int]:
         DELTAS: sc.total("deltas"),
         GAPS: sc.total("gaps"),
         LOADED_SEGMENTS: len(sc.paths),
+        COMPLETED_MARKETS: 1,  # KXA-M1: created, determined and settled in session A
     }
 
 
@@ -171,13 +174,15 @@ def test_sessions_and_participation_match_decisions(
     load(tmp_path, target)
     part = {r[1]: r for r in dump(target, PARTICIPATION)}
     assert part["KXA-M1"][3] is not None and part["KXA-M1"][5] == "determined"
-    assert part["KXA-M2"][3] is None  # still open: left_at NULL
+    # Session B recovered A and A's end is not loaded: A is taken as crashed, so KXA-M2 is not
+    # left open for ever; it is closed at A's last loaded record, as a crash.
     sessions = {r[0]: r for r in dump(target, SESSIONS)}
-    assert sessions[SESSION_A][2] is None  # not ended yet
+    assert sessions[SESSION_A][3] == "crash"
+    assert part["KXA-M2"][5] == "crash" and part["KXA-M2"][3] == sessions[SESSION_A][17]
 
-    shutil.move(hidden, last_of_a)  # sealed later; the next nightly run closes what was open
+    shutil.move(hidden, last_of_a)  # sealed later: the real leave and end replace the inference
     summary = load(tmp_path, make_target(tmp_path))
-    assert summary.updates == {"market_left": 1, "session_end": 1}
+    assert summary.updates == {"market_left": 1, "session_end": 1, "last_record": 1}
     assert not summary.unmatched
     target = make_target(tmp_path)
     rows = dump(target, PARTICIPATION)
@@ -201,13 +206,14 @@ def test_sessions_and_participation_match_decisions(
     sa = sessions[SESSION_A]
     assert sa[1].timestamp() * 1e9 == pytest.approx(a.started["recv_ns"], abs=1_000)
     assert sa[2].timestamp() * 1e9 == pytest.approx(a.ended[0], abs=1_000)
-    assert (sa[3], sa[4], sa[5], sa[6], sa[7], sa[8]) == (
+    assert (sa[3], sa[4], sa[5], sa[6], sa[7], sa[8], sa[11]) == (
         "signal",
         True,
-        "demo",
+        "lifecycle_discovery",  # an old-style payload: environment was the exchange
         "vm-1",
         "0/1",
         "0.1.0",
+        "demo",
     )
     sb = sessions[SESSION_B]
     assert sb[2] is None and sb[7] == "1/2" and list(sb[10]) == [str(SESSION_A)]
