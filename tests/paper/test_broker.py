@@ -47,6 +47,7 @@ def test_a_resting_order_waits_for_the_queue_then_a_trade_through() -> None:
     r = b.submit(Order(T, Action.BUY, Side.YES, 400_000, 300), 2)
     assert fills(r) == [] and r[0].kind == "order"
     oid = r[0].order_id
+    assert oid is not None
     assert b.open_orders(T)[0].resting.queue_ahead == 1000
     assert fills(b.on_delta(T, "yes", 400_000, -400, 3)) == []  # 4 ahead of us went
     assert b.open_orders(T)[0].resting.queue_ahead == 600
