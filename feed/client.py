@@ -1,0 +1,319 @@
+"""``feed.Client``: connect to a live tap or a replay, keep the books, prove nothing was lost, and
+yield typed events (``feed.events``).
+
+Continuity checks (why a consumer can trust what it holds): seq must advance by exactly one per
+sid (Kalshi's rule); after ``tap_lagged`` the client re-anchors on the seqs the tap says it
+dropped; every ``tap_mark`` names the last seq the tap assigned per sid, which must equal the last
+one received; ``record_seq`` never goes back. Any break raises ``FeedError``.
+
+Usage::
+
+    async with Client(url) as feed:          # every market the session books
+        async for ev in feed:
+            if isinstance(ev, BookUpdate) and ev.valid: ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+
+from feed.events import (
+    BookUpdate,
+    FeedEvent,
+    Hello,
+    Lagged,
+    LifecycleEvent,
+    MarketJoined,
+    MarketLeft,
+    MarketSkipped,
+    RecordMark,
+    SessionEnded,
+    Validity,
+    ValidityChange,
+)
+from schemas.units import parse_price, parse_size
+from schemas.wire import snapshot_levels
+
+LIFECYCLE_TYPES = frozenset(
+    {"market_lifecycle_v2", "multivariate_market_lifecycle", "event_lifecycle", "event_fee_update"}
+)
+
+
+class FeedError(Exception):
+    """The tap refused something, or the stream broke a continuity guarantee."""
+
+
+@dataclass(slots=True)
+class Book:
+    """A market's full book as the client holds it (bids per side, exact ints)."""
+
+    yes: dict[int, int] = field(default_factory=dict)
+    no: dict[int, int] = field(default_factory=dict)
+    valid: bool = False
+
+    def top(self, side: str, depth: int) -> tuple[tuple[int, int], ...]:
+        levels = self.yes if side == "yes" else self.no
+        return tuple(sorted(levels.items(), reverse=True)[:depth])
+
+
+def _opt_int(msg: dict[str, Any], key: str) -> int | None:
+    v = msg.get(key)
+    return v if type(v) is int else None
+
+
+class Client:
+    """A tap/replay consumer. ``markets=None`` follows every market the session books."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        markets: list[str] | None = None,
+        depth: int = 10,
+        token: str | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.url = url
+        self.markets = markets
+        self.depth = depth
+        self.token = token
+        self.timeout_s = timeout_s
+        self.ws: ClientConnection | None = None
+        self.books: dict[str, Book] = {}
+        self.channels: dict[int, str] = {}
+        self.last_seq: dict[int, int] = {}
+        self.record_seq = 0
+        self.hello: Hello | None = None
+        self.ended: SessionEnded | None = None
+        self._next_id = 1
+
+    async def __aenter__(self) -> Client:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        self.ws = await asyncio.wait_for(
+            connect(self.url, additional_headers=headers, max_size=1 << 26), self.timeout_s
+        )
+        params: dict[str, Any] = {"channels": ["recorder_status", "market_lifecycle_v2"]}
+        if self.markets is None:
+            params["channels"].append("orderbook_delta")
+            params["all_markets"] = True
+        await self.send("subscribe", params)
+        if self.markets:
+            await self.send(
+                "subscribe", {"channels": ["orderbook_delta"], "market_tickers": self.markets}
+            )
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+
+    async def send(self, cmd: str, params: dict[str, Any] | None = None) -> int:
+        """Send a Kalshi command; returns its id."""
+        if self.ws is None:
+            raise FeedError("not connected: use 'async with Client(url)'")
+        cmd_id = self._next_id
+        self._next_id += 1
+        body: dict[str, Any] = {"id": cmd_id, "cmd": cmd}
+        if params is not None:
+            body["params"] = params
+        await self.ws.send(orjson.dumps(body).decode())
+        return cmd_id
+
+    def __aiter__(self) -> AsyncIterator[FeedEvent]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[FeedEvent]:
+        while True:
+            ev = await self.next_event()
+            if ev is None:
+                return
+            yield ev
+
+    async def next_event(self, timeout_s: float | None = None) -> FeedEvent | None:
+        """The next event; None when the connection closed; ``TimeoutError`` after the
+        deadline (default ``timeout_s``)."""
+        if self.ws is None:
+            raise FeedError("not connected: use 'async with Client(url)'")
+        while True:
+            try:
+                raw = await asyncio.wait_for(self.ws.recv(), timeout_s or self.timeout_s)
+            except TimeoutError:
+                raise TimeoutError(f"no message from {self.url} within the deadline") from None
+            except Exception as exc:  # ConnectionClosed
+                if type(exc).__name__.startswith("ConnectionClosed"):
+                    return None
+                raise
+            ev = self.on_frame(raw)
+            if ev is not None:
+                return ev
+
+    # ------------------------------------------------------------------ sans-I/O part
+    def on_frame(self, raw: str | bytes) -> FeedEvent | None:
+        """Process one frame from the tap; the event it makes, if any."""
+        body = orjson.loads(raw)
+        if not isinstance(body, dict):
+            raise FeedError(f"tap sent a non-object frame: {raw!r:.200}")
+        t = body.get("type")
+        rs = body.get("record_seq")
+        if type(rs) is int:
+            if rs < self.record_seq:
+                raise FeedError(f"record_seq went back: {rs} after {self.record_seq}")
+            self.record_seq = rs
+        else:
+            rs = None
+        msg = body.get("msg")
+        sid, seq = body.get("sid"), body.get("seq")
+        if type(sid) is int and type(seq) is int:
+            last = self.last_seq.get(sid)
+            if last is not None and seq != last + 1 and t != "tap_lagged":
+                raise FeedError(f"seq gap on sid {sid}: {seq} after {last} (a frame was lost)")
+            self.last_seq[sid] = seq
+        if t == "subscribed" and isinstance(msg, dict):
+            self.channels[msg["sid"]] = msg["channel"]
+            return None
+        if t == "error":
+            raise FeedError(f"tap error: {msg}")
+        if not isinstance(msg, dict):
+            return None
+        if t == "orderbook_delta":
+            return self._delta(msg, rs)
+        if t == "orderbook_snapshot":
+            ticker = msg["market_ticker"]
+            yes, no = snapshot_levels(msg)
+            b = self.books.setdefault(ticker, Book())
+            b.yes, b.no, b.valid = yes, no, True
+            return self._update(ticker, b, rs, True)
+        if t in LIFECYCLE_TYPES:
+            return LifecycleEvent(
+                market_ticker=str(msg.get("market_ticker", msg.get("event_ticker", ""))),
+                event_type=str(msg.get("event_type", t)),
+                record_seq=rs,
+                open_ts=_opt_int(msg, "open_ts"),
+                close_ts=_opt_int(msg, "close_ts"),
+                determination_ts=_opt_int(msg, "determination_ts"),
+                settled_ts=_opt_int(msg, "settled_ts"),
+                result=msg.get("result") if isinstance(msg.get("result"), str) else None,
+                settlement_value=_settlement(msg.get("settlement_value")),
+                msg=msg,
+            )
+        return self._status(t, msg)
+
+    def _delta(self, msg: dict[str, Any], rs: int | None) -> BookUpdate | None:
+        ticker = msg["market_ticker"]
+        side = msg["side"]
+        price = parse_price(msg["price_dollars"] if "price_dollars" in msg else msg["price"])
+        delta = parse_size(msg["delta_fp"] if "delta_fp" in msg else msg["delta"])
+        b = self.books.setdefault(ticker, Book())
+        levels = b.yes if side == "yes" else b.no
+        size = levels.get(price, 0) + delta
+        if size > 0:
+            levels[price] = size
+        else:
+            levels.pop(price, None)
+            if size < 0:
+                b.valid = False
+        ts = msg.get("ts_ms")
+        return self._update(
+            ticker, b, rs, False, ts if type(ts) is int else None, side, price, delta
+        )
+
+    def _update(
+        self,
+        ticker: str,
+        b: Book,
+        rs: int | None,
+        snap: bool,
+        ts_ms: int | None = None,
+        side: str | None = None,
+        price: int | None = None,
+        delta: int | None = None,
+    ) -> BookUpdate:
+        return BookUpdate(
+            ticker,
+            rs,
+            snap,
+            b.valid,
+            b.top("yes", self.depth),
+            b.top("no", self.depth),
+            ts_ms,
+            side,
+            price,
+            delta,
+        )
+
+    def _status(self, t: Any, msg: dict[str, Any]) -> FeedEvent | None:
+        rs = int(msg.get("record_seq", 0))
+        if t == "tap_hello":
+            self.hello = Hello(
+                protocol=str(msg["protocol"]),
+                session_id=int(msg["session_id"]),
+                mode=str(msg["mode"]),
+                settings=dict(msg.get("settings") or {}),
+                wire_format=str(msg.get("wire_format", "current")),
+                record_seq=rs,
+            )
+            for ticker, info in (msg.get("markets") or {}).items():
+                b = self.books.setdefault(ticker, Book())
+                b.valid = b.valid and info.get("state") == "valid"
+            return self.hello
+        if t == "tap_book_state":
+            ticker = msg["market_ticker"]
+            state = Validity(msg["state"])
+            b = self.books.setdefault(ticker, Book())
+            if state is not Validity.VALID:
+                b.valid = False
+            return ValidityChange(ticker, state, str(msg.get("reason", "")), rs)
+        if t == "tap_market":
+            ticker, action = msg["market_ticker"], msg["action"]
+            reason = str(msg.get("reason"))
+            detail = msg.get("detail") or {}
+            if action == "joined":
+                self.books.setdefault(ticker, Book())
+                return MarketJoined(ticker, reason, bool(detail.get("mid_lifecycle")), rs, detail)
+            if action == "left":
+                return MarketLeft(ticker, reason, rs, detail)
+            return MarketSkipped(ticker, reason, rs, detail)
+        if t == "tap_mark":
+            for sid_text, seq in (msg.get("seqs") or {}).items():
+                sid = int(sid_text)
+                if self.channels.get(sid) == "recorder_status":
+                    continue  # the mark itself took the next seq on that sid
+                if seq and self.last_seq.get(sid, 0) != seq:
+                    raise FeedError(
+                        f"tap_mark says sid {sid} is at seq {seq}, "
+                        f"but the last received is {self.last_seq.get(sid)}"
+                    )
+            return RecordMark(rs)
+        if t == "tap_lagged":
+            for sid_text, seq in (msg.get("last_seqs") or {}).items():
+                sid = int(sid_text)
+                if self.channels.get(sid) != "recorder_status":
+                    self.last_seq[sid] = int(seq)
+            for b in self.books.values():
+                b.valid = False
+            return Lagged(int(msg.get("dropped", 0)), rs)
+        if t == "tap_session_end":
+            self.ended = SessionEnded(str(msg.get("reason", "")), rs)
+            return self.ended
+        return None
+
+
+def _settlement(value: Any) -> int | None:
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        try:
+            return parse_price(value)
+        except ValueError:
+            return None
+    return None

@@ -1,0 +1,114 @@
+"""The asyncio shell shared by the live tap and the replay: a ``websockets`` server that moves
+bytes between sockets and ``feed.fanout.Consumer`` objects.
+
+Each connection has a reader (commands in -> ``Consumer.handle``) and a writer (queued frames
+out, in order, as text frames like the exchange's). The writer is the only place that awaits the
+socket, so a slow consumer only ever delays itself; its queue is bounded by the consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from feed.auth import is_loopback, refusal
+from feed.fanout import Consumer
+
+log = logging.getLogger("feed")
+
+Handler = Callable[[ServerConnection], Awaitable[None]]
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``PORT`` (loopback) -> (host, port); ``ValueError`` says what to pass."""
+    host, _, port_text = address.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(
+            f"tap address {address!r} is not HOST:PORT (e.g. 127.0.0.1:8765)"
+        ) from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"tap address {address!r}: port must be 0..65535")
+    return host, port
+
+
+@dataclass(slots=True)
+class Listening:
+    server: Server
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}/trade-api/ws/v2"
+
+
+async def start_server(address: str, handler: Handler, token: str | None) -> Listening:
+    """Listen on ``address``; refuse to listen beyond loopback without a token."""
+    host, port = parse_address(address)
+    if token is None and not is_loopback(host):
+        raise ValueError(
+            f"tap address {host} is not loopback: set a token (TAP_TOKEN) so only your actors "
+            "can connect, or listen on 127.0.0.1"
+        )
+
+    def process_request(conn: ServerConnection, request: Request) -> Response | None:
+        peer = conn.remote_address[0] if conn.remote_address else ""
+        why = refusal(request.headers, request.path, str(peer), token)
+        if why is None:
+            return None
+        return conn.respond(http.HTTPStatus.UNAUTHORIZED, why + "\n")
+
+    server = await serve(
+        handler,
+        host,
+        port,
+        process_request=process_request,
+        max_size=1 << 20,
+        max_queue=64,
+        compression=None,
+    )
+    sock = next(iter(server.sockets))
+    return Listening(server, host, sock.getsockname()[1])
+
+
+async def pump(ws: ServerConnection, c: Consumer, on_command: Callable[[], None] | None) -> None:
+    """Run one connection until it closes: commands in, queued frames out."""
+    ready = asyncio.Event()
+    c.wakeup = ready.set
+
+    async def writer() -> None:
+        while True:
+            await ready.wait()
+            ready.clear()
+            while c.queue:
+                for frame in c.take():
+                    await ws.send(frame, text=True)
+
+    task = asyncio.create_task(writer())
+    try:
+        async for raw in ws:
+            c.handle(raw)
+            if c.queue:
+                ready.set()
+            if on_command is not None:
+                on_command()
+            if task.done():
+                break
+    except ConnectionClosed:
+        pass
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+            await task
