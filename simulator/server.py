@@ -575,6 +575,11 @@ class Simulator:
     def market(self, ticker: str) -> Market:
         return self.engine.market(ticker)
 
+    def effect_log(self) -> list[dict[str, Any]]:
+        """What each switch and fault did so far (a copy), as in ground truth's effects.jsonl."""
+        self._ctl(lambda: None)
+        return list(self.effects)
+
     def market_json(self, ticker: str) -> dict[str, Any]:
         return rest.market_object(self.engine.market(ticker), rest.Clock.of(self.cfg.protocol))
 
@@ -604,6 +609,7 @@ _CONTROL = frozenset(
         "drop_connections",
         "close_connections",
         "async_error",
+        "effect_log",
         "market_json",
         "book",
         "tickers",
