@@ -1,0 +1,506 @@
+"""The open questions of the protocol notes, and how each answer is read off the raw frames.
+
+Plain functions over a :class:`~probe.transcript.Transcript`: no sockets, no clock. Each answer
+carries a machine ``value`` (the words :mod:`simulator.profile` maps to switches), a one-line
+``summary`` for people, and ``evidence``: the transcript entries (``n``) that show it. Values:
+
+==================== ===================================================================
+question             value
+==================== ===================================================================
+get_snapshot_ok      "ok" | "no_ok" | "unknown"
+reply_id             "always" | "never" | "sometimes" | "unknown"
+repeat_subscribe     "merged" | "new_sid" | "error" | "no_reply" | "unknown"
+reply_seq            "consume" | "echo" | "absent" | "mixed" | "unknown"
+lifecycle_seq        "yes" | "no" | "mixed" | "unknown"
+empty_side           "omit" | "empty_list" | "mixed" | "unknown"
+pong                 "echo" | "empty" | "other" | "none" | "unknown"
+rest_filters         {filter: "honored" | "accepted" | "ignored" | "rejected" | "error" | ...}
+rest_time_precision  {field: fractional digits (max seen)} (empty if no market was listed)
+end_cursor           "empty_string" | "null" | "absent" | "more_pages" | "unknown"
+clock_offset_ms      {"estimate", "low", "high"}: exchange clock minus ours, ms (None = unbounded)
+errors               {case: {"type", "code", "msg", "has_id", ...}}
+mve_channel          "subscribed" | "error" | "no_reply" | "unknown"
+close_code           int | None
+==================== ===================================================================
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from probe.script import LIFECYCLE_TYPES, MVE_CHANNEL, REPLY_TYPES
+from probe.transcript import Entry, Transcript
+
+ASYNC_ERROR_CODES = frozenset({10, 17, 25})  # arrive on a live sid, not as a command's reply
+SIDE_KEYS = {"fp": ("yes_dollars_fp", "no_dollars_fp"), "legacy": ("yes", "no")}
+_RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.(\d+))?(?:Z|[+-]\d\d:\d\d)$")
+
+
+@dataclass
+class Answer:
+    key: str
+    question: str
+    value: Any
+    summary: str
+    evidence: list[int]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def _out_command(t: Transcript, step: str) -> tuple[Entry, dict[str, Any]] | None:
+    return next(((e, o) for e, o in t.ws_out() if e["step"] == step), None)
+
+
+def _next_out_n(t: Transcript, after: int) -> int:
+    """Index of the next outbound ws entry after entry ``after`` (or the end)."""
+    for e in t.entries[after + 1 :]:
+        if e["dir"] == "out" and e["kind"] in ("ws", "ping"):
+            return int(e["n"])
+    return len(t.entries)
+
+
+def _replies(t: Transcript, out: Entry, body: dict[str, Any]) -> list[tuple[Entry, dict[str, Any]]]:
+    """Replies to one command: frames with its id anywhere after it, and id-less reply frames
+    that arrived before the next command was sent (the only way to match them)."""
+    cid = body.get("id")
+    end = _next_out_n(t, out["n"])
+    got = []
+    for e, f in t.ws_in():
+        if e["n"] <= out["n"] or f.get("type") not in REPLY_TYPES:
+            continue
+        if f.get("id") == cid and cid is not None:
+            got.append((e, f))
+        elif "id" not in f and e["n"] < end and not _async_error(f):
+            got.append((e, f))
+    return got
+
+
+def _async_error(f: dict[str, Any]) -> bool:
+    msg = f.get("msg")
+    return f.get("type") == "error" and isinstance(msg, dict) and msg.get("code") in ASYNC_ERROR_CODES
+
+
+def _window(t: Transcript, out: Entry) -> Iterator[tuple[Entry, dict[str, Any]]]:
+    end = _next_out_n(t, out["n"])
+    for e, f in t.ws_in():
+        if out["n"] < e["n"] < end:
+            yield e, f
+
+
+def _sid_of(f: dict[str, Any]) -> int | None:
+    sid = f.get("sid")
+    if isinstance(sid, int):
+        return sid
+    msg = f.get("msg")
+    if f.get("type") == "subscribed" and isinstance(msg, dict) and isinstance(msg.get("sid"), int):
+        return int(msg["sid"])
+    return None
+
+
+def _unknown(key: str, question: str, why: str, evidence: list[int] | None = None) -> Answer:
+    return Answer(key, question, "unknown", why, evidence or [])
+
+
+# ---- the questions ---------------------------------------------------------------------------
+
+
+def get_snapshot_ok(t: Transcript) -> Answer:
+    q = "Does get_snapshot get an ok?"
+    found = _out_command(t, "get_snapshot")
+    if found is None:
+        return _unknown("get_snapshot_ok", q, "not asked (no market to subscribe to)")
+    out, body = found
+    replies = _replies(t, out, body)
+    oks = [e["n"] for e, f in replies if f.get("type") == "ok"]
+    errors = [e["n"] for e, f in replies if f.get("type") == "error"]
+    snaps = [e["n"] for e, f in _window(t, out) if f.get("type") == "orderbook_snapshot"]
+    ev = [out["n"], *oks, *errors, *snaps[:2]]
+    if oks:
+        return Answer("get_snapshot_ok", q, "ok", "yes: an ok reply came", ev)
+    if errors:
+        return _unknown("get_snapshot_ok", q, "the command got an error", ev)
+    if snaps:
+        return Answer("get_snapshot_ok", q, "no_ok", "no: only the snapshot came", ev)
+    return _unknown("get_snapshot_ok", q, "neither an ok nor a snapshot came", ev)
+
+
+def reply_id(t: Transcript) -> Answer:
+    q = "Do replies carry id?"
+    with_id, without = [], []
+    for e, f in t.ws_in():
+        if f.get("type") in REPLY_TYPES and not _async_error(f):
+            (with_id if "id" in f else without).append((e["n"], f.get("type")))
+    ev = [n for n, _ in without[:4]] + [n for n, _ in with_id[:2]]
+    if not with_id and not without:
+        return _unknown("reply_id", q, "no reply received")
+    if not without:
+        return Answer("reply_id", q, "always", f"yes: all {len(with_id)} replies", ev)
+    kinds = sorted({k for _, k in without})
+    if not with_id:
+        return Answer("reply_id", q, "never", f"no: none of {len(without)} replies", ev)
+    return Answer("reply_id", q, "sometimes", f"not on: {', '.join(kinds)}", ev)
+
+
+def repeat_subscribe(t: Transcript) -> Answer:
+    q = "Does a repeat subscribe merge, get a new sid, or get an error?"
+    found = _out_command(t, "repeat_subscribe")
+    if found is None:
+        return _unknown("repeat_subscribe", q, "not asked (no market to subscribe to)")
+    out, body = found
+    known = {
+        s
+        for e, f in t.ws_in()
+        if e["n"] < out["n"] and f.get("type") == "subscribed" and (s := _sid_of(f)) is not None
+    }
+    replies = _replies(t, out, body)
+    ev = [out["n"], *(e["n"] for e, _ in replies)]
+    for _, f in replies:
+        kind = f.get("type")
+        if kind == "error":
+            msg = f.get("msg") if isinstance(f.get("msg"), dict) else {}
+            return Answer("repeat_subscribe", q, "error", f"error {msg.get('code')}", ev)
+        sid = _sid_of(f)
+        if kind == "subscribed" and sid is not None and sid not in known:
+            return Answer("repeat_subscribe", q, "new_sid", f"new sid {sid}", ev)
+        if kind in ("subscribed", "ok"):
+            return Answer("repeat_subscribe", q, "merged", f"{kind} on existing sid {sid}", ev)
+    return Answer("repeat_subscribe", q, "no_reply", "no reply (merged silently?)", ev)
+
+
+def reply_seq(t: Transcript) -> Answer:
+    q = "Do ok/unsubscribed replies consume or echo a seq?"
+    last: dict[int, int] = {}
+    verdicts: list[tuple[int, str]] = []
+    unsequenced: list[int] = []
+    for e, f in t.ws_in():
+        sid, seq = f.get("sid"), f.get("seq")
+        if f.get("type") in ("ok", "unsubscribed") and isinstance(sid, int):
+            if not isinstance(seq, int):
+                unsequenced.append(e["n"])
+                continue
+            if sid in last:
+                d = seq - last[sid]
+                verdicts.append((e["n"], "consume" if d == 1 else "echo" if d == 0 else "other"))
+        if isinstance(sid, int) and isinstance(seq, int):
+            last[sid] = max(seq, last.get(sid, seq))
+    kinds = {v for _, v in verdicts}
+    ev = [n for n, _ in verdicts[:4]] + unsequenced[:2]
+    if not verdicts:
+        if unsequenced:
+            return Answer("reply_seq", q, "absent", "replies carry no seq", ev)
+        return _unknown("reply_seq", q, "no sequenced reply after a sequenced frame")
+    if kinds == {"consume"}:
+        return Answer("reply_seq", q, "consume", f"consume ({len(verdicts)} replies)", ev)
+    if kinds == {"echo"}:
+        return Answer("reply_seq", q, "echo", f"echo ({len(verdicts)} replies)", ev)
+    return Answer("reply_seq", q, "mixed", ", ".join(v for _, v in verdicts), ev)
+
+
+def lifecycle_seq(t: Transcript) -> Answer:
+    q = "Do lifecycle messages carry a seq?"
+    seen = [(e["n"], "seq" in f) for e, f in t.ws_in() if f.get("type") in LIFECYCLE_TYPES]
+    if not seen:
+        return _unknown("lifecycle_seq", q, "no lifecycle message arrived while listening")
+    ev = [n for n, _ in seen[:3]]
+    flags = {s for _, s in seen}
+    if flags == {True}:
+        return Answer("lifecycle_seq", q, "yes", f"yes ({len(seen)} messages)", ev)
+    if flags == {False}:
+        return Answer("lifecycle_seq", q, "no", f"no ({len(seen)} messages)", ev)
+    return Answer("lifecycle_seq", q, "mixed", "on some messages only", ev)
+
+
+def empty_side(t: Transcript) -> Answer:
+    q = "Is an empty book side omitted or []?"
+    omit, empty = [], []
+    for e, f in t.ws_in():
+        msg = f.get("msg")
+        if f.get("type") != "orderbook_snapshot" or not isinstance(msg, dict):
+            continue
+        keys = SIDE_KEYS["legacy" if any(k in msg for k in ("yes", "no", "yes_dollars")) else "fp"]
+        for k in keys:
+            if k not in msg:
+                omit.append(e["n"])
+            elif msg[k] == []:
+                empty.append(e["n"])
+    ev = (omit[:2] + empty[:2])[:4]
+    if omit and empty:
+        return Answer("empty_side", q, "mixed", "both seen", ev)
+    if omit:
+        return Answer("empty_side", q, "omit", "omitted (key absent)", ev)
+    if empty:
+        return Answer("empty_side", q, "empty_list", "[] (key present, empty)", ev)
+    return _unknown("empty_side", q, "every snapshot had both sides")
+
+
+def pong(t: Transcript) -> Answer:
+    q = "What do the pongs carry?"
+    ping = next((e for e in t.entries if e["kind"] == "ping" and e["dir"] == "out"), None)
+    if ping is None:
+        return _unknown("pong", q, "no ping sent")
+    after = [e for e in t.entries[ping["n"] + 1 :] if e["kind"] == "pong" and e["dir"] == "in"]
+    if not after:
+        return Answer("pong", q, "none", "no pong came", [ping["n"]])
+    first = after[0]
+    ev = [ping["n"], first["n"]]
+    if first["data_hex"] == ping["data_hex"]:
+        return Answer("pong", q, "echo", f"our payload ({ping['data']!r})", ev)
+    if first["data_hex"] == "":
+        return Answer("pong", q, "empty", "an empty payload", ev)
+    return Answer("pong", q, "other", f"another payload ({first['data']!r})", ev)
+
+
+def _rest(t: Transcript, step: str) -> tuple[Entry, Entry | None] | None:
+    return next(((o, i) for o, i in t.rest_pairs() if o["step"] == step), None)
+
+
+def _markets(t: Transcript, resp: Entry | None) -> list[dict[str, Any]] | None:
+    if resp is None or resp.get("status") != 200:
+        return None
+    body = t.parsed(resp)
+    if not isinstance(body, dict):
+        return None
+    ms = body.get("markets")
+    if isinstance(ms, list):
+        return [m for m in ms if isinstance(m, dict)]
+    return [body["market"]] if isinstance(body.get("market"), dict) else None
+
+
+FILTER_CHECKS: dict[str, Callable[[dict[str, str], list[dict[str, Any]]], bool | None]] = {
+    "tickers": lambda q, ms: bool(ms) and all(m.get("ticker") == q["tickers"] for m in ms),
+    "min_created_ts": lambda q, ms: not ms,
+    "mve_filter": lambda q, ms: all(str(m.get("ticker", "")).startswith("KXMVE") for m in ms),
+    "status_multi": lambda q, ms: None,  # 200 shows it is accepted; honoring cannot be told
+}
+
+
+def rest_filters(t: Transcript) -> Answer:
+    q = "Which REST filters are accepted?"
+    value: dict[str, str] = {}
+    ev: list[int] = []
+    for name, check in FILTER_CHECKS.items():
+        pair = _rest(t, f"rest_filter_{name}")
+        if pair is None:
+            continue
+        out, resp = pair
+        ev += [out["n"]] + ([resp["n"]] if resp else [])
+        if resp is None or resp.get("status") is None:
+            value[name] = "no_answer"
+        elif resp["status"] == 400:
+            value[name] = "rejected"
+        elif resp["status"] != 200:
+            value[name] = f"http_{resp['status']}"
+        else:
+            ms = _markets(t, resp) or []
+            params = dict(p.split("=", 1) for p in out["query"].split("&") if "=" in p)
+            honored = check(params, ms)
+            value[name] = "accepted" if honored is None else "honored" if honored else "ignored"
+    if not value:
+        return Answer("rest_filters", q, {}, "not asked", [])
+    return Answer("rest_filters", q, value, ", ".join(f"{k} {v}" for k, v in value.items()), ev)
+
+
+def _frac_digits(s: str) -> int | None:
+    m = _RFC3339.match(s)
+    if m is None:
+        return None
+    return len(m.group(1) or "")
+
+
+def rest_time_precision(t: Transcript) -> Answer:
+    q = "What precision does each REST time field have?"
+    digits: dict[str, int] = {}
+    ev: list[int] = []
+    for _out, resp in t.rest_pairs():
+        ms = _markets(t, resp)
+        if not ms or resp is None:
+            continue
+        ev.append(resp["n"])
+        for m in ms:
+            for k, v in m.items():
+                if k.endswith("_time") and isinstance(v, str) and (d := _frac_digits(v)) is not None:
+                    digits[k] = max(d, digits.get(k, 0))
+    if not digits:
+        return Answer("rest_time_precision", q, {}, "no market listed", ev[:3])
+    parts = [f"{k} {v}" for k, v in sorted(digits.items())]
+    return Answer("rest_time_precision", q, dict(sorted(digits.items())), ", ".join(parts), ev[:3])
+
+
+def end_cursor(t: Transcript) -> Answer:
+    q = "What is the end-of-pagination cursor?"
+    pair = _rest(t, "rest_last_page")
+    if pair is None or pair[1] is None or pair[1].get("status") != 200:
+        return _unknown("end_cursor", q, "no single-page listing answered", [pair[0]["n"]] if pair else [])
+    out, resp = pair
+    body = t.parsed(resp)
+    ev = [out["n"], resp["n"]]
+    if not isinstance(body, dict):
+        return _unknown("end_cursor", q, "the listing was not a JSON object", ev)
+    if "cursor" not in body:
+        return Answer("end_cursor", q, "absent", "no cursor key", ev)
+    c = body["cursor"]
+    if c is None:
+        return Answer("end_cursor", q, "null", "null", ev)
+    if c == "":
+        return Answer("end_cursor", q, "empty_string", '""', ev)
+    return Answer("end_cursor", q, "more_pages", "the page was not the last", ev)
+
+
+def _iso_ms(s: str) -> int | None:
+    try:
+        return int(datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        return None
+
+
+def clock_offset_ms(t: Transcript) -> Answer:
+    """Bounds on (exchange clock - ours). An exchange time stamp of something that already
+    happened, received at our t_recv, gives offset >= ts - t_recv; an HTTP Date header (whole
+    seconds, stamped between our send and receive) gives both bounds."""
+    q = "How far apart are the exchange's clock and ours?"
+    lows: list[tuple[int, int]] = []
+    highs: list[tuple[int, int]] = []
+    for out, resp in t.rest_pairs():
+        if resp is None:
+            continue
+        if isinstance(resp.get("date"), str):
+            try:
+                d = int(email.utils.parsedate_to_datetime(resp["date"]).timestamp() * 1000)
+            except (TypeError, ValueError):
+                d = None
+            if d is not None:
+                lows.append((d - resp["t_ms"], resp["n"]))
+                highs.append((d + 999 - resp.get("sent_ms", out["t_ms"]), resp["n"]))
+        for m in _markets(t, resp) or []:
+            for k in ("created_time", "updated_time"):
+                v = m.get(k)
+                if isinstance(v, str) and (ms := _iso_ms(v)) is not None:
+                    lows.append((ms - resp["t_ms"], resp["n"]))
+    for e, f in t.ws_in():
+        stamps = [f.get("sending_ts_ms")]
+        msg = f.get("msg")
+        if isinstance(msg, dict):
+            stamps.append(msg.get("ts_ms"))
+            for k in ("determination_ts", "settled_ts"):
+                if isinstance(msg.get(k), int):
+                    stamps.append(msg[k] * 1000)
+        for ts in stamps:
+            if isinstance(ts, int) and not isinstance(ts, bool):
+                lows.append((ts - e["t_ms"], e["n"]))
+    low = max(lows, default=None)
+    high = min(highs, default=None)
+    ev = [x[1] for x in (low, high) if x is not None]
+    value = {"estimate": None, "low": low[0] if low else None, "high": high[0] if high else None}
+    if low is None and high is None:
+        return Answer("clock_offset_ms", q, value, "no exchange time stamp seen", [])
+    if low is not None and high is not None:
+        value["estimate"] = (low[0] + high[0]) // 2
+        return Answer("clock_offset_ms", q, value, f"{low[0]}..{high[0]} ms", ev)
+    value["estimate"] = low[0] if low is not None else high[0] if high is not None else None
+    side = "at least" if low is not None else "at most"
+    return Answer("clock_offset_ms", q, value, f"{side} {value['estimate']} ms", ev)
+
+
+ERROR_CASES = {
+    "unknown_channel": "error_unknown_channel",
+    "bad_params": "error_bad_params",
+    "unknown_sid": "error_unknown_sid",
+    "unknown_market": "error_unknown_market",
+}
+
+
+def errors(t: Transcript) -> Answer:
+    q = "What shapes do the error codes we can elicit take?"
+    value: dict[str, Any] = {}
+    ev: list[int] = []
+    for case, step in ERROR_CASES.items():
+        found = _out_command(t, step)
+        if found is None:
+            continue
+        out, body = found
+        replies = _replies(t, out, body)
+        ev.append(out["n"])
+        if not replies:
+            value[case] = {"type": None}
+            continue
+        e, f = replies[0]
+        ev.append(e["n"])
+        msg = f.get("msg") if isinstance(f.get("msg"), dict) else {}
+        value[case] = {
+            "type": f.get("type"),
+            "code": msg.get("code"),
+            "msg": msg.get("msg"),
+            "has_id": "id" in f,
+            "msg_keys": sorted(msg),
+        }
+    pair = _rest(t, "rest_unknown_market")
+    if pair is not None and pair[1] is not None:
+        body = t.parsed(pair[1])
+        flat = isinstance(body, dict) and "code" in body
+        value["rest_unknown_market"] = {
+            "status": pair[1].get("status"),
+            "shape": "flat" if flat else "nested" if isinstance(body, dict) and "error" in body else "other",
+            "keys": sorted(body) if isinstance(body, dict) else [],
+        }
+        ev.append(pair[1]["n"])
+    parts = [f"{k} {v.get('code') or v.get('status') or v.get('type')}" for k, v in value.items()]
+    return Answer("errors", q, value, ", ".join(parts) or "not asked", ev)
+
+
+def mve_channel(t: Transcript) -> Answer:
+    q = "Is there a multivariate_market_lifecycle channel?"
+    found = _out_command(t, "subscribe_mve")
+    if found is None:
+        return _unknown("mve_channel", q, "not asked")
+    out, body = found
+    replies = _replies(t, out, body)
+    ev = [out["n"], *(e["n"] for e, _ in replies[:1])]
+    if not replies:
+        return Answer("mve_channel", q, "no_reply", "no reply", ev)
+    f = replies[0][1]
+    if f.get("type") == "error":
+        msg = f.get("msg") if isinstance(f.get("msg"), dict) else {}
+        return Answer("mve_channel", q, "error", f"error {msg.get('code')}", ev)
+    sid = _sid_of(f)
+    seen = [e["n"] for e, g in t.ws_in() if g.get("sid") == sid and g.get("type") == MVE_CHANNEL]
+    return Answer("mve_channel", q, "subscribed", f"subscribed; {len(seen)} MVE notices", ev + seen[:2])
+
+
+def close_code(t: Transcript) -> Answer:
+    q = "Which close code ends the connection?"
+    close = next((e for e in t.entries if e["kind"] == "close" and e["dir"] == "in"), None)
+    if close is None:
+        return Answer("close_code", q, None, "no close frame received", [])
+    return Answer("close_code", q, close.get("code"), f"{close.get('code')} {close.get('reason') or ''}".strip(), [close["n"]])
+
+
+QUESTIONS: tuple[Callable[[Transcript], Answer], ...] = (
+    get_snapshot_ok,
+    reply_id,
+    repeat_subscribe,
+    reply_seq,
+    lifecycle_seq,
+    empty_side,
+    pong,
+    rest_filters,
+    rest_time_precision,
+    end_cursor,
+    clock_offset_ms,
+    errors,
+    mve_channel,
+    close_code,
+)
+
+
+def analyze(t: Transcript) -> dict[str, Answer]:
+    """Every question's answer, keyed by question id, in the order of the issue."""
+    return {a.key: a for a in (q(t) for q in QUESTIONS)}
