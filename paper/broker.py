@@ -287,7 +287,7 @@ class Broker:
             if value is None:
                 value = {"yes": PRICE_SCALE, "no": 0}.get((result or "").lower())
             m.settlement_value = value
-            if value is not None:
+            if value is not None and m.position != 0:
                 reports.append(self._settle(m, value, t_ns))
         return reports
 
