@@ -60,9 +60,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from materialize.segments_index import SegmentRef, find_segments, sha256_file
-from materialize.targets import AlreadyLoaded, Target, TargetUnavailable, open_target, redact
+from materialize.targets import (
+    AlreadyLoaded,
+    PostgresTarget,
+    Target,
+    TargetUnavailable,
+    open_target,
+    redact,
+)
 from recorder.segments import DEFAULT_PARQUET, ParquetOptions, fsync_dir
 from schemas.log import LIVE_DIR, LOG_SCHEMA, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SEGMENTS_DIR
+from schemas.tables import PARTITION_KEYS, day_bounds_ns
 
 log = logging.getLogger("materialize.retention")
 
@@ -88,12 +96,20 @@ class RetentionReport:
     deleted: list[str] = field(default_factory=list)
     archived: list[str] = field(default_factory=list)
     left: dict[str, str] = field(default_factory=dict)  # relpath -> reason not touched
+    dropped_partitions: list[str] = field(default_factory=list)
+    detached_partitions: list[str] = field(default_factory=list)
+    deleted_rows: dict[str, int] = field(default_factory=dict)  # unpartitioned table -> rows
 
     def lines(self) -> list[str]:
         out = [f"compacted {len(srcs)} segment(s) -> {new}" for new, srcs in self.compacted]
         out += [f"finished an interrupted compaction: deleted {p}" for p in self.finished]
         out += [f"deleted {p}" for p in self.deleted]
         out += [f"archived {p}" for p in self.archived]
+        out += [f"dropped partition {p}" for p in self.dropped_partitions]
+        out += [
+            f"detached partition {p} (now a table of its own)" for p in self.detached_partitions
+        ]
+        out += [f"deleted {n} old row(s) from {t}" for t, n in sorted(self.deleted_rows.items())]
         reasons: dict[str, int] = {}
         for why in self.left.values():
             reasons[why] = reasons.get(why, 0) + 1
@@ -385,6 +401,112 @@ def _archive(ref: SegmentRef, archive_dir: Path) -> None:
     fsync_dir(ref.path.parent)
 
 
+# --------------------------------------------------------------------------------- database days
+
+
+class NotPartitioned(Exception):
+    """Detaching needs the tables partitioned by day; the message says what to do."""
+
+
+def partitions_before(
+    parts: Iterable[tuple[str, int | None, int | None]], cutoff_ns: int
+) -> tuple[list[str], list[str]]:
+    """``(whole, straddling)``: partitions ``(name, start, end)`` (``None`` = unbounded) that
+    lie entirely before ``cutoff_ns``, and those that hold time on both sides of it (kept whole:
+    dropping part of a partition would be a DELETE, not a constant-time drop)."""
+    whole: list[str] = []
+    straddling: list[str] = []
+    for name, start, end in parts:
+        if end is not None and end <= cutoff_ns:
+            whole.append(name)
+        elif start is None or start < cutoff_ns:
+            straddling.append(name)
+    return whole, straddling
+
+
+def expire_db(
+    target: Target,
+    older_than_days: int,
+    *,
+    detach: bool = False,
+    today: dt.date | None = None,
+    dry_run: bool = False,
+    report: RetentionReport | None = None,
+) -> RetentionReport:
+    """Remove the big tables' rows (deltas, snapshots, gaps) of receive days older than N days.
+
+    Tables partitioned by day (``kalshi-materialize --pg-partition-by-day``) lose whole day
+    partitions: ``DROP TABLE`` of the partition (or ``DETACH PARTITION`` with ``detach``, leaving
+    ``<table>_pYYYYMMDD`` as a table of its own to dump or move), in constant time whatever the
+    rows. Unpartitioned tables (PostgreSQL or DuckDB) get a ``DELETE``, whose time grows with the
+    rows. The same cut as the files: a day is old when it is before ``today - N days`` (UTC).
+    Sessions, participation, lifecycle events and the manifest are never touched.
+    """
+    report = report if report is not None else RetentionReport()
+    today = today or dt.datetime.now(dt.UTC).date()
+    cutoff_day = today - dt.timedelta(days=older_than_days)
+    cutoff_ns = day_bounds_ns(cutoff_day)[0]
+    target.ensure_schema()
+    partitioned = target.partitioned_tables() if isinstance(target, PostgresTarget) else {}
+    if detach:
+        plain = [t for t in PARTITION_KEYS if t not in partitioned]
+        if plain:
+            raise NotPartitioned(
+                f"{', '.join(plain)} not partitioned by day in {target.description}: detaching "
+                "needs tables created with kalshi-materialize --pg-partition-by-day; use "
+                "--db-drop-older-than to delete the old rows instead"
+            )
+    for table, key in PARTITION_KEYS.items():
+        if isinstance(target, PostgresTarget) and table in partitioned:
+            _drop_partitions(target, table, cutoff_ns, cutoff_day, detach, dry_run, report)
+            continue
+        if dry_run:
+            report.deleted_rows[table] = _count_before(target, table, key, cutoff_ns)
+            continue
+        with target.transaction():
+            n = target.execute(f"DELETE FROM {table} WHERE {key} < %s", (cutoff_ns,))
+        report.deleted_rows[table] = n
+    return report
+
+
+def _count_before(target: Target, table: str, key: str, cutoff_ns: int) -> int:
+    if isinstance(target, PostgresTarget):
+        row = target.con.execute(
+            f"SELECT count(*) FROM {table} WHERE {key} < %s", (cutoff_ns,)
+        ).fetchone()
+    else:
+        con = getattr(target, "con")  # noqa: B009 - DuckDBTarget
+        row = con.execute(f"SELECT count(*) FROM {table} WHERE {key} < ?", [cutoff_ns]).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _drop_partitions(
+    target: PostgresTarget,
+    table: str,
+    cutoff_ns: int,
+    cutoff_day: dt.date,
+    detach: bool,
+    dry_run: bool,
+    report: RetentionReport,
+) -> None:
+    from psycopg import sql
+
+    whole, straddling = partitions_before(target.day_partitions(table), cutoff_ns)
+    for name in straddling:
+        report.left[name] = f"partition holds days on or after {cutoff_day}: kept whole"
+    for name in whole:
+        if not dry_run:
+            if detach:
+                stmt = sql.SQL("ALTER TABLE {} DETACH PARTITION {}").format(
+                    sql.Identifier(table), sql.Identifier(name)
+                )
+            else:
+                stmt = sql.SQL("DROP TABLE {}").format(sql.Identifier(name))
+            with target.transaction():
+                target.con.execute(stmt)
+        (report.detached_partitions if detach else report.dropped_partitions).append(name)
+
+
 # --------------------------------------------------------------------------------- CLI
 
 
@@ -447,6 +569,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--archive-older-than", type=_days, metavar="N", help="move days older to --archive-dir"
     )
     p.add_argument("--archive-dir", type=Path, help="archive root (hive layout is kept)")
+    db = p.add_mutually_exclusive_group()
+    db.add_argument(
+        "--db-drop-older-than",
+        type=_days,
+        metavar="N",
+        help="also remove deltas, snapshots and gaps of receive days older than N days from the "
+        "database: whole day partitions are dropped (constant time) when the tables are "
+        "partitioned by day, otherwise the rows are deleted",
+    )
+    db.add_argument(
+        "--db-detach-older-than",
+        type=_days,
+        metavar="N",
+        help="like --db-drop-older-than but detach the day partitions (kept as tables of their "
+        "own, e.g. rl_orderbook_deltas_p20260101, to dump and drop later); needs partitioned "
+        "tables",
+    )
     p.add_argument("--dry-run", action="store_true", help="print what would be done")
     return p
 
@@ -495,6 +634,19 @@ def run(argv: Sequence[str] | None = None, *, today: dt.date | None = None) -> i
                 dry_run=args.dry_run,
                 report=report,
             )
+        db_days = args.db_drop_older_than or args.db_detach_older_than
+        if db_days is not None:
+            expire_db(
+                target,
+                db_days,
+                detach=args.db_detach_older_than is not None,
+                today=today,
+                dry_run=args.dry_run,
+                report=report,
+            )
+    except NotPartitioned as exc:
+        print(f"retention: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except TargetUnavailable as exc:
         print(f"retention: {exc}", file=sys.stderr)
         return EXIT_DATABASE

@@ -24,7 +24,7 @@ import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -33,17 +33,18 @@ import orjson
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
+from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 from psycopg.types.json import Jsonb
 
 from schemas.tables import (
-    LOADED_SEGMENTS,
     DAY_NS,
+    LOADED_SEGMENTS,
     PARTITION_KEYS,
     Dialect,
-    create_day_partition_sql,
     day_bounds_ns,
     day_of_ns,
+    day_partition_name,
     ddl,
     parse_range_bound,
     partitioned_ddl,
@@ -422,9 +423,7 @@ class PostgresTarget:
         ranges = self._ranges.get(table_name, []) + [
             (lo, hi) for t, lo, hi in self._new_ranges if t == table_name
         ]
-        return any(
-            (lo is None or lo <= start) and (hi is None or end <= hi) for lo, hi in ranges
-        )
+        return any((lo is None or lo <= start) and (hi is None or end <= hi) for lo, hi in ranges)
 
     def _ensure_day_partitions(self, table_name: str, data: pa.Table) -> None:
         """Create the partitions of every UTC day ``data``'s rows fall on (idempotent)."""
@@ -448,6 +447,23 @@ class PostgresTarget:
         for table_name, start, end in self._new_ranges:
             self._ranges.setdefault(table_name, []).append((start, end))
         self._new_ranges.clear()
+
+    def partitioned_tables(self) -> dict[str, str]:
+        """``{table: partition key}`` of the tables partitioned by day (after ensure_schema)."""
+        return dict(self._partitioned)
+
+
+def create_day_partition_sql(table: str, day: date) -> sql.Composed:
+    """Idempotent DDL creating ``table``'s partition for the UTC ``day`` (identifiers quoted)."""
+    start, end = day_bounds_ns(day)
+    return sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})"
+    ).format(
+        sql.Identifier(day_partition_name(table, day)),
+        sql.Identifier(table),
+        sql.Literal(start),
+        sql.Literal(end),
+    )
 
 
 def _pg_reason(exc: psycopg.Error) -> str:

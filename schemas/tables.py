@@ -299,15 +299,6 @@ def day_partition_name(table: str, day: dt.date) -> str:
     return f"{table}_p{day:%Y%m%d}"
 
 
-def create_day_partition_sql(table: str, day: dt.date) -> str:
-    """Idempotent DDL creating ``table``'s partition for ``day``."""
-    start, end = day_bounds_ns(day)
-    return (
-        f"CREATE TABLE IF NOT EXISTS {day_partition_name(table, day)} "
-        f"PARTITION OF {table} FOR VALUES FROM ({start}) TO ({end})"
-    )
-
-
 _RANGE_BOUND = re.compile(r"FOR VALUES FROM \((?P<lo>[^)]*)\) TO \((?P<hi>[^)]*)\)")
 
 
