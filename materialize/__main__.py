@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="arrow",
         help="PostgreSQL COPY encoder: arrow (vectorised, default) or rows (psycopg write_row)",
     )
+    p.add_argument(
+        "--pg-partition-by-day",
+        action="store_true",
+        help="create the big tables (deltas, snapshots, gaps) partitioned by receive day, so "
+        "kalshi-retention drops old days in constant time (new databases; see docs/scale-out.md)",
+    )
     return p
 
 
@@ -182,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     try:
-        target = open_target(dsn, duck, copy_mode=args.copy_mode)
+        target = open_target(
+            dsn, duck, copy_mode=args.copy_mode, partition_by_day=args.pg_partition_by_day
+        )
     except TargetUnavailable as exc:
         print(f"materialize: {exc}", file=sys.stderr)
         return EXIT_DATABASE
