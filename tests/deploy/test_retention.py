@@ -9,7 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 from pathlib import Path
+from typing import Any
 
+import duckdb
+import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -17,10 +20,19 @@ import pytest
 from materialize.loader import NoProgress, load, table_counts
 from materialize.retention import COMPACTED_FROM_KEY, compact, expire, run
 from materialize.segments_index import find_segments, sha256_file
-from materialize.targets import DuckDBTarget
+from materialize.targets import DuckDBTarget, PostgresTarget
 from recorder.segments import LiveFile, iter_sealed, live_part_path, read_sealed, seal
 from schemas.log import LOG_SCHEMA, SCHEMA_VERSION, SCHEMA_VERSION_KEY
-from schemas.tables import ALL_TABLES, LOADED_SEGMENTS
+from schemas.tables import (
+    ALL_TABLES,
+    DELTAS,
+    GAPS,
+    LOADED_SEGMENTS,
+    PARTITION_KEYS,
+    SNAPSHOTS,
+    day_bounds_ns,
+    day_partition_name,
+)
 from tests.materialize.segmentgen import (
     SESSION_A,
     SESSION_B,
@@ -29,6 +41,7 @@ from tests.materialize.segmentgen import (
     build_scenario,
     write_segments,
 )
+from tests.materialize.test_partitions import multi_day_log, partition_of_each_row, pg_rows
 
 DAY_A = "2026-01-01"  # session A's three segments
 LATER = dt.date(2026, 3, 1)
@@ -248,3 +261,117 @@ def test_dry_run_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out
     assert "compacted 3 segment(s)" in out and "deleted" in out
     assert sorted(tmp_path.glob("segments/**/*.parquet")) == before
+
+
+# ------------------------------------------------------------------------------------------------
+# Old days out of the database: whole day partitions on PostgreSQL (--db-drop/--db-detach-...)
+# ------------------------------------------------------------------------------------------------
+
+
+def _days_after(rows: list[tuple[Any, ...]], key_index: int, cutoff_ns: int) -> list[Any]:
+    return [r for r in rows if r[key_index] >= cutoff_ns]
+
+
+def _load_multi_day(data_dir: Path, dsn: str, *, partitioned: bool) -> None:
+    write_segments(data_dir, multi_day_log())
+    target = PostgresTarget(dsn, partition_by_day=partitioned)
+    try:
+        assert not load(data_dir, target, progress=NoProgress()).skipped
+    finally:
+        target.close()
+
+
+KEY_INDEX = {DELTAS: 2, SNAPSHOTS: 2, GAPS: 2}  # recv_ns / detected_ns is the third column
+MULTI_DAY_TODAY = dt.date(2026, 1, 4)  # the log runs 2026-01-01 .. 2026-01-04
+CUT_DAYS = 1  # keep 2026-01-03 and later
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("partitioned", [True, False], ids=["partitioned", "unpartitioned"])
+def test_db_drop_older_than_removes_exactly_the_old_days(
+    tmp_path: Path, pg_dsn: str, partitioned: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _load_multi_day(tmp_path, pg_dsn, partitioned=partitioned)
+    before = {t: pg_rows(pg_dsn, t) for t in PARTITION_KEYS}
+    files = sorted(p.name for p in tmp_path.rglob("*.parquet"))
+    cutoff_ns = day_bounds_ns(MULTI_DAY_TODAY - dt.timedelta(days=CUT_DAYS))[0]
+    argv = ["--data-dir", str(tmp_path), "--pg", pg_dsn, "--no-compact"]
+
+    assert (
+        run([*argv, "--db-drop-older-than", str(CUT_DAYS), "--dry-run"], today=MULTI_DAY_TODAY) == 0
+    )
+    assert {t: pg_rows(pg_dsn, t) for t in PARTITION_KEYS} == before
+    capsys.readouterr()
+
+    assert run([*argv, "--db-drop-older-than", str(CUT_DAYS)], today=MULTI_DAY_TODAY) == 0
+    out = capsys.readouterr().out
+    for table, rows in before.items():
+        after = pg_rows(pg_dsn, table)
+        assert after == _days_after(rows, KEY_INDEX[table], cutoff_ns), table
+        assert len(after) < len(rows), f"{table}: the test data must have old rows"
+    if partitioned:
+        old = day_partition_name(DELTAS, dt.date(2026, 1, 1))
+        assert f"dropped partition {old}" in out
+        with psycopg.connect(pg_dsn) as con:
+            assert con.execute("SELECT to_regclass(%s)", (old,)).fetchone() == (None,)
+        left = {p for p in partition_of_each_row(pg_dsn, DELTAS).values()}
+        assert left == {day_partition_name(DELTAS, dt.date(2026, 1, d)) for d in (3, 4)}
+    else:
+        assert "old row(s) from rl_orderbook_deltas" in out
+    # files are another policy (--delete-older-than): untouched here
+    assert sorted(p.name for p in tmp_path.rglob("*.parquet")) == files
+    # and a second run has nothing left to remove
+    assert run([*argv, "--db-drop-older-than", str(CUT_DAYS)], today=MULTI_DAY_TODAY) == 0
+    assert "dropped partition" not in capsys.readouterr().out
+
+
+@pytest.mark.postgres
+def test_db_detach_keeps_the_old_days_as_tables_of_their_own(
+    tmp_path: Path, pg_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _load_multi_day(tmp_path, pg_dsn, partitioned=True)
+    before = pg_rows(pg_dsn, DELTAS)
+    cutoff_ns = day_bounds_ns(MULTI_DAY_TODAY - dt.timedelta(days=CUT_DAYS))[0]
+    argv = ["--data-dir", str(tmp_path), "--pg", pg_dsn, "--no-compact"]
+    assert run([*argv, "--db-detach-older-than", str(CUT_DAYS)], today=MULTI_DAY_TODAY) == 0
+    assert pg_rows(pg_dsn, DELTAS) == _days_after(before, 2, cutoff_ns)
+    detached = [day_partition_name(DELTAS, dt.date(2026, 1, d)) for d in (1, 2)]
+    with psycopg.connect(pg_dsn) as con:
+        kept: list[tuple[Any, ...]] = []
+        for name in detached:
+            assert con.execute(
+                "SELECT relkind, relispartition FROM pg_class WHERE relname = %s", (name,)
+            ).fetchone() == ("r", False)
+            kept += con.execute(f"SELECT * FROM {name}").fetchall()
+    assert sorted(kept) == sorted(r for r in before if r[2] < cutoff_ns)
+
+
+@pytest.mark.postgres
+def test_db_detach_on_unpartitioned_tables_is_a_usage_error(
+    tmp_path: Path, pg_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _load_multi_day(tmp_path, pg_dsn, partitioned=False)
+    before = pg_rows(pg_dsn, DELTAS)
+    argv = ["--data-dir", str(tmp_path), "--pg", pg_dsn, "--no-compact"]
+    assert run([*argv, "--db-detach-older-than", "1"], today=MULTI_DAY_TODAY) == 64
+    err = capsys.readouterr().err
+    assert "not partitioned by day" in err and "--db-drop-older-than" in err
+    assert pg_rows(pg_dsn, DELTAS) == before
+
+
+def test_db_drop_older_than_deletes_old_rows_from_the_duckdb_warehouse(tmp_path: Path) -> None:
+    write_segments(tmp_path, multi_day_log())
+    load_all(tmp_path)
+    cutoff_ns = day_bounds_ns(MULTI_DAY_TODAY - dt.timedelta(days=CUT_DAYS))[0]
+
+    def keys() -> list[int]:
+        con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+        try:
+            return [r[0] for r in con.execute(f"SELECT recv_ns FROM {DELTAS}").fetchall()]
+        finally:
+            con.close()
+
+    before = keys()
+    argv = ["--data-dir", str(tmp_path), "--no-compact", "--db-drop-older-than", str(CUT_DAYS)]
+    assert run(argv, today=MULTI_DAY_TODAY) == 0
+    assert sorted(keys()) == sorted(k for k in before if k >= cutoff_ns) != sorted(before)
