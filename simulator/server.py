@@ -400,6 +400,14 @@ class Simulator:
 
     def _drop(self, st: _Conn) -> None:
         self.faults.drops += 1
+        self.exchange.effects.append(
+            {
+                "effect": "drop",
+                "t_ms": self.engine.now_ms,
+                "conn": st.session.conn_id,
+                "mode": self.cfg.faults.drop_mode,
+            }
+        )
         self._reject_until = self._loop.time() + self.cfg.faults.reject_after_drop_s
         if self.cfg.faults.drop_mode == "abort":
             st.ws.transport.abort()
