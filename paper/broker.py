@@ -283,9 +283,8 @@ class Broker:
             reports.extend(self._cancel_all(m, t_ns, "market_determined"))
             m.determined = True
             m.result = result
-            value = settlement_value
-            if value is None:
-                value = {"yes": PRICE_SCALE, "no": 0}.get((result or "").lower())
+            # a binary result decides; settlement_value only for other (scalar) results
+            value = {"yes": PRICE_SCALE, "no": 0}.get((result or "").lower(), settlement_value)
             m.settlement_value = value
             if value is not None and m.position != 0:
                 reports.append(self._settle(m, value, t_ns))
