@@ -15,7 +15,10 @@ Exit status (for cron / systemd ``SuccessExitStatus`` and alerting):
 * ``3``  at least one segment was skipped (unreadable, unknown schema version, rejected by the
   database); it is listed with its path and reason, all the others were loaded;
 * ``4``  loading succeeded but the training-set build or the quality report failed;
-* ``64`` bad command line (``EX_USAGE``; not argparse's usual 2, which means "database" here).
+* ``64`` bad command line (``EX_USAGE``; not argparse's usual 2, which means "database" here);
+* ``66`` the data directory does not exist or no recorder ever wrote to it (``EX_NOINPUT``):
+  one line says so and nothing is created (a typo in a nightly job must not "succeed" for ever
+  on a new empty warehouse).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any, NoReturn
 
 from materialize.loader import LoadSummary, default_progress, load
 from materialize.targets import TargetUnavailable, open_target, redact
+from schemas.log import LIVE_DIR, SEGMENTS_DIR
 from schemas.tables import ALL_TABLES, LOADED_SEGMENTS
 
 EXIT_OK = 0
@@ -36,6 +40,25 @@ EXIT_DATABASE = 2
 EXIT_SKIPPED = 3
 EXIT_LATER_STEP = 4
 EXIT_USAGE = 64
+EXIT_NO_DATA = 66
+
+
+def data_dir_problem(data_dir: Path) -> str | None:
+    """Why ``data_dir`` is not a recorder's data directory, or None if it is one.
+
+    A recorder creates ``live/`` at its first start and ``segments/`` at its first seal, so a
+    directory with neither never saw one (a typo, an unmounted disk).
+    """
+    if not data_dir.exists():
+        return f"data directory {data_dir} does not exist; check --data-dir (nothing was created)"
+    if not data_dir.is_dir():
+        return f"{data_dir} is not a directory; --data-dir takes the recorder's data directory"
+    if not ((data_dir / SEGMENTS_DIR).is_dir() or (data_dir / LIVE_DIR).is_dir()):
+        return (
+            f"{data_dir} has never been written by a recorder (no {SEGMENTS_DIR}/ or {LIVE_DIR}/);"
+            " check --data-dir (nothing was created)"
+        )
+    return None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -113,12 +136,15 @@ def print_summary(summary: LoadSummary, out: Any = None) -> None:
     t.add_row("segments loaded now", str(len(summary.loaded)))
     t.add_row("segments already loaded", str(summary.already_loaded))
     t.add_row("segments skipped", str(len(summary.skipped)))
+    t.add_row("segments opened and hashed", str(summary.hashed))
     t.add_row("log records read", str(summary.records))
     for name in ALL_TABLES:
         if name != LOADED_SEGMENTS:
             t.add_row(f"rows -> {name}", str(summary.rows.get(name, 0)))
     for what, n in sorted(summary.updates.items()):
         t.add_row(f"rows updated by {what}", str(n))
+    for what, n in sorted(summary.derived.items()):
+        t.add_row(f"derived: {what}", str(n))
     for what, n in sorted(summary.unmatched.items()):
         t.add_row(f"unmatched: {what}", str(n))
     for what, n in sorted(summary.malformed.items()):
@@ -182,11 +208,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"materialize: cannot read {redact_url(args.from_url)}: {exc}", file=sys.stderr)
             return EXIT_DATABASE
         print(f"materialize: fetched {len(got)} new segment(s) from {redact_url(args.from_url)}")
-    if not (data_dir / "segments").is_dir():
-        print(
-            f"materialize: no segments directory under {data_dir} (nothing sealed yet?)",
-            file=sys.stderr,
-        )
+    problem = data_dir_problem(data_dir)
+    if problem is not None and not (args.from_url and data_dir.is_dir()):
+        print(f"materialize: {problem}", file=sys.stderr)
+        return EXIT_NO_DATA
     try:
         target = open_target(
             dsn, duck, copy_mode=args.copy_mode, partition_by_day=args.pg_partition_by_day

@@ -61,8 +61,7 @@ def test_duckdb_ddl_is_idempotent() -> None:
     names = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
     assert names == set(ALL_TABLES)
     idx = {
-        r[0]: r[1]
-        for r in con.execute("SELECT index_name, sql FROM duckdb_indexes()").fetchall()
+        r[0]: r[1] for r in con.execute("SELECT index_name, sql FROM duckdb_indexes()").fetchall()
     }
     for name, cols in (
         ("idx_lifecycle_session_market", "(session_id, market_ticker)"),

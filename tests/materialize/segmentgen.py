@@ -88,7 +88,11 @@ class SessionLog:
     def decision(self, name: Decision, payload: dict[str, Any], **cols: Any) -> dict[str, Any]:
         return self.add(Kind.DECISION, name.value, _dumps(payload), **cols)
 
-    def session_start(self, *, lifecycle_mode: bool = True, shard: str = "0/1") -> None:
+    def session_start(
+        self, *, lifecycle_mode: bool = True, shard: str = "0/1", **fields: Any
+    ) -> None:
+        """The pre-issue-12 payload (``environment`` = the exchange); ``fields`` override or add
+        keys, e.g. the new ``environment``, ``exchange_env`` and ``previous_session``."""
         payload = {
             "environment": "demo",
             "lifecycle_mode": lifecycle_mode,
@@ -97,6 +101,7 @@ class SessionLog:
             "shard": shard,
             "ws_url": "wss://demo-api.kalshi.co/trade-api/ws/v2",
             "config": {"markets_per_sub": 500, "flush_ms": 100},
+            **fields,
         }
         rec = self.decision(Decision.SESSION_START, payload)
         self.started = {"recv_ns": rec["recv_ns"], **payload}
