@@ -24,7 +24,7 @@ def test_postgres_ddl_is_idempotent(pg_dsn: str) -> None:
         ).fetchall()
         assert {r[0] for r in rows} == set(ALL_TABLES)
         # The specification's indexes: exact names, tables, columns (and the partial predicate).
-        idx = dict(
+        idx: dict[str, str] = dict(
             con.execute(
                 "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
             ).fetchall()

@@ -52,7 +52,7 @@ def make_target(request: pytest.FixtureRequest) -> Iterator[MakeTarget]:
 
 def rows(target: Target, sql: str) -> list[dict[str, Any]]:
     cur = target.con.execute(sql)
-    names = [d[0] for d in cur.description]
+    names = [d[0] for d in cur.description or ()]
     return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
@@ -64,7 +64,7 @@ def ns_of(ts: Any) -> int:
     return int(ts.timestamp() * 1_000_000) * 1000
 
 
-NEW_START = {"environment": "lifecycle_discovery", "exchange_env": "demo"}
+NEW_START: dict[str, Any] = {"environment": "lifecycle_discovery", "exchange_env": "demo"}
 
 
 # ------------------------------------------------------------------------ crash participation
@@ -148,7 +148,8 @@ def test_clean_and_crash_restarts_are_both_flagged(
     tmp_path: Path, make_target: MakeTarget, new_style: bool
 ) -> None:
     a = SessionLog(S1)
-    a.session_start(**(NEW_START | {"previous_session": None} if new_style else {}))
+    first: dict[str, Any] = NEW_START | {"previous_session": None} if new_style else {}
+    a.session_start(**first)
     a.session_end("signal")
     b = restarted_session(recovered=False, new_style=new_style, prev_end="signal")
     b.session_end("duration")
