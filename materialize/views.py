@@ -257,20 +257,47 @@ def _segments_glob(data_dir: Path) -> str:
     return (data_dir / SEGMENT_GLOB).as_posix()
 
 
+DATE_FROM_PATH = r".*/date=([0-9]{4}-[0-9]{2}-[0-9]{2})/"
+"""The ``date=`` directory of a segment path (the last one, whatever the data directory is
+called). The README's Spark snippet uses the same pattern on ``_metadata.file_path``."""
+
+_EMPTY_LOG: list[Path] = []
+
+
+def _empty_log_file() -> Path:
+    """A zero-row Parquet file with ``LOG_SCHEMA``, in a private directory of this process.
+
+    Read together with the segments it gives the view its columns when no segment exists yet,
+    without a ``UNION`` (a union hides the scan from DuckDB's file pruning on ``date``)."""
+    if not _EMPTY_LOG:
+        import atexit
+        import shutil
+        import tempfile
+
+        import pyarrow.parquet as pq
+
+        private = Path(tempfile.mkdtemp(prefix="kalshi-views-"))  # mode 0700
+        atexit.register(shutil.rmtree, private, ignore_errors=True)
+        path = private / "empty-log.parquet"
+        pq.write_table(LOG_SCHEMA.empty_table(), path)
+        _EMPTY_LOG.append(path)
+    return _EMPTY_LOG[0]
+
+
 def _session_log_sql(data_dir: Path) -> str:
-    # A typed empty relation UNION ALL BY NAME the files: with no file yet (allow_empty) the
-    # view still has LOG_SCHEMA's columns, and the glob is expanded again on every query.
-    cols = [(f.name, _ARROW_TO_SQL[f.type]) for f in LOG_SCHEMA] + [("date", "DATE")]
-    typed_empty = ", ".join(f"CAST(NULL AS {t}) AS {n}" for n, t in cols)
-    names = ", ".join(n for n, _ in cols)
+    # session_id: the column inside the files wins over the session_id= directory, in every
+    # engine (the loader, the segment index, bucket views and the README's Spark snippet read the
+    # column too): it is written with every record and travels with the file wherever it is
+    # copied. So hive partitioning is off and ``date`` comes from the path; DuckDB still prunes
+    # files on it (a filter on ``filename`` alone is evaluated per file before opening it), and
+    # on session_id by row-group statistics. The glob is expanded again on every query.
+    names = ", ".join(f.name for f in LOG_SCHEMA)
+    files = f"[{_lit(_segments_glob(data_dir))}, {_lit(_empty_log_file().as_posix())}]"
+    date = f"CAST(nullif(regexp_extract(filename, {_lit(DATE_FROM_PATH)}, 1), '') AS DATE)"
     return f"""
-SELECT {names} FROM (
-    SELECT {typed_empty} WHERE false
-    UNION ALL BY NAME
-    SELECT * FROM read_parquet({_lit(_segments_glob(data_dir))}, hive_partitioning = true,
-                               hive_types = {{'date': DATE, 'session_id': BIGINT}},
-                               union_by_name = true, allow_empty = true)
-)"""
+SELECT {names}, {date} AS date
+FROM read_parquet({files}, hive_partitioning = false, filename = true, union_by_name = true,
+                  allow_empty = true)"""
 
 
 def _sessions_sql() -> str:
