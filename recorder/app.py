@@ -23,9 +23,10 @@ from recorder import __version__
 from recorder.auth import Signer
 from recorder.config import Settings
 from recorder.connection import AuthRejected, BookConnection
+from recorder.connection_core import LifecycleEvent
 from recorder.lifecycle import Join, Leave, LifecycleRules, Skip
 from recorder.metrics import Metrics, RateMeter, serve
-from recorder.protocol import Frame
+from recorder.reconcile import ReconcileQueries
 from recorder.rest import RestClient, RestError
 from recorder.segments import RecoveryReport
 from recorder.selection import MarketFilter
@@ -100,12 +101,30 @@ class Recorder:
             shard=settings.shard,
             include_mve=settings.include_mve,
         )
-        self.rules = LifecycleRules(self.filter)
+        self.rules = LifecycleRules(
+            self.filter,
+            left_memory_s=settings.left_memory_s,
+            left_forget_s=settings.left_forget_s,
+        )
         ws_url, rest_url = settings.endpoints
         self.rest = RestClient(rest_url, signer)
+        self.queries = ReconcileQueries(self.rest, settings.include_mve)
         self.conns = [
-            BookConnection(self, i, ws_url, signer) for i in range(max(1, settings.connections))
+            BookConnection(
+                i,
+                ws_url,
+                signer,
+                settings,
+                self.log,
+                self.metrics,
+                self.on_lifecycle,
+                self.on_lifecycle_live,
+            )
+            for i in range(max(1, settings.connections))
         ]
+        self.started_wall_ns = time.time_ns()
+        self._reconcile_lock = asyncio.Lock()
+        self._aux: set[asyncio.Task[None]] = set()
         self.stop_event = asyncio.Event()
         self.end_reason = "stopped"
         self.joined_total = 0
@@ -133,50 +152,95 @@ class Recorder:
                 self.log.decide(Decision.MARKET_SKIPPED, a.payload(), market_ticker=a.ticker)
         self.metrics.joined.set(len(self.rules.joined))
 
-    def on_lifecycle(self, f: Frame, now_ns: int) -> None:
+    def on_lifecycle(self, ev: LifecycleEvent, now_ns: int) -> None:
+        """A lifecycle notice (only ticker and event type are needed to act on it)."""
         self.metrics.lifecycle.inc()
         self.metrics.last_lifecycle.set(now_ns / 1e9)
         if not self.settings.lifecycle_mode:
             return  # REST discovery mode: lifecycle events are recorded, not acted on
-        body = f.body if isinstance(f.body, dict) else {}
-        msg = body.get("msg")
-        fields = msg if isinstance(msg, dict) else {}
-        assert f.market_ticker is not None and f.event_type is not None
-        self.apply(self.rules.on_event(f.market_ticker, f.event_type, fields, now_ns))
+        self.apply(self.rules.on_event(ev.ticker, ev.event_type, ev.fields, now_ns))
 
-    async def after_reconnect(self, conn: BookConnection) -> None:
-        """Lifecycle events may have been missed while disconnected: reconcile over REST."""
-        if not self.settings.lifecycle_mode:
+    def on_lifecycle_live(self, conn: BookConnection, epoch: int) -> None:
+        """The lifecycle feed is subscribed again after a reconnect: what was missed meanwhile
+        is asked of REST now (events from here on arrive on the feed)."""
+        if epoch > 1 and self.settings.lifecycle_mode:
+            task = asyncio.get_running_loop().create_task(self.reconcile_until_done("reconnect"))
+            self._aux.add(task)
+            task.add_done_callback(self._aux.discard)
+
+    def anchor_ns(self) -> int:
+        """Where missed markets are looked for from, in the exchange's clock: the session start
+        less the clock-skew margin (plus the measured offset of the exchange's clock)."""
+        offset = self.rest.clock_offset_ns or 0
+        return self.started_wall_ns + offset - int(self.settings.clock_skew_margin_s * 1e9)
+
+    async def reconcile(self, trigger: str) -> None:
+        """One REST reconciliation pass (raises ``RestError``; then nothing was changed)."""
+        async with self._reconcile_lock:
+            before = self.rest.requests
+            anchor = self.anchor_ns()
+            joined = sorted(self.rules.joined)
+            markets = await self.queries.created_since(anchor // 1_000_000_000)
+            known = {m.get("ticker") for m in markets}
+            markets += await self.queries.status_of(t for t in joined if t not in known)
+            # Anchor again: the first response may have measured the exchange's clock.
+            anchor = min(anchor, self.anchor_ns())
+            now_exchange = time.time_ns() + (self.rest.clock_offset_ns or 0)
+            self.rules.observe_time(time.time_ns())
+            actions = self.rules.reconcile(markets, now_exchange, anchor)
+            payload: dict[str, Any] = {
+                "joined": [a.ticker for a in actions if isinstance(a, Join)],
+                "left": [a.ticker for a in actions if isinstance(a, Leave)],
+                "trigger": trigger,
+                "anchor_ms": anchor // 1_000_000,
+                "markets": len(markets),
+                "requests": self.rest.requests - before,
+            }
+            if self.queries.fallbacks:
+                payload["fallbacks"] = list(self.queries.fallbacks)
+            self.log.decide(Decision.RECONCILED, payload)
+            self.apply(actions)
+
+    async def reconcile_until_done(self, trigger: str) -> None:
+        """A pass that keeps retrying (with backoff) until it succeeds or the run stops: a
+        failed REST call never makes the recorder leave a market, nor skip a pass."""
+        delay = 1.0
+        while not self.stop_event.is_set():
+            try:
+                await self.reconcile(trigger)
+                return
+            except RestError as exc:
+                self.log.decide(
+                    Decision.RECONCILE_FAILED,
+                    {"trigger": trigger, "error": str(exc), "retry_in_s": delay},
+                )
+                log.warning("reconciliation (%s) failed: %s; retry in %.0fs", trigger, exc, delay)
+            try:
+                await asyncio.wait_for(self.stop_event.wait(), delay)
+            except TimeoutError:
+                pass
+            delay = min(delay * 2, max(1.0, self.settings.reconcile_interval_s or 60.0))
+
+    async def reconcile_loop(self) -> None:
+        """Periodic reconciliation on a live connection: a lifecycle notice lost on a live
+        connection is otherwise never recovered (issue 11)."""
+        interval = self.settings.reconcile_interval_s
+        if interval <= 0 or not self.settings.lifecycle_mode:
             return
-        since = conn.disconnected_since_ns or time.time_ns()
-        try:
-            # Markets born meanwhile may still be unopened or already closed: ask for each
-            # status separately (the exchange accepts one status filter per request).
-            rest_markets: list[dict[str, Any]] = []
-            for status in ("unopened", "open", "closed"):
-                rest_markets += await self.rest.list_markets(status=status)
-            open_tickers = {m.get("ticker") for m in rest_markets}
-            for t in sorted(self.rules.joined - open_tickers):
-                try:
-                    one = await self.rest.get(f"/markets/{t}")
-                    if isinstance(one, dict) and isinstance(one.get("market"), dict):
-                        rest_markets.append(one["market"])
-                except RestError:
-                    pass  # unknown now: reconcile treats an absent market as gone
-        except RestError as exc:
-            log.warning("reconciliation after reconnect failed: %s", exc)
-            return
-        actions = self.rules.reconcile(rest_markets, time.time_ns(), since)
-        joined = [a.ticker for a in actions if isinstance(a, Join)]
-        left = [a.ticker for a in actions if isinstance(a, Leave)]
-        self.log.decide(Decision.RECONCILED, {"joined": joined, "left": left})
-        self.apply(actions)
+        while not self.stop_event.is_set():
+            try:
+                await asyncio.wait_for(self.stop_event.wait(), interval)
+                return
+            except TimeoutError:
+                pass
+            await self.reconcile_until_done("periodic")
 
     async def adopt_open_markets(self) -> None:
         try:
             markets = await self.rest.list_markets(status="open")
         except RestError as exc:
             raise FatalError(f"--adopt-open-markets: {exc}; check --rest-url", 2) from None
+        self.rules.observe_time(time.time_ns())
         self.apply(self.rules.adopt(markets))
 
     async def rest_discovery(self) -> None:
@@ -184,6 +248,7 @@ class Recorder:
         while not self.stop_event.is_set():
             try:
                 markets = await self.rest.list_markets(status="open")
+                self.rules.observe_time(time.time_ns())
                 self.apply(self.rules.rest_discovery(markets))
             except RestError as exc:
                 log.warning("REST discovery poll failed: %s", exc)
@@ -218,6 +283,7 @@ class Recorder:
                 self.metrics.disk_free.set(shutil.disk_usage(self.settings.data_dir).free)
             except OSError:
                 pass
+            self.rules.expire(time.time_ns())  # bounded memory of markets already left
             log.info(
                 "markets %d | %.0f msg/s | %s MB written | gaps %d | reconnects %d | queue %d",
                 len(self.rules.joined),
@@ -274,7 +340,11 @@ class Recorder:
         self.writer.start()
         self.start_record()
         tasks = [asyncio.create_task(c.run(self.stop_event)) for c in self.conns]
-        aux = [asyncio.create_task(self.status_loop()), asyncio.create_task(self.writer_watch())]
+        aux = [
+            asyncio.create_task(self.status_loop()),
+            asyncio.create_task(self.writer_watch()),
+            asyncio.create_task(self.reconcile_loop()),
+        ]
         server = None
         if s.metrics_port is not None:
             server = await serve(s.metrics_port, self.metrics, self.healthy)
@@ -307,9 +377,10 @@ class Recorder:
             self.stop_event.set()
             for c in self.conns:
                 await c.close()
-            for t in tasks + aux:
+            extra = list(self._aux)
+            for t in tasks + aux + extra:
                 t.cancel()
-            await asyncio.gather(*tasks, *aux, return_exceptions=True)
+            await asyncio.gather(*tasks, *aux, *extra, return_exceptions=True)
             if server is not None:
                 server.close()
         return self.finish()

@@ -62,14 +62,48 @@ class Settings:
     max_markets_per_sid: int = 200  # below the reported 256 cap; one gap re-snapshots <= 200 books
     max_tickers_per_command: int = 100  # peers saw connections killed by huge subscribe bursts
     debounce_s: float = 0.005  # batch markets created together into one command
-    min_command_interval_s: float = 0.02  # pace commands: <= 50/s per connection
+    # Pacing (issue 11, notes §5): "a few commands per second" sustained, bursts allowed. Peers saw
+    # ~2.9k commands in a burst kill a connection; 5/s with a burst of 10 keeps a join's command
+    # immediate in normal times, and markets created meanwhile ride in the next (batched) command.
+    min_command_interval_s: float = 0.2
+    command_burst: int = 10
+    # Every command that expects an answer gets one within this, or the sid is freed and the truth
+    # re-established (issue 11: an ok that never came froze a sid for ever). Replies take ms.
+    command_timeout_s: float = 10.0
+    # Error 16 ("market not found") this soon after a market was wanted is retried with backoff:
+    # the exchange may list a new market a moment after announcing it.
+    new_market_grace_s: float = 30.0
+    # REST reconciliation on a live connection too (a lifecycle notice lost on a live connection
+    # is otherwise never recovered); every 3 min costs a few requests per pass thanks to filters.
+    reconcile_interval_s: float = 180.0
+    # Missed markets are looked for from the session start less this: REST times may be whole
+    # seconds and the exchange's clock differs from ours (measured from the REST Date header, to
+    # the second, and added to this margin).
+    clock_skew_margin_s: float = 30.0
     flush_interval_s: float = 0.1  # invariant 7: kill -9 loses at most ~100 ms
     fsync_interval_s: float = 1.0  # invariant 7: power loss loses at most ~1 s
     roll_seconds: float = 3600.0  # a day is ~24 files per session, not thousands
     roll_bytes: int = 256 * 2**20
     disk_limit_bytes: int | None = None  # treat the data dir as full beyond this (tests, quotas)
     ping_interval_s: float = 10.0  # our own pings; the exchange pings every 10 s too
-    ping_timeout_s: float = 20.0  # watchdog on the connection, never on quiet markets
+    # Keep-alive watches inbound silence, not pong payloads (the exchange's pong may be empty):
+    # nothing at all (frame, ping, pong) for 30 s = dead connection (notes §5: "> ~30 s").
+    silence_timeout_s: float = 30.0
+    # A 4000-4999 close (auth, policy) this many times in a row ends the run with exit 2; one may
+    # be a server restart, three are a person's problem.
+    fatal_close_repeats: int = 3
+    # A market whose values cannot be stored exactly (or whose book goes negative) is resynced
+    # with backoff 0.5 s, 1 s, 2 s ... 30 s: a bad feed must not become a snapshot storm.
+    resync_backoff_initial_s: float = 0.5
+    resync_backoff_max_s: float = 30.0
+    # A crossed book (best yes + best no > $1) is impossible; a transient one can be an in-flight
+    # pair of deltas, one that lasts this long is resynced.
+    crossed_grace_s: float = 2.0
+    # Markets already left are remembered (so a replayed "created" cannot reopen them) until this
+    # long after their "settled", or left_forget_s after leaving if no "settled" ever comes:
+    # months-long runs keep memory bounded.
+    left_memory_s: float = 3600.0
+    left_forget_s: float = 14 * 86400.0
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     backoff_reset_after_s: float = 60.0  # stable this long -> next failure starts from initial
@@ -149,6 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     a("--shard", type=_shard, help="i/n: record only markets whose ticker hashes to shard i")
     a("--connections", type=int, help="order-book connections (default 1)")
     a("--max-markets-per-sid", type=int)
+    a("--command-timeout", type=float, dest="command_timeout_s", help="answer deadline, s")
+    a("--min-command-interval", type=float, dest="min_command_interval_s")
+    a(
+        "--reconcile-interval",
+        type=float,
+        dest="reconcile_interval_s",
+        help="REST reconciliation period on a live connection, s (0 = after reconnects only)",
+    )
+    a("--clock-skew-margin", type=float, dest="clock_skew_margin_s")
+    a("--silence-timeout", type=float, dest="silence_timeout_s")
     a("--flush-interval", type=float, dest="flush_interval_s")
     a("--fsync-interval", type=float, dest="fsync_interval_s")
     a("--roll-seconds", type=float)

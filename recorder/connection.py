@@ -1,9 +1,10 @@
-"""One WebSocket connection to the exchange: read frames, record them, keep books and seqs.
+"""One WebSocket connection to the exchange: the socket, reconnects and command pacing.
 
-The asyncio shell around the sans-I/O core (``protocol``, ``sequence``, ``book``,
-``subscriptions``): it owns the socket, the per-connection epoch and the command pacing, and reports
-lifecycle events upward to the ``Recorder``. Every frame is recorded *before* it is interpreted, so
-nothing the exchange sends is lost whatever the core thinks of it (invariant 2).
+The thin asyncio shell around ``recorder.connection_core.ConnectionCore`` (which owns seqs,
+subscriptions, books and deadlines): it reads frames, records each one verbatim *before* the core
+interprets it (invariant 2), feeds the core frames and clock ticks, and carries out the effects
+it returns — commands go out paced by a token bucket, decisions go to the session log, lifecycle
+events go to the app through a callback. It does not import the app (no import cycle).
 """
 
 from __future__ import annotations
@@ -12,32 +13,38 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Opcode
 
 from recorder import protocol
 from recorder import subscriptions as sm
 from recorder.auth import WS_PATH, Signer
 from recorder.book import OrderBook
-from recorder.sequence import OK, SeqTracker, SeqVerdict
-from recorder.subscriptions import Command, SubscriptionManager
+from recorder.config import Settings
+from recorder.connection_core import (
+    ConnectionCore,
+    CoreSettings,
+    Effect,
+    Fatal,
+    LifecycleEvent,
+    LifecycleLive,
+    Reconnect,
+    Record,
+    Send,
+)
+from recorder.metrics import Metrics
+from recorder.session import SessionLog
 from schemas.log import Decision
-
-if TYPE_CHECKING:
-    from recorder.app import Recorder
 
 log = logging.getLogger("recorder.connection")
 
-LIFECYCLE_CHANNEL = "market_lifecycle_v2"
-LIFECYCLE_TYPES = frozenset({"market_lifecycle_v2", "multivariate_market_lifecycle"})
-TERMINAL_SID_ERRORS = frozenset({10, 17, 25})
-COMMAND_BURST = 10
-"""Commands that may go out back to back before pacing starts (see ``send_commands``)."""
 _PRIORITY = {
     sm.PURPOSE_LIFECYCLE: 0,
     sm.PURPOSE_JOIN: 1,
@@ -52,122 +59,249 @@ RECV_QUEUE_FRAMES = 8192
 """Frames websockets may parse ahead of the reader. Bounded, so a recorder slower than the feed
 pushes back on TCP (and the exchange reports overflow, error 25) instead of growing memory and
 stamping frames late."""
+TICK_S = 0.05
+"""How often the core gets a clock tick when nothing happens (deadlines, retries, watchdog)."""
 
 
 class AuthRejected(Exception):
-    """The exchange refused our credentials on the handshake: retrying would not help."""
+    """The exchange refused our credentials: retrying would not help (exit 2)."""
+
+
+class _WatchedConnection(ClientConnection):
+    """Notes when *anything* arrives (data, ping, pong) for the inbound-silence watchdog, and
+    takes a pong whose payload matches none of our pings (the exchange's pong may be empty,
+    notes §5) as the answer to all of them, so unanswered pings never pile up."""
+
+    last_inbound_ns = 0
+
+    def process_event(self, event: Any) -> None:
+        self.last_inbound_ns = time.monotonic_ns()
+        if getattr(event, "opcode", None) is Opcode.PONG and self.pending_pings:
+            data = bytes(event.data)
+            if data not in self.pending_pings:
+                self.acknowledge_pings(next(reversed(self.pending_pings)))
+                return
+        super().process_event(event)
+
+
+def core_settings(s: Settings, include_mve: bool) -> CoreSettings:
+    """The core's knobs from the recorder's settings (``recorder.config`` explains each)."""
+    channels: tuple[str, ...] = (sm.LIFECYCLE_CHANNEL,)
+    if include_mve:
+        channels += (sm.MVE_LIFECYCLE_CHANNEL,)
+    return CoreSettings(
+        max_markets_per_sid=s.max_markets_per_sid,
+        max_tickers_per_command=s.max_tickers_per_command,
+        command_timeout_s=s.command_timeout_s,
+        new_market_grace_s=s.new_market_grace_s,
+        silence_timeout_s=s.silence_timeout_s,
+        resync_backoff_initial_s=s.resync_backoff_initial_s,
+        resync_backoff_max_s=s.resync_backoff_max_s,
+        crossed_grace_s=s.crossed_grace_s,
+        fatal_close_repeats=s.fatal_close_repeats,
+        stable_after_s=s.backoff_reset_after_s,
+        lifecycle_channels=channels,
+    )
 
 
 class BookConnection:
     """One connection: order books of the markets assigned to it, and (on index 0) lifecycle."""
 
-    def __init__(self, rec: Recorder, index: int, url: str, signer: Signer) -> None:
-        s = rec.settings
-        self.rec = rec
+    def __init__(
+        self,
+        index: int,
+        url: str,
+        signer: Signer,
+        settings: Settings,
+        slog: SessionLog,
+        metrics: Metrics,
+        on_lifecycle: Callable[[LifecycleEvent, int], None],
+        on_live: Callable[[BookConnection, int], None],
+    ) -> None:
         self.index = index
         self.url = url
         self.signer = signer
-        self.carries_lifecycle = index == 0
-        self.epoch = 0
-        self.ws: ClientConnection | None = None
-        self.seq = SeqTracker()
-        self.subs = SubscriptionManager(
-            max_markets_per_sid=s.max_markets_per_sid,
-            max_tickers_per_command=s.max_tickers_per_command,
+        self.settings = settings
+        self.log = slog
+        self.metrics = metrics
+        self.on_lifecycle = on_lifecycle
+        self.on_live = on_live
+        self.core = ConnectionCore(
+            index,
+            core_settings(settings, settings.include_mve),
+            carries_lifecycle=index == 0,
+            url=url,
         )
-        self.books: dict[str, OrderBook] = {}
-        self.anchored: set[str] = set()
-        self.crossed: set[str] = set()
-        self.resyncing: set[str] = set()
-        self._next_id = 0
-        self._dirty = asyncio.Event()
-        self._connected = asyncio.Event()
-        self.disconnected_since_ns: int | None = None
-        self.reconnects = 0
-        self.gaps = 0
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._tokens = float(COMMAND_BURST)
+        self.ws: _WatchedConnection | None = None
+        self.fatal: str | None = None
+        self._outbox: deque[sm.Command] = deque()
+        self._wake = asyncio.Event()
+        self._send_wake = asyncio.Event()
+        self._close_reason: str | None = None
+        self._tokens = float(settings.command_burst)
         self._refill = time.monotonic()
 
-    # ----------------------------------------------------------------- helpers
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run ``coro`` in the background, keeping a reference so it is not garbage-collected."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    # ----------------------------------------------------------------- views
+    @property
+    def epoch(self) -> int:
+        return self.core.epoch
 
-    def next_id(self) -> int:
-        self._next_id += 1
-        return self._next_id
+    @property
+    def books(self) -> dict[str, OrderBook]:
+        return self.core.books
 
+    @property
+    def reconnects(self) -> int:
+        return self.core.counters.reconnects
+
+    @property
+    def gaps(self) -> int:
+        return self.core.counters.gaps
+
+    # ----------------------------------------------------------------- app inputs
     def want(self, ticker: str) -> None:
-        self.books.setdefault(ticker, OrderBook())
-        self.subs.want(ticker)
-        self._dirty.set()
+        self.core.want(ticker, time.monotonic_ns())
+        self._wake.set()
 
     def unwant(self, ticker: str) -> None:
-        self.subs.unwant(ticker)
-        self.books.pop(ticker, None)
-        self.anchored.discard(ticker)
-        self.resyncing.discard(ticker)
-        self._dirty.set()
+        self.core.unwant(ticker)
+        self._wake.set()
 
-    async def send(
-        self, cmd: str, cmd_id: int, params: dict[str, Any] | None, sid: int | None
-    ) -> None:
-        msg: dict[str, Any] = {"id": cmd_id, "cmd": cmd}
-        if params is not None:
-            msg["params"] = params
-        raw = orjson.dumps(msg)
+    # ----------------------------------------------------------------- effects
+    def _apply(self, effects: Iterable[Effect]) -> None:
+        for e in effects:
+            if isinstance(e, Send):
+                self._outbox.append(e.command)
+                self._send_wake.set()
+            elif isinstance(e, Record):
+                self._record(e)
+            elif isinstance(e, LifecycleEvent):
+                self.on_lifecycle(e, time.time_ns())
+            elif isinstance(e, LifecycleLive):
+                self.on_live(self, e.epoch)
+            elif isinstance(e, Reconnect):
+                self._drop(e.reason)
+            elif isinstance(e, Fatal):
+                self.fatal = e.message
+                self._drop("fatal close")
+
+    def _record(self, e: Record) -> None:
+        d = e.decision
+        if d is Decision.GAP:
+            self.metrics.gaps.inc()
+        elif d is Decision.RESYNC:
+            self.metrics.resyncs.inc()
+        elif d is Decision.ANOMALY:
+            self.metrics.anomalies.inc()
+        elif d is Decision.COMMAND_TIMEOUT:
+            log.warning("connection %d: command timed out: %s", self.index, e.payload)
+        elif d is Decision.DISCONNECTED:
+            log.warning("connection %d: disconnected: %s", self.index, e.payload)
+        self.log.decide(
+            d,
+            e.payload,
+            conn=self.index,
+            epoch=self.core.epoch,
+            sid=e.sid,
+            market_ticker=e.market_ticker,
+        )
+
+    def _drop(self, reason: str) -> None:
+        """Abort the socket now (a dead connection would wait for a close handshake)."""
         ws = self.ws
         if ws is None:
             return
-        self.rec.log.command_out(self.index, self.epoch, cmd, cmd_id, raw, sid)
-        self.rec.metrics.commands.inc()
-        try:
-            await ws.send(raw.decode())
-        except ConnectionClosed:
-            pass  # the reader sees the close too and starts the reconnect; the manager replans
+        self._close_reason = reason
+        log.warning("connection %d: dropping the connection: %s", self.index, reason)
+        transport = getattr(ws, "transport", None)
+        if transport is not None:
+            transport.abort()
 
-    async def send_commands(self, cmds: list[Command]) -> None:
-        """Send in priority order (lifecycle, joins, resyncs, then the rest), paced by a token
-        bucket: a burst of ``COMMAND_BURST`` goes out at once, then one per
-        ``min_command_interval_s`` — peers saw bursts of thousands of commands kill connections,
-        while a fixed sleep after every command delayed joins by a whole batch."""
-        interval = self.rec.settings.min_command_interval_s
-        for c in sorted(cmds, key=lambda c: _PRIORITY.get(c.purpose, 9)):
-            if interval:
-                now = time.monotonic()
-                self._tokens = min(COMMAND_BURST, self._tokens + (now - self._refill) / interval)
-                self._refill = now
-                if self._tokens < 1:
-                    await asyncio.sleep((1 - self._tokens) * interval)
-                    self._tokens, self._refill = 1.0, time.monotonic()
-                self._tokens -= 1
-            await self.send(c.cmd, c.cmd_id, c.message().get("params"), c.sid)
+    # ----------------------------------------------------------------- sending
+    async def _sender(self, ws: ClientConnection) -> None:
+        """Send queued commands in priority order (lifecycle, joins, resyncs, then the rest),
+        paced by a token bucket: a burst of ``command_burst`` goes out at once, then one per
+        ``min_command_interval_s`` (notes §5: a few commands per second sustained)."""
+        s = self.settings
+        interval = s.min_command_interval_s
+        while True:
+            await self._send_wake.wait()
+            self._send_wake.clear()
+            while self._outbox:
+                if interval > 0:
+                    now = time.monotonic()
+                    self._tokens = min(
+                        float(s.command_burst), self._tokens + (now - self._refill) / interval
+                    )
+                    self._refill = now
+                    if self._tokens < 1:
+                        await asyncio.sleep((1 - self._tokens) * interval)
+                        continue
+                    self._tokens -= 1
+                if len(self._outbox) > 1:
+                    ordered = sorted(self._outbox, key=lambda c: _PRIORITY.get(c.purpose, 9))
+                    self._outbox = deque(ordered)
+                command = self._outbox.popleft()
+                raw = orjson.dumps(command.message())
+                self.log.command_out(
+                    self.index, self.core.epoch, command.cmd, command.cmd_id, raw, command.sid
+                )
+                self.metrics.commands.inc()
+                try:
+                    await ws.send(raw.decode())
+                except ConnectionClosed:
+                    return  # the reader sees the close too; the core replans after reconnect
+                self.core.sent(command.cmd_id, time.monotonic_ns())
+
+    # ----------------------------------------------------------------- clock
+    async def _ticker(self, ws: _WatchedConnection) -> None:
+        """Clock ticks for the core: right after a change (debounced, so markets created
+        together share a command), else every ``TICK_S``."""
+        debounce = self.settings.debounce_s
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), TICK_S)
+                if debounce:
+                    await asyncio.sleep(debounce)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if ws.last_inbound_ns:
+                self.core.inbound(ws.last_inbound_ns)
+            self._apply(self.core.tick(time.monotonic_ns()))
 
     # ----------------------------------------------------------------- run loop
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, read until closed, reconnect with capped jittered backoff, until ``stop``."""
-        s = self.rec.settings
+        s = self.settings
         backoff = s.backoff_initial_s
         attempt = 0
         while not stop.is_set():
             attempt += 1
             started = time.monotonic()
+            code: int | None = None
+            close_reason: str | None = None
+            detail = "closed"
             try:
                 await self._session(stop)
             except AuthRejected:
                 raise
-            except (OSError, ConnectionClosed, InvalidStatus, TimeoutError) as exc:
-                reason = _describe(exc)
+            except ConnectionClosed as exc:
+                rcvd = exc.rcvd
+                if rcvd is not None:
+                    code, close_reason = int(rcvd.code), rcvd.reason
+                    detail = f"closed by the exchange ({code})"
+                else:
+                    detail = "connection lost"
+            except (OSError, InvalidStatus, TimeoutError) as exc:
+                detail = _describe(exc)
                 if self.ws is None:
-                    self.rec.log.decide(
+                    self.log.decide(
                         Decision.CONNECT_FAILED,
                         {
                             "conn": self.index,
                             "attempt": attempt,
-                            "reason": reason,
+                            "reason": detail,
                             "retry_in_s": backoff,
                         },
                         conn=self.index,
@@ -175,12 +309,19 @@ class BookConnection:
                     log.warning(
                         "connection %d: connect failed (%s); retry in %.1fs",
                         self.index,
-                        reason,
+                        detail,
                         backoff,
                     )
             finally:
                 if self.ws is not None:
-                    self._on_disconnect("closed")
+                    reason = self._close_reason or detail
+                    self._apply(
+                        self.core.closed(time.monotonic_ns(), code, close_reason, reason=reason)
+                    )
+                    self.ws = None
+                    self._outbox.clear()
+            if self.fatal is not None:
+                raise AuthRejected(self.fatal)
             if stop.is_set():
                 break
             if time.monotonic() - started > s.backoff_reset_after_s:
@@ -193,18 +334,21 @@ class BookConnection:
                 pass
 
     async def _session(self, stop: asyncio.Event) -> None:
-        s = self.rec.settings
+        s = self.settings
         headers = self.signer.headers("GET", WS_PATH)
         try:
             ws = await websockets.connect(
                 self.url,
                 additional_headers=headers,
+                # Our pings keep NATs and the exchange aware of us; whether a pong echoes them is
+                # not our liveness test (the core's inbound-silence watchdog is).
                 ping_interval=s.ping_interval_s,
-                ping_timeout=s.ping_timeout_s,
+                ping_timeout=None,
                 max_size=None,
                 max_queue=RECV_QUEUE_FRAMES,
                 compression=None,
                 open_timeout=15,
+                create_connection=_WatchedConnection,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
@@ -215,287 +359,55 @@ class BookConnection:
                     "keys differ), and that this machine's clock is right"
                 ) from None
             raise
+        ws = cast(_WatchedConnection, ws)  # built by our own factory
         self.ws = ws
-        self.epoch += 1
-        if self.epoch > 1:
-            self.reconnects += 1
-            self.rec.metrics.reconnects.inc()
-        self.rec.log.decide(
-            Decision.CONNECTED,
-            {"conn": self.index, "epoch": self.epoch, "url": self.url},
-            conn=self.index,
-            epoch=self.epoch,
-        )
-        log.info("connection %d: connected (epoch %d)", self.index, self.epoch)
-        self._connected.set()
-        planner = asyncio.create_task(self._planner())
+        self._close_reason = None
+        self._tokens = float(s.command_burst)
+        self._apply(self.core.opened(time.monotonic_ns()))
+        log.info("connection %d: connected (epoch %d)", self.index, self.core.epoch)
+        helpers = [
+            asyncio.create_task(self._sender(ws)),
+            asyncio.create_task(self._ticker(ws)),
+        ]
         try:
-            if self.carries_lifecycle:
-                await self.send_commands([self.subs.lifecycle_subscribe(self.next_id)])
-                if self.epoch > 1:
-                    self._spawn(self.rec.after_reconnect(self))
-            self._dirty.set()
-            await self._reader(stop)
+            await self._reader(ws, stop)
         finally:
-            planner.cancel()
-
-    def _on_disconnect(self, reason: str) -> None:
-        self.rec.log.decide(
-            Decision.DISCONNECTED,
-            {"conn": self.index, "epoch": self.epoch, "reason": reason},
-            conn=self.index,
-            epoch=self.epoch,
-        )
-        self.ws = None
-        self._connected.clear()
-        self.disconnected_since_ns = time.time_ns()
-        self.seq.reset()
-        self.subs.reset()
-        self.anchored.clear()
-        self.resyncing.clear()
+            for t in helpers:
+                t.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
 
     async def close(self) -> None:
         if self.ws is not None:
             await self.ws.close()
 
-    # ----------------------------------------------------------------- planner
-    async def _planner(self) -> None:
-        """Turn wanted/unwanted markets into few, paced commands (debounced)."""
-        s = self.rec.settings
-        while True:
-            # Wake on a change, or every 100 ms while retries may be due (manager backoff).
-            try:
-                await asyncio.wait_for(self._dirty.wait(), 0.1)
-            except TimeoutError:
-                if not self.subs.in_flight and self.subs.converged():
-                    continue
-            await asyncio.sleep(s.debounce_s)
-            self._dirty.clear()
-            cmds = self.subs.plan(self.next_id, time.monotonic_ns())
-            if cmds:
-                await self.send_commands(cmds)
-
     # ----------------------------------------------------------------- reader
-    async def _reader(self, stop: asyncio.Event) -> None:
-        ws = self.ws
-        assert ws is not None
-        rec = self.rec
-        slog = rec.log
+    async def _reader(self, ws: ClientConnection, stop: asyncio.Event) -> None:
+        slog = self.log
         parse = protocol.parse_frame
+        core = self.core
+        core_frame = core.frame
+        wake = self._wake
+        apply = self._apply
         index = self.index
-        on_delta = self._on_delta
+        epoch = self.core.epoch
+        wall = time.time_ns
+        mono = time.monotonic_ns
         n = 0
         while not stop.is_set():
             raw = await ws.recv(decode=False)
-            now = time.time_ns()
+            now = wall()
             if isinstance(raw, str):  # pragma: no cover - decode=False returns bytes
                 raw = raw.encode()
             f = parse(raw)
-            slog.frame_in(index, self.epoch, raw, f, now)
-            if f.msg_type == "orderbook_delta" and not f.malformed:
-                on_delta(f)
-            else:
-                self._dispatch(f, now)
+            slog.frame_in(index, epoch, raw, f, now)
+            effects = core_frame(f, mono())
+            if effects:
+                apply(effects)
+            if core.dirty:
+                wake.set()  # a reply or snapshot may let the next command go
             n += 1
             if n % READER_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-
-    def _dispatch(self, f: protocol.Frame, now_ns: int) -> None:
-        t = f.msg_type
-        if f.malformed:
-            return  # kept verbatim and counted by the session log
-        if t == "orderbook_snapshot":
-            self._on_snapshot(f)
-        elif t in LIFECYCLE_TYPES:
-            if f.market_ticker and f.event_type:
-                self.rec.on_lifecycle(f, now_ns)
-        elif t == "subscribed":
-            info = protocol.subscribed_sid(f)
-            if info is not None:
-                self._handle_events(self.subs.on_subscribed(f.cmd_id, info[0], info[1]))
-        elif t == "ok":
-            if f.sid is not None and f.seq is not None:
-                self.seq.on_reply(f.sid, f.seq)
-            if protocol.list_subscriptions(f) is None:
-                self._handle_events(self.subs.on_ok(f.cmd_id, f.sid, protocol.ok_market_tickers(f)))
-        elif t == "unsubscribed":
-            sids = protocol.unsubscribed_sids(f)
-            if f.sid is not None and f.seq is not None:
-                self.seq.on_reply(f.sid, f.seq)
-            for sid in sids:
-                self.seq.forget(sid)
-            self._handle_events(self.subs.on_unsubscribed(f.cmd_id, sids))
-        elif t == "error":
-            code, message, ticker = protocol.error_info(f)
-            self.rec.metrics.errors.inc()
-            if f.cmd_id is None and f.sid is not None and code == 25:
-                self.rec.log.decide(
-                    Decision.LOSS,
-                    {"sid": f.sid, "detail": f"error {code}: {message}"},
-                    conn=self.index,
-                    epoch=self.epoch,
-                    sid=f.sid,
-                )
-            self._handle_events(self.subs.on_error(f.cmd_id, code, message, ticker, f.sid))
-        # every other type (event_lifecycle, event_fee_update, ticker, unknown) is recorded only
-
-    def _handle_events(self, events: list[Any]) -> None:
-        for ev in events:
-            if isinstance(ev, sm.SidAssigned):
-                self.rec.log.decide(
-                    Decision.SUBSCRIPTION,
-                    {
-                        "conn": self.index,
-                        "epoch": self.epoch,
-                        "sid": ev.sid,
-                        "channel": ev.channel,
-                        "market_tickers": sorted(ev.tickers),
-                    },
-                    conn=self.index,
-                    epoch=self.epoch,
-                    sid=ev.sid,
-                )
-            elif isinstance(ev, sm.NeedsResubscribe):
-                # The manager already planned unsubscribe + subscribe of that sid.
-                self._unanchor(ev.sid, list(ev.tickers), method="resubscribe")
-            else:  # Fallback, CapLowered, MarketNotFound, CommandFailed, GaveUp
-                self.rec.log.decide(
-                    Decision.ANOMALY,
-                    {"what": type(ev).__name__, "detail": repr(ev)},
-                    conn=self.index,
-                    epoch=self.epoch,
-                )
-                log.warning("connection %d: %r", self.index, ev)
-        self._dirty.set()
-
-    # ----------------------------------------------------------------- books
-    def _check_seq(self, f: protocol.Frame) -> None:
-        sid, seq = f.sid, f.seq
-        if sid is None or seq is None:
-            return
-        v = self.seq.on_data(sid, seq)
-        if v is not OK:
-            self._seq_verdict(sid, v)
-
-    def _seq_verdict(self, sid: int, v: SeqVerdict) -> None:
-        """The rare path of a seq check: first frame, gap, or stale."""
-        if v.is_gap:
-            self.gaps += 1
-            self.rec.metrics.gaps.inc()
-            tickers = sorted(self.subs.tickers_of(sid))
-            self.rec.log.decide(
-                Decision.GAP,
-                {
-                    "conn": self.index,
-                    "epoch": self.epoch,
-                    "sid": sid,
-                    "expected": v.expected,
-                    "got": v.got,
-                    "market_tickers": tickers,
-                },
-                conn=self.index,
-                epoch=self.epoch,
-                sid=sid,
-            )
-            # Markets already left (delete in flight) need no fresh book.
-            self._resync(sid, [t for t in tickers if t in self.books], reason="get_snapshot")
-        elif v.is_stale:
-            self.rec.log.decide(
-                Decision.STALE_SEQ,
-                {"conn": self.index, "epoch": self.epoch, "sid": sid, "last": v.last, "got": v.got},
-                conn=self.index,
-                epoch=self.epoch,
-                sid=sid,
-            )
-
-    def _unanchor(self, sid: int, tickers: list[str], method: str) -> None:
-        for t in tickers:
-            self.anchored.discard(t)
-            self.resyncing.add(t)
-        self.rec.log.decide(
-            Decision.RESYNC,
-            {
-                "conn": self.index,
-                "epoch": self.epoch,
-                "sid": sid,
-                "market_tickers": tickers,
-                "method": method,
-            },
-            conn=self.index,
-            epoch=self.epoch,
-            sid=sid,
-        )
-        self.rec.metrics.resyncs.inc()
-
-    def _resync(self, sid: int, tickers: list[str], reason: str) -> None:
-        """Books of ``tickers`` are unreliable: fresh snapshots (get_snapshot, or resubscribe in
-        the manager's fallback mode). Frames keep being recorded meanwhile."""
-        if not tickers:
-            return
-        self._unanchor(sid, tickers, "resubscribe" if self.subs.fallback else "get_snapshot")
-        cmds = self.subs.request_snapshot(sid, tickers, self.next_id, time.monotonic_ns())
-        if cmds:
-            self._spawn(self.send_commands(cmds))
-        else:
-            self._dirty.set()
-
-    def _on_snapshot(self, f: protocol.Frame) -> None:
-        self._check_seq(f)
-        ticker = f.market_ticker
-        if ticker is None:
-            return
-        book = self.books.get(ticker)
-        if book is None:
-            return  # a market we no longer want; the frame is recorded anyway
-        try:
-            yes, no = protocol.snapshot_levels(f.body)
-        except ValueError as exc:
-            self._anomaly(ticker, f.sid, "bad_snapshot", str(exc))
-            return
-        book.apply_snapshot(yes, no)
-        self.anchored.add(ticker)
-        self.resyncing.discard(ticker)
-        if book.crossed():
-            self._anomaly(ticker, f.sid, "crossed_book", "snapshot crossed")
-
-    def _on_delta(self, f: protocol.Frame) -> None:
-        """The hot path (most frames): seq check, then apply to the book if it is anchored."""
-        sid, seq = f.sid, f.seq
-        if sid is not None and seq is not None:
-            v = self.seq.on_data(sid, seq)
-            if v is not OK:
-                self._seq_verdict(sid, v)
-        ticker = f.market_ticker
-        if ticker is None or ticker not in self.anchored:
-            if ticker is not None and ticker in self.books and ticker not in self.resyncing:
-                self._anomaly(ticker, sid, "delta_before_snapshot", f"seq {seq}")
-            return
-        side, price, delta = f.side, f.price, f.delta
-        if side is None or price is None or delta is None:
-            return  # inexact or missing typed value: kept raw, noted by the parser
-        book = self.books[ticker]
-        problem = book.apply_delta(side, price, delta)
-        if problem is not None:
-            self._anomaly(ticker, sid, problem, f"seq {seq}")
-            if sid is not None:
-                self._resync(sid, [ticker], reason="get_snapshot")
-        elif book.crossed():
-            if ticker not in self.crossed:  # once per episode, not once per delta
-                self.crossed.add(ticker)
-                self._anomaly(ticker, sid, "crossed_book", f"seq {seq}")
-        elif ticker in self.crossed:
-            self.crossed.discard(ticker)
-
-    def _anomaly(self, ticker: str, sid: int | None, what: str, detail: str) -> None:
-        self.rec.metrics.anomalies.inc()
-        self.rec.log.decide(
-            Decision.ANOMALY,
-            {"market_ticker": ticker, "sid": sid, "what": what, "detail": detail},
-            conn=self.index,
-            epoch=self.epoch,
-            sid=sid,
-            market_ticker=ticker,
-        )
 
 
 def _describe(exc: BaseException) -> str:

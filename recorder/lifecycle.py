@@ -124,11 +124,37 @@ class LifecycleRules:
     has no events, only "open now", so a market it saw leave and come back (reopened) joins again.
     """
 
-    def __init__(self, filter: MarketFilter) -> None:
+    def __init__(
+        self,
+        filter: MarketFilter,
+        left_memory_s: float = 3600.0,
+        left_forget_s: float = 14 * 86400.0,
+    ) -> None:
         self.filter = filter
         self._joined: dict[str, Join] = {}
-        self._left: set[str] = set()
-        self._skipped: set[str] = set()
+        # Markets left / skipped, each with the wall-clock ns after which it is forgotten: after
+        # ``settled`` + ``left_memory_s`` (a settled market is final: no REST listing or replay
+        # will call it undetermined again), or ``left_forget_s`` after leaving if it never
+        # settles. Months-long runs keep memory bounded (issue 11).
+        self._left: dict[str, int] = {}
+        self._skipped: dict[str, int] = {}
+        self._memory_ns = int(left_memory_s * 1e9)
+        self._forget_ns = int(left_forget_s * 1e9)
+        self._now_ns = 0
+
+    @property
+    def remembered(self) -> int:
+        """Markets left or skipped that are still remembered (bounded by ``expire``)."""
+        return len(self._left) + len(self._skipped)
+
+    def expire(self, now_ns: int) -> int:
+        """Forget left/skipped markets whose memory ran out; returns how many were forgotten."""
+        gone = 0
+        for memo in (self._left, self._skipped):
+            for ticker in [t for t, at in memo.items() if at <= now_ns]:
+                del memo[ticker]
+                gone += 1
+        return gone
 
     @property
     def joined(self) -> frozenset[str]:
@@ -153,7 +179,15 @@ class LifecycleRules:
         ``now_ns`` is accepted so every input carries its time; the rules themselves do not
         depend on it today.
         """
-        del now_ns
+        if now_ns > self._now_ns:
+            self._now_ns = now_ns
+        if event_type == "settled":
+            # Final: remember it only a margin longer (a late duplicate "determined" or REST
+            # listing in flight must still find it).
+            for memo in (self._left, self._skipped):
+                if ticker in memo:
+                    memo[ticker] = min(memo[ticker], now_ns + self._memory_ns)
+            return []
         if event_type == "created":
             if ticker in self._joined or ticker in self._left:
                 return []
@@ -175,7 +209,8 @@ class LifecycleRules:
             if ticker not in self._joined:
                 # Determined before its ``created`` reached us (a reordered feed): remember it,
                 # so a late ``created`` never opens the book of a market that is already over.
-                self._left.add(ticker)
+                if ticker not in self._left:
+                    self._left[ticker] = now_ns + self._forget_ns
                 return []
             return self._leave(ticker, LEAVE_DETERMINED)
         # settled, activated, deactivated, close_date_updated, price_level_structure_updated,
@@ -206,29 +241,30 @@ class LifecycleRules:
         self,
         rest_markets: Iterable[Mapping[str, Any]],
         now_ns: int,
-        disconnected_since_ns: int,
+        anchor_ns: int,
     ) -> list[Action]:
-        """After a reconnect: catch up on lifecycle events missed while disconnected.
+        """Catch up on lifecycle events missed (while disconnected, or lost on a live feed).
 
-        ``rest_markets`` must describe every currently joined market (e.g. ``GET /markets`` with
-        ``tickers=`` the joined ones) plus the markets created since the disconnect (e.g.
-        ``min_created_ts``): a joined market *absent* from it is taken as gone and left.
+        ``rest_markets``: what REST says about the joined markets and the markets created since
+        ``anchor_ns`` (the session start less a clock-skew margin, in the exchange's clock, as is
+        ``now_ns``). Reconciliation is anchored on the session, not on a disconnect: a dead
+        connection is noticed late, clocks differ and REST times may be whole seconds (issue 11).
 
         * not joined, undetermined, created (``created_time``, else ``open_time``) at or after
-          ``disconnected_since_ns``: a missed ``created``: ``Join(reason="late")``, with how late,
-          and mid-lifecycle when its trading already opened (or its open time is unknown).
-          Markets without either time are not joined: they may be markets that were open before
-          the session started, which are skipped by default.
-        * joined, REST status determined/disputed/amended/finalized/settled, or absent: a
-          ``determined`` we missed → ``Leave(reason="reconciled_determined")``.
+          ``anchor_ns``: a missed ``created``: ``Join(reason="late")``, with how late, and
+          mid-lifecycle when its trading already opened (or its open time is unknown). Markets
+          without either time are not joined: they may be markets that were open before the
+          session started, which are skipped by default.
+        * joined, REST status determined/disputed/amended/finalized/settled: a ``determined`` we
+          missed → ``Leave(reason="reconciled_determined")``. A joined market REST does not
+          mention is *kept*: absence is not proof (a failed or partial listing must never make
+          the recorder leave a market).
         """
         actions: list[Action] = []
-        seen: set[str] = set()
         for market in rest_markets:
             ticker = _ticker(market)
             if ticker is None:
                 continue
-            seen.add(ticker)
             status = _status(market)
             if ticker in self._joined:
                 if status in DETERMINED_STATUSES:
@@ -239,7 +275,7 @@ class LifecycleRules:
             born_ns = _ns(market.get("created_time"))
             if born_ns is None:
                 born_ns = _ns(market.get("open_time"))
-            if born_ns is None or born_ns < disconnected_since_ns:
+            if born_ns is None or born_ns < anchor_ns:
                 continue
             open_ns = _ns(market.get("open_time"))
             # Trading already began without us: the start of its book life is missing.
@@ -250,8 +286,6 @@ class LifecycleRules:
                 _event_ticker(market),
                 _rest_join(ticker, market, JOIN_LATE, mid, late_by_ms),
             )
-        for ticker in [t for t in self._joined if t not in seen]:
-            actions += self._leave(ticker, LEAVE_RECONCILED)
         return actions
 
     def rest_discovery(self, rest_open_markets: Iterable[Mapping[str, Any]]) -> list[Action]:
@@ -298,19 +332,24 @@ class LifecycleRules:
         if not wanted:
             if ticker in self._skipped:
                 return []
-            self._skipped.add(ticker)
+            self._skipped[ticker] = self._now_ns + self._forget_ns
             if why == SKIP_SHARD:
                 return [Skip(ticker, SKIP_SHARD)]
             return [Skip(ticker, SKIP_FILTERED, None if why == SKIP_FILTERED else why)]
-        self._left.discard(ticker)
+        self._left.pop(ticker, None)
         self._joined[ticker] = join
         return [join]
 
     def _leave(self, ticker: str, reason: str) -> list[Action]:
         if self._joined.pop(ticker, None) is None:
             return []
-        self._left.add(ticker)
+        self._left[ticker] = self._now_ns + self._forget_ns
         return [Leave(ticker, reason)]
+
+    def observe_time(self, now_ns: int) -> None:
+        """The wall clock (ns) of REST-driven inputs, which carry no event time themselves."""
+        if now_ns > self._now_ns:
+            self._now_ns = now_ns
 
 
 def _rest_join(

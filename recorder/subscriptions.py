@@ -23,6 +23,16 @@ Rules, and the incident or note behind each (protocol notes §3, §4.7, §5, §1
 * Errors 10/17/25 without an id are terminal for that sid ("resubscribe"; 25 = data lost): the
   sid is unsubscribed and its markets subscribed again.
 * ``reset()`` on reconnect: sids die with the connection; every wanted market is pending again.
+* No command waits for ever (issue 11): each has a deadline (``command_timeout_s``, started when
+  the shell reports it ``sent``); ``expire(now)`` frees the sid and re-establishes the truth
+  (retry, fresh snapshot, or unsubscribe + subscribe). Replies are matched by ``id``, and by sid
+  and type when ``id`` is missing; a ``get_snapshot`` is done when its snapshots arrived, ``ok``
+  or not.
+* A repeat ``subscribe`` may be merged into an existing sid (``subscribed`` with a known sid, or
+  ``ok`` without a sid), get a new sid, or be refused with error 6: all three place the markets
+  (for the last two the first snapshot or delta naming the market tells its sid).
+* Error 16 for a market wanted less than ``new_market_grace_s`` ago is retried with backoff: the
+  exchange may list a new market a moment after announcing it.
 """
 
 from __future__ import annotations
@@ -42,12 +52,19 @@ RESUBSCRIBE_CODES = frozenset({10, 17, 25})
 CODE_UNKNOWN_SID = 7
 CODE_MARKET_NOT_FOUND = 16
 CODE_MARKET_LIMIT = 26
+CODE_ALREADY_SUBSCRIBED = 6
+MVE_LIFECYCLE_CHANNEL = "multivariate_market_lifecycle"
 
 PURPOSE_JOIN = "join"
 PURPOSE_LEAVE = "leave"
 PURPOSE_RESYNC = "resync"
 PURPOSE_RESUBSCRIBE = "resubscribe"
 PURPOSE_LIFECYCLE = "lifecycle"
+PURPOSE_CLEANUP = "cleanup"
+TRAILING_OK_HOLD_NS = 500_000_000
+"""On an exchange whose replies carry no ``id``, a sid whose ``get_snapshot`` completed by its
+snapshots waits this long before its next command: an ``ok`` for the snapshot may still follow
+(notes §3.3, uncertain), and taken for the next command's answer it would shift every match."""
 
 _BACKOFF_FIRST_NS = 100_000_000  # 100 ms: enough for a "too many requests" (27) to clear
 _BACKOFF_MAX_NS = 10_000_000_000  # 10 s: a market should not wait longer than that to be retried
@@ -147,8 +164,39 @@ class GaveUp:
     purpose: str
 
 
+@dataclass(frozen=True)
+class TimedOut:
+    """``command`` got no answer by its deadline; ``then`` says how the truth is re-established:
+    ``retry`` (sent again), ``snapshot`` (missing snapshots asked again), ``resubscribe`` (its
+    sid unsubscribed, its markets subscribed again), ``drop_sid`` (sid taken as gone)."""
+
+    command: Command
+    then: str
+    waited_ns: int
+
+
+@dataclass(frozen=True)
+class Merged:
+    """A ``subscribe`` was merged into an existing subscription (``ok`` without a new sid, a
+    ``subscribed`` naming a sid we already hold, or error 6): ``sid`` is where its markets went,
+    None while unknown (the first frame naming each market will tell)."""
+
+    cmd_id: int
+    sid: int | None
+    tickers: tuple[str, ...]
+    how: str
+
+
 Event = (
-    SidAssigned | Fallback | CapLowered | MarketNotFound | NeedsResubscribe | CommandFailed | GaveUp
+    SidAssigned
+    | Fallback
+    | CapLowered
+    | MarketNotFound
+    | NeedsResubscribe
+    | CommandFailed
+    | GaveUp
+    | TimedOut
+    | Merged
 )
 
 
@@ -168,6 +216,13 @@ class _Lifecycle:
     retry: _Retry = field(default_factory=_Retry)
 
 
+def _channel_of(command: Command) -> str:
+    channels = command.params.get("channels")
+    if isinstance(channels, list) and channels and isinstance(channels[0], str):
+        return channels[0]
+    return ORDERBOOK_CHANNEL
+
+
 class SubscriptionManager:
     """Desired markets → planned commands; replies → the exchange's actual sid → markets map."""
 
@@ -176,39 +231,63 @@ class SubscriptionManager:
         max_markets_per_sid: int = 200,
         max_tickers_per_command: int = 100,
         max_retries: int = 8,
+        command_timeout_s: float = 10.0,
+        new_market_grace_s: float = 30.0,
     ) -> None:
         if max_markets_per_sid < 1 or max_tickers_per_command < 1:
             raise ValueError("max_markets_per_sid and max_tickers_per_command must be >= 1")
         self.cap = max_markets_per_sid
         self.max_tickers_per_command = max_tickers_per_command
         self.max_retries = max_retries
+        self.command_timeout_ns = int(command_timeout_s * 1e9)
+        self.new_market_grace_ns = int(new_market_grace_s * 1e9)
         self.fallback = False
+        self.replies_have_ids: bool | None = None  # learned from the replies themselves
         self._wanted: dict[str, None] = {}  # insertion-ordered set: first wanted, first planned
+        self._wanted_at: dict[str, int] = {}  # ticker -> when wanted (monotonic ns; error 16)
         self._sids: dict[int, dict[str, None]] = {}
         self._owner: dict[str, int] = {}
         self._inflight: dict[int, Command] = {}
+        self._deadline: dict[int, int] = {}  # cmd_id -> monotonic ns by which it must be answered
+        self._sent_at: dict[int, int] = {}
         self._busy: dict[int, int] = {}  # sid -> cmd_id of its one in-flight command
         self._adding: dict[str, int] = {}  # ticker -> cmd_id of the subscribe/add carrying it
+        self._unplaced: dict[str, int | None] = {}  # merged into an unknown sid -> give-up time
         self._resubscribe: set[int] = set()
         self._snapshots: dict[int, dict[str, None]] = {}
+        self._snap_left: dict[int, set[str]] = {}  # get_snapshot cmd_id -> snapshots still due
+        self._trailing_ok: dict[int, int | None] = {}  # sid -> hold until (id-less exchanges)
+        self._orphans: dict[int, None] = {}  # sids the exchange may still hold: unsubscribe them
         self._retry: dict[str, _Retry] = {}
         self._sid_retry: dict[int, _Retry] = {}
         self._failed_subscribes: dict[int, Command] = {}
         self._broken: dict[int, tuple[int | None, str]] = {}  # errors for sids not yet known
-        self._lifecycle = _Lifecycle()
+        self._lifecycles: dict[str, _Lifecycle] = {LIFECYCLE_CHANNEL: _Lifecycle()}
 
     # -- desired state ------------------------------------------------------------------------
 
-    def want(self, ticker: str) -> None:
-        """The recorder wants this market's order book (idempotent)."""
+    def want(self, ticker: str, now_ns: int | None = None) -> None:
+        """The recorder wants this market's order book (idempotent). ``now_ns`` (monotonic)
+        starts the error-16 grace period of a market just created."""
         if ticker not in self._wanted:
             self._wanted[ticker] = None
             self._retry.pop(ticker, None)
+            if now_ns is not None:
+                self._wanted_at[ticker] = now_ns
 
     def unwant(self, ticker: str) -> None:
         """The recorder no longer wants this market's order book (idempotent)."""
         self._wanted.pop(ticker, None)
         self._retry.pop(ticker, None)
+        self._wanted_at.pop(ticker, None)
+        self._unplaced.pop(ticker, None)
+
+    def start_lifecycle(self, channels: Iterable[str]) -> None:
+        """Subscribe these lifecycle channels (global, no tickers) with the next ``plan()``."""
+        for channel in channels:
+            life = self._lifecycles.setdefault(channel, _Lifecycle())
+            if life.state == "off":
+                life.state = "pending"
 
     # -- views --------------------------------------------------------------------------------
 
@@ -225,7 +304,12 @@ class SubscriptionManager:
     @property
     def lifecycle_sid(self) -> int | None:
         """The ``market_lifecycle_v2`` sid once subscribed (None before, and after reset)."""
-        return self._lifecycle.sid
+        return self._lifecycles[LIFECYCLE_CHANNEL].sid
+
+    def lifecycle_state(self, channel: str = LIFECYCLE_CHANNEL) -> str:
+        """off | pending | inflight | live | resubscribe."""
+        life = self._lifecycles.get(channel)
+        return "off" if life is None else life.state
 
     @property
     def sids(self) -> dict[int, tuple[str, ...]]:
@@ -240,9 +324,21 @@ class SubscriptionManager:
         """Markets of ``sid`` (empty for unknown sids): the set a seq gap on it invalidates."""
         return tuple(self._sids.get(sid, ()))
 
+    def is_unplaced(self, ticker: str) -> bool:
+        """Merged into a subscription whose sid is not known yet (see ``observe``)."""
+        return ticker in self._unplaced
+
     def pending(self) -> tuple[str, ...]:
         """Wanted markets not yet on any sid nor on their way to one."""
-        return tuple(t for t in self._wanted if t not in self._owner and t not in self._adding)
+        return tuple(
+            t
+            for t in self._wanted
+            if t not in self._owner and t not in self._adding and t not in self._unplaced
+        )
+
+    def overdue(self, now_ns: int) -> list[Command]:
+        """Commands in flight past their deadline (``expire`` has not run since)."""
+        return [self._inflight[c] for c, at in self._deadline.items() if at < now_ns]
 
     def converged(self) -> bool:
         """True when nothing is in flight and the confirmed sids hold exactly the wanted markets."""
@@ -253,15 +349,21 @@ class SubscriptionManager:
             and set(held) == set(self._wanted)
             and not self._resubscribe
             and not self._snapshots
+            and not self._unplaced
+            and not self._orphans
+            and all(life.state in ("off", "live") for life in self._lifecycles.values())
         )
 
     # -- planning -----------------------------------------------------------------------------
 
-    def lifecycle_subscribe(self, next_id: Callable[[], int]) -> Command:
-        """The ``market_lifecycle_v2`` subscribe (no tickers: the channel is global)."""
-        self._lifecycle.state = "inflight"
+    def lifecycle_subscribe(
+        self, next_id: Callable[[], int], channel: str = LIFECYCLE_CHANNEL
+    ) -> Command:
+        """The lifecycle subscribe of ``channel`` (no tickers: the channel is global)."""
+        life = self._lifecycles.setdefault(channel, _Lifecycle())
+        life.state = "inflight"
         return self._register(
-            Command(next_id(), "subscribe", {"channels": [LIFECYCLE_CHANNEL]}, PURPOSE_LIFECYCLE)
+            Command(next_id(), "subscribe", {"channels": [channel]}, PURPOSE_LIFECYCLE)
         )
 
     def plan(self, next_id: Callable[[], int], now_ns: int | None = None) -> list[Command]:
@@ -272,9 +374,18 @@ class SubscriptionManager:
         """
         self._resolve_backoff(now_ns)
         commands: list[Command] = []
-        lifecycle = self._plan_lifecycle(next_id, now_ns)
-        if lifecycle is not None:
-            commands.append(lifecycle)
+        for channel, life in self._lifecycles.items():
+            command = self._plan_lifecycle(channel, life, next_id, now_ns)
+            if command is not None:
+                commands.append(command)
+        for sid in list(self._orphans):
+            if sid not in self._busy:
+                del self._orphans[sid]
+                commands.append(
+                    self._register(
+                        Command(next_id(), "unsubscribe", {"sids": [sid]}, PURPOSE_CLEANUP, (), sid)
+                    )
+                )
         for sid in list(self._sids):
             command = self._plan_sid(sid, next_id, now_ns)
             if command is not None:
@@ -313,48 +424,213 @@ class SubscriptionManager:
     def reset(self) -> None:
         """The connection was lost: every sid is gone, every wanted market is pending again.
 
-        Fallback mode and a lowered cap are kept (same exchange). The lifecycle channel must be
-        subscribed again with ``lifecycle_subscribe``.
+        Fallback mode and a lowered cap are kept (same exchange). Lifecycle channels are off
+        until ``start_lifecycle`` (or ``lifecycle_subscribe``) again.
         """
         self._sids.clear()
         self._owner.clear()
         self._inflight.clear()
+        self._deadline.clear()
+        self._sent_at.clear()
         self._busy.clear()
         self._adding.clear()
+        self._unplaced.clear()
         self._resubscribe.clear()
         self._snapshots.clear()
+        self._snap_left.clear()
+        self._trailing_ok.clear()
+        self._orphans.clear()
         self._retry.clear()
         self._sid_retry.clear()
         self._failed_subscribes.clear()
         self._broken.clear()
-        self._lifecycle = _Lifecycle()
+        self._lifecycles = {channel: _Lifecycle() for channel in self._lifecycles}
+
+    # -- time -----------------------------------------------------------------------------------
+
+    def sent(self, cmd_id: int, now_ns: int) -> None:
+        """The shell put ``cmd_id`` on the wire at ``now_ns``: its deadline starts now (pacing
+        may hold a planned command back, and that wait is not the exchange's fault)."""
+        if cmd_id in self._inflight:
+            self._sent_at[cmd_id] = now_ns
+            self._deadline[cmd_id] = now_ns + self.command_timeout_ns
+
+    def expire(self, now_ns: int) -> list[Event]:
+        """Commands past their deadline: free their sid, say so, and re-establish the truth."""
+        events: list[Event] = []
+        for cmd_id in [c for c, at in self._deadline.items() if at <= now_ns]:
+            command = self._inflight.get(cmd_id)
+            if command is None:
+                self._forget_command(cmd_id)
+                continue
+            waited = now_ns - self._sent_at.get(cmd_id, now_ns)
+            self._forget_command(cmd_id)
+            events.append(TimedOut(command, self._timed_out(command), waited))
+        for ticker in [t for t, at in self._unplaced.items() if at is not None and at <= now_ns]:
+            # Merged somewhere, but no frame ever named its sid: subscribe it again.
+            del self._unplaced[ticker]
+            self._bump(self._retry.setdefault(ticker, _Retry()), limited=False)
+        for sid in [s for s, at in self._trailing_ok.items() if at is not None and at <= now_ns]:
+            del self._trailing_ok[sid]
+        return events
+
+    def _timed_out(self, command: Command) -> str:
+        if command.purpose == PURPOSE_LIFECYCLE:
+            life = self._lifecycles.setdefault(_channel_of(command), _Lifecycle())
+            if command.cmd == "subscribe":
+                self._remember_failed(command)  # a late ``subscribed`` is still taken
+                life.state = "pending"
+                self._bump(life.retry, limited=False)
+                return "retry"
+            if command.sid is not None:
+                self._orphans[command.sid] = None
+            life.state, life.sid = "pending", None
+            return "resubscribe"
+        if command.purpose == PURPOSE_CLEANUP:
+            return "drop_sid"
+        if command.cmd == "subscribe":
+            self._remember_failed(command)
+            for ticker in command.tickers:
+                # Never give up on a market for want of an answer: retry with backoff.
+                self._bump(self._retry.setdefault(ticker, _Retry()), limited=False)
+            return "retry"
+        sid = command.sid
+        if sid is None or sid not in self._sids:
+            return "drop_sid"
+        if command.cmd == "unsubscribe":
+            self._drop_sid(sid)
+            self._orphans[sid] = None
+            return "drop_sid"
+        if command.action == "get_snapshot":
+            retry = self._sid_retry.setdefault(sid, _Retry())
+            if self._bump(retry):
+                self._snapshots.setdefault(sid, {}).update(dict.fromkeys(command.tickers))
+                return "snapshot"
+        # add/delete without an answer (or snapshots that never come): which markets the sid
+        # holds is unknown; unsubscribing it and subscribing its wanted markets again is certain.
+        self._resubscribe.add(sid)
+        return "resubscribe"
+
+    def _forget_command(self, cmd_id: int) -> None:
+        command = self._inflight.pop(cmd_id, None)
+        self._deadline.pop(cmd_id, None)
+        self._sent_at.pop(cmd_id, None)
+        self._snap_left.pop(cmd_id, None)
+        if command is None:
+            return
+        if command.sid is not None and self._busy.get(command.sid) == cmd_id:
+            del self._busy[command.sid]
+        for ticker in command.tickers:
+            if self._adding.get(ticker) == cmd_id:
+                del self._adding[ticker]
+
+    def _remember_failed(self, command: Command) -> None:
+        self._failed_subscribes[command.cmd_id] = command
+        while len(self._failed_subscribes) > 1000:
+            del self._failed_subscribes[next(iter(self._failed_subscribes))]
+
+    # -- frames that complete commands ------------------------------------------------------------
+
+    def snapshot_arrived(self, sid: int | None, ticker: str, now_ns: int | None = None) -> None:
+        """An ``orderbook_snapshot`` for ``ticker`` on ``sid``: a ``get_snapshot`` waiting for it
+        is done once all its snapshots are in, whether or not an ``ok`` follows (notes §3.3)."""
+        if sid is None:
+            return
+        cmd_id = self._busy.get(sid)
+        if cmd_id is None:
+            return
+        left = self._snap_left.get(cmd_id)
+        if left is None:
+            return
+        left.discard(ticker)
+        if left:
+            return
+        command = self._inflight[cmd_id]
+        self._forget_command(cmd_id)
+        for t in command.tickers:
+            self._retry.pop(t, None)
+        self._sid_retry.pop(sid, None)
+        if self.replies_have_ids is not True:
+            self._trailing_ok[sid] = None if now_ns is None else now_ns + TRAILING_OK_HOLD_NS
+
+    def observe(self, ticker: str, sid: int | None) -> list[Event]:
+        """A snapshot or delta names ``ticker`` on ``sid``: places a market merged into a
+        subscription whose sid the reply did not say. Cheap when nothing is unplaced."""
+        if not self._unplaced or sid is None or ticker not in self._unplaced:
+            return []
+        if any(life.sid == sid for life in self._lifecycles.values()):
+            return []
+        del self._unplaced[ticker]
+        if ticker not in self._wanted:
+            return []
+        held = self._sids.setdefault(sid, {})
+        held[ticker] = None
+        self._owner.setdefault(ticker, sid)
+        self._retry.pop(ticker, None)
+        return [SidAssigned(sid, ORDERBOOK_CHANNEL, tuple(held))]
 
     # -- replies --------------------------------------------------------------------------------
 
-    def on_subscribed(self, cmd_id: int | None, channel: str | None, sid: int) -> list[Event]:
-        """A ``subscribed`` reply: the command's markets now live on ``sid``."""
-        command = self._inflight.pop(cmd_id, None) if cmd_id is not None else None
-        if command is None:
+    def _learn_ids(self, cmd_id: int | None) -> None:
+        if cmd_id is not None:
+            self.replies_have_ids = True
+            self._trailing_ok.clear()
+        elif self.replies_have_ids is None:
+            self.replies_have_ids = False
+
+    def _oldest(self, pred: Callable[[Command], bool]) -> Command | None:
+        for command in self._inflight.values():  # insertion order = send order
+            if pred(command):
+                return command
+        return None
+
+    def on_subscribed(
+        self, cmd_id: int | None, channel: str | None, sid: int, now_ns: int | None = None
+    ) -> list[Event]:
+        """A ``subscribed`` reply: the command's markets now live on ``sid``.
+
+        Without an ``id`` it answers the oldest subscribe in flight for its channel."""
+        self._learn_ids(cmd_id)
+        if cmd_id is not None:
+            command = self._inflight.get(cmd_id)
+        else:
+            command = self._oldest(
+                lambda c: c.cmd == "subscribe" and (channel is None or _channel_of(c) == channel)
+            )
+        if command is not None:
+            self._forget_command(command.cmd_id)
+        else:
             # A subscribe we had given up on may still succeed: take the sid as the exchange has
             # it (duplicates of markets placed elsewhere since are removed by the next plan).
             late = self._failed_subscribes.pop(cmd_id, None) if cmd_id is not None else None
-            if late is None or sid in self._sids:
+            if late is None:
+                return []
+            if late.purpose != PURPOSE_LIFECYCLE and sid in self._sids:
                 return []
             command = late
         if command.purpose == PURPOSE_LIFECYCLE:
-            self._lifecycle.state = "live"
-            self._lifecycle.sid = sid
-            self._lifecycle.retry = _Retry()
-            return [SidAssigned(sid, channel or LIFECYCLE_CHANNEL, ())]
+            life = self._lifecycles.setdefault(_channel_of(command), _Lifecycle())
+            if life.state == "live" and life.sid is not None and life.sid != sid:
+                self._orphans[sid] = None  # a second subscription of the same feed: drop it
+                return []
+            life.state = "live"
+            life.sid = sid
+            life.retry = _Retry()
+            return [SidAssigned(sid, channel or _channel_of(command), ())]
         for ticker in command.tickers:
             if self._adding.get(ticker) == command.cmd_id:
                 del self._adding[ticker]
+        merged = sid in self._sids
         held = self._sids.setdefault(sid, {})
         held.update(dict.fromkeys(command.tickers))
         for ticker in command.tickers:
             self._owner.setdefault(ticker, sid)
             self._retry.pop(ticker, None)
-        events: list[Event] = [SidAssigned(sid, channel or ORDERBOOK_CHANNEL, tuple(held))]
+            self._unplaced.pop(ticker, None)
+        events: list[Event] = []
+        if merged:
+            events.append(Merged(command.cmd_id, sid, command.tickers, "existing_sid"))
+        events.append(SidAssigned(sid, channel or ORDERBOOK_CHANNEL, tuple(held)))
         if sid in self._broken:
             # Its terminal error overtook this reply: resubscribe it right away.
             code, message = self._broken.pop(sid)
@@ -363,24 +639,47 @@ class SubscriptionManager:
         return events
 
     def on_ok(
-        self, cmd_id: int | None, sid: int | None, market_tickers: Iterable[str] | None
+        self,
+        cmd_id: int | None,
+        sid: int | None,
+        market_tickers: Iterable[str] | None,
+        now_ns: int | None = None,
     ) -> list[Event]:
         """An ``ok`` reply to ``update_subscription``; ``market_tickers`` (the sid's full list
-        after the update, when the exchange sends it) is taken as the truth for that sid."""
-        command = self._inflight.get(cmd_id) if cmd_id is not None else None
+        after the update, when the exchange sends it) is taken as the truth for that sid.
+
+        Without an ``id`` it answers the command in flight on its ``sid``, or (no sid either)
+        the oldest command in flight that an ``ok`` can answer."""
+        self._learn_ids(cmd_id)
+        command: Command | None
+        if cmd_id is not None:
+            command = self._inflight.get(cmd_id)
+        elif sid is not None:
+            if sid in self._trailing_ok:
+                del self._trailing_ok[sid]  # the late ok of a get_snapshot already done
+                return []
+            busy = self._busy.get(sid)
+            command = self._inflight.get(busy) if busy is not None else None
+            if command is None:
+                command = self._oldest(lambda c: c.cmd == "subscribe")
+        else:
+            if self._trailing_ok:
+                del self._trailing_ok[next(iter(self._trailing_ok))]
+                return []
+            command = self._oldest(lambda c: c.cmd in ("update_subscription", "subscribe"))
         if command is None:
             return []
-        if command.cmd == "subscribe" and sid is not None:
-            return self.on_subscribed(cmd_id, None, sid)
+        if command.cmd == "subscribe":
+            if sid is not None:
+                return self.on_subscribed(command.cmd_id, None, sid, now_ns)
+            return self._merged(command, market_tickers, "ok_without_sid", now_ns)
         if command.cmd == "unsubscribe":
-            return self.on_unsubscribed(cmd_id, [] if sid is None else [sid])
-        del self._inflight[command.cmd_id]
-        assert command.sid is not None
-        self._busy.pop(command.sid, None)
+            return self.on_unsubscribed(command.cmd_id, [] if sid is None else [sid])
+        self._forget_command(command.cmd_id)
+        if command.sid is None:
+            return []
         for ticker in command.tickers:
             self._retry.pop(ticker, None)
-            if self._adding.get(ticker) == command.cmd_id:
-                del self._adding[ticker]
         before = self._sids.get(command.sid)
         if before is None:
             return []
@@ -390,6 +689,7 @@ class SubscriptionManager:
         elif command.action == "delete_markets":
             after = {t: None for t in before if t not in batch}
         else:  # get_snapshot changes nothing; its ack's list may be just the requested markets
+            self._sid_retry.pop(command.sid, None)
             return []
         reported = None if market_tickers is None else list(market_tickers)
         if reported is not None and set(reported) != batch:
@@ -400,13 +700,56 @@ class SubscriptionManager:
             after.update(dict.fromkeys(reported))
         return self._set_sid(command.sid, after)
 
+    def _merged(
+        self, command: Command, reported: Iterable[str] | None, how: str, now_ns: int | None
+    ) -> list[Event]:
+        """A subscribe answered without a new sid: merged into one we (may) already hold."""
+        self._forget_command(command.cmd_id)
+        if command.purpose == PURPOSE_LIFECYCLE:
+            life = self._lifecycles.setdefault(_channel_of(command), _Lifecycle())
+            life.state = "live"  # its frames are recognised by type; the sid stays unknown
+            life.retry = _Retry()
+            return [Merged(command.cmd_id, life.sid, (), how)]
+        listed = set(reported) if reported is not None else None
+        candidates = list(self._sids)
+        if listed is not None:
+            candidates = [s for s, held in self._sids.items() if held and set(held) <= listed]
+        if len(candidates) == 1:
+            sid = candidates[0]
+            held = self._sids[sid]
+            held.update(dict.fromkeys(command.tickers))
+            for ticker in command.tickers:
+                self._owner.setdefault(ticker, sid)
+                self._retry.pop(ticker, None)
+            return [
+                Merged(command.cmd_id, sid, command.tickers, how),
+                SidAssigned(sid, ORDERBOOK_CHANNEL, tuple(held)),
+            ]
+        give_up_at = None if now_ns is None else now_ns + self.command_timeout_ns
+        for ticker in command.tickers:
+            if ticker in self._wanted and ticker not in self._owner:
+                self._unplaced[ticker] = give_up_at
+        return [Merged(command.cmd_id, None, command.tickers, how)]
+
     def on_unsubscribed(self, cmd_id: int | None, sids: Iterable[int] = ()) -> list[Event]:
-        """An ``unsubscribed`` reply: the command's sid and its markets are gone."""
-        command = self._inflight.pop(cmd_id, None) if cmd_id is not None else None
+        """An ``unsubscribed`` reply: the command's sid and its markets are gone.
+
+        Without an ``id`` it answers the unsubscribe in flight on the sid it names."""
+        self._learn_ids(cmd_id)
+        sids = list(sids)
+        command: Command | None = None
+        if cmd_id is not None:
+            command = self._inflight.get(cmd_id)
+        else:
+            for sid in sids:
+                busy = self._busy.get(sid)
+                candidate = self._inflight.get(busy) if busy is not None else None
+                if candidate is not None and candidate.cmd == "unsubscribe":
+                    command = candidate
+                    break
         if command is None or command.sid is None:
             return []
-        del sids  # the command names its sid; replies disagree on where they put it
-        self._busy.pop(command.sid, None)
+        self._forget_command(command.cmd_id)
         return self._drop_sid(command.sid)
 
     def on_error(
@@ -416,51 +759,73 @@ class SubscriptionManager:
         message: str | None = "",
         market_ticker: str | None = None,
         sid: int | None = None,
+        now_ns: int | None = None,
     ) -> list[Event]:
         """An ``error`` frame: classify it, repair the plan, and say what happened.
 
-        ``sid`` matters only for errors without an id (10/17/25 on a live sid).
+        ``sid`` matters for errors without an id: 10/17/25 on a live sid, or the answer to the
+        command in flight on that sid.
         """
         message = message or ""
+        self._learn_ids(cmd_id)
         if cmd_id is None:
-            return self._on_async_error(code, message, sid)
-        command = self._inflight.pop(cmd_id, None)
+            if code in RESUBSCRIBE_CODES:
+                return self._on_async_error(code, message, sid)
+            busy = self._busy.get(sid) if sid is not None else None
+            command = self._inflight.get(busy) if busy is not None else None
+            if command is None and len(self._inflight) == 1:
+                command = next(iter(self._inflight.values()))
+            if command is None:
+                return self._on_async_error(code, message, sid)
+        else:
+            command = self._inflight.get(cmd_id)
         if command is None:
             return []
-        if command.sid is not None:
-            self._busy.pop(command.sid, None)
-        for ticker in command.tickers:
-            if self._adding.get(ticker) == command.cmd_id:
-                del self._adding[ticker]
+        self._forget_command(command.cmd_id)
+
+        if code == CODE_ALREADY_SUBSCRIBED and command.cmd == "subscribe":
+            # Older servers: "duplicate subscription attempt" — the markets are already there.
+            return self._merged(command, None, "error_6", now_ns)
 
         if command.purpose == PURPOSE_LIFECYCLE:
+            life = self._lifecycles.setdefault(_channel_of(command), _Lifecycle())
             if command.cmd == "subscribe":
                 # The lifecycle feed is the point of the recorder: never give up on it.
-                self._lifecycle.state = "pending"
-                retrying = self._bump(self._lifecycle.retry, limited=False)
+                life.state = "pending"
+                retrying = self._bump(life.retry, limited=False)
             else:  # unsubscribing a broken lifecycle sid: it is gone either way
-                self._lifecycle = _Lifecycle(state="pending")
+                life.state, life.sid = "pending", None
                 retrying = True
             return [self._failed(command, code, message, retrying)]
 
-        if command.cmd == "unsubscribe":
-            assert command.sid is not None
+        if command.purpose == PURPOSE_CLEANUP:
+            return [self._failed(command, code, message, False)]
+
+        if command.cmd == "unsubscribe" and command.sid is not None:
             if code == CODE_UNKNOWN_SID:
                 return self._drop_sid(command.sid)
-            return self._retry_sid(command, code, message)
+            return self._retry_sid(command, command.sid, code, message)
 
-        if command.cmd == "update_subscription":
-            assert command.sid is not None
+        if command.cmd == "update_subscription" and command.sid is not None:
             if code == CODE_UNKNOWN_SID:
                 return [self._failed(command, code, message, True), *self._drop_sid(command.sid)]
             if _refuses_update(code, message):
                 return self._enter_fallback(command, code, message)
         if code == CODE_MARKET_LIMIT and command.action in (None, "add_markets"):
             return self._lower_cap(command, code, message)
-        if code == CODE_MARKET_NOT_FOUND and market_ticker in command.tickers:
-            assert market_ticker is not None
-            return self._not_found(command, market_ticker, code, message)
+        if code == CODE_MARKET_NOT_FOUND:
+            if market_ticker is not None and market_ticker in command.tickers:
+                if self._in_grace(market_ticker, now_ns):
+                    return self._retry_tickers(command, code, message, unlimited=True)
+                return self._not_found(command, market_ticker, code, message)
+            if len(command.tickers) == 1 and self._in_grace(command.tickers[0], now_ns):
+                return self._retry_tickers(command, code, message, unlimited=True)
         return self._retry_tickers(command, code, message)
+
+    def _in_grace(self, ticker: str, now_ns: int | None) -> bool:
+        """Wanted recently enough that "market not found" may only mean "not listed yet"."""
+        at = self._wanted_at.get(ticker)
+        return at is not None and now_ns is not None and now_ns - at < self.new_market_grace_ns
 
     # -- planning internals -----------------------------------------------------------------------
 
@@ -471,19 +836,29 @@ class SubscriptionManager:
         if command.cmd == "subscribe" or command.action == "add_markets":
             for ticker in command.tickers:
                 self._adding[ticker] = command.cmd_id
+        if command.action == "get_snapshot":
+            self._snap_left[command.cmd_id] = set(command.tickers)
         return command
 
-    def _plan_lifecycle(self, next_id: Callable[[], int], now_ns: int | None) -> Command | None:
-        life = self._lifecycle
+    def _plan_lifecycle(
+        self, channel: str, life: _Lifecycle, next_id: Callable[[], int], now_ns: int | None
+    ) -> Command | None:
         if not _due(life.retry, now_ns):
             return None
         if life.state == "pending":
-            return self.lifecycle_subscribe(next_id)
+            return self.lifecycle_subscribe(next_id, channel)
         if life.state == "resubscribe" and life.sid is not None:
+            if life.sid in self._busy:
+                return None
             life.state = "inflight"
             return self._register(
                 Command(
-                    next_id(), "unsubscribe", {"sids": [life.sid]}, PURPOSE_LIFECYCLE, (), life.sid
+                    next_id(),
+                    "unsubscribe",
+                    {"sids": [life.sid]},
+                    PURPOSE_LIFECYCLE,
+                    (),
+                    life.sid,
                 )
             )
         return None
@@ -493,6 +868,11 @@ class SubscriptionManager:
         held = self._sids[sid]
         if sid in self._busy or not _due(self._sid_retry.get(sid), now_ns):
             return None
+        if sid in self._trailing_ok:
+            hold = self._trailing_ok[sid]
+            if hold is None or now_ns is None or now_ns < hold:
+                return None
+            del self._trailing_ok[sid]
         if sid in self._resubscribe:
             return self._unsubscribe(sid, next_id, PURPOSE_RESUBSCRIBE)
         extras = [
@@ -546,7 +926,10 @@ class SubscriptionManager:
         todo = [
             t
             for t in self._wanted
-            if t not in self._owner and t not in self._adding and _due(self._retry.get(t), now_ns)
+            if t not in self._owner
+            and t not in self._adding
+            and t not in self._unplaced
+            and _due(self._retry.get(t), now_ns)
         ]
         commands: list[Command] = []
         if not todo:
@@ -555,7 +938,7 @@ class SubscriptionManager:
             for sid, held in self._sids.items():
                 if not todo:
                     break
-                if sid in self._busy or sid in self._resubscribe:
+                if sid in self._busy or sid in self._resubscribe or sid in self._trailing_ok:
                     continue
                 room = min(self.cap - len(held), self.max_tickers_per_command)
                 if room <= 0:
@@ -592,7 +975,8 @@ class SubscriptionManager:
     def _resolve_backoff(self, now_ns: int | None) -> None:
         if now_ns is None:
             return
-        for retry in (*self._retry.values(), *self._sid_retry.values(), self._lifecycle.retry):
+        lifecycle_retries = [life.retry for life in self._lifecycles.values()]
+        for retry in (*self._retry.values(), *self._sid_retry.values(), *lifecycle_retries):
             if retry.delay_ns is not None:
                 retry.at_ns = now_ns + retry.delay_ns
                 retry.delay_ns = None
@@ -612,13 +996,15 @@ class SubscriptionManager:
         return [SidAssigned(sid, ORDERBOOK_CHANNEL, tuple(after))]
 
     def _drop_sid(self, sid: int) -> list[Event]:
-        if self._lifecycle.sid == sid:
-            self._lifecycle = _Lifecycle(state="pending")
-            return [SidAssigned(sid, LIFECYCLE_CHANNEL, ())]
+        for channel, life in self._lifecycles.items():
+            if life.sid == sid:
+                life.state, life.sid = "pending", None
+                return [SidAssigned(sid, channel, ())]
         held = self._sids.pop(sid, None)
         self._resubscribe.discard(sid)
         self._snapshots.pop(sid, None)
         self._sid_retry.pop(sid, None)
+        self._trailing_ok.pop(sid, None)
         if held is None:
             return []
         for ticker in held:
@@ -637,9 +1023,10 @@ class SubscriptionManager:
 
     def _on_async_error(self, code: int | None, message: str, sid: int | None) -> list[Event]:
         if code in RESUBSCRIBE_CODES and sid is not None:
-            if sid == self._lifecycle.sid:
-                self._lifecycle.state = "resubscribe"
-                return [NeedsResubscribe(sid, (), code, message)]
+            for life in self._lifecycles.values():
+                if life.sid == sid:
+                    life.state = "resubscribe"
+                    return [NeedsResubscribe(sid, (), code, message)]
             if sid in self._sids:
                 self._resubscribe.add(sid)
                 return [NeedsResubscribe(sid, tuple(self._sids[sid]), code, message)]
@@ -656,9 +1043,9 @@ class SubscriptionManager:
             self.fallback = True
             events.append(Fallback(code, message, command.cmd_id))
         events.append(self._failed(command, code, message, True))
-        if command.action == "get_snapshot" and command.sid in self._sids:
-            assert command.sid is not None
-            self._resubscribe.add(command.sid)
+        sid = command.sid
+        if command.action == "get_snapshot" and sid is not None and sid in self._sids:
+            self._resubscribe.add(sid)
         # A refused add leaves its markets pending (now planned as subscribes); a refused delete
         # leaves them on the sid, which the fallback plan unsubscribes as a whole.
         return events
@@ -685,53 +1072,51 @@ class SubscriptionManager:
             self._failed(command, code, message, True),
             MarketNotFound(ticker, command.cmd_id),
         ]
-        if command.sid is not None and command.action in ("delete_markets", "get_snapshot"):
-            held = self._sids.get(command.sid)
+        sid = command.sid
+        if sid is not None and command.action in ("delete_markets", "get_snapshot"):
+            held = self._sids.get(sid)
             if held is not None and ticker in held:
-                events += self._set_sid(command.sid, {t: None for t in held if t != ticker})
-        if command.action == "get_snapshot" and command.sid in self._sids:
-            assert command.sid is not None
+                events += self._set_sid(sid, {t: None for t in held if t != ticker})
+        if command.action == "get_snapshot" and sid is not None and sid in self._sids:
             rest = [t for t in command.tickers if t != ticker]
-            self._snapshots.setdefault(command.sid, {}).update(dict.fromkeys(rest))
+            self._snapshots.setdefault(sid, {}).update(dict.fromkeys(rest))
         return events
 
-    def _retry_tickers(self, command: Command, code: int | None, message: str) -> list[Event]:
+    def _retry_tickers(
+        self, command: Command, code: int | None, message: str, unlimited: bool = False
+    ) -> list[Event]:
         if command.cmd == "subscribe":
-            self._failed_subscribes[command.cmd_id] = command
-            while len(self._failed_subscribes) > 1000:
-                del self._failed_subscribes[next(iter(self._failed_subscribes))]
+            self._remember_failed(command)
         given_up: list[str] = []
         for ticker in command.tickers:
             retry = self._retry.setdefault(ticker, _Retry())
-            if not self._bump(retry):
+            if not self._bump(retry, limited=not unlimited):
                 given_up.append(ticker)
-        if command.action == "get_snapshot" and command.sid in self._sids:
-            assert command.sid is not None
+        sid = command.sid
+        if command.action == "get_snapshot" and sid is not None and sid in self._sids:
             again = [t for t in command.tickers if t not in given_up]
             if again:
-                self._snapshots.setdefault(command.sid, {}).update(dict.fromkeys(again))
+                self._snapshots.setdefault(sid, {}).update(dict.fromkeys(again))
         events: list[Event] = [self._failed(command, code, message, not given_up)]
         if given_up:
             if command.action in ("delete_markets", "get_snapshot"):
                 # Next rung of the ladder: unsubscribe the whole sid and subscribe again.
-                if command.sid in self._sids:
-                    assert command.sid is not None
-                    self._resubscribe.add(command.sid)
+                if sid is not None and sid in self._sids:
+                    self._resubscribe.add(sid)
             else:
                 for ticker in given_up:
                     self._wanted.pop(ticker, None)
-            events.append(GaveUp(tuple(given_up), command.sid, code, message, command.purpose))
+            events.append(GaveUp(tuple(given_up), sid, code, message, command.purpose))
         return events
 
-    def _retry_sid(self, command: Command, code: int | None, message: str) -> list[Event]:
-        assert command.sid is not None
-        retry = self._sid_retry.setdefault(command.sid, _Retry())
+    def _retry_sid(self, command: Command, sid: int, code: int | None, message: str) -> list[Event]:
+        retry = self._sid_retry.setdefault(sid, _Retry())
         if self._bump(retry):
             return [self._failed(command, code, message, True)]
-        self._resubscribe.discard(command.sid)
+        self._resubscribe.discard(sid)
         return [
             self._failed(command, code, message, False),
-            GaveUp(command.tickers, command.sid, code, message, command.purpose),
+            GaveUp(command.tickers, sid, code, message, command.purpose),
         ]
 
     def _bump(self, retry: _Retry, limited: bool = True) -> bool:

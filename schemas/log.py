@@ -50,7 +50,9 @@ class Decision(StrEnum):
     CONNECTED = "connected"
     """{conn, epoch, url}"""
     DISCONNECTED = "disconnected"
-    """{conn, epoch, reason}"""
+    """{conn, epoch, reason, code?: int, close_reason?: str}; ``code``/``close_reason`` are the
+    WebSocket close frame the exchange sent (absent when the connection just died or we closed
+    it, e.g. ``reason: "inbound silence ..."``). Older logs have only {conn, epoch, reason}."""
     CONNECT_FAILED = "connect_failed"
     """{conn, attempt, reason, retry_in_s}"""
     MARKET_JOINED = "market_joined"
@@ -58,6 +60,10 @@ class Decision(StrEnum):
     late_by_ms?: int, open_ts?: int, close_ts?: int}"""
     MARKET_LEFT = "market_left"
     """{market_ticker, reason: "determined"|"reconciled_determined"|"rest_gone"|"shutdown"}"""
+    LIFECYCLE_FLAGGED = "lifecycle_flagged"
+    """A lifecycle frame with a field of an unexpected type (stored null, frame ``malformed``)
+    was still acted on, since only ``market_ticker`` + ``event_type`` are needed:
+    {market_ticker, event_type, problem}"""
     MARKET_SKIPPED = "market_skipped"
     """{market_ticker, reason: "filtered"|"shard"|"already_open"}"""
     SUBSCRIPTION = "subscription"
@@ -75,7 +81,25 @@ class Decision(StrEnum):
     LOSS = "loss"
     """The exchange says data was lost (error 25) or the writer had to drop: {sid?, detail}"""
     RECONCILED = "reconciled"
-    """REST reconciliation after a reconnect: {joined: [...], left: [...]}"""
+    """REST reconciliation: {joined: [...], left: [...], trigger?: "reconnect"|"periodic",
+    anchor_ms?: int, markets?: int, requests?: int, fallbacks?: [...]}; ``anchor_ms`` is the
+    creation time (exchange clock, ms) from which missed markets are looked for: the session
+    start less the clock-skew margin. Older logs have only {joined, left}."""
+    RECONCILE_FAILED = "reconcile_failed"
+    """A REST reconciliation pass failed; nothing was left because of it, it is retried:
+    {trigger, error, retry_in_s}"""
+    COMMAND_TIMEOUT = "command_timeout"
+    """A command got no answer by its deadline: {conn, epoch, cmd_id, cmd, action?, purpose,
+    sid?, market_tickers, waited_ms, then: "retry"|"snapshot"|"resubscribe"|"drop_sid"}; ``then``
+    is how the truth is re-established (sent again, snapshots asked again, sid unsubscribed and
+    its markets subscribed again, sid taken as gone)."""
+    SUBSCRIPTION_MERGED = "subscription_merged"
+    """A subscribe was merged into an existing subscription (notes §4.7): {conn, epoch, cmd_id,
+    sid: int|null (null until a frame names it), market_tickers, how: "ok_without_sid"|
+    "existing_sid"|"error_6"}"""
+    FATAL_CLOSE = "fatal_close"
+    """The exchange closed the connection with a 4000-4999 code several times in a row (auth):
+    the run stops with exit 2. {conn, code, close_reason, repeats}"""
     WRITER_BACKLOG = "writer_backlog"
     """The disk writer fell behind: {queue_depth, capacity}"""
 
