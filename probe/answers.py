@@ -7,8 +7,8 @@ carries a machine ``value`` (the words :mod:`simulator.profile` maps to switches
 ==================== ===================================================================
 question             value
 ==================== ===================================================================
-get_snapshot_ok      "ok" | "no_ok" | "unknown"
-reply_id             "always" | "never" | "sometimes" | "unknown"
+get_snapshot_ok      "before" | "after" (the snapshots) | "none" | "unknown"
+reply_id             "always" | "sid_replies" (not subscribed/ok/unsubscribed) | "never" | "mixed"
 repeat_subscribe     "merged" | "new_sid" | "error" | "no_reply" | "unknown"
 reply_seq            "consume" | "echo" | "absent" | "mixed" | "unknown"
 lifecycle_seq        "yes" | "no" | "mixed" | "unknown"
@@ -20,7 +20,11 @@ end_cursor           "empty_string" | "null" | "absent" | "more_pages" | "unknow
 clock_offset_ms      {"estimate", "low", "high"}: exchange clock minus ours, ms (None = unbounded)
 errors               {case: {"type", "code", "msg", "has_id", ...}}
 mve_channel          "subscribed" | "error" | "no_reply" | "unknown"
+mve_share            share of created notices that came on the MVE channel (0..1) | "unknown"
 close_code           int | None
+seq_start            int (first seq of a book subscription) | "mixed" | "unknown"
+wire_format          "current" | "legacy" | "unknown"
+young_market         {"not_found_after_s", "accepted_after_s"} (seconds after the created notice)
 ==================== ===================================================================
 """
 
@@ -124,30 +128,49 @@ def get_snapshot_ok(t: Transcript) -> Answer:
     errors = [e["n"] for e, f in replies if f.get("type") == "error"]
     snaps = [e["n"] for e, f in _window(t, out) if f.get("type") == "orderbook_snapshot"]
     ev = [out["n"], *oks, *errors, *snaps[:2]]
-    if oks:
-        return Answer("get_snapshot_ok", q, "ok", "yes: an ok reply came", ev)
     if errors:
         return _unknown("get_snapshot_ok", q, "the command got an error", ev)
+    if oks and snaps:
+        when = "before" if oks[0] < snaps[0] else "after"
+        return Answer("get_snapshot_ok", q, when, f"yes, {when} the snapshot", ev)
+    if oks:
+        return Answer("get_snapshot_ok", q, "before", "yes (no snapshot came)", ev)
     if snaps:
-        return Answer("get_snapshot_ok", q, "no_ok", "no: only the snapshot came", ev)
+        return Answer("get_snapshot_ok", q, "none", "no: only the snapshot came", ev)
     return _unknown("get_snapshot_ok", q, "neither an ok nor a snapshot came", ev)
+
+
+def _carries_sid(f: dict[str, Any]) -> bool:
+    """subscribed / unsubscribed / an update's ok (not list_subscriptions' ok, not errors)."""
+    kind = f.get("type")
+    return kind in ("subscribed", "unsubscribed") or (
+        kind == "ok" and not isinstance(f.get("msg"), list)
+    )
 
 
 def reply_id(t: Transcript) -> Answer:
     q = "Do replies carry id?"
-    with_id, without = [], []
+    sid_with, sid_without, other_with, other_without = [], [], [], []
     for e, f in t.ws_in():
-        if f.get("type") in REPLY_TYPES and not _async_error(f):
-            (with_id if "id" in f else without).append((e["n"], f.get("type")))
-    ev = [n for n, _ in without[:4]] + [n for n, _ in with_id[:2]]
+        if f.get("type") not in REPLY_TYPES or _async_error(f):
+            continue
+        has = "id" in f
+        if _carries_sid(f):
+            (sid_with if has else sid_without).append(e["n"])
+        else:
+            (other_with if has else other_without).append(e["n"])
+    with_id = sid_with + other_with
+    without = sid_without + other_without
+    ev = sorted(without[:4] + with_id[:2])
     if not with_id and not without:
         return _unknown("reply_id", q, "no reply received")
     if not without:
         return Answer("reply_id", q, "always", f"yes: all {len(with_id)} replies", ev)
-    kinds = sorted({k for _, k in without})
     if not with_id:
         return Answer("reply_id", q, "never", f"no: none of {len(without)} replies", ev)
-    return Answer("reply_id", q, "sometimes", f"not on: {', '.join(kinds)}", ev)
+    if not sid_with and not other_without:
+        return Answer("reply_id", q, "sid_replies", "not on subscribed/ok/unsubscribed", ev)
+    return Answer("reply_id", q, "mixed", f"{len(without)} of {len(t.entries)} without", ev)
 
 
 def repeat_subscribe(t: Transcript) -> Answer:
@@ -475,12 +498,123 @@ def mve_channel(t: Transcript) -> Answer:
     return Answer("mve_channel", q, "subscribed", f"subscribed; {len(seen)} MVE notices", ev + seen[:2])
 
 
+def mve_share(t: Transcript) -> Answer:
+    q = "What share of new markets are MVE (announced on their own channel)?"
+    found = _out_command(t, "subscribe_mve")
+    if found is None:
+        return _unknown("mve_share", q, "the MVE channel was not asked")
+    regular, mve = [], []
+    for e, f in t.ws_in():  # both channels are live only after the MVE subscribe
+        msg = f.get("msg")
+        if e["n"] < found[0]["n"]:
+            continue
+        if isinstance(msg, dict) and msg.get("event_type") == "created":
+            if f.get("type") == "market_lifecycle_v2":
+                regular.append(e["n"])
+            elif f.get("type") == MVE_CHANNEL:
+                mve.append(e["n"])
+    total = len(regular) + len(mve)
+    if not total:
+        return _unknown("mve_share", q, "no market was created while we listened")
+    share = round(len(mve) / total, 2)
+    return Answer("mve_share", q, share, f"{len(mve)} of {total} created", (mve[:2] + regular[:2]))
+
+
 def close_code(t: Transcript) -> Answer:
     q = "Which close code ends the connection?"
     close = next((e for e in t.entries if e["kind"] == "close" and e["dir"] == "in"), None)
     if close is None:
         return Answer("close_code", q, None, "no close frame received", [])
     return Answer("close_code", q, close.get("code"), f"{close.get('code')} {close.get('reason') or ''}".strip(), [close["n"]])
+
+
+def seq_start(t: Transcript) -> Answer:
+    q = "Which seq does a new subscription start at?"
+    firsts: dict[int, tuple[int, int]] = {}
+    book_sids = {
+        sid
+        for _, f in t.ws_in()
+        if f.get("type") == "subscribed"
+        and isinstance(f.get("msg"), dict)
+        and f["msg"].get("channel") == "orderbook_delta"
+        and (sid := _sid_of(f)) is not None
+    }
+    for e, f in t.ws_in():
+        sid, seq = f.get("sid"), f.get("seq")
+        if sid in book_sids and isinstance(seq, int) and sid not in firsts:
+            firsts[sid] = (seq, e["n"])
+    if not firsts:
+        return _unknown("seq_start", q, "no sequenced frame on a book subscription")
+    values = sorted({s for s, _ in firsts.values()})
+    ev = [n for _, n in list(firsts.values())[:3]]
+    if len(values) > 1:
+        return Answer("seq_start", q, "mixed", f"first seqs {values}", ev)
+    return Answer("seq_start", q, values[0], f"{values[0]}", ev)
+
+
+def wire_format(t: Transcript) -> Answer:
+    q = "Which wire format do book messages use?"
+    for e, f in t.ws_in():
+        msg = f.get("msg")
+        if f.get("type") not in ("orderbook_snapshot", "orderbook_delta"):
+            continue
+        if not isinstance(msg, dict):
+            continue
+        if any(k in msg for k in ("yes", "no", "price", "delta")):
+            return Answer("wire_format", q, "legacy", "legacy (integer cents)", [e["n"]])
+        if any(k in msg for k in ("yes_dollars_fp", "no_dollars_fp", "delta_fp")):
+            return Answer("wire_format", q, "current", "current (_dollars/_fp strings)", [e["n"]])
+    return _unknown("wire_format", q, "no book message with a level arrived")
+
+
+def young_market(t: Transcript) -> Answer:
+    """Added at once after its ``created`` notice: error 16 for a while, or accepted?
+
+    A rejection sent r ms after the notice arrived shows the window is longer than r (the market
+    was created before its notice arrived); the first acceptance bounds it from above."""
+    q = "Is a market just created 'not found' (error 16) for a while?"
+    tries = [(e, o) for e, o in t.ws_out() if e["step"] == "young_market"]
+    if not tries:
+        return _unknown("young_market", q, "no market was created while we listened")
+    first_cmd = tries[0][1]
+    ticker = ((first_cmd.get("params") or {}).get("market_tickers") or [None])[0]
+    notice = next(
+        (
+            e
+            for e, f in t.ws_in()
+            if f.get("type") == "market_lifecycle_v2"
+            and isinstance(f.get("msg"), dict)
+            and f["msg"].get("market_ticker") == ticker
+            and f["msg"].get("event_type") == "created"
+        ),
+        None,
+    )
+    if notice is None:
+        return _unknown("young_market", q, "the created notice is missing", [tries[0][0]["n"]])
+    low: float | None = None
+    high: float | None = None
+    ev = [notice["n"]]
+    for out, body in tries:
+        replies = _replies(t, out, body)
+        ev += [out["n"], *(e["n"] for e, _ in replies[:1])]
+        if not replies:
+            continue
+        f = replies[0][1]
+        age = (out["t_ms"] - notice["t_ms"]) / 1000
+        code = f["msg"].get("code") if isinstance(f.get("msg"), dict) else None
+        if f.get("type") == "error" and code == 16:
+            low = age
+        elif f.get("type") != "error":
+            high = age
+            break
+    value = {"not_found_after_s": low, "accepted_after_s": high}
+    if low is None and high is not None:
+        return Answer("young_market", q, value, "no: accepted at once", ev)
+    if low is not None and high is not None:
+        return Answer("young_market", q, value, f"yes: for {low:.1f}..{high:.1f} s", ev)
+    if low is not None:
+        return Answer("young_market", q, value, f"yes: still after {low:.1f} s", ev)
+    return Answer("young_market", q, value, "no answer", ev)
 
 
 QUESTIONS: tuple[Callable[[Transcript], Answer], ...] = (
@@ -497,7 +631,11 @@ QUESTIONS: tuple[Callable[[Transcript], Answer], ...] = (
     clock_offset_ms,
     errors,
     mve_channel,
+    mve_share,
     close_code,
+    seq_start,
+    wire_format,
+    young_market,
 )
 
 

@@ -33,6 +33,7 @@ from probe.script import (
     Plan,
     RestGet,
     RestResult,
+    Wait,
     check_allowed,
     script,
 )
@@ -58,6 +59,7 @@ class RunSettings:
     rest_interval_s: float = 0.25
     listen_s: float = 20.0
     linger_s: float = 1.0
+    young_retry_s: float = 1.0
     max_frames: int = 5_000  # frames kept in the report beyond this are counted, not stored
 
 
@@ -225,8 +227,9 @@ class _Shell:
         return bytes.fromhex(got["data_hex"]) if got else None
 
     async def _listen(self, a: Listen) -> list[dict[str, Any]]:
-        await self._wait_until(lambda: a.done(self.frames), a.max_s)
-        return self.frames
+        start = len(self.frames)
+        await self._wait_until(lambda: a.done(self.frames[start:]), a.max_s)
+        return self.frames[start:]
 
     async def _close(self) -> None:
         if self.ws is None:
@@ -291,6 +294,9 @@ class _Shell:
             return await self._command(action)
         if isinstance(action, Ping):
             return await self._ping(action)
+        if isinstance(action, Wait):
+            await self._wait_until(lambda: False, action.seconds)
+            return None
         return await self._listen(action)
 
     async def drive(self, gen: Generator[Action, Any, None]) -> ProbeRun:
@@ -325,5 +331,10 @@ async def run_probe(settings: RunSettings) -> ProbeRun:
     """Run the fixed script once against ``settings``' exchange; never raises for what the
     exchange does (a refused handshake or a dead connection ends the run early, recorded)."""
     shell = _Shell(settings)
-    plan = Plan(now_s=int(time.time()), listen_s=settings.listen_s, linger_s=settings.linger_s)
+    plan = Plan(
+        now_s=int(time.time()),
+        listen_s=settings.listen_s,
+        linger_s=settings.linger_s,
+        young_retry_s=settings.young_retry_s,
+    )
     return await shell.drive(script(plan))

@@ -23,7 +23,7 @@ ALLOWED_COMMANDS = frozenset({"subscribe", "unsubscribe", "update_subscription",
 ALLOWED_ACTIONS = frozenset({"get_snapshot", "add_markets", "delete_markets"})
 # Every REST path the probe may GET, relative to the REST base (public market data only).
 ALLOWED_REST = (re.compile(r"^/markets$"), re.compile(r"^/markets/[A-Za-z0-9._-]+$"))
-MAX_ACTIONS = 40  # the script below uses fewer; the shell refuses to go beyond this
+MAX_ACTIONS = 60  # the script below uses at most 50; the shell refuses to go beyond this
 
 # Names the probe uses for things that must not exist on the exchange.
 NO_SUCH_CHANNEL = "kalshi_probe_no_such_channel"
@@ -36,6 +36,9 @@ LIFECYCLE_TYPES = frozenset(
     {"market_lifecycle_v2", "event_lifecycle", "event_fee_update", MVE_CHANNEL}
 )
 PING_DATA = b"kalshi-probe"
+# A market created while we listen is added to the book subscription at once; while the exchange
+# answers error 16 (not found) we retry (every Plan.young_retry_s) at most this many times.
+YOUNG_RETRIES = 5
 
 Frames = list[dict[str, Any]]
 
@@ -74,7 +77,7 @@ class Ping:
 
 @dataclass(frozen=True)
 class Listen:
-    """Read passively until ``done(every frame received on the connection)`` or ``max_s``."""
+    """Read passively until ``done(frames received since the listen began)`` or ``max_s``."""
 
     step: str
     done: Callable[[Frames], bool] = field(compare=False)
@@ -82,11 +85,19 @@ class Listen:
 
 
 @dataclass(frozen=True)
+class Wait:
+    """Send nothing for ``seconds`` (between retries), still recording what arrives."""
+
+    step: str
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Close:
     step: str = "close"
 
 
-Action = RestGet | Command | Ping | Listen | Close
+Action = RestGet | Command | Ping | Listen | Wait | Close
 
 
 @dataclass
@@ -102,6 +113,7 @@ class Plan:
     now_s: int
     listen_s: float = 20.0  # passive window for lifecycle notices
     linger_s: float = 1.0  # how long to wait for a trailing reply that may not come
+    young_retry_s: float = 1.0  # between add_markets retries of a market answered "not found"
 
 
 def check_allowed(action: Action) -> None:
@@ -205,6 +217,34 @@ def lifecycle_seen(frames: Frames) -> bool:
     return any(f.get("type") in LIFECYCLE_TYPES for f in frames)
 
 
+def mve_seen(frames: Frames) -> bool:
+    return any(f.get("type") == MVE_CHANNEL for f in frames)
+
+
+def created_tickers(frames: Frames) -> list[str]:
+    """Markets announced as ``created`` on market_lifecycle_v2, in arrival order."""
+    out = []
+    for f in frames:
+        msg = f.get("msg")
+        if (
+            f.get("type") == LIFECYCLE_CHANNEL
+            and isinstance(msg, dict)
+            and msg.get("event_type") == "created"
+            and isinstance(msg.get("market_ticker"), str)
+        ):
+            out.append(msg["market_ticker"])
+    return out
+
+
+def error_code(frames: Frames, cmd_id: int) -> int | None:
+    for f in frames:
+        msg = f.get("msg")
+        if is_reply_to(f, cmd_id) and f.get("type") == "error" and isinstance(msg, dict):
+            code = msg.get("code")
+            return code if isinstance(code, int) else -1
+    return None
+
+
 def _new_sids(frames: Frames, cmd_id: int) -> list[int]:
     return [
         f["msg"]["sid"]
@@ -269,6 +309,13 @@ def script(plan: Plan) -> Generator[Action, Any, None]:
             lambda i: replied_and_snapshots(i, tickers),
         )
         frames = yield c
+        for _ in range(YOUNG_RETRIES):
+            # markets listed a moment ago may still be "not found" on the WebSocket side
+            if error_code(frames, c.body["id"]) != 16:
+                break
+            yield Wait("subscribe_book_wait", plan.young_retry_s)
+            c = cmd("subscribe_book", "subscribe", c.body["params"], lambda i: replied_and_snapshots(i, tickers))
+            frames = yield c
         sids = _new_sids(frames, c.body["id"])
         known_sids.update(sids)
         book_sid = sids[0] if sids else None
@@ -332,7 +379,27 @@ def script(plan: Plan) -> Generator[Action, Any, None]:
     frames = yield c
     mve_sids = _new_sids(frames, c.body["id"])
     yield cmd("list_subscriptions", "list_subscriptions", None, replied)
-    yield Listen("listen", lifecycle_seen, plan.listen_s)
+    # wait for a market to be created: its notice answers the lifecycle-seq question, and
+    # subscribing to it at once shows whether a brand-new market is "not found" for a while
+    frames = yield Listen("listen", lambda fs: bool(created_tickers(fs)), plan.listen_s)
+    young = created_tickers(frames)  # announced while we listened: seconds old at most
+    seen_mve = mve_seen(frames)
+    if young and book_sid is not None:
+        for attempt in range(YOUNG_RETRIES + 1):
+            if attempt:
+                yield Wait("young_market_wait", plan.young_retry_s)
+            c = cmd(
+                "young_market",
+                "update_subscription",
+                {"sid": book_sid, "market_tickers": [young[0]], "action": "add_markets"},
+                lambda i: replied_and_snapshots(i, [young[0]]),
+            )
+            frames = yield c
+            if error_code(frames, c.body["id"]) != 16:
+                break
+    if mve_sids and not seen_mve:
+        # the share of MVE creations is a question too: give them a short while
+        yield Listen("listen_mve", mve_seen, plan.listen_s / 4)
     for sid in mve_sids:  # MVE creations are numerous: do not keep reading them
         yield cmd("unsubscribe_mve", "unsubscribe", {"sids": [sid]}, replied)
     if book_sid is not None:
