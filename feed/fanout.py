@@ -160,9 +160,7 @@ class Consumer:
         """A fresh snapshot if the book is valid; else its state (extended consumers only): the
         snapshot follows when the recorder re-anchors it."""
         if m.state is Validity.VALID:
-            msg = orjson.dumps(
-                snapshot_msg(m.ticker, m.market_id, m.yes, m.no, self.fanout.state.wire_format)
-            )
+            msg = orjson.dumps(self.fanout.snapshot_msg(m))
             self._push(self._envelope("orderbook_snapshot", sub, msg, rs, True), refill)
         elif self.extended and refill:
             self._status_frame(
@@ -371,6 +369,10 @@ class Fanout:
         self.state = TapState(self, markets)
         self.mark_every = 1000
 
+    def snapshot_msg(self, m: Market) -> dict[str, Any]:
+        st = self.state
+        return snapshot_msg(m.ticker, m.market_id, m.yes, m.no, st.wire_format, st.empty_as_list)
+
     def visible(self, ticker: str) -> bool:
         only = self.state.only
         return only is None or ticker in only
@@ -408,9 +410,7 @@ class Fanout:
             for sub in c.subs.values():
                 if sub.channel == ORDERBOOK and sub.wants(m.ticker):
                     if msg is None:
-                        msg = orjson.dumps(
-                            snapshot_msg(m.ticker, m.market_id, m.yes, m.no, self.state.wire_format)
-                        )
+                        msg = orjson.dumps(self.snapshot_msg(m))
                     c._push(c._envelope("orderbook_snapshot", sub, msg, rs, True))
 
     def delta(self, m: Market, row: tuple[Any, ...]) -> None:

@@ -23,12 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from websockets.asyncio.server import ServerConnection
 
 from feed.fanout import Fanout
 from feed.server import Listening, pump, start_server
 from feed.source import SessionFiles, pick_session, read_rows
-from feed.state import RECV_NS, NullPublisher
+from feed.state import KIND, MSG_TYPE, RAW, RECORD_SEQ, RECV_NS, NullPublisher
 
 log = logging.getLogger("feed.replay")
 
@@ -91,6 +92,12 @@ class Replayer:
         self.files: SessionFiles = pick_session(cfg.data_dir, cfg.session)
         self.finished = 0
         self.frames_sent = 0
+        self.settings: dict[str, Any] = {}
+        for row in read_rows(self.files):  # the hello names the session's settings up front
+            if row[KIND] == "decision" and row[MSG_TYPE] == "session_start":
+                self.settings = orjson.loads(row[RAW])
+            if row[RECORD_SEQ] >= 8:
+                break
 
     def rows(self) -> Iterator[tuple[Any, ...]]:
         end = self.cfg.end_ns
@@ -102,6 +109,8 @@ class Replayer:
     async def handler(self, ws: ServerConnection) -> None:
         cfg = self.cfg
         fan = Fanout("replay", set(cfg.markets) if cfg.markets is not None else None)
+        fan.state.session_id = self.files.session_id
+        fan.state.settings = dict(self.settings)
         c = fan.add(max_queue=1 << 40)  # never lagged: the replay waits instead
         started = asyncio.Event()
         rows = self.rows()

@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import http
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -23,6 +25,9 @@ from feed.auth import is_loopback, refusal
 from feed.fanout import Consumer
 
 log = logging.getLogger("feed")
+
+SEND_BUFFER_BYTES = 64 * 1024
+"""Kernel send buffer per consumer connection (Linux doubles it): about a thousand frames."""
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 
@@ -83,10 +88,27 @@ async def start_server(address: str, handler: Handler, token: str | None) -> Lis
     return Listening(server, host, sock.getsockname()[1])
 
 
+def queue_limit(ws: ServerConnection, server_max: int) -> int:
+    """The connection's queue bound: ``?max_queue=N`` in the URL may lower the server's (a
+    consumer that wants to learn of its lag early), never raise it."""
+    query = parse_qs(urlsplit(ws.request.path if ws.request else "").query)
+    try:
+        asked = int(query.get("max_queue", [""])[0])
+    except ValueError:
+        return server_max
+    return max(16, min(asked, server_max))
+
+
 async def pump(ws: ServerConnection, c: Consumer, on_command: Callable[[], None] | None) -> None:
     """Run one connection until it closes: commands in, queued frames out."""
     ready = asyncio.Event()
     c.wakeup = ready.set
+    sock = ws.transport.get_extra_info("socket")
+    if sock is not None:
+        # The consumer's queue is the buffer that counts (bounded, and it lags a consumer that
+        # stalls); a small kernel send buffer keeps a stalled reader from hiding MBs in the OS.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
 
     async def writer() -> None:
         while True:

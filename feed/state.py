@@ -28,7 +28,7 @@ import orjson
 
 from feed.events import Validity
 from schemas.log import LOG_COLUMNS
-from schemas.wire import CURRENT, snapshot_format, snapshot_levels
+from schemas.wire import CURRENT, empty_sides_listed, snapshot_format, snapshot_levels
 
 _COL = {name: i for i, name in enumerate(LOG_COLUMNS)}
 RECORD_SEQ = _COL["record_seq"]
@@ -116,6 +116,8 @@ class TapState:
         self.record_seq = 0
         self.recv_ns = 0
         self.wire_format = CURRENT
+        self.empty_as_list = False
+        """Recorded snapshots wrote an empty side as ``[]`` (served the same way)."""
         self.markets: dict[str, Market] = {}
         self.sid_last: dict[SidKey, int] = {}
         self.sid_markets: dict[SidKey, set[str]] = {}
@@ -209,6 +211,8 @@ class TapState:
             self._invalidate(ticker, Validity.RESYNCING, "bad_snapshot", row[RECORD_SEQ])
             return
         self.wire_format = snapshot_format(msg)
+        if not yes or not no:
+            self.empty_as_list = empty_sides_listed(msg)
         mid = msg.get("market_id")
         m.market_id = mid if isinstance(mid, str) else m.market_id
         m.yes, m.no = yes, no

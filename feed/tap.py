@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from websockets.asyncio.server import ServerConnection
 
 from feed.fanout import DEFAULT_MAX_QUEUE, Fanout
-from feed.server import Listening, pump, start_server
+from feed.server import Listening, pump, queue_limit, start_server
 
 log = logging.getLogger("feed.tap")
 
@@ -71,7 +71,7 @@ class TapHandle:
                 self.fanout.mark()
 
     async def _handler(self, ws: ServerConnection) -> None:
-        c = self.fanout.add(self.max_queue)
+        c = self.fanout.add(queue_limit(ws, self.max_queue))
         try:
             await pump(ws, c, None)
         finally:

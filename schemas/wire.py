@@ -119,12 +119,24 @@ def _legacy_ok(levels: Levels) -> bool:
     return all(p % cent == 0 and s % SIZE_SCALE == 0 for p, s in levels.items())
 
 
+def empty_sides_listed(msg: dict[str, Any]) -> bool:
+    """Whether this snapshot ``msg`` writes an empty side as ``[]`` (kalshi-sdk needs both keys)
+    rather than leaving the key out (what the asyncapi says the exchange does)."""
+    return any(msg.get(k) == [] for k in ("yes_dollars_fp", "no_dollars_fp", "yes", "no"))
+
+
 def snapshot_msg(
-    market_ticker: str, market_id: str | None, yes: Levels, no: Levels, fmt: str = CURRENT
+    market_ticker: str,
+    market_id: str | None,
+    yes: Levels,
+    no: Levels,
+    fmt: str = CURRENT,
+    empty_as_list: bool = False,
 ) -> dict[str, Any]:
     """An ``orderbook_snapshot`` ``msg`` object for this book, ascending prices, in ``fmt``.
 
-    ``current``: ``*_dollars_fp`` keys, absent when a side is empty (as the exchange does).
+    ``current``: ``*_dollars_fp`` keys, absent when a side is empty (as the exchange does) or
+    ``[]`` with ``empty_as_list`` (as some servers do, and kalshi-sdk requires).
     ``legacy``: ``yes``/``no`` in int cents and ``yes_dollars``/``no_dollars``; a book that
     cannot be said exactly in whole cents and contracts is written in ``current`` keys instead
     (exact units win over format fidelity).
@@ -136,11 +148,11 @@ def snapshot_msg(
     if fmt == LEGACY and _legacy_ok(yes) and _legacy_ok(no):
         cent = PRICE_SCALE // 100
         for key, levels in (("yes", ys), ("no", ns)):
-            if levels:
+            if levels or empty_as_list:
                 msg[key] = [[p // cent, s // SIZE_SCALE] for p, s in levels]
                 msg[f"{key}_dollars"] = [[format_price(p), s // SIZE_SCALE] for p, s in levels]
         return msg
     for key, levels in (("yes_dollars_fp", ys), ("no_dollars_fp", ns)):
-        if levels:
+        if levels or empty_as_list:
             msg[key] = [[format_price(p), format_size(s)] for p, s in levels]
     return msg
