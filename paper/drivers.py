@@ -1,0 +1,99 @@
+"""Drivers: the thin asyncio shell around :class:`paper.engine.PaperSession`.
+
+Live and replay are one code path: a ``feed.Client`` reads the live tap (``--tap URL``) or a
+replay that this process serves itself from recorded segments on loopback (``--replay DATA``, as
+fast as the client reads), and every event goes through the same sans-I/O session. The only
+network peer is the tap or replay: nothing here can reach the exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from feed.client import Client
+from feed.replay import ReplayConfig, start_replay
+from paper.actor import Actor
+from paper.broker import Broker
+from paper.engine import PaperSession
+from paper.log import PaperLog, recover
+
+FLUSH_EVERY_S = 0.1
+"""Hand the paper log to the OS at least this often (the recorder's flush interval)."""
+
+DEPTH = 64
+"""Book levels per side the client passes on each update: deep enough that the broker's own
+book sees every level an order could reach, shallow enough to keep each update cheap."""
+
+
+@dataclass
+class RunResult:
+    session: PaperSession
+    log_file: Path | None
+
+
+async def run_feed(
+    url: str,
+    actor: Actor,
+    *,
+    log_dir: Path | None = None,
+    broker: Broker | None = None,
+    markets: list[str] | None = None,
+    token: str | None = None,
+    idle_timeout_s: float = 3600.0,
+    stop: asyncio.Event | None = None,
+) -> RunResult:
+    """Trade ``actor`` on paper against the tap or replay at ``url`` until its session ends (or
+    ``stop`` is set); write the paper log under ``log_dir`` (None: no log)."""
+    session = PaperSession(actor, broker or Broker())
+    log: PaperLog | None = None
+    if log_dir is not None:
+        recover(log_dir)
+        log = PaperLog(log_dir)
+    flushed = time.monotonic()
+    try:
+        async with Client(url, markets=markets, depth=DEPTH, token=token) as feed:
+            while not session.ended and not (stop is not None and stop.is_set()):
+                ev = await feed.next_event(idle_timeout_s)
+                if ev is None:
+                    break
+                rows = session.handle(ev)
+                if log is not None:
+                    log.session_id = session.session_id
+                    if rows:
+                        log.append(rows)
+                    if time.monotonic() - flushed >= FLUSH_EVERY_S:
+                        log.flush()
+                        flushed = time.monotonic()
+    finally:
+        sealed = log.close() if log is not None else None
+    return RunResult(session, sealed)
+
+
+async def run_replay(
+    data_dir: Path,
+    actor: Actor,
+    *,
+    session_id: int | None = None,
+    markets: list[str] | None = None,
+    log_dir: Path | None = None,
+    broker: Broker | None = None,
+) -> RunResult:
+    """Replay a recorded session (``kalshi-replay`` in-process, loopback, ``--speed max``) into
+    :func:`run_feed`."""
+    cfg = ReplayConfig(
+        Path(data_dir),
+        session=session_id,
+        markets=frozenset(markets) if markets else None,
+        speed=None,
+    )
+    _replayer, listening = await start_replay(cfg, "127.0.0.1:0")
+    try:
+        return await run_feed(listening.url, actor, log_dir=log_dir, broker=broker, markets=markets)
+    finally:
+        listening.server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(listening.server.wait_closed(), 10)

@@ -1,0 +1,152 @@
+"""A live paper run through the recorder's tap against the simulator, and a replay run of the same
+recorded session (in-process and through ``kalshi-paper``), give the same fills for a
+deterministic policy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from paper.actor import Decision, Observation
+from paper.drivers import RunResult, run_feed, run_replay
+from paper.log import read
+from paper.policies import SpreadCapture, TakeOnce
+from simulator.server import SimConfig, start_in_thread
+from tests.recorder.conftest import lively
+from tests.recorder.harness import ROOT, recorder_cmd
+
+
+class TakeThenQuote:
+    """Deterministic: take once per market, then quote inside the spread (maker fills too)."""
+
+    def __init__(self) -> None:
+        self.take = TakeOnce(size=100)
+        self.quote = SpreadCapture(size=100, min_spread=20_000)
+
+    def on_event(self, obs: Observation) -> Decision | None:
+        return self.take.on_event(obs) or self.quote.on_event(obs)
+
+
+@dataclass
+class Runs:
+    data: Path
+    live: RunResult
+    replay: RunResult
+
+
+def _fills(result: RunResult) -> list[tuple[object, ...]]:
+    assert result.log_file is not None
+    t = pq.read_table(result.log_file).to_pylist()
+    return [
+        (
+            r["record_seq"],
+            r["market_ticker"],
+            r["order_id"],
+            r["yes_buy"],
+            r["yes_price"],
+            r["size"],
+            r["liquidity"],
+            r["cash_change"],
+        )
+        for r in t
+        if r["kind"] in ("fill", "settle")
+    ]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
+    base = tmp_path_factory.mktemp("paper-live")
+    sim = start_in_thread(
+        SimConfig(
+            keys_dir=base / "keys",
+            generator=lively(lifetime="3:5", create_rate=2.0, delta_rate=300.0),
+        )
+    )
+    data = base / "data"
+    cmd = recorder_cmd(sim, data, "--duration", "10")
+    cmd[cmd.index("recorder")] = "tests.feed.livetap"  # the recorder with its tap attached
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "FEED_TAP": "127.0.0.1:0",
+        "FEED_TAP_WAIT": "1",  # hold the recording until we are subscribed
+        "FEED_TAP_MAX_QUEUE": "1000000",  # never lagged: the comparison needs every event
+    }
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        if not first:
+            raise AssertionError(proc.stderr.read() if proc.stderr else "recorder printed nothing")
+        url = json.loads(first)["url"]
+        live = asyncio.run(
+            asyncio.wait_for(
+                run_feed(url, TakeThenQuote(), log_dir=base / "live", idle_timeout_s=60), 120
+            )
+        )
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        sim.stop()
+    assert proc.returncode == 0, err[-3000:]
+    replay = asyncio.run(
+        asyncio.wait_for(run_replay(data, TakeThenQuote(), log_dir=base / "replay"), 120)
+    )
+    yield Runs(data, live, replay)
+
+
+def test_live_and_replay_give_the_same_fills(runs: Runs) -> None:
+    live, replay = _fills(runs.live), _fills(runs.replay)
+    assert any(f[6] == "taker" for f in live), "the policy never traded: nothing was compared"
+    assert any(f[6] is None for f in live), "no settlement was compared"
+    if runs.live.session.ended:  # the live run saw the session's end: everything is equal
+        assert live == replay
+    else:  # the tap closed with the recorder first: all the live run saw must match
+        upto = max(f[0] for f in live)
+        assert live == [f for f in replay if f[0] <= upto]
+
+
+def test_kalshi_paper_cli_replays_a_session(runs: Runs, tmp_path: Path) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "paper",
+            "--policy",
+            "paper.policies:TakeOnce",
+            "--replay",
+            str(runs.data),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    table = read(tmp_path)
+    kinds = table.column("kind").to_pylist()
+    assert kinds.count("fill") >= 1 and summary["log"] is not None
+    bad = subprocess.run(
+        [sys.executable, "-m", "paper", "--policy", "nope", "--replay", str(runs.data)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert bad.returncode == 2 and "module:Class" in bad.stderr
