@@ -32,7 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
         "protocol notes leave open; write a JSON report and print a table.",
     )
     a = p.add_argument
-    a("--env", choices=sorted(ENDPOINTS), help="exchange environment (env KALSHI_ENV; default demo)")
+    a(
+        "--env",
+        choices=sorted(ENDPOINTS),
+        help="exchange environment (env KALSHI_ENV; default demo)",
+    )
     a("--ws-url", help="WebSocket URL (overrides --env; e.g. a local simulator)")
     a("--rest-url", help="REST base URL ending in /trade-api/v2 (overrides --env)")
     a("--key-id", help="API key id (env KALSHI_API_KEY_ID)")
@@ -70,8 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         f"kalshi-probe-{environment}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     )
     if out.parent and not out.parent.is_dir():
-        print(f"kalshi-probe: directory {out.parent} does not exist; create it or change --out",
-              file=sys.stderr)
+        print(
+            f"kalshi-probe: directory {out.parent} does not exist; create it or change --out",
+            file=sys.stderr,
+        )
         return 2
     settings = RunSettings(
         ws_url=ws_url,

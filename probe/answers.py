@@ -81,16 +81,18 @@ def _replies(t: Transcript, out: Entry, body: dict[str, Any]) -> list[tuple[Entr
     for e, f in t.ws_in():
         if e["n"] <= out["n"] or f.get("type") not in REPLY_TYPES:
             continue
-        if f.get("id") == cid and cid is not None:
-            got.append((e, f))
-        elif "id" not in f and e["n"] < end and not _async_error(f):
+        by_id = cid is not None and f.get("id") == cid
+        by_window = "id" not in f and e["n"] < end and not _async_error(f)
+        if by_id or by_window:
             got.append((e, f))
     return got
 
 
 def _async_error(f: dict[str, Any]) -> bool:
     msg = f.get("msg")
-    return f.get("type") == "error" and isinstance(msg, dict) and msg.get("code") in ASYNC_ERROR_CODES
+    return (
+        f.get("type") == "error" and isinstance(msg, dict) and msg.get("code") in ASYNC_ERROR_CODES
+    )
 
 
 def _window(t: Transcript, out: Entry) -> Iterator[tuple[Entry, dict[str, Any]]]:
@@ -98,6 +100,11 @@ def _window(t: Transcript, out: Entry) -> Iterator[tuple[Entry, dict[str, Any]]]
     for e, f in t.ws_in():
         if out["n"] < e["n"] < end:
             yield e, f
+
+
+def _msg(f: dict[str, Any]) -> dict[str, Any]:
+    msg = f.get("msg")
+    return msg if isinstance(msg, dict) else {}
 
 
 def _sid_of(f: dict[str, Any]) -> int | None:
@@ -150,7 +157,10 @@ def _carries_sid(f: dict[str, Any]) -> bool:
 
 def reply_id(t: Transcript) -> Answer:
     q = "Do replies carry id?"
-    sid_with, sid_without, other_with, other_without = [], [], [], []
+    sid_with: list[int] = []
+    sid_without: list[int] = []
+    other_with: list[int] = []
+    other_without: list[int] = []
     for e, f in t.ws_in():
         if f.get("type") not in REPLY_TYPES or _async_error(f):
             continue
@@ -189,7 +199,7 @@ def repeat_subscribe(t: Transcript) -> Answer:
     for _, f in replies:
         kind = f.get("type")
         if kind == "error":
-            msg = f.get("msg") if isinstance(f.get("msg"), dict) else {}
+            msg = _msg(f)
             return Answer("repeat_subscribe", q, "error", f"error {msg.get('code')}", ev)
         sid = _sid_of(f)
         if kind == "subscribed" and sid is not None and sid not in known:
@@ -350,7 +360,11 @@ def rest_time_precision(t: Transcript) -> Answer:
         ev.append(resp["n"])
         for m in ms:
             for k, v in m.items():
-                if k.endswith("_time") and isinstance(v, str) and (d := _frac_digits(v)) is not None:
+                if (
+                    k.endswith("_time")
+                    and isinstance(v, str)
+                    and (d := _frac_digits(v)) is not None
+                ):
                     digits[k] = max(d, digits.get(k, 0))
     if not digits:
         return Answer("rest_time_precision", q, {}, "no market listed", ev[:3])
@@ -362,8 +376,11 @@ def end_cursor(t: Transcript) -> Answer:
     q = "What is the end-of-pagination cursor?"
     pair = _rest(t, "rest_last_page")
     if pair is None or pair[1] is None or pair[1].get("status") != 200:
-        return _unknown("end_cursor", q, "no single-page listing answered", [pair[0]["n"]] if pair else [])
+        return _unknown(
+            "end_cursor", q, "no single-page listing answered", [pair[0]["n"]] if pair else []
+        )
     out, resp = pair
+    assert resp is not None  # checked above
     body = t.parsed(resp)
     ev = [out["n"], resp["n"]]
     if not isinstance(body, dict):
@@ -396,13 +413,15 @@ def clock_offset_ms(t: Transcript) -> Answer:
         if resp is None:
             continue
         if isinstance(resp.get("date"), str):
+            d: int | None = None
             try:
                 d = int(email.utils.parsedate_to_datetime(resp["date"]).timestamp() * 1000)
             except (TypeError, ValueError):
-                d = None
+                pass
             if d is not None:
                 lows.append((d - resp["t_ms"], resp["n"]))
-                highs.append((d + 999 - resp.get("sent_ms", out["t_ms"]), resp["n"]))
+                sent = int(resp.get("sent_ms") or out["t_ms"])
+                highs.append((d + 999 - sent, resp["n"]))
         for m in _markets(t, resp) or []:
             for k in ("created_time", "updated_time"):
                 v = m.get(k)
@@ -457,7 +476,7 @@ def errors(t: Transcript) -> Answer:
             continue
         e, f = replies[0]
         ev.append(e["n"])
-        msg = f.get("msg") if isinstance(f.get("msg"), dict) else {}
+        msg = _msg(f)
         value[case] = {
             "type": f.get("type"),
             "code": msg.get("code"),
@@ -471,7 +490,11 @@ def errors(t: Transcript) -> Answer:
         flat = isinstance(body, dict) and "code" in body
         value["rest_unknown_market"] = {
             "status": pair[1].get("status"),
-            "shape": "flat" if flat else "nested" if isinstance(body, dict) and "error" in body else "other",
+            "shape": "flat"
+            if flat
+            else "nested"
+            if isinstance(body, dict) and "error" in body
+            else "other",
             "keys": sorted(body) if isinstance(body, dict) else [],
         }
         ev.append(pair[1]["n"])
@@ -491,11 +514,13 @@ def mve_channel(t: Transcript) -> Answer:
         return Answer("mve_channel", q, "no_reply", "no reply", ev)
     f = replies[0][1]
     if f.get("type") == "error":
-        msg = f.get("msg") if isinstance(f.get("msg"), dict) else {}
+        msg = _msg(f)
         return Answer("mve_channel", q, "error", f"error {msg.get('code')}", ev)
     sid = _sid_of(f)
     seen = [e["n"] for e, g in t.ws_in() if g.get("sid") == sid and g.get("type") == MVE_CHANNEL]
-    return Answer("mve_channel", q, "subscribed", f"subscribed; {len(seen)} MVE notices", ev + seen[:2])
+    return Answer(
+        "mve_channel", q, "subscribed", f"subscribed; {len(seen)} MVE notices", ev + seen[:2]
+    )
 
 
 def mve_share(t: Transcript) -> Answer:
@@ -525,7 +550,13 @@ def close_code(t: Transcript) -> Answer:
     close = next((e for e in t.entries if e["kind"] == "close" and e["dir"] == "in"), None)
     if close is None:
         return Answer("close_code", q, None, "no close frame received", [])
-    return Answer("close_code", q, close.get("code"), f"{close.get('code')} {close.get('reason') or ''}".strip(), [close["n"]])
+    return Answer(
+        "close_code",
+        q,
+        close.get("code"),
+        f"{close.get('code')} {close.get('reason') or ''}".strip(),
+        [close["n"]],
+    )
 
 
 def seq_start(t: Transcript) -> Answer:

@@ -80,7 +80,9 @@ def load_report(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ReportError(f"probe report {path} does not exist; run kalshi-probe first") from None
     except orjson.JSONDecodeError as exc:
-        raise ReportError(f"probe report {path} is not JSON ({exc}); run kalshi-probe again") from None
+        raise ReportError(
+            f"probe report {path} is not JSON ({exc}); run kalshi-probe again"
+        ) from None
     if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT:
         raise ReportError(
             f"{path} is not a kalshi-probe report (format {REPORT_FORMAT!r} expected)"

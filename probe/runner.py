@@ -256,7 +256,12 @@ class _Shell:
         sent = now_ms()
         try:
             with urllib.request.urlopen(req, timeout=self.s.step_timeout_s) as resp:
-                return resp.status, resp.read().decode("utf-8", "replace"), resp.headers.get("Date"), sent
+                return (
+                    resp.status,
+                    resp.read().decode("utf-8", "replace"),
+                    resp.headers.get("Date"),
+                    sent,
+                )
         except urllib.error.HTTPError as exc:
             body = exc.read().decode("utf-8", "replace") if exc.fp is not None else ""
             return exc.code, body, exc.headers.get("Date") if exc.headers else None, sent
@@ -285,9 +290,8 @@ class _Shell:
         if isinstance(action, Close):
             await self._close()
             return None
-        if self.ws is None and not self.closed:
-            if not await self._connect():
-                self.closed = True
+        if self.ws is None and not self.closed and not await self._connect():
+            self.closed = True
         if self.ws is None or self.closed:
             raise _Stop("the WebSocket connection is closed")
         if isinstance(action, Command):

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Every WebSocket command the probe may send, and the update_subscription actions among them.
-ALLOWED_COMMANDS = frozenset({"subscribe", "unsubscribe", "update_subscription", "list_subscriptions"})
+ALLOWED_COMMANDS = frozenset(
+    {"subscribe", "unsubscribe", "update_subscription", "list_subscriptions"}
+)
 ALLOWED_ACTIONS = frozenset({"get_snapshot", "add_markets", "delete_markets"})
 # Every REST path the probe may GET, relative to the REST base (public market data only).
 ALLOWED_REST = (re.compile(r"^/markets$"), re.compile(r"^/markets/[A-Za-z0-9._-]+$"))
@@ -271,7 +273,9 @@ def script(plan: Plan) -> Generator[Action, Any, None]:
         return Command(step, body, done(cid), **kw)
 
     # REST: the open markets (tickers to subscribe to, time precision, cursor)
-    listing: RestResult = yield RestGet("rest_markets", "/markets", (("status", "open"), ("limit", "20")))
+    listing: RestResult = yield RestGet(
+        "rest_markets", "/markets", (("status", "open"), ("limit", "20"))
+    )
     markets: list[Any] = []
     if listing.status == 200 and isinstance(listing.body, dict):
         markets = listing.body.get("markets") or []
@@ -290,9 +294,13 @@ def script(plan: Plan) -> Generator[Action, Any, None]:
     if a is not None:
         yield RestGet("rest_filter_tickers", "/markets", (("tickers", a), ("limit", "20")))
     far = plan.now_s + 10 * 365 * 86_400  # nothing can have been created after this
-    yield RestGet("rest_filter_min_created_ts", "/markets", (("min_created_ts", str(far)), ("limit", "5")))
+    yield RestGet(
+        "rest_filter_min_created_ts", "/markets", (("min_created_ts", str(far)), ("limit", "5"))
+    )
     yield RestGet("rest_filter_mve_filter", "/markets", (("mve_filter", "only"), ("limit", "20")))
-    yield RestGet("rest_filter_status_multi", "/markets", (("status", "open,closed"), ("limit", "5")))
+    yield RestGet(
+        "rest_filter_status_multi", "/markets", (("status", "open,closed"), ("limit", "5"))
+    )
     yield RestGet("rest_unknown_market", f"/markets/{NO_SUCH_MARKET}")
 
     # WebSocket (the shell connects before the first command)
@@ -314,7 +322,12 @@ def script(plan: Plan) -> Generator[Action, Any, None]:
             if error_code(frames, c.body["id"]) != 16:
                 break
             yield Wait("subscribe_book_wait", plan.young_retry_s)
-            c = cmd("subscribe_book", "subscribe", c.body["params"], lambda i: replied_and_snapshots(i, tickers))
+            c = cmd(
+                "subscribe_book",
+                "subscribe",
+                c.body["params"],
+                lambda i: replied_and_snapshots(i, tickers),
+            )
             frames = yield c
         sids = _new_sids(frames, c.body["id"])
         known_sids.update(sids)
@@ -353,9 +366,7 @@ def script(plan: Plan) -> Generator[Action, Any, None]:
         for sid in extra:  # a new subscription: give it back (its unsubscribed carries a seq)
             yield cmd("unsubscribe_repeat", "unsubscribe", {"sids": [sid]}, replied)
     yield Ping("ping")
-    yield cmd(
-        "error_unknown_channel", "subscribe", {"channels": [NO_SUCH_CHANNEL]}, replied
-    )
+    yield cmd("error_unknown_channel", "subscribe", {"channels": [NO_SUCH_CHANNEL]}, replied)
     if a is not None and book_sid is not None:
         yield cmd(
             "error_bad_params",

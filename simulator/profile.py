@@ -23,7 +23,11 @@ from probe.report import load_report
 from simulator.switches import BY_NAME, defaults
 
 # The REST filters the probe tries, by the GET /markets parameter that carries each.
-FILTER_PARAMS = {"tickers": "tickers", "min_created_ts": "min_created_ts", "mve_filter": "mve_filter"}
+FILTER_PARAMS = {
+    "tickers": "tickers",
+    "min_created_ts": "min_created_ts",
+    "mve_filter": "mve_filter",
+}
 CHOICES = {  # answer -> switch, for answers whose values are already switch values
     "empty_side": ("empty_side", ("omit", "empty_list")),
     "reply_seq": ("reply_seq", ("consume", "echo")),

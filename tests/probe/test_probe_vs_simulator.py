@@ -144,14 +144,18 @@ def test_probe_sends_only_its_read_only_allow_list(
             assert "portfolio" not in target, target
             rel = path.removeprefix("/trade-api/v2")
             assert any(p.match(rel) for p in ALLOWED_REST), target
-        sent_ws = [e["text"] for e in cell.report["frames"] if e["dir"] == "out" and e["kind"] == "ws"]
+        sent_ws = [
+            e["text"] for e in cell.report["frames"] if e["dir"] == "out" and e["kind"] == "ws"
+        ]
         assert sent_ws == got_ws, cell.name
         sent_rest = [
             e["path"] + ("?" + e["query"] if e["query"] else "")
             for e in cell.report["frames"]
             if e["dir"] == "out" and e["kind"] == "rest"
         ]
-        assert [re.sub("%2C", ",", t.removeprefix("/trade-api/v2")) for _, t in got_rest] == sent_rest
+        assert [
+            re.sub("%2C", ",", t.removeprefix("/trade-api/v2")) for _, t in got_rest
+        ] == sent_rest
 
 
 def test_report_never_holds_the_key_or_signatures(
