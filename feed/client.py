@@ -258,7 +258,7 @@ class Client:
         if t == "tap_hello":
             self.hello = Hello(
                 protocol=str(msg["protocol"]),
-                session_id=int(msg["session_id"]),
+                session_id=int(msg.get("session_id") or 0),
                 mode=str(msg["mode"]),
                 settings=dict(msg.get("settings") or {}),
                 wire_format=str(msg.get("wire_format", "current")),

@@ -1,0 +1,342 @@
+"""The tap's sans-I/O parts without sockets: wire format, the row state machine, the fan-out and
+its Kalshi commands, the client's continuity checks, and the handshake policy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from feed.auth import refusal
+from feed.client import Client, FeedError
+from feed.events import BookUpdate, Lagged, Validity
+from feed.fanout import Fanout
+from feed.state import TapState
+from schemas.log import LOG_COLUMNS
+from schemas.units import parse_price, parse_size
+from schemas.wire import (
+    CURRENT,
+    LEGACY,
+    format_price,
+    format_size,
+    snapshot_levels,
+    snapshot_msg,
+)
+
+# ----------------------------------------------------------------------------- wire
+
+
+@given(st.integers(min_value=-(10**12), max_value=10**12))
+def test_price_strings_round_trip_exactly(micros: int) -> None:
+    text = format_price(micros)
+    assert parse_price(text) == micros
+    assert len(text.split(".")[1]) in (4, 5, 6)
+
+
+@given(st.integers(min_value=-(10**12), max_value=10**12))
+def test_size_strings_round_trip_exactly(centi: int) -> None:
+    assert parse_size(format_size(centi)) == centi
+
+
+levels = st.dictionaries(
+    st.integers(min_value=1, max_value=999_999),
+    st.integers(min_value=1, max_value=10**9),
+    max_size=8,
+)
+
+
+@given(levels, levels, st.sampled_from([CURRENT, LEGACY]), st.booleans())
+def test_snapshots_round_trip_in_both_formats(
+    yes: dict[int, int], no: dict[int, int], fmt: str, empty_as_list: bool
+) -> None:
+    msg = snapshot_msg("T-1", "id", yes, no, fmt, empty_as_list)
+    assert snapshot_levels(orjson.dumps({"type": "orderbook_snapshot", "msg": msg})) == (yes, no)
+    whole = all(p % 10_000 == 0 and s % 100 == 0 for p, s in [*yes.items(), *no.items()])
+    if fmt == LEGACY and whole:
+        assert "yes_dollars_fp" not in msg and "no_dollars_fp" not in msg
+    else:
+        assert "yes" not in msg and "no" not in msg  # exact units win over the legacy format
+
+
+def test_legacy_snapshot_levels_and_bad_snapshots() -> None:
+    legacy = {"msg": {"yes": [[45, 100]], "yes_dollars": [["0.4550", 100]], "no": None}}
+    assert snapshot_levels(legacy) == ({455_000: 10_000}, {})  # the dollar strings win
+    for bad in (
+        b"{",
+        {"msg": {"yes_dollars_fp": [["0.5", "-1.00"]]}},
+        {"msg": {"yes": [[0.5, 1]]}},
+    ):
+        with pytest.raises(ValueError):
+            snapshot_levels(bad)
+
+
+# ----------------------------------------------------------------------------- rows
+
+_IDX = {n: i for i, n in enumerate(LOG_COLUMNS)}
+
+
+class Log:
+    """Builds session-log rows the way ``SessionLog`` does."""
+
+    def __init__(self) -> None:
+        self.rs = 0
+        self.rows: list[tuple[Any, ...]] = []
+
+    def add(self, kind: str, msg_type: str, raw: Any, **cols: Any) -> tuple[Any, ...]:
+        self.rs += 1
+        row: list[Any] = [None] * len(LOG_COLUMNS)
+        row[_IDX["session_id"]] = 7
+        row[_IDX["record_seq"]] = self.rs
+        row[_IDX["recv_ns"]] = self.rs * 1000
+        row[_IDX["kind"]] = kind
+        row[_IDX["msg_type"]] = msg_type
+        row[_IDX["malformed"]] = False
+        row[_IDX["raw"]] = raw if isinstance(raw, bytes) else orjson.dumps(raw)
+        for k, v in cols.items():
+            row[_IDX[k]] = v
+        self.rows.append(tuple(row))
+        return self.rows[-1]
+
+    def joined(self, t: str) -> None:
+        self.add("decision", "market_joined", {"market_ticker": t, "reason": "created"})
+
+    def snapshot(self, t: str, sid: int, seq: int, yes: dict[int, int], no: dict[int, int]) -> None:
+        msg = snapshot_msg(t, "mid", yes, no)
+        body = {"type": "orderbook_snapshot", "sid": sid, "seq": seq, "msg": msg}
+        self.add(
+            "in", "orderbook_snapshot", body, conn=0, epoch=1, sid=sid, seq=seq, market_ticker=t
+        )
+
+    def delta(self, t: str, sid: int, seq: int, side: str, price: int, delta: int) -> None:
+        msg = {
+            "market_ticker": t,
+            "price_dollars": format_price(price),
+            "delta_fp": format_size(delta),
+            "side": side,
+            "ts_ms": seq,
+        }
+        body = {"type": "orderbook_delta", "sid": sid, "seq": seq, "msg": msg}
+        self.add(
+            "in", "orderbook_delta", body, conn=0, epoch=1, sid=sid, seq=seq, market_ticker=t,
+            side=side, price=price, delta=delta, ts_ms=seq,
+        )  # fmt: skip
+
+
+def test_validity_follows_snapshots_gaps_stale_negative_and_leaves() -> None:
+    log = Log()
+    s = TapState()
+    log.joined("A")
+    log.joined("B")
+    log.snapshot("A", 1, 1, {500_000: 100}, {})
+    log.snapshot("B", 1, 2, {}, {400_000: 100})
+    for r in log.rows:
+        s.on_row(r)
+    assert s.markets["A"].state is Validity.VALID and s.markets["B"].state is Validity.VALID
+    log.delta("A", 1, 3, "yes", 500_000, 50)
+    log.delta("A", 1, 3, "yes", 500_000, 50)  # duplicate: skipped
+    s.on_row(log.rows[-2])
+    s.on_row(log.rows[-1])
+    assert s.markets["A"].yes == {500_000: 150}
+    log.delta("B", 1, 5, "no", 400_000, 10)  # seq 4 missed: every market of sid 1 resyncs
+    s.on_row(log.rows[-1])
+    assert s.markets["A"].state is Validity.RESYNCING and s.markets["B"].no == {400_000: 100}
+    log.snapshot("A", 1, 6, {510_000: 1}, {})
+    log.delta("A", 1, 7, "yes", 510_000, -5)  # negative: not the true book any more
+    for r in log.rows[-2:]:
+        s.on_row(r)
+    assert (s.markets["A"].state, s.markets["A"].reason) == (Validity.RESYNCING, "negative_size")
+    log.add("decision", "market_left", {"market_ticker": "B", "reason": "determined"})
+    s.on_row(log.rows[-1])
+    assert s.markets["B"].state is Validity.UNANCHORED and not s.markets["B"].followed
+
+
+# ----------------------------------------------------------------------------- fan-out + client
+
+
+def _drain(c: Any, client: Client) -> list[Any]:
+    out = []
+    for frame in c.take():
+        ev = client.on_frame(frame)
+        if ev is not None:
+            out.append(ev)
+    return out
+
+
+ops = st.lists(
+    st.tuples(
+        st.sampled_from(["delta", "delta", "delta", "snapshot", "gap"]),
+        st.sampled_from(["A", "B"]),
+        st.sampled_from(["yes", "no"]),
+        st.integers(min_value=1, max_value=5).map(lambda k: k * 10_000),
+        st.integers(min_value=-300, max_value=300).filter(bool),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops, st.integers(min_value=16, max_value=40), st.integers(min_value=1, max_value=30))
+def test_a_client_holds_the_taps_books_even_when_lagged(
+    steps: list[tuple[str, str, str, int, int]], max_queue: int, read_every: int
+) -> None:
+    """Whatever the rows and however slowly the consumer reads: every valid book the client
+    holds is the tap's book, seq stays continuous, and lag is announced."""
+    fan = Fanout("live")
+    c = fan.add(max_queue)
+    client = Client("ws://unused")
+    c.handle(
+        orjson.dumps(
+            {
+                "id": 1,
+                "cmd": "subscribe",
+                "params": {
+                    "channels": ["recorder_status", "orderbook_delta"],
+                    "all_markets": True,
+                },
+            }
+        )
+    )
+    log = Log()
+    log.joined("A")
+    log.joined("B")
+    seq = 0
+    for t in ("A", "B"):
+        seq += 1
+        log.snapshot(t, 1, seq, {30_000: 500}, {20_000: 500})
+    for op, t, side, price, delta in steps:
+        seq += 1
+        if op == "snapshot":
+            log.snapshot(t, 1, seq, {price: abs(delta)}, {})
+        elif op == "gap":
+            seq += 1
+            log.delta(t, 1, seq, side, price, abs(delta))
+        else:
+            log.delta(t, 1, seq, side, price, delta)
+    events: list[Any] = []
+    for i, r in enumerate(log.rows):
+        fan.on_row(r)
+        if i % read_every == 0:
+            events += _drain(c, client)
+    events += _drain(c, client)
+    if c.lagged_times:
+        assert any(isinstance(e, Lagged) for e in events)
+    for t, m in fan.state.markets.items():
+        b = client.books.get(t)
+        if m.state is Validity.VALID:
+            assert b is not None and b.valid and (b.yes, b.no) == (m.yes, m.no)
+        elif b is not None:
+            assert not b.valid
+    for e in events:
+        if isinstance(e, BookUpdate):
+            assert e.market_ticker in ("A", "B")
+
+
+def _cmd(c: Any, client: Client, **body: Any) -> list[dict[str, Any]]:
+    c.handle(orjson.dumps(body))
+    frames = [orjson.loads(f) for f in c.take()]
+    for f in frames:
+        if f.get("type") != "error":
+            client.on_frame(orjson.dumps(f))
+    return frames
+
+
+def test_kalshi_commands_replies_and_seq() -> None:
+    fan = Fanout("live")
+    log = Log()
+    log.joined("A")
+    log.joined("B")
+    log.snapshot("A", 1, 1, {500_000: 100}, {})
+    for r in log.rows:
+        fan.on_row(r)
+    c = fan.add()
+    client = Client("ws://unused")
+    got = _cmd(
+        c, client, id=1, cmd="subscribe",
+        params={
+            "channels": ["orderbook_delta"], "market_ticker": "A", "send_initial_snapshot": True
+        },
+    )  # fmt: skip
+    assert [f["type"] for f in got] == ["subscribed", "orderbook_snapshot"]
+    assert got[1]["msg"]["yes_dollars_fp"] == [["0.5000", "1.00"]] and got[1]["seq"] == 1
+    sid = got[0]["msg"]["sid"]
+    # B is joined but has no book yet: added, no snapshot until the recorder anchors it
+    got = _cmd(
+        c, client, id=2, cmd="update_subscription",
+        params={"sids": [sid], "market_tickers": ["B"], "action": "add_markets"},
+    )  # fmt: skip
+    assert got == [
+        {"id": 2, "sid": sid, "seq": 2, "type": "ok", "msg": {"market_tickers": ["A", "B"]}}
+    ]
+    log.snapshot("B", 1, 2, {}, {300_000: 7})
+    fan.on_row(log.rows[-1])
+    got = [orjson.loads(f) for f in c.take()]
+    for f in got:
+        client.on_frame(orjson.dumps(f))
+    assert client.books["B"].no == {300_000: 7} and client.books["B"].valid
+    assert [(f["type"], f["seq"], f["msg"]["market_ticker"]) for f in got] == [
+        ("orderbook_snapshot", 3, "B")
+    ]
+    got = _cmd(
+        c, client, id=3, cmd="update_subscription",
+        params={"sid": sid, "market_tickers": ["A"], "action": "get_snapshot"},
+    )  # fmt: skip
+    assert [(f["type"], f["seq"]) for f in got] == [("orderbook_snapshot", 4)]
+    got = _cmd(c, client, id=4, cmd="list_subscriptions")
+    assert got == [{"id": 4, "type": "ok", "msg": [{"channel": "orderbook_delta", "sid": sid}]}]
+    got = _cmd(c, client, id=5, cmd="unsubscribe", params={"sids": [sid]})
+    assert got == [{"id": 5, "sid": sid, "seq": 5, "type": "unsubscribed"}]
+    log.delta("A", 1, 3, "yes", 500_000, 1)
+    fan.on_row(log.rows[-1])
+    assert c.take() == []
+    got = _cmd(
+        c, client, id=6, cmd="subscribe",
+        params={"channels": ["orderbook_delta"], "market_tickers": ["A", "ZZZ"]},
+    )  # fmt: skip
+    assert got == [
+        {
+            "id": 6,
+            "type": "error",
+            "msg": {"code": 16, "msg": "Market not found", "market_ticker": "ZZZ"},
+        }
+    ]
+
+
+def test_client_refuses_a_broken_stream() -> None:
+    client = Client("ws://unused")
+    client.on_frame(b'{"type":"subscribed","msg":{"channel":"orderbook_delta","sid":1}}')
+    snap = {"market_ticker": "A", "yes_dollars_fp": [["0.5000", "1.00"]]}
+    client.on_frame(orjson.dumps({"type": "orderbook_snapshot", "sid": 1, "seq": 1, "msg": snap}))
+    delta = {"market_ticker": "A", "price_dollars": "0.5000", "delta_fp": "1.00", "side": "yes"}
+    with pytest.raises(FeedError, match="seq gap"):
+        client.on_frame(orjson.dumps({"type": "orderbook_delta", "sid": 1, "seq": 3, "msg": delta}))
+    with pytest.raises(FeedError, match="record_seq went back"):
+        client.on_frame(b'{"type":"x","record_seq":9}')
+        client.on_frame(b'{"type":"x","record_seq":8}')
+    with pytest.raises(FeedError, match="tap error"):
+        client.on_frame(b'{"type":"error","msg":{"code":16,"msg":"Market not found"}}')
+
+
+# ----------------------------------------------------------------------------- handshake
+
+
+def test_handshake_policy() -> None:
+    good = {
+        "KALSHI-ACCESS-KEY": "k",
+        "KALSHI-ACCESS-TIMESTAMP": "1700000000000",
+        "KALSHI-ACCESS-SIGNATURE": "c2lnbmF0dXJl",
+    }
+    assert refusal({}, "/", "127.0.0.1", None) is None
+    assert refusal(good, "/", "::1", None) is None
+    assert "missing" in str(refusal({"KALSHI-ACCESS-KEY": "k"}, "/", "127.0.0.1", None))
+    assert "base64" in str(
+        refusal({**good, "KALSHI-ACCESS-SIGNATURE": "!!"}, "/", "127.0.0.1", None)
+    )
+    assert "loopback" in str(refusal({}, "/", "10.0.0.5", None))
+    assert "token" in str(refusal({}, "/", "10.0.0.5", "s3cret"))
+    assert refusal({"Authorization": "Bearer s3cret"}, "/", "10.0.0.5", "s3cret") is None
+    assert refusal({}, "/x?token=s3cret", "10.0.0.5", "s3cret") is None
+    why = refusal({"Authorization": "Bearer wrong"}, "/", "10.0.0.5", "s3cret")
+    assert why is not None and "s3cret" not in why and "wrong" not in why
