@@ -43,7 +43,10 @@ class Runs:
     replay: RunResult
 
 
-def _fills(result: RunResult) -> list[tuple[object, ...]]:
+Fill = tuple[int, str, int | None, bool | None, int | None, int | None, str | None, int | None]
+
+
+def _fills(result: RunResult) -> list[Fill]:
     assert result.log_file is not None
     t = pq.read_table(result.log_file).to_pylist()
     return [
