@@ -383,6 +383,7 @@ class Simulator:
 
     def _count_empty_pong(self) -> None:
         self.faults.empty_pongs += 1
+        self.exchange.effects.append({"effect": "empty_pong", "t_ms": self.engine.now_ms})
 
     def _close_with_code(self, st: _Conn, code: int, reason: str = "simulated close") -> None:
         """Close with a close frame carrying ``code`` (4000-4999: the exchange's own codes)."""

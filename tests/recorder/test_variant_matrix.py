@@ -41,13 +41,15 @@ from simulator.faults import FaultConfig
 from simulator.market import Dist, GenConfig
 from simulator.server import SimConfig, start_in_thread
 from simulator.switches import config_from_switches
-from tests.recorder.harness import ROOT, read_log, recorder_cmd
+from tests.recorder.harness import ROOT, read_log, recorder_cmd, wait_for
 
-DURATION_S = 9.0  # recorder run per cell
+DURATION_S = 14.0  # recorder run per cell
 RECONCILE_S = 2.0  # the recorder's reconciliation period, passed short
 DEADLINE_S = 2.0  # the recorder's command deadline, passed short
-SLACK_S = 2.5  # REST round trips, pacing and a loaded machine on top of a period
-WORKERS = 6
+SLACK_S = 2.0  # REST round trips, pacing and a loaded machine on top of a period
+WORKERS = 9
+DROP_AFTER_S = 4.0  # baseline: the connection drops this long after the recorder connected
+CLOSE_AFTER_S = 8.0  # close-code cells: the exchange closes with the code this long after
 MVE_PREFIX = "KXMVE"
 
 _ALL_PARAMS = "min_created_ts,tickers,mve_filter"
@@ -59,6 +61,7 @@ class Cell:
     switches: dict[str, Any] = field(default_factory=dict)
     recorder_args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
+    close_code: int | None = None  # close the connection with this code at CLOSE_AFTER_S
 
     @property
     def include_mve(self) -> bool:
@@ -82,7 +85,7 @@ CELLS: tuple[Cell, ...] = (
     Cell("new_market_not_found_s=1.5", {"new_market_not_found_s": 1.5}),
     Cell("pong=empty", {"pong": "empty"}, env=_PING_ENV),
     Cell("async_error_rate=0.1", {"async_error_rate": 0.1}),
-    Cell("close_code=4000", {"close_at": (5.0,), "close_code": 4000}),
+    Cell("close_code=4000", close_code=4000),
     Cell(
         "rest_unknown_params=reject",
         {"rest_unknown_params": "reject", "rest_unsupported_params": _ALL_PARAMS},
@@ -101,14 +104,13 @@ CELLS: tuple[Cell, ...] = (
             "new_market_not_found_s": 1.5,
             "pong": "empty",
             "async_error_rate": 0.1,
-            "close_at": (5.0,),
-            "close_code": 4000,
             "rest_unknown_params": "reject",
             "rest_unsupported_params": _ALL_PARAMS,
             "mve_fraction": 0.3,
         },
         ("--include-mve",),
         _PING_ENV,
+        close_code=4000,
     ),
 )
 
@@ -119,7 +121,7 @@ def _generator() -> GenConfig:
     return GenConfig(
         create_rate=2.0,
         initial_markets=0,
-        lifetime=Dist("4:7"),
+        lifetime=Dist("3:6"),
         open_delay=Dist("0:0.5"),
         determine_delay=Dist("0.1:0.4"),
         settle_delay=Dist("0.1:0.3"),
@@ -129,7 +131,7 @@ def _generator() -> GenConfig:
 
 
 def _baseline_faults() -> FaultConfig:
-    return FaultConfig(gap_rate=0.005, drop_at=(3.5,), reject_after_drop_s=1.0)
+    return FaultConfig(gap_rate=0.005, reject_after_drop_s=1.0)
 
 
 @functools.cache
@@ -140,13 +142,18 @@ def _recorder_settings() -> frozenset[str]:
         [sys.executable, "-m", "recorder", "--print-config", "--key-id", "k", "--private-key", "k"],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=RECORDER_ROOT,
         timeout=60,
     )
     try:
         return frozenset(orjson.loads(out.stdout))
     except orjson.JSONDecodeError:
         return frozenset()
+
+
+# Run the matrix against another recorder checkout (e.g. ``git archive HEAD recorder schemas``
+# unpacked somewhere): the recorder process starts there, the simulator and checks stay here.
+RECORDER_ROOT = Path(os.environ.get("VARIANT_MATRIX_RECORDER_ROOT") or ROOT)
 
 
 def _recorder_env(cell: Cell) -> dict[str, str]:
@@ -169,6 +176,7 @@ class Result:
     returncode: int
     stderr_tail: str
     wanted: int = 0
+    mve_wanted: int = 0
     missed: list[str] = field(default_factory=list)
     not_left: list[str] = field(default_factory=list)
     not_dropped: list[str] = field(default_factory=list)
@@ -204,18 +212,34 @@ def run_cell(cell: Cell, keys_dir: Path, work: Path, seed: int) -> Result:
         faults=_baseline_faults(),
     )
     sim = start_in_thread(config_from_switches(cell.switches, base))
+    proc = subprocess.Popen(
+        recorder_cmd(sim, data, "--duration", str(DURATION_S), *cell.recorder_args),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=RECORDER_ROOT,
+        env=_recorder_env(cell),
+    )
     try:
-        proc = subprocess.run(
-            recorder_cmd(sim, data, "--duration", str(DURATION_S), *cell.recorder_args),
-            capture_output=True,
-            text=True,
-            timeout=DURATION_S + 60,
-            cwd=ROOT,
-            env=_recorder_env(cell),
-        )
+        # faults timed from the recorder's first connection, however slowly it started
+        wait_for(lambda: sim.stats.connections_total > 0, 60, "the recorder to connect")
+        t0 = time.monotonic()
+        actions = [(DROP_AFTER_S, "drop")]
+        if cell.close_code is not None:
+            actions.append((CLOSE_AFTER_S, "close"))
+        for at, what in actions:
+            time.sleep(max(0.0, t0 + at - time.monotonic()))
+            if what == "drop":
+                sim.drop_connections()
+            else:
+                sim.close_connections(cell.close_code, "simulated close")
+        _, err = proc.communicate(timeout=DURATION_S + 60)
     finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
         sim.stop()
-    res = Result(cell.name, proc.returncode, proc.stderr[-2000:])
+    res = Result(cell.name, proc.returncode, err[-2000:])
     rows = read_log(data)
     if not rows:
         res.frame_problems.append("nothing recorded")
@@ -286,15 +310,26 @@ def check(cell: Cell, rows: list[dict[str, Any]], truth: Path, res: Result) -> N
     res.wanted = len(required)
     res.missed = sorted(required - joined)
 
-    # 2. determined markets left and their books dropped
-    left_at = {
+    res.mve_wanted = sum(1 for t in required if t.startswith(MVE_PREFIX))
+
+    # 2. determined markets left (within a period when the notice was lost), books dropped
+    det_arrived = {
+        r["market_ticker"]
+        for r in rows
+        if r["kind"] == "in" and r["msg_type"] in lifecycle_types
+        and r["event_type"] == "determined"
+    }  # fmt: skip
+    left_at = {  # a leave at shutdown is not a leave on determination
         r["market_ticker"]: i
         for i, r in enumerate(rows)
-        if r["kind"] == "decision" and r["msg_type"] == "market_left"
+        if r["kind"] == "decision"
+        and r["msg_type"] == "market_left"
+        and (_raw(r) or {}).get("reason") != "shutdown"
     }
     for t in sorted(joined):
         det = markets.get(t, {}).get("determination_ts")
-        if det is None or det * 1000 > end_ms - SLACK_S * 1000:
+        wait_s = SLACK_S if t in det_arrived else RECONCILE_S + SLACK_S
+        if det is None or det * 1000 > end_ms - wait_s * 1000:
             continue
         if t not in left_at:
             res.not_left.append(t)
@@ -475,14 +510,14 @@ def run_matrix(keys_dir: Path, work: Path, cells: tuple[Cell, ...] = CELLS) -> l
 
 def table(results: list[Result]) -> str:
     lines = [
-        "| cell | wanted | missed | not left / not dropped | outstanding | false gaps / "
+        "| cell | wanted (MVE) | missed | not left / not dropped | outstanding | false gaps / "
         "resyncs | frames | effects |",
         "| --- | ---: | ---: | --- | ---: | --- | --- | --- |",
     ]
     for r in results:
         fx = ", ".join(f"{k} {v}" for k, v in sorted(r.effects.items())) or "-"
         lines.append(
-            f"| {r.cell} | {r.wanted} | {len(r.missed)} | {len(r.not_left)} / "
+            f"| {r.cell} | {r.wanted} ({r.mve_wanted}) | {len(r.missed)} | {len(r.not_left)} / "
             f"{len(r.not_dropped)} | {len(r.outstanding)} | {len(r.false_gaps)} / "
             f"{len(r.causeless_resyncs)} | {'ok' if not r.frame_problems else 'BAD'} "
             f"(exit {r.returncode}) | {fx} |"
@@ -506,6 +541,8 @@ def test_variant_matrix_cell(matrix: dict[str, Result], cell: str) -> None:
     detail = {k: v for k, v in vars(r).items() if v and k not in ("cell", "effects")}
     assert r.returncode == 0, r.stderr_tail
     assert r.wanted > 0, "the cell must create markets during the session"
+    if cell.startswith(("mve", "all")):
+        assert r.mve_wanted > 0, "MVE markets must be among the wanted ones"
     assert r.ok, detail
 
 
@@ -518,6 +555,7 @@ def test_every_switched_cell_did_something(matrix: dict[str, Result]) -> None:
         "lifecycle_drop_rate=0.3": "lifecycle_dropped",
         "async_error_rate=0.1": "async_error",
         "close_code=4000": "close",
+        "baseline": "drop",
     }
     idle = [c for c, e in expect.items() if not matrix[c].effects.get(e)]
     assert not idle, {c: matrix[c].effects for c in idle}
