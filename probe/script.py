@@ -366,7 +366,11 @@ def script(plan: Plan) -> Generator[Action, Any, None]:
         for sid in extra:  # a new subscription: give it back (its unsubscribed carries a seq)
             yield cmd("unsubscribe_repeat", "unsubscribe", {"sids": [sid]}, replied)
     yield Ping("ping")
-    yield cmd("error_unknown_channel", "subscribe", {"channels": [NO_SUCH_CHANNEL]}, replied)
+    c = cmd("error_unknown_channel", "subscribe", {"channels": [NO_SUCH_CHANNEL]}, replied)
+    frames = yield c
+    for sid in _new_sids(frames, c.body["id"]):  # accepted after all: give it back
+        known_sids.add(sid)
+        yield cmd("unsubscribe_unknown_channel", "unsubscribe", {"sids": [sid]}, replied)
     if a is not None and book_sid is not None:
         yield cmd(
             "error_bad_params",
