@@ -105,6 +105,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="training-set middle-of-life sampling interval in seconds",
     )
     p.add_argument(
+        "--min-updates",
+        type=int,
+        default=None,
+        help="drop markets with fewer valid book states from the training sets (default: keep "
+        "every market, never-traded ones flagged in the manifest)",
+    )
+    p.add_argument(
+        "--phase-policy",
+        choices=("fractions", "absolute", "union"),
+        default=None,
+        help="where a life is kept in full: fractions of life (default, first/last 20%%), "
+        "absolute hours (first N, last M), or their union",
+    )
+    p.add_argument("--early-fraction", metavar="F", default=None, help="default 0.2")
+    p.add_argument("--late-fraction", metavar="F", default=None, help="default 0.2")
+    p.add_argument("--first-hours", metavar="N", default=None, help="default 1 (absolute, union)")
+    p.add_argument("--last-hours", metavar="M", default=None, help="default 6 (absolute, union)")
+    p.add_argument(
         "--copy-mode",
         choices=("arrow", "rows"),
         default="arrow",
@@ -163,11 +181,16 @@ def _later_steps(args: argparse.Namespace, data_dir: Path) -> int:
     from materialize.training import build_training_sets
 
     status = EXIT_OK
-    knobs = {
+    knobs: dict[str, Any] = {
         k: v
-        for k, v in (("seed", args.seed), ("middle_every_s", args.middle_every_s))
+        for k, v in (
+            ("seed", args.seed),
+            ("middle_every_s", args.middle_every_s),
+            ("min_updates", args.min_updates),
+        )
         if v is not None
     }
+    knobs["phases"] = args.phases
     try:
         t = build_training_sets(data_dir, data_dir / "training", **knobs)
         print(
@@ -194,8 +217,32 @@ def _later_steps(args: argparse.Namespace, data_dir: Path) -> int:
     return status
 
 
+def _phase_policy(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
+    from materialize.sampling import PhasePolicy
+
+    given = {
+        k: v
+        for k, v in (
+            ("kind", args.phase_policy),
+            ("early_fraction", args.early_fraction),
+            ("late_fraction", args.late_fraction),
+            ("first_hours", args.first_hours),
+            ("last_hours", args.last_hours),
+        )
+        if v is not None
+    }
+    try:
+        return PhasePolicy(**given)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.phases = _phase_policy(parser, args)
+    if args.min_updates is not None and args.min_updates < 0:
+        parser.error("--min-updates must be >= 0")
     data_dir: Path = args.data_dir
     dsn: str | None = args.pg if args.pg is not None else os.environ.get("DATABASE_URL")
     duck = args.duckdb or data_dir / "warehouse.duckdb"

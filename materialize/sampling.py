@@ -7,11 +7,21 @@ of that event); ``end`` = the determination time (``determination_ts`` of the ``
 event, else the last ``close_ts`` known at determination, else the receive time of ``determined``).
 Life fraction ``f = (t - open) / (end - open)``, ``t`` = the update's receive time.
 
-**Phases**, decided with exact integer arithmetic on nanoseconds (no float rounding at the
-boundaries): ``pre_open`` (t < open: the market exists but does not trade yet; kept, every update),
-``early`` (0 <= f < 0.2, every update), ``middle`` (0.2 <= f < 0.8, sampled), ``late`` (f >= 0.8,
-every update; updates after ``end`` but before the ``determined`` frame arrived have f > 1 and
-stay ``late``).
+**Phases** (:class:`PhasePolicy`, recorded in the manifest), decided with exact integer
+arithmetic on nanoseconds (no float rounding at the boundaries): ``pre_open`` (t < open: the market
+exists but does not trade yet; kept, every update), ``early`` (every update), ``middle`` (sampled),
+``late`` (every update; updates after ``end`` but before the ``determined`` frame arrived stay
+``late``). Three policies, per the specification's two rules:
+
+* ``fractions`` (default, "full data for first/last 20%"): early while ``f < early_fraction``,
+  late once ``f >= 1 - late_fraction``;
+* ``absolute`` ("first hour (price discovery) and last 6 hours (settlement urgency)"): early while
+  ``t - open < first_hours``, late once ``end - t <= last_hours``;
+* ``union``: early or late if either rule says so (a short life is then all early/late).
+
+Early wins where both hold. Each policy reduces to two per-market instants, ``early_until``
+(exclusive) and ``late_from`` (inclusive), computed with Python integers and exact fractions
+(:func:`phase_cuts`), so the vectorised rule only compares times and never overflows.
 
 **Middle rule** (seeded, configurable): one row per interval of ``middle_every_s`` seconds, the
 *last* valid book state in that interval (what an agent acting on a fixed clock would have seen at
@@ -28,6 +38,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+from typing import Literal
 
 import polars as pl
 
@@ -35,6 +48,84 @@ EARLY_NUM, EARLY_DEN = 1, 5
 """f < 1/5: the first 20% of life (price discovery), every update kept."""
 LATE_NUM, LATE_DEN = 4, 5
 """f >= 4/5: the last 20% (settlement urgency), every update kept."""
+
+PhaseKind = Literal["fractions", "absolute", "union"]
+PHASE_KINDS: tuple[str, ...] = ("fractions", "absolute", "union")
+NS_PER_HOUR = 3_600 * 1_000_000_000
+
+
+def exact(value: float | str | Fraction | Decimal) -> Fraction:
+    """The decimal the user wrote, exactly (``0.2`` is 1/5, not the nearest binary float)."""
+    if isinstance(value, Fraction):
+        return value
+    try:
+        return Fraction(Decimal(str(value)))
+    except (InvalidOperation, ValueError) as exc:
+        raise ValueError(f"not a number: {value!r}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class PhasePolicy:
+    """Where a market's life is kept in full: see the module docstring."""
+
+    kind: PhaseKind = "fractions"
+    early_fraction: Fraction = Fraction(EARLY_NUM, EARLY_DEN)
+    late_fraction: Fraction = Fraction(LATE_DEN - LATE_NUM, LATE_DEN)
+    first_hours: Fraction = Fraction(1)
+    last_hours: Fraction = Fraction(6)
+
+    def __post_init__(self) -> None:
+        if self.kind not in PHASE_KINDS:
+            raise ValueError(f"phase policy must be one of {', '.join(PHASE_KINDS)}")
+        for name in ("early_fraction", "late_fraction"):
+            v = exact(getattr(self, name))
+            if not 0 <= v <= 1:
+                raise ValueError(f"{name} must be within 0..1, got {float(v)}")
+            object.__setattr__(self, name, v)
+        for name in ("first_hours", "last_hours"):
+            v = exact(getattr(self, name))
+            if v < 0:
+                raise ValueError(f"{name} must be >= 0, got {float(v)}")
+            object.__setattr__(self, name, v)
+
+    @property
+    def first_ns(self) -> int:
+        return int(self.first_hours * NS_PER_HOUR)
+
+    @property
+    def last_ns(self) -> int:
+        return int(self.last_hours * NS_PER_HOUR)
+
+    def describe(self) -> dict[str, object]:
+        out: dict[str, object] = {"phase_policy": self.kind}
+        if self.kind in ("fractions", "union"):
+            out["early_fraction"] = str(self.early_fraction)
+            out["late_fraction"] = str(self.late_fraction)
+        if self.kind in ("absolute", "union"):
+            out["first_hours"] = str(self.first_hours)
+            out["last_hours"] = str(self.last_hours)
+        return out
+
+
+def _ceil(x: Fraction) -> int:
+    return -((-x.numerator) // x.denominator)
+
+
+def phase_cuts(open_ns: int, end_ns: int, policy: PhasePolicy) -> tuple[int, int]:
+    """``(early_until, late_from)``: early is ``open <= t < early_until``, late ``t >= late_from``
+    (unless early). Exact: ``f < e`` for integer ``t`` is ``t - open < ceil(e * life)``."""
+    life = end_ns - open_ns
+    frac = (
+        open_ns + _ceil(policy.early_fraction * life),
+        open_ns + _ceil((1 - policy.late_fraction) * life),
+    )
+    absolute = (open_ns + policy.first_ns, end_ns - policy.last_ns)
+    if policy.kind == "fractions":
+        return frac
+    if policy.kind == "absolute":
+        return absolute
+    return max(frac[0], absolute[0]), min(frac[1], absolute[1])
+
 
 PHASE_PRE_OPEN = "pre_open"
 PHASE_EARLY = "early"
@@ -50,6 +141,7 @@ class SamplingPolicy:
 
     seed: int = 0
     middle_every_s: float = 1.0
+    phases: PhasePolicy = PhasePolicy()
 
     def __post_init__(self) -> None:
         if not self.middle_every_s > 0:
@@ -64,8 +156,7 @@ class SamplingPolicy:
             "rule": RULE_NAME,
             "seed": self.seed,
             "middle_every_s": self.middle_every_s,
-            "early_fraction": EARLY_NUM / EARLY_DEN,
-            "late_fraction": LATE_NUM / LATE_DEN,
+            **self.phases.describe(),
             "pre_open": "kept, every update",
         }
 
@@ -78,29 +169,38 @@ def grid_offset_ns(policy: SamplingPolicy, session_id: int, market_ticker: str) 
     return int.from_bytes(digest, "big") % policy.every_ns
 
 
-def phase_of(t_ns: int, open_ns: int, end_ns: int) -> str:
-    """Reference (scalar) phase of an update at ``t_ns``; ``phase_expr`` is the vectorised twin."""
-    life = end_ns - open_ns
+def phase_of(t_ns: int, open_ns: int, end_ns: int, policy: PhasePolicy | None = None) -> str:
+    """Reference (scalar) phase of an update at ``t_ns``, straight from the policy's definition
+    with exact fractions; ``phase_expr`` over :func:`phase_cuts` is the vectorised twin."""
+    policy = policy or PhasePolicy()
     since = t_ns - open_ns
     if since < 0:
         return PHASE_PRE_OPEN
-    if EARLY_DEN * since < EARLY_NUM * life:
-        return PHASE_EARLY
-    if LATE_DEN * since < LATE_NUM * life:
-        return PHASE_MIDDLE
-    return PHASE_LATE
-
-
-def phase_expr(t: pl.Expr, open_ns: pl.Expr, end_ns: pl.Expr) -> pl.Expr:
-    """Phase as a polars expression (exact integer comparisons, as ``phase_of``)."""
     life = end_ns - open_ns
-    since = t - open_ns
+    f = Fraction(since, life) if life > 0 else Fraction(0)
+    frac_early = f < policy.early_fraction if life > 0 else since < 0
+    frac_late = f >= 1 - policy.late_fraction if life > 0 else True
+    abs_early = since < policy.first_ns
+    abs_late = end_ns - t_ns <= policy.last_ns
+    if policy.kind == "fractions":
+        early, late = frac_early, frac_late
+    elif policy.kind == "absolute":
+        early, late = abs_early, abs_late
+    else:
+        early, late = frac_early or abs_early, frac_late or abs_late
+    if early:
+        return PHASE_EARLY
+    return PHASE_LATE if late else PHASE_MIDDLE
+
+
+def phase_expr(t: pl.Expr, open_ns: pl.Expr, early_until: pl.Expr, late_from: pl.Expr) -> pl.Expr:
+    """Phase as a polars expression over the per-market :func:`phase_cuts` (exact comparisons)."""
     return (
-        pl.when(since < 0)
+        pl.when(t < open_ns)
         .then(pl.lit(PHASE_PRE_OPEN))
-        .when(since * EARLY_DEN < life * EARLY_NUM)
+        .when(t < early_until)
         .then(pl.lit(PHASE_EARLY))
-        .when(since * LATE_DEN < life * LATE_NUM)
+        .when(t < late_from)
         .then(pl.lit(PHASE_MIDDLE))
         .otherwise(pl.lit(PHASE_LATE))
     )
@@ -120,13 +220,18 @@ def keep_expr(*, market: str, phase: str, interval: str, order: str) -> pl.Expr:
 
 
 def sample_reference(
-    times_ns: list[int], open_ns: int, end_ns: int, offset_ns: int, every_ns: int
+    times_ns: list[int],
+    open_ns: int,
+    end_ns: int,
+    offset_ns: int,
+    every_ns: int,
+    policy: PhasePolicy | None = None,
 ) -> list[int]:
     """Reference (scalar) rule for one market: indices of the kept updates, in order."""
     kept: list[int] = []
     last_by_interval: dict[int, int] = {}
     for i, t in enumerate(times_ns):
-        if phase_of(t, open_ns, end_ns) == PHASE_MIDDLE:
+        if phase_of(t, open_ns, end_ns, policy) == PHASE_MIDDLE:
             last_by_interval[(t - open_ns - offset_ns) // every_ns] = i
         else:
             kept.append(i)

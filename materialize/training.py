@@ -13,7 +13,10 @@ by one recorder run, otherwise the book between runs is unknown):
 * at least one snapshot -> else ``no_book``;
 * the book valid at determination -> else ``unrecovered_gap`` (a gap/loss hit the market and no
   snapshot repaired it before determination);
-* at least ``min_updates`` valid book states -> else ``too_few_updates``;
+* at least ``min_updates`` valid book states -> else ``too_few_updates``; the default minimum is
+  0: a market created but never traded is still valuable (it "indicates no market interest", the
+  specification says), so it is kept with the few rows it has and flagged ``never_traded`` in the
+  manifest; it is dropped only when a minimum is asked for (``--min-updates``);
 * ``end > open`` -> else ``degenerate_life``.
 
 **Book validity** (rows only from valid states): a market's book is valid from one of its snapshots
@@ -27,8 +30,9 @@ level size. Stale/duplicate seqs (``seq <= last``) are dropped, as the protocol 
 book is a real (if odd) observed state and is kept.
 
 **Rows.** Every valid book update (snapshot or applied delta) between the join and the
-``determined`` frame is a candidate; ``materialize.sampling`` picks the kept ones (phases by life
-fraction: pre_open/early/late keep all, middle one state per seeded interval). Columns:
+``determined`` frame is a candidate; ``materialize.sampling`` picks the kept ones (phases by the
+build's phase policy: fractions of life, absolute hours, or their union; pre_open/early/late keep
+all, middle one state per seeded interval). Columns:
 ``session_id, market_ticker, record_seq, t_ns`` (receive time), ``ts_ms`` (exchange time, null for
 snapshots), top-N levels per side as int64 fixed point (price micro-dollars, size centi-contracts,
 null when the side has fewer levels), ``best_yes_bid``, ``best_yes_ask`` (= 1_000_000 - best no
@@ -39,7 +43,10 @@ bid), ``mid_x2`` (= bid + ask in micro-dollars, i.e. twice the mid: exact intege
 ``close_date_updated`` never leaks backwards), ``sched_life_fraction`` (from open and that known
 close: a safe feature), then ``life_fraction`` and ``phase`` and the labels.
 
-**Future knowledge.** ``label_result`` and ``label_settlement_value`` are the labels.
+**Future knowledge.** ``label_result`` and ``label_settlement_value`` are the labels. They follow
+the market's *last* determination in the data read (a dispute can determine a market again,
+amended), else the ``settled`` event's value; rows stop at the first ``determined`` (the market
+is left there).
 ``life_fraction`` and ``phase`` use the realised determination time, which is future knowledge at
 row time: they are sampling metadata, *label-like*, and must not be fed to a model as features; use
 ``time_since_open_s``, ``time_to_close_s`` and ``sched_life_fraction`` instead. Every other column
@@ -82,10 +89,12 @@ from materialize.book_replay import (
     replay,
 )
 from materialize.sampling import (
+    PhasePolicy,
     SamplingPolicy,
     grid_offset_ns,
     interval_expr,
     keep_expr,
+    phase_cuts,
     phase_expr,
 )
 from schemas.log import SCHEMA_VERSION, SCHEMA_VERSION_KEY, SEGMENT_GLOB, Decision, Kind
@@ -94,9 +103,12 @@ from schemas.units import PRICE_SCALE
 TRAINING_SCHEMA_VERSION = "1"
 MANIFEST_NAME = "manifest.json"
 
-MIN_UPDATES = 10
-"""Default minimum of valid book states for a market to be included: below that a market is
-almost certainly a dead listing and its rows teach nothing but add noise."""
+MIN_UPDATES = 0
+"""Default minimum of valid book states for a market to be included: none. A market created but
+never traded still tells "no market interest" (the specification keeps it); it is flagged
+``never_traded`` and dropped only when a minimum is asked for explicitly."""
+F_NEVER_TRADED = "never_traded"
+"""Manifest flag: the market's book never changed after its first snapshot (no delta)."""
 
 SNAPSHOT = "orderbook_snapshot"
 DELTA = "orderbook_delta"
@@ -119,9 +131,12 @@ class TrainingPolicy:
     middle_every_s: float = 1.0
     top_n: int = 5
     min_updates: int = MIN_UPDATES
+    phases: PhasePolicy = field(default_factory=PhasePolicy)
 
     def sampling(self) -> SamplingPolicy:
-        return SamplingPolicy(seed=self.seed, middle_every_s=self.middle_every_s)
+        return SamplingPolicy(
+            seed=self.seed, middle_every_s=self.middle_every_s, phases=self.phases
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -130,6 +145,7 @@ class TrainingPolicy:
             "min_updates": self.min_updates,
             "life": "open=created.open_ts (else created recv); end=determination_ts "
             "(else last known close_ts, else determined recv)",
+            "labels": "last determination (else the settled event's value)",
         }
 
 
@@ -232,8 +248,13 @@ def _markets(ctl: pl.DataFrame) -> list[_Market]:
                 left.add((sid_, ticker))
     life = ctl.filter((pl.col("msg_type") == LIFECYCLE) & pl.col("market_ticker").is_not_null())
     by_market: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    # Determinations and settlements of each ticker in every session, in (session, record)
+    # order: a dispute can determine a market again, even in a later session.
+    finals: dict[str, list[dict[str, Any]]] = {}
     for row in life.iter_rows(named=True):
         by_market.setdefault((row["session_id"], row["market_ticker"]), []).append(row)
+        if row["event_type"] in ("determined", "settled"):
+            finals.setdefault(row["market_ticker"], []).append(row)
     for key, m in markets.items():
         events = by_market.get(key, [])
         created = next((e for e in events if e["event_type"] == "created"), None)
@@ -255,8 +276,7 @@ def _markets(ctl: pl.DataFrame) -> list[_Market]:
             m.final = m.session_id in ended or key in left
             continue
         m.det_r = det["record_seq"]
-        m.result = det["result"]
-        m.settlement_value = det["settlement_value"]
+        m.result, m.settlement_value = _labels(finals.get(m.ticker, []), det)
         closes = [
             e["close_ts"]
             for e in events
@@ -276,6 +296,27 @@ def _markets(ctl: pl.DataFrame) -> list[_Market]:
             m.exclusion = R_DEGENERATE
             m.detail = f"end {m.end_ns} <= open {m.open_ns}"
     return list(markets.values())
+
+
+def _labels(finals: list[dict[str, Any]], first: dict[str, Any]) -> tuple[str | None, int | None]:
+    """(result, settlement value) of the last determination at or after ``first`` (same or later
+    session); the value falls back to the last one any settled event carried."""
+    after = [
+        e
+        for e in finals
+        if (e["session_id"], e["record_seq"]) >= (first["session_id"], first["record_seq"])
+    ]
+    dets = [e for e in after if e["event_type"] == "determined"]
+    last = dets[-1] if dets else first
+    value = next(
+        (e["settlement_value"] for e in reversed(dets) if e["settlement_value"] is not None), None
+    )
+    if value is None:
+        value = next(
+            (e["settlement_value"] for e in reversed(after) if e["settlement_value"] is not None),
+            None,
+        )
+    return last["result"], value
 
 
 # ------------------------------------------------------------------------------ book events
@@ -494,16 +535,25 @@ def _rows(
     )
     stats = full.group_by("market_ticker").agg(
         (pl.col("ok") & pl.col("act").is_in([ACT_SNAPSHOT, ACT_DELTA])).sum().alias("updates"),
+        (pl.col("ok") & (pl.col("act") == ACT_DELTA)).sum().alias("deltas"),
         (pl.col("act") == ACT_SNAPSHOT).sum().alias("snapshots"),
         (pl.col("ok") & (pl.col("act") == ACT_PROBE)).any().alias("valid_at_end"),
         ((pl.col("msg_type") != "probe") & ~pl.col("ok")).sum().alias("dropped_events"),
     )
+    cuts = [
+        phase_cuts(m.open_ns, m.end_ns, sampling.phases)
+        if m.open_ns is not None and m.end_ns is not None
+        else (None, None)
+        for m in markets
+    ]
     info = pl.DataFrame(
         {
             "market_ticker": [m.ticker for m in markets],
             "session_id": [m.session_id for m in markets],
             "open_ns": [m.open_ns for m in markets],
             "end_ns": [m.end_ns for m in markets],
+            "early_until": [c[0] for c in cuts],
+            "late_from": [c[1] for c in cuts],
             "offset_ns": [grid_offset_ns(sampling, m.session_id, m.ticker) for m in markets],
             "label_result": [m.result for m in markets],
             "label_settlement_value": [m.settlement_value for m in markets],
@@ -513,6 +563,8 @@ def _rows(
             "session_id": pl.Int64,
             "open_ns": pl.Int64,
             "end_ns": pl.Int64,
+            "early_until": pl.Int64,
+            "late_from": pl.Int64,
             "offset_ns": pl.Int64,
             "label_result": pl.String,
             "label_settlement_value": pl.Int64,
@@ -523,7 +575,9 @@ def _rows(
         .drop("ok", "act", "msg_type")
         .join(info, on="market_ticker")
         .with_columns(
-            phase_expr(pl.col("recv_ns"), pl.col("open_ns"), pl.col("end_ns")).alias("phase"),
+            phase_expr(
+                pl.col("recv_ns"), pl.col("open_ns"), pl.col("early_until"), pl.col("late_from")
+            ).alias("phase"),
             interval_expr(
                 pl.col("recv_ns"), pl.col("open_ns"), pl.col("offset_ns"), sampling.every_ns
             ).alias("_interval"),
@@ -644,13 +698,23 @@ def build_training_sets(
     seed: int = 0,
     middle_every_s: float = 1.0,
     top_n: int = 5,
+    min_updates: int = MIN_UPDATES,
+    phases: PhasePolicy | None = None,
 ) -> TrainingSummary:
     """Build (incrementally) the training sets of ``data_dir``'s sealed segments into
-    ``out_dir`` with the default minimum of updates. See the module docstring."""
+    ``out_dir``. See the module docstring."""
+    if min_updates < 0:
+        raise ValueError(f"min_updates must be >= 0, got {min_updates}")
     return build(
         Path(data_dir),
         Path(out_dir),
-        TrainingPolicy(seed=seed, middle_every_s=middle_every_s, top_n=top_n),
+        TrainingPolicy(
+            seed=seed,
+            middle_every_s=middle_every_s,
+            top_n=top_n,
+            min_updates=min_updates,
+            phases=phases or PhasePolicy(),
+        ),
     )
 
 
@@ -754,6 +818,7 @@ def build(data_dir: Path, out_dir: Path, policy: TrainingPolicy) -> TrainingSumm
                     **_market_entry(m, st),
                     "rows": sum(phases.values()),
                     "rows_by_phase": phases,
+                    "flags": [F_NEVER_TRADED] if not st.get("deltas") else [],
                 }
             frames.append(rows.filter(pl.col("market_ticker").is_in(keep)))
 
@@ -816,7 +881,7 @@ def _market_entry(m: _Market, stats: dict[str, Any]) -> dict[str, Any]:
         entry["final"] = m.final
         if m.detail:
             entry["detail"] = m.detail
-    for k in ("updates", "snapshots", "dropped_events"):
+    for k in ("updates", "snapshots", "deltas", "dropped_events"):
         if k in stats:
             entry[k] = int(stats[k])
     return entry
