@@ -9,7 +9,12 @@ What happens:
    connection, and every true book) and these faults: dropped connections (random and at fixed
    times, TCP reset), handshake refusals (the first one and for a while after each drop), seq gaps,
    duplicate frames, malformed frames, subscribe errors, delayed (reordered) lifecycle notices,
-   output stalls (then everything at once) and bursts of book changes.
+   output stalls (then everything at once) and bursts of book changes; and the uncertain points
+   of the protocol at their harder variant (issue 11): lifecycle notices lost on a live
+   connection, asynchronous errors 10/17/25 ending a sid, a 4000-4999 close, error 16 for a
+   market in its first second, get_snapshot without ``ok``, replies without ``id``, repeat
+   subscribes merged into the existing sid, empty pongs, REST times in whole seconds from a
+   clock 2 s behind.
 2. The recorder CLI runs as a subprocess. Every ``--kill-every`` seconds on average (uniform
    0.5x..1.5x, counted from the moment the new run has flushed its first data) it gets
    ``SIGKILL`` and is started again at once: a new session that must seal and name the previous
@@ -27,7 +32,9 @@ What happens:
       ``record_seq`` runs 1..n in every session without a hole;
    b. lifecycle: every ``created`` notice the recorder received made it join the market and every
       ``determined`` notice of a joined market made it leave (``reason == "determined"``) in the
-      same session; excused only at the tail of a killed session;
+      same session; excused only at the tail of a killed session. A market whose ``created`` the
+      exchange lost (ground truth ``effects.jsonl``) and that stayed undetermined for one
+      reconciliation period (plus slack) inside one session's life is joined late in it;
    c. books: every training row built from a delta equals the simulator's true book after that
       change (top-N per side, exact fixed point); every ``gap`` decision is a row of
       ``rl_sequence_gaps``; no training row lies inside a gap span (from the frame that revealed
@@ -65,6 +72,7 @@ from schemas.units import parse_price, parse_size
 from simulator.faults import FaultConfig
 from simulator.market import Dist, GenConfig
 from simulator.server import SimConfig, start_in_thread
+from simulator.wire import ProtocolOptions
 from tests.recorder.harness import recorder_cmd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,6 +103,24 @@ def soak_faults(seconds: float) -> FaultConfig:
         stall_for_s=0.6,
         burst_every_s=5.0,
         burst_size=150,
+        lifecycle_drop_rate=0.03,
+        async_error_rate=0.01,
+        close_at=(seconds * 0.5,),
+        close_code=4000,
+    )
+
+
+def soak_protocol() -> ProtocolOptions:
+    """The uncertain points of the protocol notes, each at the variant that is harder for a
+    client (the variant matrix plays each alone; the soak plays them together with faults)."""
+    return ProtocolOptions(
+        get_snapshot_ok="none",
+        reply_id="sid_replies",
+        duplicate_subscribe="merge",
+        pong="empty",
+        new_market_not_found_s=1.0,
+        clock_offset_s=-2.0,
+        rest_time_precision="s",
     )
 
 
@@ -118,6 +144,10 @@ class SoakConfig:
     kill_every: float = 15.0  # mean seconds between kills; 0 = never kill
     faults: FaultConfig | None = None  # None: soak_faults(seconds)
     generator: GenConfig | None = None  # None: soak_generator()
+    protocol: ProtocolOptions | None = None  # None: soak_protocol()
+    # The recorder's REST reconciliation period, short so a lost notice is recovered within a
+    # run between kills (set through KALSHI_RECORDER_RECONCILE_INTERVAL_S).
+    reconcile_s: float = 3.0
     recorder_args: tuple[str, ...] = ()
     # Reconnect backoff cap for the soak (the default 30 s would idle most of a short run after a
     # few drops in a row): set through the recorder's own KALSHI_RECORDER_* environment.
@@ -142,6 +172,7 @@ class SoakRun:
     data: Path
     truth: Path
     seconds: float
+    reconcile_s: float = 3.0
     procs: list[ProcRun] = field(default_factory=list)
     faults: dict[str, Any] = field(default_factory=dict)
     sim_stats: dict[str, Any] = field(default_factory=dict)
@@ -190,13 +221,17 @@ def run_soak(cfg: SoakConfig, work: Path, log: Any = None) -> SoakRun:
             ground_truth=truth,
             faults=faults,
             generator=cfg.generator or soak_generator(),
+            protocol=cfg.protocol or soak_protocol(),
         )
     )
-    run = SoakRun(work=work, data=data, truth=truth, seconds=cfg.seconds)
+    run = SoakRun(
+        work=work, data=data, truth=truth, seconds=cfg.seconds, reconcile_s=cfg.reconcile_s
+    )
     env = {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
         "KALSHI_RECORDER_BACKOFF_MAX_S": str(cfg.backoff_max_s),
+        "KALSHI_RECORDER_RECONCILE_INTERVAL_S": str(cfg.reconcile_s),
     }
     t0 = time.monotonic()
     deadline = t0 + cfg.seconds
@@ -333,6 +368,9 @@ class Report:
     determined_received: int = 0
     left_determined: int = 0
     join_leave_excused: int = 0
+    created_lost: int = 0  # created notices the exchange lost on a live connection
+    lost_due: int = 0  # of those, markets undetermined for a period inside one session
+    lost_joined_late: int = 0  # of those due, joined late (expect all)
     training_rows: int = 0
     books_checked: int = 0
     book_mismatches: int = 0
@@ -592,6 +630,61 @@ def check_lifecycle(rows: list[dict[str, Any]], report: Report) -> None:
                 report.fail(f"session {sid}: {t} determined (record {r['record_seq']}) but {how}")
 
 
+LOST_SLACK_S = 3.0  # REST round trips, pacing and a loaded machine on top of one period
+
+
+def check_lost_notices(rows: list[dict[str, Any]], run: SoakRun, report: Report) -> None:
+    """(b) continued: a market whose ``created`` the exchange lost is joined late by the
+    session that was recording while it stayed undetermined for a reconciliation period."""
+    effects = truth_effects(run.truth)
+    lost = {
+        e["ticker"]
+        for e in effects
+        if e["effect"] == "lifecycle_dropped" and e.get("event_type") == "created"
+    }
+    report.created_lost = len(lost)
+    if not lost:
+        return
+    markets = {m["ticker"]: m for m in truth_markets(run.truth)}
+    spans: dict[int, list[int]] = {}  # session -> [first, last] recv_ns
+    joined: dict[int, set[str]] = defaultdict(set)
+    for r in rows:
+        sp = spans.setdefault(r["session_id"], [r["recv_ns"], r["recv_ns"]])
+        sp[1] = r["recv_ns"]
+        if r["kind"] == "decision" and r["msg_type"] == Decision.MARKET_JOINED:
+            joined[r["session_id"]].add(r["market_ticker"])
+    need_ms = int((run.reconcile_s + LOST_SLACK_S) * 1000)
+    for t in sorted(lost):
+        m = markets.get(t)
+        if m is None or t.startswith("KXMVE"):
+            continue
+        created = m["created_ms"]
+        det = m["determination_ts"]
+        until = det * 1000 if det is not None else 2**62
+        for sid, (first, last) in spans.items():
+            first_ms, last_ms = first // 1_000_000, last // 1_000_000
+            if first_ms + 1000 <= created and created + need_ms <= min(last_ms, until):
+                report.lost_due += 1
+                if t in joined[sid]:
+                    report.lost_joined_late += 1
+                else:
+                    report.fail(
+                        f"session {sid}: {t}'s created was lost and it stayed undetermined "
+                        f"for {need_ms} ms of the session, but it was never joined"
+                    )
+                break
+
+
+def truth_effects(truth: Path) -> list[dict[str, Any]]:
+    f = truth / "effects.jsonl"
+    return [orjson.loads(x) for x in f.read_bytes().splitlines()] if f.exists() else []
+
+
+def truth_markets(truth: Path) -> list[dict[str, Any]]:
+    f = truth / "markets.jsonl"
+    return [orjson.loads(x) for x in f.read_bytes().splitlines()] if f.exists() else []
+
+
 # ------------------------------------------------------------------------------- (c) books
 
 
@@ -807,6 +900,7 @@ def verify(run: SoakRun) -> Report:
     _fault_evidence(own, report)
     check_frames(own, truth_frames(run.truth), run.procs, report)
     check_lifecycle(own, report)
+    check_lost_notices(own, run, report)
     check_sessions(rows, report)
     report.sessions_crash_closed = sum(1 for r in rows if _is_crash_end(r))
     check_books(own, run.data, run.truth, report)
@@ -831,6 +925,12 @@ _FAULTS = [
     ("lifecycle_reordered", "", "  of which reordered"),
     ("stalls", "", "output stalls"),
     ("bursts", "", "bursts of book changes"),
+    ("lifecycle_dropped", "reconciled", "lost lifecycle notices"),
+    ("async_errors", "", "async errors 10/17/25 on a sid"),
+    ("closes", "", "4xxx closes"),
+    ("not_found_new", "", "error 16 for a new market"),
+    ("merged_subscribes", "subscription_merged", "merged repeat subscribes"),
+    ("empty_pongs", "", "empty pongs"),
 ]
 
 
@@ -868,6 +968,8 @@ def render(run: SoakRun, report: Report) -> str:
         f"{'determined (joined) / left as determined':44} "
         f"{f'{report.determined_received}/{report.left_determined}':>10}",
         f"{'  excused at a kill tail':44} {report.join_leave_excused:>10}",
+        f"{'created lost / due in a session / joined late':44} "
+        f"{f'{report.created_lost}/{report.lost_due}/{report.lost_joined_late}':>10}",
         f"{'training rows':44} {report.training_rows:>10}",
         f"{'books checked against ground truth':44} {report.books_checked:>10}",
         f"{'book mismatches (expect 0)':44} {report.book_mismatches:>10}",

@@ -370,8 +370,8 @@ def check(cell: Cell, rows: list[dict[str, Any]], truth: Path, res: Result) -> N
             got.setdefault((r["conn"], r["epoch"]), []).append(r["raw"])
     if len(got) != len(truth_frames):
         res.frame_problems.append(f"{len(got)} recorded epochs, {len(truth_frames)} connections")
-    for (key, frames), sent in zip(sorted(got.items()), truth_frames, strict=False):
-        if frames != sent[: len(frames)]:
+    for (key, frames), on_wire in zip(sorted(got.items()), truth_frames, strict=False):
+        if frames != on_wire[: len(frames)]:
             res.frame_problems.append(f"epoch {key} is not a prefix of what was sent")
 
     # 6. disconnects the exchange did not cause (a drop or a close; +1: the run may end on one)
