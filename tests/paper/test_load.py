@@ -1,0 +1,63 @@
+"""Paper logs load into DuckDB and a real PostgreSQL, exactly once, with exact values."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import psycopg
+import pytest
+
+from paper.engine import PaperSession
+from paper.load import PAPER_FILLS, PAPER_ORDERS, PAPER_PNL, load_paper_logs
+from paper.log import PaperLog, read
+from paper.policies import TakeOnce
+from tests.paper.feedgen import session
+
+
+@pytest.fixture(scope="module")
+def paper_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("paperload")
+    for run_id in (1, 2):
+        s = PaperSession(TakeOnce())
+        log = PaperLog(data, run_id=run_id)
+        for ev in session(n_markets=2, seed=run_id):
+            rows = s.handle(ev)
+            log.session_id = s.session_id
+            log.append(rows)
+        log.close()
+    return data
+
+
+def _expected(data: Path) -> dict[str, int]:
+    kinds = read(data).column("kind").to_pylist()
+    return {
+        PAPER_ORDERS: sum(k in ("order", "reject", "cancel") for k in kinds),
+        PAPER_FILLS: kinds.count("fill"),
+        PAPER_PNL: sum(k in ("settle", "mark") for k in kinds),
+    }
+
+
+def test_loads_into_duckdb_exactly_once(paper_data: Path, tmp_path: Path) -> None:
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    expected = _expected(paper_data)
+    assert expected[PAPER_FILLS] == 4
+    assert load_paper_logs(con, paper_data, "duckdb") == expected
+    assert load_paper_logs(con, paper_data, "duckdb") == dict.fromkeys(expected, 0)
+    fees = con.execute(f"SELECT sum(trade_fee), min(equity_usd) FROM {PAPER_FILLS}").fetchone()
+    log = read(paper_data).to_pylist()
+    assert fees is not None
+    assert fees[0] == sum(r["trade_fee"] for r in log if r["kind"] == "fill")
+    assert isinstance(fees[1], Decimal)
+
+
+def test_loads_into_postgres_exactly_once(paper_data: Path, pg_dsn: str) -> None:
+    expected = _expected(paper_data)
+    with psycopg.connect(pg_dsn) as con:
+        assert load_paper_logs(con, paper_data, "postgres") == expected
+        assert load_paper_logs(con, paper_data, "postgres") == dict.fromkeys(expected, 0)
+        row = con.execute(
+            f"SELECT count(*), sum(size) FROM {PAPER_FILLS} WHERE liquidity = 'taker'"
+        ).fetchone()
+        assert row == (4, 400)
