@@ -70,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
         "one per uncertain point of the protocol notes (section in brackets); defaults = the "
         "most likely real behaviour, fault-like ones off",
     )
+    w.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="REPORT.json",
+        help="answer as the exchange a kalshi-probe report describes (its measured answers set "
+        "the switches; a switch flag given explicitly wins)",
+    )
     for sw in SWITCHES:
         text = f"{sw.help} [{sw.section}; default {_shown(sw.default)}]"
         if sw.kind == BOOL:
@@ -150,7 +158,12 @@ def config_from_args(ns: argparse.Namespace) -> SimConfig:
             burst_size=ns.burst_size,
         ),
     )
-    return config_from_switches({sw.name: getattr(ns, sw.name) for sw in SWITCHES}, base)
+    values = {sw.name: getattr(ns, sw.name) for sw in SWITCHES}
+    if getattr(ns, "profile", None) is not None:
+        from simulator.profile import load_profile, merge  # imports the probe's report reader
+
+        values = merge(values, load_profile(ns.profile))
+    return config_from_switches(values, base)
 
 
 async def _serve(cfg: SimConfig, duration: float | None) -> None:

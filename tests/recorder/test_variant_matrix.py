@@ -115,6 +115,22 @@ CELLS: tuple[Cell, ...] = (
 )
 
 
+def _profile_cells() -> tuple[Cell, ...]:
+    """One cell per committed probe report (``probe/reports/*.json``): the recorder against the
+    simulator answering as the probed exchange did (``kalshi-simulator serve --profile``)."""
+    try:
+        from simulator.profile import load_profile
+    except ImportError:  # the probe package is not there: no profiles to play
+        return ()
+    return tuple(
+        Cell(f"profile:{f.stem}", load_profile(f))
+        for f in sorted((ROOT / "probe" / "reports").glob("*.json"))
+    )
+
+
+CELLS = CELLS + _profile_cells()
+
+
 def _generator() -> GenConfig:
     """Markets live several seconds, so a market whose notice was lost is still undetermined
     when the next reconciliation runs, and whole lives still fit in a run."""

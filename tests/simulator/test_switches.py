@@ -443,6 +443,23 @@ def test_cli_flags_reach_the_config(tmp_path: Path) -> None:
         ["serve", "--keys-dir", str(tmp_path)]))) == defaults()  # fmt: skip
 
 
+def test_profile_sets_switches_and_explicit_flags_win(tmp_path: Path) -> None:
+    reports = sorted((Path(__file__).resolve().parents[2] / "probe" / "reports").glob("*.json"))
+    if not reports:
+        pytest.skip("no probe report committed")
+    from simulator.profile import load_profile
+
+    for report in reports:
+        prof = load_profile(report)
+        args = ["serve", "--keys-dir", str(tmp_path), "--profile", str(report)]
+        v = switch_values(config_from_args(build_parser().parse_args(args)))
+        assert {k: v[k] for k in prof} == prof
+        flip = "empty" if prof.get("pong", "echo") == "echo" else "echo"
+        v = switch_values(config_from_args(build_parser().parse_args([*args, "--pong", flip])))
+        if flip == "empty":  # a flag set away from its default wins over the profile
+            assert v["pong"] == "empty"
+
+
 @pytest.mark.parametrize(
     ("values", "needle"),
     [
