@@ -265,7 +265,7 @@ def empty_side(t: Transcript) -> Answer:
                 omit.append(e["n"])
             elif msg[k] == []:
                 empty.append(e["n"])
-    ev = (omit[:2] + empty[:2])[:4]
+    ev = sorted(set(omit[:2] + empty[:2]))
     if omit and empty:
         return Answer("empty_side", q, "mixed", "both seen", ev)
     if omit:

@@ -98,18 +98,18 @@ def reanalyze(report: dict[str, Any]) -> dict[str, Answer]:
 
 
 def render_table(report: dict[str, Any]) -> str:
-    """A fixed-width table: question, answer, evidence frame numbers."""
-    rows = [("question", "answer", "frames")]
+    """A fixed-width table: question, evidence frame numbers, answer (never cut)."""
+    rows = [("question", "frames", "answer")]
     for a in report["answers"].values():
-        ev = ",".join(str(n) for n in a["evidence"][:6])
-        rows.append((a["question"], a["summary"], ev))
-    w0 = min(62, max(len(r[0]) for r in rows))
-    w1 = min(60, max(len(r[1]) for r in rows))
+        ev = ",".join(str(n) for n in a["evidence"][:4])
+        rows.append((a["question"], ev, a["summary"]))
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
     lines = [
         f"kalshi-probe {report['probe_version']} · {report['environment']} · {report['started_at']}"
     ]
-    for i, (q, ans, ev) in enumerate(rows):
-        lines.append(f"{q[:w0]:<{w0}}  {ans[:w1]:<{w1}}  {ev}")
+    for i, (q, ev, ans) in enumerate(rows):
+        lines.append(f"{q:<{w0}}  {ev:<{w1}}  {ans}")
         if i == 0:
             lines.append(f"{'-' * w0}  {'-' * w1}  {'-' * 6}")
     return "\n".join(lines)
