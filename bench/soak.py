@@ -147,7 +147,7 @@ class SoakConfig:
     protocol: ProtocolOptions | None = None  # None: soak_protocol()
     # The recorder's REST reconciliation period, short so a lost notice is recovered within a
     # run between kills (set through KALSHI_RECORDER_RECONCILE_INTERVAL_S).
-    reconcile_s: float = 3.0
+    reconcile_s: float = 1.5
     recorder_args: tuple[str, ...] = ()
     # Reconnect backoff cap for the soak (the default 30 s would idle most of a short run after a
     # few drops in a row): set through the recorder's own KALSHI_RECORDER_* environment.
@@ -630,7 +630,7 @@ def check_lifecycle(rows: list[dict[str, Any]], report: Report) -> None:
                 report.fail(f"session {sid}: {t} determined (record {r['record_seq']}) but {how}")
 
 
-LOST_SLACK_S = 3.0  # REST round trips, pacing and a loaded machine on top of one period
+LOST_SLACK_S = 2.5  # REST round trips, pacing and a loaded machine on top of one period
 
 
 def check_lost_notices(rows: list[dict[str, Any]], run: SoakRun, report: Report) -> None:

@@ -46,7 +46,7 @@ from tests.recorder.harness import ROOT, read_log, recorder_cmd, wait_for
 DURATION_S = 14.0  # recorder run per cell
 RECONCILE_S = 2.0  # the recorder's reconciliation period, passed short
 DEADLINE_S = 2.0  # the recorder's command deadline, passed short
-SLACK_S = 2.0  # REST round trips, pacing and a loaded machine on top of a period
+SLACK_S = 3.0  # REST round trips, pacing and a loaded machine on top of a period
 WORKERS = 9
 DROP_AFTER_S = 4.0  # baseline: the connection drops this long after the recorder connected
 CLOSE_AFTER_S = 8.0  # close-code cells: the exchange closes with the code this long after
@@ -71,14 +71,17 @@ class Cell:
 # Recorder settings for the pong cell: ping often, so an empty pong would matter within the run.
 _PING_ENV = {"ping_interval_s": "1", "silence_timeout_s": "4", "ping_timeout_s": "2"}
 
+_SMALL_SIDS = ("--max-markets-per-sid", "3")
+
 CELLS: tuple[Cell, ...] = (
     Cell("baseline"),
     Cell("get_snapshot_ok=none", {"get_snapshot_ok": "none"}),
     Cell("get_snapshot_ok=after", {"get_snapshot_ok": "after"}),
     Cell("reply_id=sid_replies", {"reply_id": "sid_replies"}),
     Cell("reply_id=never", {"reply_id": "never"}),
-    Cell("duplicate_subscribe=merge", {"duplicate_subscribe": "merge"}),
-    Cell("duplicate_subscribe=error", {"duplicate_subscribe": "error"}),
+    # a small cap per sid makes the recorder subscribe again on the same channel
+    Cell("duplicate_subscribe=merge", {"duplicate_subscribe": "merge"}, _SMALL_SIDS),
+    Cell("duplicate_subscribe=error", {"duplicate_subscribe": "error"}, _SMALL_SIDS),
     Cell("lifecycle_drop_rate=0.3", {"lifecycle_drop_rate": 0.3}),
     Cell("rest_time_precision=s", {"rest_time_precision": "s"}),
     Cell("clock_offset_s=-5", {"clock_offset_s": -5.0}),
@@ -108,7 +111,7 @@ CELLS: tuple[Cell, ...] = (
             "rest_unsupported_params": _ALL_PARAMS,
             "mve_fraction": 0.3,
         },
-        ("--include-mve",),
+        ("--include-mve", *_SMALL_SIDS),
         _PING_ENV,
         close_code=4000,
     ),
@@ -571,6 +574,7 @@ def test_every_switched_cell_did_something(matrix: dict[str, Result]) -> None:
         "lifecycle_drop_rate=0.3": "lifecycle_dropped",
         "async_error_rate=0.1": "async_error",
         "close_code=4000": "close",
+        "duplicate_subscribe=merge": "merged_subscribe",
         "baseline": "drop",
     }
     idle = [c for c, e in expect.items() if not matrix[c].effects.get(e)]
