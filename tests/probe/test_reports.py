@@ -3,13 +3,15 @@ answers re-derive from its raw frames, and it maps to a valid simulator profile.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from probe.report import FORBIDDEN, PROBE_VERSION, load_report, reanalyze
-from simulator.profile import load_profile
+from simulator.profile import load_profile, switches_from_report
 from simulator.switches import config_from_switches
+from tests.probe.helpers import Cell, mismatches, probe_cells, start_cell
 
 REPORTS = Path(__file__).resolve().parents[2] / "probe" / "reports"
 FILES = sorted(REPORTS.glob("*.json"))
@@ -30,3 +32,25 @@ def test_report_maps_to_a_valid_profile(path: Path) -> None:
     switches = load_profile(path)
     assert switches  # a report with nothing measured is not worth committing
     config_from_switches(switches)  # raises on any value the simulator cannot play
+
+
+def test_each_report_round_trips_through_the_simulator(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """report -> profile -> simulator -> probe -> report': the second report maps to the same
+    switches (the probe and the simulator are inverses), for every committed report at once."""
+    keys = tmp_path_factory.mktemp("roundtrip-keys")
+    cells = [Cell(p.name, load_profile(p)) for p in FILES]
+    try:
+        for c in cells:
+            start_cell(c, keys)
+        asyncio.run(probe_cells(cells))
+    finally:
+        for c in cells:
+            if c.sim is not None:
+                c.sim.stop()
+    for c in cells:
+        assert c.report is not None and c.cfg is not None
+        again = switches_from_report(c.report)
+        assert set(c.switches) <= set(again) | {"rest_unknown_params"}, c.name
+        assert mismatches(again, c.cfg, c.report) == [], c.name
