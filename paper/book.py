@@ -9,6 +9,7 @@ participant's behaviour in the recording inconsistent with the book).
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 
 from schemas.units import PRICE_SCALE
@@ -66,6 +67,6 @@ class Book:
 
     def top(self, n: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
         """The best ``n`` bid levels and ask levels (YES view), best first."""
-        bids = sorted(self.bids.items(), reverse=True)[:n]
-        asks = sorted(self.asks.items())[:n]
+        bids = heapq.nlargest(n, self.bids.items())
+        asks = heapq.nsmallest(n, self.asks.items())
         return bids, asks

@@ -152,6 +152,8 @@ class Broker:
         self.markets: dict[str, MarketState] = {}
         self._ids = itertools.count(1)
         self.fees_paid_fine = 0
+        self._held: set[str] = set()
+        """Tickers with a non-zero position (equity sums only these)."""
 
     # -- state -------------------------------------------------------------------------------
 
@@ -172,21 +174,26 @@ class Broker:
 
     def equity(self) -> Fraction:
         """Cash plus every position marked to mid, in micro-dollars (exact)."""
-        total = Fraction(self.cash)
-        for m in self.markets.values():
-            total += self.position_value(m)
-        return total
+        total = self.cash * 200
+        for ticker in self._held:
+            total += self._value_x200(self.markets[ticker])
+        return Fraction(total, 200)
 
     def position_value(self, m: MarketState) -> Fraction:
+        """What ``m``'s position is worth at the mark, micro-dollars (exact)."""
+        return Fraction(self._value_x200(m), 200)
+
+    def _value_x200(self, m: MarketState) -> int:
+        """200 × the position's value in micro-dollars: (mark × 2) × centi-contracts is an
+        integer, so the sum stays in ints and one ``Fraction`` is built at the end."""
         if m.position == 0:
-            return Fraction(0)
+            return 0
         mark = m.mark_x2()
         if mark is None:
-            return Fraction(0)
-        yes_value = Fraction(mark, 2)
+            return 0
         if m.position > 0:
-            return yes_value * m.position / 100
-        return (PRICE_SCALE - yes_value) * (-m.position) / 100
+            return mark * m.position
+        return (2 * PRICE_SCALE - mark) * -m.position
 
     # -- market data -------------------------------------------------------------------------
 
@@ -378,6 +385,10 @@ class Broker:
         self.cash += charge.cash_change
         self.fees_paid_fine += charge.net_fee_fine
         m.position = pos + n if buy else pos - n
+        if m.position:
+            self._held.add(m.ticker)
+        else:
+            self._held.discard(m.ticker)
         m.last_fill_price = price
         r = o.resting
         r.remaining -= n
@@ -418,6 +429,7 @@ class Broker:
         payout = value * pos // 100 if pos > 0 else (PRICE_SCALE - value) * -pos // 100
         self.cash += payout
         m.position = 0
+        self._held.discard(m.ticker)
         return self._report(
             "settle",
             m,
