@@ -6,13 +6,20 @@ invariant 3): decisions for participation, gaps, resyncs and reconnects; frames 
 
 Per session: records, time span, frames in / commands out / decisions, malformed frames, holes in
 ``record_seq`` (proof of loss), connects, reconnects (connects beyond the first per connection
-index), disconnects, gaps, resyncs, stale seqs, losses, anomalies, markets joined.
+index), disconnects, gaps, resyncs, stale seqs, losses, anomalies, markets joined, and the
+markets skipped at start because they were already open (``market_skipped`` decisions of reason
+``already_open``): a market absent from a session is then either "skipped at start" (listed) or
+"never seen".
 
 Per market (per session): join reason, ``joined``..``left`` (left open: the session's last record),
 life ``open``..``end`` (as the training builder defines it: created ``open_ts``, determination), the
 **coverage of life** = overlap of [joined, left] with [open, end] divided by (end - open) (null
 while the market is not determined), book frames (snapshots, deltas), lifecycle events, and the
 gaps and resyncs whose decisions name the market.
+
+**Incremental.** Everything is per session, so a session whose segment files (path, size, mtime)
+are the same as in the previous report is copied from it, not read again: the nightly report
+costs what changed, not all history. ``files_by_session`` in the JSON is that index.
 """
 
 from __future__ import annotations
@@ -28,8 +35,11 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from materialize.training import DELTA, LIFECYCLE, NS, SNAPSHOT, _segments
-from schemas.log import Decision, Kind
+from materialize.training import DELTA, LIFECYCLE, NS, SNAPSHOT, _segments, session_of_path
+from schemas.log import SEGMENT_GLOB, Decision, Kind
+
+REPORT_VERSION = 2
+"""Bumped when a field is added, so a cached report of another shape is recomputed in full."""
 
 
 @dataclass(slots=True)
@@ -54,6 +64,8 @@ class SessionQuality:
     anomalies: int = 0
     markets_joined: int = 0
     ended: bool = False
+    markets_skipped: int = 0
+    skipped_at_start: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -79,12 +91,16 @@ class QualityReport:
     sessions: list[SessionQuality] = field(default_factory=list)
     markets: list[MarketQuality] = field(default_factory=list)
     skipped_segments: list[str] = field(default_factory=list)
+    files_by_session: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    reused_sessions: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "report_version": REPORT_VERSION,
             "sessions": [asdict(s) for s in self.sessions],
             "markets": [asdict(m) for m in self.markets],
             "skipped_segments": self.skipped_segments,
+            "files_by_session": self.files_by_session,
         }
 
 
@@ -104,15 +120,66 @@ def coverage(joined: int, left: int, open_ns: int, end_ns: int) -> float:
     return max(0, overlap) / (end_ns - open_ns)
 
 
+def _files_by_session(data_dir: Path) -> dict[str, dict[str, list[int]]]:
+    """``{session: {relpath: [size, mtime_ns]}}`` of the sealed files (a listing and stats)."""
+    out: dict[str, dict[str, list[int]]] = {}
+    for path in sorted(data_dir.glob(SEGMENT_GLOB)):
+        if path.name.startswith("."):
+            continue
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        sid = session_of_path(path)
+        key = str(sid) if sid is not None else "?"
+        out.setdefault(key, {})[path.relative_to(data_dir).as_posix()] = [
+            st.st_size,
+            st.st_mtime_ns,
+        ]
+    return out
+
+
+def _previous(out_path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(out_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("report_version") != REPORT_VERSION:
+        return None
+    return data
+
+
 def build_quality_report(data_dir: Path, out_path: Path) -> QualityReport:
-    """Compute the report from ``data_dir``'s sealed segments and write it as JSON."""
-    files, skipped = _segments(Path(data_dir))
-    report = QualityReport(skipped_segments=skipped)
+    """Compute the report from ``data_dir``'s sealed segments and write it as JSON (sessions
+    whose files did not change are taken from the previous report at ``out_path``)."""
+    data_dir, out_path = Path(data_dir), Path(out_path)
+    files_now = _files_by_session(data_dir)
+    prev = _previous(out_path)
+    reuse: set[int] = set()
+    if prev is not None:
+        before = prev.get("files_by_session", {})
+        reuse = {int(k) for k, v in files_now.items() if k != "?" and before.get(k) == v}
+    files, skipped = _segments(data_dir, frozenset(reuse))
+    report = QualityReport(skipped_segments=skipped, files_by_session=files_now)
     if files:
         _fill(report, pl.scan_parquet(files, hive_partitioning=False))
-    out_path = Path(out_path)
+    if prev is not None and reuse:
+        report.reused_sessions = len(reuse)
+        report.sessions += [
+            SessionQuality(**d) for d in prev["sessions"] if d["session_id"] in reuse
+        ]
+        report.markets += [MarketQuality(**d) for d in prev["markets"] if d["session_id"] in reuse]
+        report.skipped_segments += [
+            line
+            for line in prev.get("skipped_segments", [])
+            if session_of_path(Path(line.split(": ", 1)[0])) in reuse
+        ]
+        report.sessions.sort(key=lambda x: x.session_id)
+        report.markets.sort(key=lambda m: (m.session_id, m.market_ticker))
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(report.to_dict(), indent=1))
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    tmp.write_text(json.dumps(report.to_dict(), indent=1))
+    tmp.replace(out_path)
     return report
 
 
@@ -218,6 +285,11 @@ def _fill(report: QualityReport, scan: pl.LazyFrame) -> None:
             s.anomalies += 1
         elif name == Decision.SESSION_END:
             s.ended = True
+        elif name == Decision.MARKET_SKIPPED:
+            s.markets_skipped += 1
+            ticker = body.get("market_ticker") or r["market_ticker"]
+            if body.get("reason") == "already_open" and isinstance(ticker, str):
+                s.skipped_at_start.append(ticker)
         elif name == Decision.MARKET_JOINED:
             ticker = body.get("market_ticker") or r["market_ticker"]
             if isinstance(ticker, str) and (s.session_id, ticker) not in markets:
@@ -267,13 +339,14 @@ def render(report: QualityReport, width: int = 160) -> str:
         ("in", "frames_in"), ("out", "commands_out"), ("decisions", "decisions"),
         ("malformed", "malformed"), ("holes", "record_seq_holes"), ("reconnects", "reconnects"),
         ("gaps", "gaps"), ("resyncs", "resyncs"), ("stale", "stale_seqs"), ("losses", "losses"),
-        ("markets", "markets_joined"), ("ended", "ended"),
+        ("markets", "markets_joined"), ("skipped at start", "skipped_at_start"), ("ended", "ended"),
     ]  # fmt: skip
     for title, _ in cols:
         st.add_column(title, justify="right")
     for s in report.sessions:
         values = [getattr(s, a) for _, a in cols]
         values[2] = f"{s.duration_s / 3600:.2f}"
+        values[-2] = len(s.skipped_at_start)
         st.add_row(*(str(v) for v in values))
     console.print(st)
     mt = Table(title="Markets")

@@ -67,6 +67,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -194,11 +195,29 @@ class _Market:
 
 
 # ------------------------------------------------------------------------------------ reading
-def _segments(data_dir: Path) -> tuple[list[str], list[str]]:
-    """Readable segment files of the known schema version, and the skipped ones with reasons."""
+_SESSION_DIR = re.compile(r"^session_id=(-?\d+)$")
+
+
+def session_of_path(path: Path) -> int | None:
+    """The ``session_id`` of a segment's hive directory (``None`` if it has none)."""
+    m = _SESSION_DIR.match(path.parent.name)
+    return int(m.group(1)) if m else None
+
+
+def _segments(
+    data_dir: Path, skip_sessions: frozenset[int] = frozenset()
+) -> tuple[list[str], list[str]]:
+    """Readable segment files of the known schema version, and the skipped ones with reasons.
+
+    Files of ``skip_sessions`` (finished sessions, see ``build``) are not opened at all, so the
+    nightly build costs what is new, not all history."""
     good: list[str] = []
     skipped: list[str] = []
     for path in sorted(data_dir.glob(SEGMENT_GLOB)):
+        if path.name.startswith("."):
+            continue
+        if skip_sessions and session_of_path(path) in skip_sessions:
+            continue
         try:
             meta = pq.read_schema(path).metadata or {}
         except Exception as exc:
@@ -730,8 +749,17 @@ def build(data_dir: Path, out_dir: Path, policy: TrainingPolicy) -> TrainingSumm
         manifest = _fresh_manifest(policy)
     _clean_orphans(out_dir, manifest)
 
-    files, skipped = _segments(data_dir)
+    # Sessions that ended with every market final are never read again (their markets are in
+    # the manifest for good): the nightly build reads only what can still change.
+    finished = frozenset(int(x) for x in manifest.get("finished_sessions", []))
+    files, skipped = _segments(data_dir, finished)
+    skipped += [
+        line
+        for line in manifest.get("skipped_segments", [])
+        if session_of_path(Path(line.split(": ", 1)[0])) in finished
+    ]
     summary.skipped_segments = skipped
+    ended_now: set[int] = set()
     done = set(manifest["included"]) | {
         k for k, v in manifest["excluded"].items() if v.get("final", True)
     }
@@ -761,6 +789,11 @@ def build(data_dir: Path, out_dir: Path, policy: TrainingPolicy) -> TrainingSumm
             )
             .collect()
             .sort("session_id", "record_seq")
+        )
+        ended_now = set(
+            ctl.filter(
+                (pl.col("kind") == Kind.DECISION) & (pl.col("msg_type") == Decision.SESSION_END)
+            )["session_id"].to_list()
         )
         todo: dict[int, list[_Market]] = {}
         for m in _markets(ctl):
@@ -850,6 +883,8 @@ def build(data_dir: Path, out_dir: Path, policy: TrainingPolicy) -> TrainingSumm
     for key in new_included:
         manifest["excluded"].pop(key, None)
     manifest["pending"] = pending
+    still_open = {v["session_id"] for v in pending.values()}
+    manifest["finished_sessions"] = sorted(finished | (ended_now - still_open))
     summary.seconds = time.perf_counter() - started
     record["seconds"] = round(summary.seconds, 3)
     record["deltas_replayed"] = summary.deltas_replayed
