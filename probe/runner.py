@@ -48,7 +48,7 @@ def now_ms() -> int:
 @dataclass
 class RunSettings:
     """Where and how hard to probe. Defaults keep the run inside the exchange's documented
-    limits: REST Basic tier is 20 reads/s (we do <= 4/s); commands at <= 4/s per connection."""
+    limits: REST Basic tier is 20 reads/s (we do <= 10/s); commands at <= 4/s per connection."""
 
     ws_url: str
     rest_url: str
@@ -56,7 +56,7 @@ class RunSettings:
     max_seconds: float = 60.0  # the whole run, connect to close
     step_timeout_s: float = 5.0  # one command's answer, one REST call
     command_interval_s: float = 0.25
-    rest_interval_s: float = 0.25
+    rest_interval_s: float = 0.1
     listen_s: float = 20.0
     linger_s: float = 1.0
     young_retry_s: float = 1.0

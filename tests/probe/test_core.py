@@ -143,7 +143,7 @@ def hostile(codes: list[int]) -> Callable[[Command], list[dict[str, Any]]]:
     return answer
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(listings(), st.lists(st.sampled_from([0, 6, 7, 16, 17]), min_size=1, max_size=5))
 def test_every_action_is_read_only_and_bounded(
     markets: list[dict[str, Any]], codes: list[int]
@@ -160,6 +160,7 @@ def test_every_action_is_read_only_and_bounded(
         assert sum(isinstance(a, Wait) for a in actions) <= 10
 
 
+@settings(max_examples=30, deadline=None)
 @given(listings())
 def test_unsubscribes_every_subscription_it_made(markets: list[dict[str, Any]]) -> None:
     """What the probe subscribes to (besides the lifecycle feed) it gives back before closing."""

@@ -38,6 +38,7 @@ CELLS = [
     Cell("pong_empty", {"pong": "empty"}),
     Cell("young_market", {"new_market_not_found_s": 1.0}),
     Cell("clock_offset", {"clock_offset_s": 3600.0}),
+    Cell("clock_behind", {"clock_offset_s": -60.0}),
     Cell("rest_seconds", {"rest_time_precision": "s"}),
     Cell(
         "rest_reject",
@@ -96,7 +97,16 @@ def probed(keys_dir: Path) -> Iterator[tuple[dict[str, Cell], ServerLog]]:
         yield {c.name: c for c in cells}, log
 
 
-@pytest.mark.parametrize("name", [c.name for c in CELLS])
+# The simulator shifts REST times and lifecycle *_ts by its clock offset but not the book deltas'
+# ts_ms, and sends no HTTP Date header; a real exchange has one clock. An exchange clock behind
+# ours is then invisible to the probe (ts_ms bounds the offset from below at ~0).
+BEHIND = pytest.mark.xfail(reason="simulator: delta ts_ms not shifted by clock_offset_s")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(c.name, marks=BEHIND) if c.name == "clock_behind" else c.name for c in CELLS],
+)
 def test_report_names_each_setting(name: str, probed: tuple[dict[str, Cell], ServerLog]) -> None:
     cell = probed[0][name]
     assert cell.run is not None and cell.report is not None and cell.cfg is not None
