@@ -432,6 +432,7 @@ def expire_db(
     today: dt.date | None = None,
     dry_run: bool = False,
     report: RetentionReport | None = None,
+    schema_ready: bool = False,
 ) -> RetentionReport:
     """Remove the big tables' rows (deltas, snapshots, gaps) of receive days older than N days.
 
@@ -441,12 +442,15 @@ def expire_db(
     rows. Unpartitioned tables (PostgreSQL or DuckDB) get a ``DELETE``, whose time grows with the
     rows. The same cut as the files: a day is old when it is before ``today - N days`` (UTC).
     Sessions, participation, lifecycle events and the manifest are never touched.
+    ``schema_ready``: ``target.ensure_schema()`` was already called (the benchmark times only
+    the removal).
     """
     report = report if report is not None else RetentionReport()
     today = today or dt.datetime.now(dt.UTC).date()
     cutoff_day = today - dt.timedelta(days=older_than_days)
     cutoff_ns = day_bounds_ns(cutoff_day)[0]
-    target.ensure_schema()
+    if not schema_ready:
+        target.ensure_schema()
     partitioned = target.partitioned_tables() if isinstance(target, PostgresTarget) else {}
     if detach:
         plain = [t for t in PARTITION_KEYS if t not in partitioned]
