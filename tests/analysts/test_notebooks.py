@@ -23,6 +23,7 @@ EXPECTED = {
     "02_session_overview.ipynb",
     "03_data_quality.ipynb",
     "04_training_tour.ipynb",
+    "paper_run.ipynb",
 }
 
 
