@@ -8,8 +8,8 @@ DuckDB (``materialize.views``) must give the same rows: deltas per market with e
 sizes, lifecycle events per type with exact settlement prices, participation, the training rows
 and the training manifest's exclusions.
 
-``read_segments`` / ``read_training`` / ``read_manifest`` are the README's Spark snippet, verbatim:
-this test is what proves it.
+``read_segments`` / ``read_training`` / ``read_manifest`` hold the expressions of the Spark
+snippet in the README and ``docs/scale-out.md``: this test is what proves it.
 
 CI runs this test (pyspark is in the test extra, Java 17 on the machine): without Java it fails
 under ``REQUIRE_POSTGRES=1`` (set by ``.ci/run``) and is skipped with the reason elsewhere.
