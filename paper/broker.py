@@ -74,6 +74,9 @@ class Report:
     liquidity: Liquidity | None = None
     charge: FillCharge | None = None
     reason: str | None = None
+    level_price: int | None = None
+    """For a fill: the recorded opposite level (YES price) whose shown size it used; None when
+    the fill model filled a resting order without using one (queue depletion)."""
     cash_after: int = 0
     position_after: int = 0
 
@@ -258,7 +261,9 @@ class Broker:
                 if n <= 0:
                     break
                 self._take_ledger(m, o.resting.buy, price, n)
-                reports.append(self._fill(m, o, o.resting.price, n, Liquidity.MAKER, t_ns))
+                reports.append(
+                    self._fill(m, o, o.resting.price, n, Liquidity.MAKER, t_ns, level=price)
+                )
                 if o.order_id not in m.orders:
                     break
         return reports
@@ -331,7 +336,7 @@ class Broker:
             if n <= 0:
                 break
             self._take_ledger(m, view.buy, price, n)
-            reports.append(self._fill(m, o, price, n, Liquidity.TAKER, t_ns))
+            reports.append(self._fill(m, o, price, n, Liquidity.TAKER, t_ns, level=price))
         if oid in m.orders:
             resting.queue_ahead = self.fill_model.queue_ahead(view.buy, view.price, m.book)
             if order.tif is TimeInForce.IOC:
@@ -370,7 +375,14 @@ class Broker:
         return Report(kind, t_ns, m.ticker, cash_after=self.cash, position_after=m.position, **kw)
 
     def _fill(
-        self, m: MarketState, o: OpenOrder, price: int, n: int, liq: Liquidity, t_ns: int
+        self,
+        m: MarketState,
+        o: OpenOrder,
+        price: int,
+        n: int,
+        liq: Liquidity,
+        t_ns: int,
+        level: int | None = None,
     ) -> Report:
         buy = o.resting.buy
         pos = m.position
@@ -407,6 +419,7 @@ class Broker:
             size=n,
             liquidity=liq,
             charge=charge,
+            level_price=level,
         )
 
     def _cancel(self, m: MarketState, o: OpenOrder, t_ns: int, reason: str) -> Report:

@@ -208,3 +208,57 @@ def test_yes_no_duality_gives_equal_exposure(
     assert a.market(T).position == b.market(T).position
     assert a.cash == b.cash and a.equity() == b.equity()
     assert isinstance(a.equity(), Fraction)
+
+
+events = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("delta"), st.sampled_from(["yes", "no"]), cents, st.integers(-3000, 3000)
+        ),
+        st.tuples(
+            st.just("order"),
+            st.sampled_from(list(Action)),
+            st.sampled_from(list(Side)),
+            st.integers(1, 99).map(lambda c: c * 10_000),
+            st.integers(1, 3000),
+        ),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150)
+@given(levels, levels, events)
+def test_over_time_we_never_take_more_than_was_shown(
+    yes: dict[int, int], no: dict[int, int], stream: list[tuple[object, ...]]
+) -> None:
+    """Across book changes, resting and crossing orders: at every level, what we took never
+    exceeds what the recording showed there (net of what we took before, and of decreases)."""
+    y, n = _uncrossed(yes, no)
+    b = Broker(cash=10_000_000 * M)
+    b.on_snapshot(T, y, n, t_ns=1)
+    budget = {(False, p): s for p, s in y} | {(True, M - p): s for p, s in n}
+    for t, ev in enumerate(stream, start=2):
+        if ev[0] == "delta":
+            _, side, price, delta = ev
+            assert isinstance(side, str) and isinstance(price, int) and isinstance(delta, int)
+            key = (side == "no", price if side == "yes" else M - price)
+            old = b.market(T).book.size(*key)
+            reports = b.on_delta(T, side, price, delta, t)
+            new = b.market(T).book.size(*key)
+            budget[key] = (
+                budget.get(key, 0) + (new - old) if new > old else min(budget.get(key, 0), new)
+            )
+        else:
+            _, action, oside, price, size = ev
+            assert isinstance(action, Action) and isinstance(oside, Side)
+            assert isinstance(price, int) and isinstance(size, int)
+            reports = b.submit(Order(T, action, oside, price, size), t)
+        for r in reports:
+            if r.kind != "fill":
+                continue
+            assert r.level_price is not None and r.size is not None
+            key = (bool(r.yes_buy), r.level_price)  # a buy takes asks, a sell takes bids
+            budget[key] = budget.get(key, 0) - r.size
+            assert budget[key] >= 0, f"took {r.size} at {key} beyond what was shown"
+    assert b.cash >= 0
