@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -49,8 +50,53 @@ from feed.state import LIFECYCLE_CHANNEL_TYPES
 from schemas.units import parse_price, parse_size
 from simulator.faults import FaultConfig
 from simulator.server import SimConfig, start_in_thread
+from simulator.wire import ProtocolOptions
 from tests.recorder.conftest import lively
 from tests.recorder.harness import ROOT, ground_truth_frames, received_by_epoch, recorder_cmd
+
+SDK_SCRIPT = r"""
+import asyncio, json, sys
+from kalshi.auth import KalshiAuth
+from kalshi.config import KalshiConfig
+from kalshi.ws.client import KalshiWebSocket
+
+info = json.loads(sys.argv[1])
+
+errors, kinds = [], {}
+out = {"kinds": kinds, "errors": errors}
+
+async def main():
+    async def on_error(e):
+        errors.append(repr(e))
+    cfg = KalshiConfig(
+        base_url="http://127.0.0.1:9/trade-api/v2", ws_base_url=info["ws_url"],
+        allow_unknown_host=True,
+    )
+    auth = KalshiAuth.from_key_path(info["key_id"], info["private_key_path"])
+    client = KalshiWebSocket(auth=auth, config=cfg, on_error=on_error)
+    async with client.connect() as session:
+        life = await session.subscribe_market_lifecycle()
+        tickers = out["tickers"] = []
+        async for msg in life:
+            kinds["lifecycle:" + type(msg).__name__] = 1
+            if getattr(msg.msg, "event_type", None) == "created":
+                tickers.append(msg.msg.market_ticker)
+                if len(tickers) == 3:
+                    break
+        book = await session.subscribe_orderbook_delta(tickers=tickers)
+        n = 0
+        async for msg in book:
+            kinds[type(msg).__name__] = kinds.get(type(msg).__name__, 0) + 1
+            n += 1
+            if n >= 20:
+                break
+
+try:
+    asyncio.run(asyncio.wait_for(main(), 60))
+except TimeoutError:
+    out["timeout"] = True
+print(json.dumps(out))
+"""
 
 DEPTH = 10_000  # whole books
 LAG_BEHIND = 6_000  # frames B lets A get ahead by before it reads again
@@ -67,6 +113,9 @@ class LiveRun:
     churn_ok: int
     rec_stdout: str
     rec_stderr: str
+    sdk: dict[str, Any] | str | None
+    """kalshi-sdk's run against the live tap: its output, the reason it could not run, or None."""
+    keys: dict[str, str]
     rows: list[tuple[Any, ...]] = field(default_factory=list)
 
 
@@ -180,6 +229,37 @@ async def _churn(url: str, n: int = 1000, parallel: int = 25) -> int:
     return ok
 
 
+def sdk_python() -> str | None:
+    """Python >= 3.12 with kalshi-sdk, as the simulator's interop test builds it (its cached
+    venv); None when there is none here."""
+    from tests.simulator.test_interop import PACKAGES, _newer_python
+
+    py = _newer_python()
+    if py is None:
+        return None
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kalshi-sim-interop"
+    venv = cache / ("venv-" + Path(py).parent.parent.name)
+    marker = venv / ".installed"
+    if marker.exists() and marker.read_text() == " ".join(PACKAGES):
+        return str(venv / "bin" / "python")
+    return None
+
+
+async def run_sdk(url: str, keys: dict[str, str]) -> dict[str, Any] | str:
+    py = sdk_python()
+    if py is None:
+        return "no Python >= 3.12 venv with kalshi-sdk (run tests/simulator/test_interop.py first)"
+    info = json.dumps({"ws_url": url, **keys})
+    proc = await asyncio.create_subprocess_exec(
+        py, "-c", SDK_SCRIPT, info, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    if proc.returncode != 0:
+        raise AssertionError(f"kalshi-sdk failed: {err.decode()[-3000:]}")
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
 @pytest.fixture(scope="module")
 def live_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
     base = tmp_path_factory.mktemp("feed-live")
@@ -190,10 +270,12 @@ def live_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
             ground_truth=base / "truth",
             faults=FaultConfig(gap_rate=0.005),
             generator=gen,
+            protocol=ProtocolOptions(empty_side="empty_list"),  # what kalshi-sdk needs
         )
     )
+    keys = {"key_id": sim.key_id, "private_key_path": str(sim.private_key_path)}
     data = base / "data"
-    cmd = recorder_cmd(sim, data, "--duration", "15")
+    cmd = recorder_cmd(sim, data, "--duration", "180")
     cmd[cmd.index("recorder")] = "tests.feed.livetap"
     env = {
         **os.environ,
@@ -221,12 +303,27 @@ def live_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
                 if a.done():
                     a.result()
             b = asyncio.create_task(_consumer_b(url, progress, b_events))
+            sdk = asyncio.create_task(run_sdk(url, keys))
             bad = await _bad_input(url)
             churn = await _churn(url)
-            await a
-            return await b, bad, churn
+            sdk_out = await sdk
 
-        b_books, bad, churn = asyncio.run(asyncio.wait_for(run(), 240))
+            def b_recovered() -> bool:
+                lag = next((i for i, e in enumerate(b_events) if isinstance(e, Lagged)), None)
+                return lag is not None and len(b_events) - lag > 500
+
+            deadline = asyncio.get_running_loop().time() + 120
+            while not (b_recovered() and progress[0] > 10_000):
+                if asyncio.get_running_loop().time() > deadline:
+                    raise AssertionError("consumer B did not lag and recover within 120 s")
+                if b.done():
+                    b.result()
+                await asyncio.sleep(0.05)
+            proc.send_signal(signal.SIGINT)  # a graceful stop: session_end reaches A and B
+            await a
+            return await b, bad, churn, sdk_out
+
+        b_books, bad, churn, sdk = asyncio.run(asyncio.wait_for(run(), 240))
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -234,7 +331,9 @@ def live_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
             proc.communicate()
         sim.stop()
     assert proc.returncode == 0, err[-3000:]
-    run_ = LiveRun(data, base / "truth", events_a, b_events, b_books, bad, churn, out, err)
+    run_ = LiveRun(
+        data, base / "truth", events_a, b_events, b_books, bad, churn, out, err, sdk, keys
+    )
     run_.rows = list(read_rows(pick_session(data, None)))
     yield run_
 
@@ -434,3 +533,33 @@ def test_kalshi_replay_cli_refuses_bad_arguments(tmp_path: Path) -> None:
     assert r.stderr.count("\n") == 1
     r = run("--data-dir", str(tmp_path), "--speed", "fast")
     assert r.returncode == 2 and "--speed" in r.stderr
+
+
+def _assert_sdk_ok(out: dict[str, Any] | str | None) -> None:
+    if isinstance(out, str) or out is None:
+        pytest.skip(str(out))
+    kinds = out["kinds"]
+    assert kinds.get("OrderbookSnapshotMessage", 0) >= 1, kinds
+    assert kinds.get("OrderbookDeltaMessage", 0) >= 1, kinds
+    assert "lifecycle:MarketLifecycleMessage" in kinds, kinds
+    assert out["errors"] == []
+
+
+@pytest.mark.slow
+def test_kalshi_sdk_reads_the_live_tap(live_run: LiveRun) -> None:
+    _assert_sdk_ok(live_run.sdk)
+
+
+@pytest.mark.slow
+def test_kalshi_sdk_reads_a_replay(live_run: LiveRun) -> None:
+    if sdk_python() is None:
+        pytest.skip("no Python >= 3.12 venv with kalshi-sdk here")
+
+    async def go() -> dict[str, Any] | str:
+        _, listening = await start_replay(ReplayConfig(live_run.data, speed=1.0))
+        try:
+            return await run_sdk(listening.url, live_run.keys)
+        finally:
+            listening.server.close()
+
+    _assert_sdk_ok(asyncio.run(go()))
