@@ -287,6 +287,11 @@ class PostgresTarget:
         self._in_transaction = True
         try:
             with self.con.transaction():
+                if self._partitioned:
+                    # Loaders of a partitioned database take turns per segment: two creating
+                    # the same day would race inside IF NOT EXISTS, and one creating a day
+                    # (lock on the parent) while the other holds rows of that parent deadlock.
+                    self.con.execute("SELECT pg_advisory_xact_lock(%s)", (0x6B616C7368690002,))
                 yield
             self._commit_ranges()  # partitions created in it exist only if it committed
         except (psycopg.IntegrityError, psycopg.DataError) as exc:
