@@ -325,6 +325,7 @@ class PaperEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
             "market_ticker": self._ep.market_ticker,
             "session_id": self._ep.session_id,
             "row": self._i,
+            "record_seq": int(self._cols["record_seq"][self._i]),
             "position": m.position,
             "cash": self._broker.cash,
             "equity_usd": float(self._broker.equity()) / PRICE_SCALE,

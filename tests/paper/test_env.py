@@ -102,3 +102,40 @@ def test_a_bad_action_or_no_data_is_a_clear_error(data_dir: Path, tmp_path: Path
         env.step(7)
     with pytest.raises(ValueError, match="kalshi-materialize"):
         PaperEnv(tmp_path)
+
+
+def test_invalid_spans_are_skipped(tmp_path: Path) -> None:
+    """A gap, deltas while the book is invalid, then a fresh snapshot: the episode jumps from the
+    last valid state to the snapshot; no step ever shows a book from inside the gap."""
+    from tests.training.markets import create, determine
+
+    life = Life("KXG-26JAN01-HEAL", T0, T0 + 5, T0 + 100)
+    log = SessionLog()
+    log.session_start()
+    log.connected()
+    create(log, life)
+    log.at(life.open + 1)
+    log.snapshot(life.ticker, {400_000: 100}, {500_000: 100})
+    for k in range(12):
+        log.at(life.open + 10 + k)
+        log.delta(life.ticker, "yes", 400_000, 100)
+    log.at(life.open + 30)
+    gapped = log.delta(life.ticker, "yes", 400_000, 100, skip=3)
+    inside = {log.delta(life.ticker, "no", 500_000, 50) for _ in range(3)}
+    log.at(life.open + 40)
+    healed = log.snapshot(life.ticker, {400_000: 7}, {500_000: 9})
+    for k in range(3):
+        log.at(life.open + 41 + k)
+        log.delta(life.ticker, "yes", 400_000, 1)
+    determine(log, life)
+    log.session_end()
+    log.write(tmp_path)
+    build_training_sets(tmp_path, tmp_path / "training")
+    env = PaperEnv(tmp_path)
+    _, info = env.reset(seed=0)
+    seen, done = [info["record_seq"]], False
+    while not done:
+        _, _, done, _, info = env.step(HOLD)
+        seen.append(info["record_seq"])
+    assert healed in seen and gapped not in seen and not inside & set(seen)
+    assert seen == sorted(seen)
