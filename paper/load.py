@@ -127,42 +127,46 @@ def rows_by_table(path: Path) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def load_paper_logs(con: Any, data_dir: Path, dialect: Dialect = "duckdb") -> dict[str, int]:
-    """Apply the DDL and load every sealed paper log under ``data_dir`` through the DB-API
-    connection ``con`` (duckdb or psycopg). Returns the rows inserted per table."""
-    mark = "?" if dialect == "duckdb" else "%s"
+    """Apply the DDL and load every sealed paper log under ``data_dir`` through ``con`` (a
+    duckdb connection, or a psycopg 3 connection, autocommit or not: each file is loaded in
+    ``con.transaction()``). Returns the rows inserted per table."""
+    inserted = dict.fromkeys(_KINDS, 0)
+    if dialect == "postgres":
+        with con.transaction(), con.cursor() as cur:
+            for stmt in ddl(dialect):
+                cur.execute(stmt)
+        for path in sealed_files(data_dir):
+            with con.transaction(), con.cursor() as cur:
+                _insert(cur, rows_by_table(path), "%s", inserted)
+        return inserted
     cur = con.cursor()
     for stmt in ddl(dialect):
         cur.execute(stmt)
-    if dialect == "postgres":
-        con.commit()
-    inserted = dict.fromkeys(_KINDS, 0)
     for path in sealed_files(data_dir):
-        parts = rows_by_table(path)
-        if dialect == "duckdb":
-            cur.execute("BEGIN")
+        cur.execute("BEGIN")
         try:
-            for table, (cols, _kinds) in _KINDS.items():
-                rows = parts[table]
-                if not rows:
-                    continue
-                before = _count(cur, table)
-                cur.executemany(
-                    f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
-                    f"({', '.join([mark] * len(cols))}) ON CONFLICT DO NOTHING",
-                    rows,
-                )
-                inserted[table] += _count(cur, table) - before
-            if dialect == "postgres":
-                con.commit()
-            else:
-                cur.execute("COMMIT")
+            _insert(cur, rows_by_table(path), "?", inserted)
+            cur.execute("COMMIT")
         except Exception:
-            if dialect == "postgres":
-                con.rollback()
-            else:
-                cur.execute("ROLLBACK")
+            cur.execute("ROLLBACK")
             raise
     return inserted
+
+
+def _insert(
+    cur: Any, parts: dict[str, list[tuple[Any, ...]]], mark: str, inserted: dict[str, int]
+) -> None:
+    for table, (cols, _kinds) in _KINDS.items():
+        rows = parts[table]
+        if not rows:
+            continue
+        before = _count(cur, table)
+        cur.executemany(
+            f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
+            f"({', '.join([mark] * len(cols))}) ON CONFLICT DO NOTHING",
+            rows,
+        )
+        inserted[table] += _count(cur, table) - before
 
 
 def _count(cur: Any, table: str) -> int:

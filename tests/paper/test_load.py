@@ -54,7 +54,7 @@ def test_loads_into_duckdb_exactly_once(paper_data: Path, tmp_path: Path) -> Non
 
 def test_loads_into_postgres_exactly_once(paper_data: Path, pg_dsn: str) -> None:
     expected = _expected(paper_data)
-    with psycopg.connect(pg_dsn) as con:
+    with psycopg.connect(pg_dsn, autocommit=True) as con:  # as materialize's target opens it
         assert load_paper_logs(con, paper_data, "postgres") == expected
         assert load_paper_logs(con, paper_data, "postgres") == dict.fromkeys(expected, 0)
         row = con.execute(
