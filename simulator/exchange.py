@@ -512,6 +512,7 @@ class Exchange:
         self.effects: list[dict[str, Any]] = []  # drained by the shell into ground truth
         self._last_pump_ms = engine.now_ms
         self._offset_s = round(opts.clock_offset_s)
+        self._offset_ms = round(opts.clock_offset_s * 1000)
 
     def open_session(self, authenticated: bool = True) -> Session:
         conn_id = self._next_conn
@@ -562,7 +563,7 @@ class Exchange:
                     subs = s.book_index.get(ticker)
                     if subs:
                         if body is None:
-                            body = delta_body(ev, legacy)
+                            body = delta_body(ev, legacy, self._offset_ms)
                         for sub in subs:
                             s.emit(sub, "orderbook_delta", body, True)
             else:

@@ -7,7 +7,8 @@ the buffer fills); they are a test oracle, not a crash-safe log.
 Layout (one JSON object per line):
 * ``conn-<N>.jsonl``: ``{"t_ns", "conn", "frame"}``; t_ns = wall clock when handed to the socket.
 * ``books.jsonl``: ``{"t_ns", "ticker", "yes": [[price, size], ...], "no": [...]}`` after every
-  change; t_ns is the exchange's (virtual) time of the change in ns, the same clock as ``ts_ms``.
+  change; t_ns is the exchange's (virtual) time of the change in ns, the same clock as ``ts_ms``
+  (so shifted by the ``clock_offset_s`` switch, like ``ts_ms``).
 * ``markets.jsonl``: one line per market with its lifecycle facts (``mve`` says whether it is a
   multivariate market), written on stop.
 * ``effects.jsonl``: what each protocol switch and fault did, in order (``{"effect": ...,
@@ -28,8 +29,9 @@ from simulator.market import Engine
 
 
 class GroundTruth:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, offset_ms: int = 0) -> None:
         self.dir = directory
+        self.offset_ms = offset_ms
         directory.mkdir(parents=True, exist_ok=True)
         self._conns: dict[int, IO[bytes]] = {}
         self._books: IO[bytes] = open(directory / "books.jsonl", "wb")  # noqa: SIM115
@@ -59,11 +61,12 @@ class GroundTruth:
         if not log:
             return
         w = self._books.write
+        off = self.offset_ms
         for ts_ms, ticker, yes, no in log:
             w(
                 orjson.dumps(
                     {
-                        "t_ns": ts_ms * 1_000_000,
+                        "t_ns": (ts_ms + off) * 1_000_000,
                         "ticker": ticker,
                         "yes": fp_levels(yes),
                         "no": fp_levels(no),

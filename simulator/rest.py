@@ -12,6 +12,7 @@ import base64
 import logging
 import time
 from collections.abc import Callable
+from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -352,9 +353,13 @@ _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Al
 
 
 async def serve_rest(
-    host: str, port: int, responder: Callable[[str, str], tuple[int, dict[str, Any]]]
+    host: str,
+    port: int,
+    responder: Callable[[str, str], tuple[int, dict[str, Any]]],
+    now: Callable[[], float] = time.time,
 ) -> asyncio.Server:
-    """Start the HTTP/1.1 server; ``responder(method, target)`` gives (status, body)."""
+    """Start the HTTP/1.1 server; ``responder(method, target)`` gives (status, body); ``now()``
+    is the exchange's clock (Unix seconds) for the ``Date`` header."""
 
     async def conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -381,6 +386,7 @@ async def serve_rest(
                 close = headers.get("connection", "").lower() == "close" or version == "HTTP/1.0"
                 hdr = (
                     f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
+                    f"Date: {formatdate(now(), usegmt=True)}\r\n"
                     f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
                     f"Connection: {'close' if close else 'keep-alive'}\r\n\r\n"
                 )

@@ -206,7 +206,9 @@ class Simulator:
         )
         self.exchange = Exchange(self.engine, cfg.protocol, cfg.faults, self.faults, cfg.seed)
         if cfg.ground_truth is not None:
-            self._gt = GroundTruth(Path(cfg.ground_truth))
+            self._gt = GroundTruth(
+                Path(cfg.ground_truth), round(cfg.protocol.clock_offset_s * 1000)
+            )
         self.engine.start()
         self._loop = asyncio.get_running_loop()
         self._t0 = self._loop.time()
@@ -228,6 +230,7 @@ class Simulator:
             cfg.host,
             cfg.rest_port,
             lambda m, t: rest.handle(self.engine, m, t, legacy, cfg.protocol, effects),
+            now=lambda: self.engine.now_ms / 1000 + cfg.protocol.clock_offset_s,
         )
         rest_port = self._rest_server.sockets[0].getsockname()[1]
         self.ws_url = f"ws://{cfg.host}:{ws_port}{WS_PATH}"

@@ -208,8 +208,8 @@ SWITCHES: tuple[Switch, ...] = (
         FLOAT,
         "seconds, may be negative",
         "§2, §7.1",
-        "exchange clock minus client clock: shifts REST times (and the *_ts filters) and "
-        "lifecycle *_ts fields",
+        "exchange clock minus client clock: shifts REST times (and the *_ts filters), the "
+        "REST Date header, lifecycle *_ts fields and delta ts_ms",
     ),
     Switch(
         "rest_time_precision",

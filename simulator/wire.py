@@ -92,18 +92,20 @@ def _rfc3339_ms(ts_ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts_ms // 1000)) + "Z"
 
 
-def delta_body(d: Delta, legacy: bool) -> str:
+def delta_body(d: Delta, legacy: bool, offset_ms: int = 0) -> str:
+    """A delta's ``msg``; its exchange timestamp read on a clock ``offset_ms`` off the truth."""
     m = d.market
+    ts_ms = d.ts_ms + offset_ms
     if legacy:
         return (
             f'{{"market_ticker":"{m.ticker}","market_id":"{m.market_id}","price":{d.price // 100},'
             f'"price_dollars":"{price_str(d.price)}","delta":{d.delta // 100},'
-            f'"delta_fp":"{size_str(d.delta)}","side":"{d.side}","ts":"{_rfc3339_ms(d.ts_ms)}"}}'
+            f'"delta_fp":"{size_str(d.delta)}","side":"{d.side}","ts":"{_rfc3339_ms(ts_ms)}"}}'
         )
     return (
         f'{{"market_ticker":"{m.ticker}","market_id":"{m.market_id}",'
         f'"price_dollars":"{price_str(d.price)}","delta_fp":"{size_str(d.delta)}",'
-        f'"side":"{d.side}","ts_ms":{d.ts_ms}}}'
+        f'"side":"{d.side}","ts_ms":{ts_ms}}}'
     )
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -285,6 +287,15 @@ def test_rest_clock_offset_and_whole_seconds(start: Any) -> None:
     assert listed(min_created_ts=ex_created) == [t]
     assert listed(min_created_ts=ex_created + 1) == []
     assert listed(max_created_ts=ex_created - 1) == []
+    # one exchange clock: book deltas and the REST Date header read it too
+    with Client(sim) as c:
+        c.subscribe([OB], market_tickers=[t])
+        c.recv()
+        sim.push_delta(t, "yes", 40, 1)
+        assert c.recv()["msg"]["ts_ms"] == sim.call(lambda: sim.sim.engine.now_ms) - 3000
+    with urllib.request.urlopen(f"{sim.rest_url}/markets/{t}", timeout=10) as r:
+        date = parsedate_to_datetime(r.headers["Date"]).timestamp()
+    assert date == sim.call(lambda: sim.sim.engine.now_ms) // 1000 - 3
 
 
 def test_rest_filters(start: Any) -> None:
