@@ -205,11 +205,15 @@ def _later_steps(args: argparse.Namespace, data_dir: Path) -> int:
     out = data_dir / "quality" / "report.json"
     try:
         q = build_quality_report(data_dir, out)
-        text = render(q)
-        if len(q.markets) > 40:  # a terminal summary; the JSON has every market
-            text = text.split("Markets", 1)[0].rstrip()
-        print(text)
-        print(f"quality report: {len(q.sessions)} session(s), {len(q.markets)} market(s) -> {out}")
+        # The terminal shows what changed this run; the JSON has every session and market.
+        shown = q.changed()
+        if len(shown.markets) > 40:
+            shown.markets = []
+        print(render(shown).rstrip())
+        print(
+            f"quality report: {len(q.sessions)} session(s) ({q.reused_sessions} unchanged since "
+            f"the last run), {len(q.markets)} market(s) -> {out}"
+        )
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)
         print(f"materialize: quality report failed: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -24,7 +24,6 @@ costs what changed, not all history. ``files_by_session`` in the JSON is that in
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from io import StringIO
 from pathlib import Path
@@ -92,13 +91,29 @@ class QualityReport:
     markets: list[MarketQuality] = field(default_factory=list)
     skipped_segments: list[str] = field(default_factory=list)
     files_by_session: dict[str, dict[str, list[int]]] = field(default_factory=dict)
-    reused_sessions: int = 0
+    reused: set[int] = field(default_factory=set)
+    """Sessions copied from the previous report (their files did not change)."""
 
-    def to_dict(self) -> dict[str, Any]:
+    @property
+    def reused_sessions(self) -> int:
+        return len(self.reused)
+
+    def changed(self) -> QualityReport:
+        """Only the sessions (and their markets) computed in this run: the terminal summary."""
+        return QualityReport(
+            sessions=[s for s in self.sessions if s.session_id not in self.reused],
+            markets=[m for m in self.markets if m.session_id not in self.reused],
+            skipped_segments=self.skipped_segments,
+        )
+
+    def to_dict(self, *, shallow: bool = False) -> dict[str, Any]:
+        """The JSON document; ``shallow`` keeps the dataclasses (for orjson, which encodes
+        them itself, much faster than ``asdict``)."""
+        conv: Any = (lambda x: x) if shallow else asdict
         return {
             "report_version": REPORT_VERSION,
-            "sessions": [asdict(s) for s in self.sessions],
-            "markets": [asdict(m) for m in self.markets],
+            "sessions": [conv(s) for s in self.sessions],
+            "markets": [conv(m) for m in self.markets],
             "skipped_segments": self.skipped_segments,
             "files_by_session": self.files_by_session,
         }
@@ -141,7 +156,7 @@ def _files_by_session(data_dir: Path) -> dict[str, dict[str, list[int]]]:
 
 def _previous(out_path: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads(out_path.read_text())
+        data = orjson.loads(out_path.read_bytes())
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict) or data.get("report_version") != REPORT_VERSION:
@@ -164,7 +179,7 @@ def build_quality_report(data_dir: Path, out_path: Path) -> QualityReport:
     if files:
         _fill(report, pl.scan_parquet(files, hive_partitioning=False))
     if prev is not None and reuse:
-        report.reused_sessions = len(reuse)
+        report.reused = reuse
         report.sessions += [
             SessionQuality(**d) for d in prev["sessions"] if d["session_id"] in reuse
         ]
@@ -178,7 +193,9 @@ def build_quality_report(data_dir: Path, out_path: Path) -> QualityReport:
         report.markets.sort(key=lambda m: (m.session_id, m.market_ticker))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
-    tmp.write_text(json.dumps(report.to_dict(), indent=1))
+    # orjson serialises the dataclasses natively (asdict() was most of a nightly run's cost).
+    doc = report.to_dict(shallow=True)
+    tmp.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     tmp.replace(out_path)
     return report
 
