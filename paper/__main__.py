@@ -4,8 +4,9 @@
     kalshi-paper --policy mymodule:MyActor --tap ws://127.0.0.1:8765/trade-api/ws/v2 --data-dir DATA
 
 The policy is ``module:Class``, built with no arguments (``--policy-arg k=v`` passes integer or
-float keyword arguments). The paper log goes to ``DATA/paper/`` (the replay's data directory, or
-``--data-dir`` for the tap). Paper only: no code path here can place a real order.
+float keyword arguments). The paper log goes to ``DATA/paper/``: ``--data-dir``, else the replay's
+data directory, else (live) the recorder's data directory as the tap's hello names it when this
+machine can see it. Paper only: no code path here can place a real order.
 
 Exit codes: 0 done, 1 the feed failed, 2 a usage problem (bad policy, no such data).
 """
@@ -76,7 +77,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     src.add_argument("--replay", metavar="DATA", type=Path, help="a recorder data directory")
     p.add_argument("--session", type=int, help="with --replay: session id (default: the latest)")
     p.add_argument("--markets", nargs="+", help="only these market tickers")
-    p.add_argument("--data-dir", type=Path, help="where the paper log goes (default: --replay's)")
+    p.add_argument(
+        "--data-dir", type=Path, help="where the paper log goes (default: next to the session's)"
+    )
     p.add_argument("--token", help="the tap's token (beyond loopback)")
     p.add_argument("--cash", default="1000", help="starting balance in dollars (default 1000)")
     p.add_argument("--maker-fee-series", nargs="*", default=[], help="series charging maker fees")
@@ -106,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    log_dir = a.data_dir or a.replay
+    log_dir: Path | str = a.data_dir or a.replay or "auto"
 
     async def run() -> RunResult:
         stop = asyncio.Event()

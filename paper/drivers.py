@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from feed.client import Client
+from feed.events import Hello
 from feed.replay import ReplayConfig, start_replay
 from paper.actor import Actor
 from paper.broker import Broker
@@ -35,11 +36,29 @@ class RunResult:
     log_file: Path | None
 
 
+def session_data_dir(hello: Hello | None) -> Path | None:
+    """The recorder's data directory as its hello announces it (``config.data_dir`` of the
+    session-start record), if it is a recorder data directory this machine can see."""
+    if hello is None:
+        return None
+    config = hello.settings.get("config")
+    value = config.get("data_dir") if isinstance(config, dict) else None
+    if not isinstance(value, str) or not value:
+        return None
+    path = Path(value)
+    if path.is_absolute() and path.is_dir():
+        return path
+    # a relative path is the recorder's cwd's: only trust it if it holds recorder data here
+    if (path / "segments").is_dir() or (path / "live").is_dir():
+        return path
+    return None
+
+
 async def run_feed(
     url: str,
     actor: Actor,
     *,
-    log_dir: Path | None = None,
+    log_dir: Path | str | None = None,
     broker: Broker | None = None,
     markets: list[str] | None = None,
     token: str | None = None,
@@ -47,12 +66,18 @@ async def run_feed(
     stop: asyncio.Event | None = None,
 ) -> RunResult:
     """Trade ``actor`` on paper against the tap or replay at ``url`` until its session ends (or
-    ``stop`` is set); write the paper log under ``log_dir`` (None: no log)."""
+    ``stop`` is set). The paper log goes under ``log_dir``; ``"auto"``: next to the session log,
+    in the data directory the tap's hello names (no log if this machine cannot see it); None: no
+    log."""
     session = PaperSession(actor, broker or Broker())
     log: PaperLog | None = None
-    if log_dir is not None:
-        recover(log_dir)
-        log = PaperLog(log_dir)
+
+    def open_log(where: Path) -> PaperLog:
+        recover(where)
+        return PaperLog(where)
+
+    if log_dir is not None and log_dir != "auto":
+        log = open_log(Path(log_dir))
     flushed = time.monotonic()
     try:
         async with Client(url, markets=markets, depth=DEPTH, token=token) as feed:
@@ -61,6 +86,10 @@ async def run_feed(
                 if ev is None:
                     break
                 rows = session.handle(ev)
+                if log is None and log_dir == "auto" and isinstance(ev, Hello):
+                    where = session_data_dir(ev)
+                    if where is not None:
+                        log = open_log(where)
                 if log is not None:
                     log.session_id = session.session_id
                     if rows:
@@ -79,7 +108,7 @@ async def run_replay(
     *,
     session_id: int | None = None,
     markets: list[str] | None = None,
-    log_dir: Path | None = None,
+    log_dir: Path | str | None = None,
     broker: Broker | None = None,
 ) -> RunResult:
     """Replay a recorded session (``kalshi-replay`` in-process, loopback, ``--speed max``) into

@@ -94,9 +94,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
             raise AssertionError(proc.stderr.read() if proc.stderr else "recorder printed nothing")
         url = json.loads(first)["url"]
         live = asyncio.run(
-            asyncio.wait_for(
-                run_feed(url, TakeThenQuote(), log_dir=base / "live", idle_timeout_s=60), 120
-            )
+            asyncio.wait_for(run_feed(url, TakeThenQuote(), log_dir="auto", idle_timeout_s=60), 120)
         )
         _, err = proc.communicate(timeout=60)
     finally:
@@ -112,6 +110,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
 
 
 def test_live_and_replay_give_the_same_fills(runs: Runs) -> None:
+    # the live paper log went next to the session log, in the data directory the hello named
+    assert runs.live.log_file is not None and runs.live.log_file.is_relative_to(runs.data)
     live, replay = _fills(runs.live), _fills(runs.replay)
     assert any(f[6] == "taker" for f in live), "the policy never traded: nothing was compared"
     assert any(f[6] is None for f in live), "no settlement was compared"
