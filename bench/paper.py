@@ -13,7 +13,7 @@ settings, ``--seconds`` of recording), it measures, one after the other in this 
 4. ``gym``: ``PaperEnv`` over the data's training set, a hold policy and a random one: episodes/s
    and steps/s.
 
-    .venv/bin/python -m bench.paper [--data-dir DIR] [--seconds 20] [--episodes 200]
+    .venv/bin/python -m bench.paper [--data-dir DIR] [--seconds 20] [--episodes 200] [--repeat 3]
 
 Prints one JSON line per measurement and never asserts on speed.
 """
@@ -67,7 +67,7 @@ def _market_events(events: list[FeedEvent]) -> int:
     return sum(1 for e in events if type(e).__name__ in ("BookUpdate", "LifecycleEvent"))
 
 
-def run(data: Path, episodes: int) -> None:
+def run(data: Path, episodes: int, repeat: int = 3) -> None:
     events, secs = asyncio.run(_collect(data))
     n = _market_events(events)
     _emit(what="replay_only", market_events=n, seconds=round(secs, 3), events_per_s=round(n / secs))
@@ -87,19 +87,22 @@ def run(data: Path, episodes: int) -> None:
         session_events=result.session.events,
     )
 
-    for policy in (DoNothing(), TakeOnce(), SpreadCapture()):
-        s = PaperSession(policy)
-        rows = 0
-        t0 = time.perf_counter()
-        for ev in events:
-            rows += len(s.handle(ev))
-        secs = time.perf_counter() - t0
+    for make in (DoNothing, TakeOnce, SpreadCapture):
+        best, rows = float("inf"), 0
+        for _ in range(repeat):  # best of N: the machine is shared, the minimum is the signal
+            s = PaperSession(make())
+            rows = 0
+            t0 = time.perf_counter()
+            for ev in events:
+                rows += len(s.handle(ev))
+            best = min(best, time.perf_counter() - t0)
         _emit(
-            what=f"core_{type(policy).__name__}",
+            what=f"core_{make.__name__}",
             market_events=n,
-            seconds=round(secs, 4),
-            events_per_s=round(n / secs),
+            seconds=round(best, 4),
+            events_per_s=round(n / best),
             log_rows=rows,
+            best_of=repeat,
         )
 
     try:
@@ -136,14 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, help="recorded data (default: fresh demo data)")
     p.add_argument("--seconds", type=float, default=20.0, help="demo recording length")
     p.add_argument("--episodes", type=int, default=200, help="gym episodes per policy")
+    p.add_argument("--repeat", type=int, default=3, help="core runs per policy (best kept)")
     a = p.parse_args(argv)
     if a.data_dir is not None:
-        run(a.data_dir, a.episodes)
+        run(a.data_dir, a.episodes, a.repeat)
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-paper-") as tmp:
         data = Path(tmp) / "data"
         make_demo_data(data, seconds=a.seconds, sessions=1, quiet=True)
-        run(data, a.episodes)
+        run(data, a.episodes, a.repeat)
     return 0
 
 
