@@ -77,7 +77,7 @@ class PaperSession:
             if ev.is_snapshot:
                 reports += self.broker.on_snapshot(ticker, ev.yes, ev.no, self.now_ns, ev.valid)
             elif ev.side is not None and ev.price is not None and ev.delta is not None:
-                self.broker.set_valid(ticker, ev.valid)  # a delta that breaks the book fills nothing
+                self.broker.set_valid(ticker, ev.valid)  # a delta breaking the book fills nothing
                 reports += self.broker.on_delta(ticker, ev.side, ev.price, ev.delta, self.now_ns)
             else:
                 self.broker.set_valid(ticker, ev.valid)
