@@ -104,7 +104,7 @@ def soak_faults(seconds: float) -> FaultConfig:
         burst_every_s=5.0,
         burst_size=150,
         lifecycle_drop_rate=0.03,
-        async_error_rate=0.01,
+        async_error_rate=0.03,
         close_at=(seconds * 0.5,),
         close_code=4000,
     )
