@@ -78,7 +78,10 @@ import pyarrow as pa
 
 from schemas.log import LOG_SCHEMA, SEGMENT_GLOB, Decision, Kind
 from schemas.tables import (
+    COMPLETED_MARKETS,
     DELTAS,
+    DISCOVERY_LIFECYCLE,
+    DISCOVERY_REST,
     DOCUMENTED_EVENT_TYPES,
     GAPS,
     LIFECYCLE_EVENTS,
@@ -101,6 +104,7 @@ VIEWS: tuple[str, ...] = (
     SNAPSHOTS,
     DELTAS,
     GAPS,
+    COMPLETED_MARKETS,
     TRAINING_ROWS,
     TRAINING_MARKETS,
 )
@@ -301,19 +305,36 @@ FROM read_parquet({files}, hive_partitioning = false, filename = true, union_by_
 
 
 def _sessions_sql() -> str:
+    """One row per run, as ``loader`` + ``loader.finalize`` build it: the specification's
+    vocabulary, a ``crash`` end inferred for a run another one recovered, restart flags (from the
+    recorder's ``previous_session`` or derived), and where the recording stopped."""
     starts = _decisions([Decision.SESSION_START])
     ends = _decisions([Decision.SESSION_END])
     recovered = _decisions([Decision.RECOVERED])
+    new_env = _in_list((DISCOVERY_LIFECYCLE, DISCOVERY_REST))
+    prev = "json_type(p, '$.previous_session')"
+    prev_str = (
+        "(CASE WHEN json_type(p, '$.previous_session.{k}') = 'VARCHAR' "
+        "THEN json_extract_string(p, '$.previous_session.{k}') END)"
+    )
     return f"""
 WITH starts AS (
     SELECT session_id, recv_ns,
            json_extract_string(p, '$.lifecycle_mode') = 'true' AS lifecycle_mode,
-           {_jstr("environment")} AS environment,
+           {_jstr("environment")} AS env,
+           {_jstr("exchange_env")} AS exchange_env_new,
            {_jstr("host")} AS host,
            {_jstr("shard")} AS shard,
            {_jstr("version")} AS version,
            CASE WHEN coalesce({_jtype("config")}, 'NULL') <> 'NULL'
-                THEN json_extract(p, '$.config') END AS config
+                THEN json_extract(p, '$.config') END AS config,
+           {prev} IS NOT NULL AS from_recorder,
+           coalesce({prev} = 'OBJECT', false) AS prev_given,
+           CASE WHEN json_type(p, '$.previous_session.session_id') IN ('BIGINT', 'UBIGINT')
+                THEN TRY_CAST(json_extract_string(p, '$.previous_session.session_id') AS BIGINT)
+                END AS prev_id,
+           {prev_str.format(k="ended")} AS prev_ended,
+           {prev_str.format(k="end_reason")} AS prev_end_reason
     FROM {starts}
     WHERE {_jtype("lifecycle_mode")} = 'BOOLEAN'
     QUALIFY row_number() OVER (PARTITION BY session_id ORDER BY record_seq DESC) = 1
@@ -333,24 +354,155 @@ recovered AS (
     SELECT session_id, flatten(list(found ORDER BY record_seq)) AS recovered_from
     FROM found WHERE len(found) > 0
     GROUP BY session_id
+),
+last_record AS (
+    SELECT session_id, max(recv_ns) AS last_ns
+    FROM {SESSION_LOG} WHERE msg_type <> {_lit(Decision.SESSION_END.value)}
+    GROUP BY session_id
+),
+base AS (
+    SELECT s.*, e.recv_ns AS end_ns, e.end_reason, r.recovered_from
+    FROM starts s LEFT JOIN ends e USING (session_id) LEFT JOIN recovered r USING (session_id)
+),
+named AS (  -- (recovering session, recovered session id, position), ids that are numbers only
+    SELECT b.session_id, b.recv_ns, CAST(u.x AS BIGINT) AS other, u.i
+    FROM base b, LATERAL (
+        SELECT unnest(b.recovered_from) AS x, generate_subscripts(b.recovered_from, 1) AS i) u
+    WHERE regexp_full_match(u.x, '-?[0-9]+')
+),
+inferred AS (  -- a run another one recovered, with no end of its own: a crash
+    SELECT n.other AS session_id, min(n.recv_ns) AS at_ns
+    FROM named n JOIN base d ON d.session_id = n.other
+    WHERE d.end_ns IS NULL AND n.other <> n.session_id
+    GROUP BY n.other
+),
+ended AS (
+    SELECT b.*,
+           coalesce(b.end_ns, i.at_ns) AS ended_ns,
+           CASE WHEN b.end_ns IS NOT NULL THEN b.end_reason
+                WHEN i.at_ns IS NOT NULL THEN 'crash' END AS final_reason,
+           lag(b.session_id) OVER w AS lag_id,
+           lag(b.end_ns) OVER w AS lag_end_ns
+    FROM base b LEFT JOIN inferred i USING (session_id)
+    WINDOW w AS (PARTITION BY b.host, b.shard ORDER BY b.recv_ns, b.session_id)
+),
+rec_prev AS (  -- the last recovered session that exists
+    SELECT n.session_id, arg_max(n.other, n.i) AS prev_id
+    FROM named n JOIN base d ON d.session_id = n.other
+    GROUP BY n.session_id
+),
+rec_any AS (SELECT DISTINCT session_id FROM named),
+derived AS (
+    SELECT e.*, coalesce(rp.prev_id, e.lag_id) AS d_prev_id, ra.session_id IS NOT NULL AS any_rec
+    FROM ended e LEFT JOIN rec_prev rp USING (session_id) LEFT JOIN rec_any ra USING (session_id)
 )
-SELECT s.session_id,
-       {_ts("s.recv_ns")} AS started_at,
-       CASE WHEN e.recv_ns IS NOT NULL THEN {_ts("e.recv_ns")} END AS ended_at,
-       e.end_reason,
-       s.lifecycle_mode,
-       s.environment,
-       s.host,
-       s.shard,
-       s.version,
-       s.config,
-       CAST(r.recovered_from AS VARCHAR[]) AS recovered_from
-FROM starts s
-LEFT JOIN ends e USING (session_id)
-LEFT JOIN recovered r USING (session_id)"""
+SELECT d.session_id,
+       {_ts("d.recv_ns")} AS started_at,
+       CASE WHEN d.ended_ns IS NOT NULL THEN {_ts("d.ended_ns")} END AS ended_at,
+       d.final_reason AS end_reason,
+       d.lifecycle_mode,
+       CASE WHEN d.env IN {new_env} THEN d.env
+            WHEN d.lifecycle_mode THEN {_lit(DISCOVERY_LIFECYCLE)}
+            ELSE {_lit(DISCOVERY_REST)} END AS environment,
+       d.host,
+       d.shard,
+       d.version,
+       d.config,
+       CAST(d.recovered_from AS VARCHAR[]) AS recovered_from,
+       CASE WHEN d.env IN {new_env} THEN d.exchange_env_new ELSE d.env END AS exchange_env,
+       CASE WHEN d.from_recorder THEN d.prev_given
+            ELSE d.d_prev_id IS NOT NULL OR d.any_rec END AS restarted,
+       CASE WHEN d.from_recorder THEN d.prev_id ELSE d.d_prev_id END AS previous_session_id,
+       CASE WHEN d.from_recorder THEN
+                CASE WHEN NOT d.prev_given THEN NULL
+                     WHEN d.prev_ended IN ('clean', 'crash', 'unknown') THEN d.prev_ended
+                     ELSE 'unknown' END
+            WHEN d.d_prev_id IS NULL THEN CASE WHEN d.any_rec THEN 'crash' END
+            WHEN list_contains(d.recovered_from, CAST(d.d_prev_id AS VARCHAR))
+                 OR p.final_reason = 'crash' THEN 'crash'
+            WHEN p.final_reason IS NULL THEN 'unknown'
+            ELSE 'clean' END AS previous_session_ended,
+       CASE WHEN d.from_recorder THEN d.prev_end_reason
+            WHEN d.d_prev_id IS NOT NULL THEN p.final_reason END AS previous_end_reason,
+       CASE WHEN d.from_recorder THEN 'recorder' ELSE 'derived' END AS restart_source,
+       CASE WHEN l.last_ns IS NOT NULL THEN {_ts("l.last_ns")} END AS last_record_at
+FROM derived d
+LEFT JOIN ended p ON p.session_id = d.d_prev_id
+LEFT JOIN last_record l ON l.session_id = d.session_id"""
 
 
 def _lifecycle_sql() -> str:
+    """Every lifecycle event; a ``settled`` row without its own settlement value carries the one
+    the market's last determination brought (as ``loader.finalize`` fills it)."""
+    price = "settlement_price"
+    det_price = f"CASE WHEN event_type = 'determined' THEN {price} END"
+    cols = (
+        "session_id, record_seq, market_ticker, event_type, event_type_documented, "
+        "event_timestamp_ms, open_ts, close_ts, determination_ts, settled_ts, result"
+    )
+    return f"""
+SELECT {cols},
+       CASE WHEN event_type = 'settled' AND {price} IS NULL
+            THEN last_value({det_price} IGNORE NULLS) OVER (
+                PARTITION BY market_ticker ORDER BY session_id, record_seq
+                ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+            ELSE {price} END AS settlement_price,
+       raw, created_at
+FROM ({_lifecycle_raw_sql()})"""
+
+
+def _completed_sql() -> str:
+    """``rl_session_completed_markets`` as ``loader.completed_markets`` builds it: a session
+    recorded the market's ``created`` and then its ``determined``; a ``settled`` came after (same
+    or later session); result and value follow the last determination."""
+    ev = f"(SELECT * FROM ({_lifecycle_raw_sql()}) WHERE event_type IN " + (
+        "('created', 'determined', 'settled'))"
+    )
+    return f"""
+WITH ev AS {ev},
+created AS (
+    SELECT session_id, market_ticker, record_seq AS c_seq, created_at
+    FROM ev WHERE event_type = 'created'
+    QUALIFY row_number() OVER (PARTITION BY session_id, market_ticker ORDER BY record_seq) = 1
+),
+det AS (
+    SELECT c.*, e.record_seq AS d_seq, e.created_at AS determined_at
+    FROM created c JOIN ev e
+      ON e.session_id = c.session_id AND e.market_ticker = c.market_ticker
+     AND e.event_type = 'determined' AND e.record_seq > c.c_seq
+    QUALIFY row_number() OVER (
+        PARTITION BY c.session_id, c.market_ticker ORDER BY e.record_seq) = 1
+),
+settled AS (
+    SELECT d.*, e.session_id AS settled_session_id, e.created_at AS settled_at,
+           e.settled_ts, e.settlement_price AS settled_price
+    FROM det d JOIN ev e
+      ON e.market_ticker = d.market_ticker AND e.event_type = 'settled'
+     AND (e.session_id > d.session_id OR (e.session_id = d.session_id AND e.record_seq > d.d_seq))
+    QUALIFY row_number() OVER (
+        PARTITION BY d.session_id, d.market_ticker ORDER BY e.session_id, e.record_seq) = 1
+),
+last_det AS (
+    SELECT market_ticker, result, determination_ts FROM ev WHERE event_type = 'determined'
+    QUALIFY row_number() OVER (
+        PARTITION BY market_ticker ORDER BY session_id DESC, record_seq DESC) = 1
+),
+last_price AS (
+    SELECT market_ticker, settlement_price FROM ev
+    WHERE event_type = 'determined' AND settlement_price IS NOT NULL
+    QUALIFY row_number() OVER (
+        PARTITION BY market_ticker ORDER BY session_id DESC, record_seq DESC) = 1
+)
+SELECT s.session_id, s.market_ticker, s.created_at, s.determined_at, s.settled_at,
+       l.determination_ts, s.settled_ts, l.result,
+       coalesce(p.settlement_price, s.settled_price) AS settlement_price,
+       s.settled_session_id
+FROM settled s
+JOIN last_det l USING (market_ticker)
+LEFT JOIN last_price p USING (market_ticker)"""
+
+
+def _lifecycle_raw_sql() -> str:
     own = (
         "CASE WHEN event_type = 'settled' THEN coalesce(settled_ts, determination_ts) "
         "ELSE coalesce(determination_ts, settled_ts) END"
@@ -409,18 +561,34 @@ matched AS (
     ASOF LEFT JOIN leaves l
       ON j.session_id = l.session_id AND j.market_ticker = l.market_ticker
      AND l.leave_seq > j.record_seq
+),
+parts AS (
+    SELECT session_id,
+           market_ticker,
+           {_ts("recv_ns")} AS joined_at,
+           CASE WHEN leave_seq IS NOT NULL AND (next_join_seq IS NULL OR leave_seq < next_join_seq)
+                THEN {_ts("leave_ns")} END AS left_at,
+           join_reason,
+           CASE WHEN leave_seq IS NOT NULL AND (next_join_seq IS NULL OR leave_seq < next_join_seq)
+                THEN leave_reason END AS leave_reason,
+           mid_lifecycle,
+           late_by_ms
+    FROM matched
 )
-SELECT session_id,
-       market_ticker,
-       {_ts("recv_ns")} AS joined_at,
-       CASE WHEN leave_seq IS NOT NULL AND (next_join_seq IS NULL OR leave_seq < next_join_seq)
-            THEN {_ts("leave_ns")} END AS left_at,
-       join_reason,
-       CASE WHEN leave_seq IS NOT NULL AND (next_join_seq IS NULL OR leave_seq < next_join_seq)
-            THEN leave_reason END AS leave_reason,
-       mid_lifecycle,
-       late_by_ms
-FROM matched"""
+-- A crashed session's markets still open are closed where its recording stopped (as
+-- loader.finalize does): "which markets are active" never counts a dead session's.
+SELECT r.session_id,
+       r.market_ticker,
+       r.joined_at,
+       CASE WHEN r.left_at IS NULL AND s.end_reason = 'crash'
+            THEN greatest(r.joined_at, coalesce(s.last_record_at, s.ended_at))
+            ELSE r.left_at END AS left_at,
+       r.join_reason,
+       CASE WHEN r.left_at IS NULL AND s.end_reason = 'crash' THEN 'crash'
+            ELSE r.leave_reason END AS leave_reason,
+       r.mid_lifecycle,
+       r.late_by_ms
+FROM parts r LEFT JOIN {SESSIONS} s USING (session_id)"""
 
 
 # Python's Decimal() grammar for finite numbers (ASCII digits, no underscores): sign, digits with
@@ -691,6 +859,7 @@ def view_sql(data_dir: Path | str) -> dict[str, str]:
         SESSIONS: _sessions_sql(),
         LIFECYCLE_EVENTS: _lifecycle_sql(),
         PARTICIPATION: _participation_sql(),
+        COMPLETED_MARKETS: _completed_sql(),
         SNAPSHOTS: _snapshots_sql(),
         DELTAS: _deltas_sql(),
         GAPS: _gaps_sql(),
