@@ -18,17 +18,21 @@ from schemas.units import PRICE_SCALE
 class Book:
     """One market's recorded book (YES view) and whether it can be trusted right now."""
 
-    __slots__ = ("asks", "bids", "valid")
+    __slots__ = ("_best", "asks", "bids", "valid")
 
     def __init__(self) -> None:
         self.bids: dict[int, int] = {}
         self.asks: dict[int, int] = {}
         self.valid = False
+        self._best: tuple[int | None, int | None] | None = None
+        """(best bid, best ask), cached until the book changes: equity marks every held market
+        on every event, and only one book changes per event."""
 
     def replace(self, yes: Iterable[tuple[int, int]], no: Iterable[tuple[int, int]]) -> None:
         """A snapshot: ``yes``/``no`` are (price, size) bid levels of each side."""
         self.bids = {p: s for p, s in yes if s > 0}
         self.asks = {PRICE_SCALE - p: s for p, s in no if s > 0}
+        self._best = None
 
     def apply(self, side: str, price: int, delta: int) -> tuple[bool, int, int, int]:
         """A delta on Kalshi's ``side`` ("yes"/"no") at its bid ``price``. Returns
@@ -39,6 +43,7 @@ class Book:
             levels, is_ask, yes_price = self.asks, True, PRICE_SCALE - price
         old = levels.get(yes_price, 0)
         new = old + delta
+        self._best = None
         if new > 0:
             levels[yes_price] = new
         else:
@@ -49,18 +54,26 @@ class Book:
     def size(self, is_ask: bool, yes_price: int) -> int:
         return (self.asks if is_ask else self.bids).get(yes_price, 0)
 
+    def _bests(self) -> tuple[int | None, int | None]:
+        if self._best is None:
+            self._best = (
+                max(self.bids) if self.bids else None,
+                min(self.asks) if self.asks else None,
+            )
+        return self._best
+
     @property
     def best_bid(self) -> int | None:
-        return max(self.bids) if self.bids else None
+        return self._bests()[0]
 
     @property
     def best_ask(self) -> int | None:
-        return min(self.asks) if self.asks else None
+        return self._bests()[1]
 
     @property
     def mid_x2(self) -> int | None:
         """Twice the mid (bid + ask) in micro-dollars, or None if a side is empty: exact."""
-        bid, ask = self.best_bid, self.best_ask
+        bid, ask = self._bests()
         if bid is None or ask is None:
             return None
         return bid + ask
