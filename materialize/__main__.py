@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from materialize.loader import LoadSummary, default_progress, load
+from materialize.segments_index import data_dir_problem
 from materialize.targets import TargetUnavailable, open_target, redact
-from schemas.log import LIVE_DIR, SEGMENTS_DIR
 from schemas.tables import ALL_TABLES, LOADED_SEGMENTS
 
 EXIT_OK = 0
@@ -41,24 +41,6 @@ EXIT_SKIPPED = 3
 EXIT_LATER_STEP = 4
 EXIT_USAGE = 64
 EXIT_NO_DATA = 66
-
-
-def data_dir_problem(data_dir: Path) -> str | None:
-    """Why ``data_dir`` is not a recorder's data directory, or None if it is one.
-
-    A recorder creates ``live/`` at its first start and ``segments/`` at its first seal, so a
-    directory with neither never saw one (a typo, an unmounted disk).
-    """
-    if not data_dir.exists():
-        return f"data directory {data_dir} does not exist; check --data-dir (nothing was created)"
-    if not data_dir.is_dir():
-        return f"{data_dir} is not a directory; --data-dir takes the recorder's data directory"
-    if not ((data_dir / SEGMENTS_DIR).is_dir() or (data_dir / LIVE_DIR).is_dir()):
-        return (
-            f"{data_dir} has never been written by a recorder (no {SEGMENTS_DIR}/ or {LIVE_DIR}/);"
-            " check --data-dir (nothing was created)"
-        )
-    return None
 
 
 class _Parser(argparse.ArgumentParser):

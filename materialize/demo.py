@@ -109,6 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sessions", type=int, default=2, help="recorder runs (default 2)")
     p.add_argument("--quiet", action="store_true", help="hide the child processes' output")
     args = p.parse_args(argv)
+    if (args.data_dir / "segments").is_dir() or (args.data_dir / "live").is_dir():
+        # Demo sessions must never mix into a real recorder's data (a wrong --data-dir).
+        print(
+            f"kalshi-demo-data: {args.data_dir} already holds recorder data; "
+            "give a new directory for demo data",
+            file=sys.stderr,
+        )
+        return 66
     try:
         make_demo_data(
             args.data_dir, seconds=args.seconds, sessions=args.sessions, quiet=args.quiet

@@ -297,6 +297,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     f.add_argument("url")
     f.add_argument("data_dir", type=Path)
     args = p.parse_args(argv)
+    if args.cmd == "ship":
+        from materialize.segments_index import data_dir_problem
+
+        problem = data_dir_problem(args.data_dir)
+        if problem is not None:  # a typo must not "ship 0 segments" for ever
+            print(f"objectstore: {problem}", file=sys.stderr)
+            return 66
     try:
         if args.cmd == "ship":
             r = ship(args.data_dir, args.url, dates=args.date)

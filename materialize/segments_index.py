@@ -26,9 +26,29 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from schemas.log import SCHEMA_VERSION_KEY, SEGMENT_GLOB
+from schemas.log import LIVE_DIR, SCHEMA_VERSION_KEY, SEGMENT_GLOB, SEGMENTS_DIR
 
 _HASH_CHUNK = 1 << 20
+
+
+def data_dir_problem(data_dir: Path) -> str | None:
+    """Why ``data_dir`` is not a recorder's data directory, or None if it is one.
+
+    A recorder creates ``live/`` at its first start and ``segments/`` at its first seal, so a
+    directory with neither never saw one (a typo, an unmounted disk).
+    """
+    if not data_dir.exists():
+        return f"data directory {data_dir} does not exist; check the path (nothing was created)"
+    if not data_dir.is_dir():
+        return f"{data_dir} is not a directory; expected the recorder's data directory"
+    if not ((data_dir / SEGMENTS_DIR).is_dir() or (data_dir / LIVE_DIR).is_dir()):
+        return (
+            f"{data_dir} has never been written by a recorder (no {SEGMENTS_DIR}/ or {LIVE_DIR}/);"
+            " check the path (nothing was created)"
+        )
+    return None
+
+
 _SESSION_DIR = re.compile(r"^session_id=(-?\d+)$")
 
 

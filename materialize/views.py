@@ -934,6 +934,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print('usage: python -m materialize.views DATA_DIR ["SQL"]', file=sys.stderr)
         return 64 if not args else 0
+    from materialize.segments_index import data_dir_problem
+
+    problem = data_dir_problem(Path(args[0]))
+    if problem is not None:  # a typo must not look like a directory with no data
+        print(f"materialize.views: {problem}", file=sys.stderr)
+        return 66
     con = connect(args[0])
     if len(args) < 2:
         for name in VIEWS:

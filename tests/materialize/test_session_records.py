@@ -370,6 +370,25 @@ def test_missing_or_unrecorded_data_dir_is_refused_and_nothing_created(
     assert list(empty.iterdir()) == []
 
 
+def test_other_commands_refuse_a_wrong_data_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from materialize import demo, objectstore, views
+
+    missing = tmp_path / "nope"
+    assert views.main([str(missing), "SELECT 1"]) == EXIT_NO_DATA
+    assert objectstore.main(["ship", str(missing), f"file://{tmp_path / 'bucket'}"]) == 66
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all("does not exist" in line for line in err)
+    assert not missing.exists() and not (tmp_path / "bucket").exists()
+    # demo data never goes into a directory that holds a recorder's data
+    real = tmp_path / "real"
+    (real / "segments").mkdir(parents=True)
+    assert demo.main(["--data-dir", str(real), "--seconds", "1"]) == 66
+    assert "already holds recorder data" in capsys.readouterr().err
+    assert [p.name for p in real.iterdir()] == ["segments"]
+
+
 @pytest.mark.postgres
 def test_missing_data_dir_is_refused_before_the_database(tmp_path: Path, pg_dsn: str) -> None:
     assert main(["--data-dir", str(tmp_path / "nope"), "--pg", pg_dsn]) == EXIT_NO_DATA
