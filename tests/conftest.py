@@ -6,8 +6,14 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.pg import fresh_database, postgres_server
+
+# Property tests check behaviour, never speed: on a loaded 2-core CI machine hypothesis' default
+# 200 ms deadline per example and its "too slow" health check fail tests that are correct.
+settings.register_profile("project", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("project")
 
 
 @pytest.fixture(scope="session")

@@ -100,12 +100,11 @@ def probed(keys_dir: Path) -> Iterator[tuple[dict[str, Cell], ServerLog]]:
 # The simulator shifts REST times and lifecycle *_ts by its clock offset but not the book deltas'
 # ts_ms, and sends no HTTP Date header; a real exchange has one clock. An exchange clock behind
 # ours is then invisible to the probe (ts_ms bounds the offset from below at ~0).
-BEHIND = pytest.mark.xfail(reason="simulator: delta ts_ms not shifted by clock_offset_s")
 
 
 @pytest.mark.parametrize(
     "name",
-    [pytest.param(c.name, marks=BEHIND) if c.name == "clock_behind" else c.name for c in CELLS],
+    [c.name for c in CELLS],
 )
 def test_report_names_each_setting(name: str, probed: tuple[dict[str, Cell], ServerLog]) -> None:
     cell = probed[0][name]
