@@ -87,6 +87,8 @@ class Sub:
     tickers: set[str] = field(default_factory=set)
     all_markets: bool = False
     seq: int = 0
+    heads: dict[str, bytes] = field(default_factory=dict)
+    """Envelope prefix per message type (``{"type":"...","sid":N``): built once, not per frame."""
 
     def wants(self, ticker: str) -> bool:
         return self.all_markets or ticker in self.tickers
@@ -148,13 +150,17 @@ class Consumer:
                     self._send_book(sub, m, rs, refill=True)
 
     def _envelope(self, msg_type: str, sub: Sub, msg: bytes, rs: int | None, seq: bool) -> bytes:
-        head = b'{"type":"' + msg_type.encode() + b'","sid":' + str(sub.sid).encode()
+        head = sub.heads.get(msg_type)
+        if head is None:
+            head = sub.heads[msg_type] = b'{"type":"%s","sid":%d' % (msg_type.encode(), sub.sid)
         if seq:
             sub.seq += 1
-            head += b',"seq":' + str(sub.seq).encode()
+            if self.extended and rs is not None:
+                return b'%s,"seq":%d,"record_seq":%d,"msg":%s}' % (head, sub.seq, rs, msg)
+            return b'%s,"seq":%d,"msg":%s}' % (head, sub.seq, msg)
         if self.extended and rs is not None:
-            head += b',"record_seq":' + str(rs).encode()
-        return head + b',"msg":' + msg + b"}"
+            return b'%s,"record_seq":%d,"msg":%s}' % (head, rs, msg)
+        return b'%s,"msg":%s}' % (head, msg)
 
     def _send_book(self, sub: Sub, m: Market, rs: int, refill: bool = False) -> None:
         """A fresh snapshot if the book is valid; else its state (extended consumers only): the

@@ -36,6 +36,23 @@ _FORMATS: tuple[tuple[str, str, bool], ...] = (
 )
 
 
+def _fast(text: str, places: int) -> int | None:
+    """The common ``digits.digits`` shape (at most ``places`` decimals), exactly; None for
+    anything else, which then takes ``schemas.units``' careful path."""
+    whole, dot, frac = text.partition(".")
+    if (
+        not dot
+        or not frac
+        or len(frac) > places
+        or not 0 < len(whole) <= 12
+        or not text.isascii()
+        or not whole.isdigit()
+        or not frac.isdigit()
+    ):
+        return None
+    return int(whole) * 10**places + int(frac) * 10 ** (places - len(frac))
+
+
 def _side(levels: Any, key: str, dollars: bool) -> Levels:
     if levels is None:
         return {}
@@ -52,8 +69,12 @@ def _side(levels: Any, key: str, dollars: bool) -> Levels:
             raise ValueError(f"snapshot {key}[{i}] price {p!r} is not integer cents")
         if type(s) not in (str, int):
             raise ValueError(f"snapshot {key}[{i}] size {s!r} is not a count")
-        price = parse_price(p)
-        size = parse_size(s)
+        price = _fast(p, 6) if type(p) is str else None
+        if price is None:
+            price = parse_price(p)
+        size = _fast(s, 2) if type(s) is str else None
+        if size is None:
+            size = parse_size(s)
         if size < 0:
             raise ValueError(f"snapshot {key}[{i}] has negative size {s!r}")
         if price in out:
