@@ -67,8 +67,8 @@ async def run_feed(
 ) -> RunResult:
     """Trade ``actor`` on paper against the tap or replay at ``url`` until its session ends (or
     ``stop`` is set). The paper log goes under ``log_dir``; ``"auto"``: next to the session log,
-    in the data directory the tap's hello names (no log if this machine cannot see it); None: no
-    log."""
+    in the data directory the tap's hello names (no log if this machine cannot see it; opened at
+    the first paper-log row); None: no log."""
     session = PaperSession(actor, broker or Broker())
     log: PaperLog | None = None
 
@@ -79,6 +79,7 @@ async def run_feed(
     if log_dir is not None and log_dir != "auto":
         log = open_log(Path(log_dir))
     flushed = time.monotonic()
+    hello: Hello | None = None
     try:
         async with Client(url, markets=markets, depth=DEPTH, token=token) as feed:
             while not session.ended and not (stop is not None and stop.is_set()):
@@ -86,8 +87,12 @@ async def run_feed(
                 if ev is None:
                     break
                 rows = session.handle(ev)
-                if log is None and log_dir == "auto" and isinstance(ev, Hello):
-                    where = session_data_dir(ev)
+                if isinstance(ev, Hello):
+                    hello = ev
+                if log is None and rows and log_dir == "auto":
+                    # opened at the first row, not at the hello: a recorder that just started
+                    # may not have created its data directory yet
+                    where = session_data_dir(hello)
                     if where is not None:
                         log = open_log(where)
                 if log is not None:
