@@ -8,7 +8,8 @@ float keyword arguments). The paper log goes to ``DATA/paper/``: ``--data-dir``,
 data directory, else (live) the recorder's data directory as the tap's hello names it when this
 machine can see it. Paper only: no code path here can place a real order.
 
-Exit codes: 0 done, 1 the feed failed, 2 a usage problem (bad policy, no such data).
+Exit codes: 0 done, 1 the feed failed, 2 a usage problem (bad policy, no such data), 3 the policy
+raised (the paper log up to that point is sealed).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from feed.client import FeedError
 from paper.actor import Actor
 from paper.broker import Broker
 from paper.drivers import RunResult, run_feed, run_replay
+from paper.engine import PolicyError
 from paper.fees import CENT, CENTICENT, FeeSchedule
 from schemas.units import PRICE_SCALE, parse_price
 
@@ -137,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = asyncio.run(run())
+    except PolicyError as exc:
+        print(f"kalshi-paper: error: {exc}", file=sys.stderr)
+        return 3
     except (FeedError, OSError, TimeoutError) as exc:
         print(f"kalshi-paper: error: the feed failed: {exc}", file=sys.stderr)
         return 1

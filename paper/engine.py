@@ -24,6 +24,11 @@ from feed.events import (
 from paper.actor import Actor, Decision, observe
 from paper.broker import NS, Broker, Report
 
+
+class PolicyError(Exception):
+    """The actor raised, or returned something that is not a ``Decision`` (or None)."""
+
+
 MARK_EVERY_NS = NS
 """At most one mark-to-mid row per market per second of exchange time while we hold a position:
 enough for an equity curve, few enough rows for a day of live trading."""
@@ -98,8 +103,21 @@ class PaperSession:
             return self._rows(reports, seq)
         else:
             return []
-        decision = self.actor.on_event(observe(self.broker, ticker, self.now_ns, event, self.top_n))
+        obs = observe(self.broker, ticker, self.now_ns, event, self.top_n)
+        name = type(self.actor).__name__
+        try:
+            decision = self.actor.on_event(obs)
+        except Exception as exc:
+            raise PolicyError(
+                f"policy {name} raised {type(exc).__name__} on {ticker} ({event}, record "
+                f"{seq}): {exc}"
+            ) from exc
         if decision is not None:
+            if not isinstance(decision, Decision):
+                raise PolicyError(
+                    f"policy {name} returned {type(decision).__name__}: on_event must return "
+                    "paper.actor.Decision(orders=[...], cancels=[...]) or None"
+                )
             reports += self.apply(decision)
         rows = self._rows(reports, seq)
         m = self.broker.market(ticker)

@@ -7,10 +7,11 @@ import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from feed.events import BookUpdate, FeedEvent
-from paper.actor import Actor
-from paper.engine import PaperSession, Row
+from paper.actor import Actor, Decision, Observation
+from paper.engine import PaperSession, PolicyError, Row
 from paper.log import LIVE, PaperLog, read, recover
 from paper.policies import DoNothing, SpreadCapture, TakeOnce
 from tests.paper.feedgen import M, session
@@ -98,3 +99,22 @@ def test_paper_log_round_trips_and_survives_a_kill(tmp_path: Path) -> None:
         range(1, rec.num_rows + 1)
     )
     assert not list((tmp_path / "paper" / "segments").rglob("*.tmp"))
+
+
+class _Raises:
+    def on_event(self, obs: Observation) -> Decision | None:
+        if obs.event == "book":
+            raise KeyError("boom")
+        return None
+
+
+class _ReturnsAList:
+    def on_event(self, obs: Observation) -> Decision | None:
+        return [] if obs.event == "book" else None  # type: ignore[return-value]
+
+
+def test_a_failing_policy_is_named_with_where_it_failed() -> None:
+    with pytest.raises(PolicyError, match=r"_Raises raised KeyError on KXT-26JAN01-M0 \(book"):
+        run(_Raises(), session(n_markets=1))
+    with pytest.raises(PolicyError, match=r"must return paper\.actor\.Decision"):
+        run(_ReturnsAList(), session(n_markets=1))
