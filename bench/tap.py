@@ -10,8 +10,10 @@ process, each following every market (``all_markets``) plus ``recorder_status``.
 drain rate (frames/s recorded while the backlog lasts, from its sealed segments) is its ingest
 ceiling; the ratio to the run with no consumer is what the tap costs. Latency is each frame's
 recorder receive time (``recv_ns`` in the log) to the first consumer's receive time, over every
-frame it got, from the one-consumer run. On 2 shared cores, the consumers' process competes with
-the recorder and the simulator for CPU: the 10-consumer figure includes that.
+frame it got. On 2 shared cores, the consumers' process competes with the recorder and the
+simulator for CPU: the 10-consumer figure includes that (``--consumer-nice 10`` lets the consumers
+yield). ``cpu_us_per_frame`` (the recorder process's CPU per recorded frame) is the tap's own cost
+whatever the contention.
 
 Replay: the one-consumer run's session is replayed at ``--speed max`` to one consumer (frames/s
 delivered), and the same session's snapshots and deltas go through
@@ -309,6 +311,12 @@ def main() -> None:
     ap.add_argument("--stall-at", type=float, default=8.0)
     ap.add_argument("--stall-for", type=float, default=5.0)
     ap.add_argument("--drain-s", type=float, default=4.0)
+    ap.add_argument(
+        "--consumer-nice",
+        type=int,
+        default=0,
+        help="nice level of the consumers' process (10: consumers yield the CPU to the recorder)",
+    )
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--_recorder", help=argparse.SUPPRESS)
     ap.add_argument("--_wait", type=int, default=0, help=argparse.SUPPRESS)
