@@ -164,6 +164,7 @@ class TrainingSummary:
     out_dir: str = ""
     total_included: int = 0
     skipped_segments: list[str] = field(default_factory=list)
+    labels_amended: int = 0
 
     @property
     def deltas_per_s(self) -> float:
@@ -184,6 +185,7 @@ class _Market:
     end_source: str = ""
     result: str | None = None
     settlement_value: int | None = None
+    label_from: list[int] | None = None
     exclusion: str | None = None
     final: bool = True
     detail: str = ""
@@ -294,7 +296,7 @@ def _markets(ctl: pl.DataFrame) -> list[_Market]:
             m.final = m.session_id in ended or key in left
             continue
         m.det_r = det["record_seq"]
-        m.result, m.settlement_value = _labels(finals.get(m.ticker, []), det)
+        m.result, m.settlement_value, m.label_from = _labels(finals.get(m.ticker, []), det)
         closes = [
             e["close_ts"]
             for e in events
@@ -316,9 +318,12 @@ def _markets(ctl: pl.DataFrame) -> list[_Market]:
     return list(markets.values())
 
 
-def _labels(finals: list[dict[str, Any]], first: dict[str, Any]) -> tuple[str | None, int | None]:
-    """(result, settlement value) of the last determination at or after ``first`` (same or later
-    session); the value falls back to the last one any settled event carried."""
+def _labels(
+    finals: list[dict[str, Any]], first: dict[str, Any]
+) -> tuple[str | None, int | None, list[int]]:
+    """(result, settlement value, [session_id, record_seq] of that determination) of the last
+    determination at or after ``first`` (same or later session); the value falls back to the last
+    one any settled event carried."""
     after = [
         e
         for e in finals
@@ -334,7 +339,85 @@ def _labels(finals: list[dict[str, Any]], first: dict[str, Any]) -> tuple[str | 
             (e["settlement_value"] for e in reversed(after) if e["settlement_value"] is not None),
             None,
         )
-    return last["result"], value
+    return last["result"], value, [last["session_id"], last["record_seq"]]
+
+
+def _amend_labels(
+    out_dir: Path, manifest: dict[str, Any], ctl: pl.DataFrame, build_id: int
+) -> list[dict[str, Any]]:
+    """Labels of markets built earlier follow a later determination (a dispute, amended).
+
+    The rows already written keep their features; only the two label columns of the affected
+    markets are rewritten, in the one build file that holds them (atomic replace), then the
+    manifest records the amendment. Re-running after a crash between the two redoes it."""
+    dets = ctl.filter(
+        (pl.col("msg_type") == LIFECYCLE)
+        & (pl.col("event_type") == "determined")
+        & pl.col("market_ticker").is_not_null()
+    )
+    if not dets.height or not manifest["included"]:
+        return []
+    last = {
+        r["market_ticker"]: r for r in dets.sort("session_id", "record_seq").iter_rows(named=True)
+    }
+    amendments: list[dict[str, Any]] = []
+    by_build: dict[int, dict[tuple[int, str], dict[str, Any]]] = {}
+    for key, entry in manifest["included"].items():
+        label = entry.get("label")
+        d = last.get(entry["market_ticker"])
+        if label is None or d is None or [d["session_id"], d["record_seq"]] <= label["from"]:
+            continue
+        value = d["settlement_value"] if d["settlement_value"] is not None else label["value"]
+        new = {"result": d["result"], "value": value, "from": [d["session_id"], d["record_seq"]]}
+        if (new["result"], new["value"]) != (label["result"], label["value"]):
+            amendments.append({"market": key, "from": label, "to": new, "build_id": build_id})
+            by_build.setdefault(entry.get("build_id", 0), {})[
+                (entry["session_id"], entry["market_ticker"])
+            ] = new
+        entry["label"] = new
+    for bid, changes in by_build.items():
+        bdir = next((b["dir"] for b in manifest["builds"] if b["build_id"] == bid), None)
+        if not bdir:
+            continue
+        path = out_dir / bdir / "part-0.parquet"
+        rows = pl.read_parquet(path)
+        fix = pl.DataFrame(
+            {
+                "session_id": [k[0] for k in changes],
+                "market_ticker": [k[1] for k in changes],
+                "_result": [v["result"] for v in changes.values()],
+                "_value": [v["value"] for v in changes.values()],
+            },
+            schema={
+                "session_id": pl.Int64,
+                "market_ticker": pl.String,
+                "_result": pl.String,
+                "_value": pl.Int64,
+            },
+        )
+        hit = pl.col("_hit")
+        rows = (
+            rows.join(
+                fix.with_columns(pl.lit(True).alias("_hit")),
+                on=["session_id", "market_ticker"],
+                how="left",
+            )
+            .with_columns(
+                pl.when(hit)
+                .then(pl.col("_result"))
+                .otherwise(pl.col("label_result"))
+                .alias("label_result"),
+                pl.when(hit)
+                .then(pl.col("_value"))
+                .otherwise(pl.col("label_settlement_value"))
+                .alias("label_settlement_value"),
+            )
+            .drop("_result", "_value", "_hit")
+        )
+        tmp = path.with_name(path.name + ".tmp")
+        rows.write_parquet(tmp, compression="zstd")
+        os.replace(tmp, path)
+    return amendments
 
 
 # ------------------------------------------------------------------------------ book events
@@ -789,6 +872,9 @@ def build(data_dir: Path, out_dir: Path, policy: TrainingPolicy) -> TrainingSumm
             .collect()
             .sort("session_id", "record_seq")
         )
+        amendments = _amend_labels(out_dir, manifest, ctl, len(manifest["builds"]) + 1)
+        manifest.setdefault("label_amendments", []).extend(amendments)
+        summary.labels_amended = len(amendments)
         ended_now = set(
             ctl.filter(
                 (pl.col("kind") == Kind.DECISION) & (pl.col("msg_type") == Decision.SESSION_END)
@@ -851,6 +937,11 @@ def build(data_dir: Path, out_dir: Path, policy: TrainingPolicy) -> TrainingSumm
                     "rows": sum(phases.values()),
                     "rows_by_phase": phases,
                     "flags": [F_NEVER_TRADED] if not st.get("deltas") else [],
+                    "label": {
+                        "result": m.result,
+                        "value": m.settlement_value,
+                        "from": m.label_from,
+                    },
                 }
             frames.append(rows.filter(pl.col("market_ticker").is_in(keep)))
 

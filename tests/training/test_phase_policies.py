@@ -206,3 +206,37 @@ def test_cli_refuses_a_bad_phase_policy(capsys: pytest.CaptureFixture[str]) -> N
         main(["--data-dir", "x", "--early-fraction", "1.5"])
     assert exc.value.code == 64
     assert "early_fraction" in capsys.readouterr().err
+
+
+def test_a_later_determination_amends_labels_already_built(tmp_path: Path) -> None:
+    """The dispute comes after the nightly build included the market (the usual order)."""
+    life = Life("KX-LATE-DISPUTE")
+    log = _log()
+    simple_market(log, life, step_s=20.0, result="no")
+    log.session_end()
+    rows, manifest = _build(tmp_path, log)
+    assert set(rows["label_result"]) == {"no"}
+    assert manifest["finished_sessions"] == [1]
+
+    later = SessionLog(session_id=2, t0_s=life.close + 7200)
+    later.session_start()
+    later.at(life.close + 7200)
+    later.lifecycle(
+        life.ticker, "determined", result="yes", determination_ts=life.close + 7000,
+        settlement_value=1_000_000,
+    )  # fmt: skip
+    later.session_end()
+    later.write(tmp_path / "data", date="2027-01-16")
+    s = build(tmp_path / "data", tmp_path / "train", TrainingPolicy())
+    assert s.labels_amended == 1 and s.included == 0
+    files = sorted((tmp_path / "train").glob("build=*/*.parquet"))
+    rows = pl.concat([pl.read_parquet(f) for f in files])
+    assert set(rows["label_result"]) == {"yes"} and set(rows["label_settlement_value"]) == {
+        1_000_000
+    }
+    manifest = json.loads((tmp_path / "train" / "manifest.json").read_text())
+    (amended,) = manifest["label_amendments"]
+    assert amended["market"] == f"1/{life.ticker}" and amended["to"]["result"] == "yes"
+    assert manifest["included"][f"1/{life.ticker}"]["label"]["result"] == "yes"
+    again = build(tmp_path / "data", tmp_path / "train", TrainingPolicy())
+    assert again.labels_amended == 0  # done once
