@@ -263,6 +263,10 @@ class TapState:
             for t, m in sorted(self.markets.items()):
                 if m.sid is not None and m.sid[0] == conn and m.sid[1] == epoch:
                     self._invalidate(t, Validity.RESYNCING, "disconnected", rs)
+            # that connection's sids are gone for good (a reconnect gets new ones)
+            for key in [k for k in self.sid_last if k[0] == conn and k[1] == epoch]:
+                del self.sid_last[key]
+                self.sid_markets.pop(key, None)
         elif name == "anomaly":
             t = p.get("market_ticker")
             if isinstance(t, str) and p.get("what") in ("negative_size", "bad_snapshot"):
@@ -294,7 +298,13 @@ class TapState:
             self._invalidate(ticker, Validity.UNANCHORED, "left", rs)
             m = self.markets.get(ticker)
             if m is not None:
+                # A recorder runs for weeks: a left market keeps only its name (so it stays
+                # known), not its levels.
                 m.followed = False
+                m.yes, m.no = {}, {}
+                if m.sid is not None:
+                    self.sid_markets.get(m.sid, set()).discard(ticker)
+                    m.sid = None
 
     # ------------------------------------------------------------------ validity
     def _invalidate(self, ticker: str, state: Validity, reason: str, rs: int) -> None:
