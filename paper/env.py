@@ -14,26 +14,13 @@ every update. ``reset(seed=s)`` picks an episode with the env's seeded generator
 conservative fills: never more than the size shown, and liquidity we took is not offered again
 until the shown size grows past it), then the env moves to the next row.
 
-**Actions** (``Discrete(4)``):
-
-====  ===========================================================================================
-0     hold
-1     buy ``trade_size`` YES at the best YES ask (IOC)
-2     buy ``trade_size`` NO at the best NO ask (= 1 − best YES bid; the broker books it as
-      selling YES at the bid: the duality)
-3     close the position at the best opposite price (sell YES at the bid / sell NO), IOC
-====  ===========================================================================================
-
-Orders the broker refuses (no liquidity, market not open yet or closed, cash) simply do nothing.
-
-**Observation** (``Box(float32)``, layout :data:`OBS_FIELDS` for ``top_n`` levels):
-best YES bid, best YES ask, mid, spread (dollars; an empty side reads as bid 0 / ask 1);
-``log1p(contracts)`` of the top-N YES bid sizes then the top-N YES ask sizes (NO bids, as
-offers), ``log1p`` of each side's total depth; ``sched_life_fraction`` (from the open and the
-close *as known then*, clipped to [-1, 2]); ``log1p`` of seconds since open and to close (0 if
-negative); position as a fraction of ``max_position`` (clipped to [-1, 1]); cash change since the
-start of the episode in dollars (clipped to ±1000). Nothing in it uses the future: the
-``life_fraction``/``phase``/label columns of the training set are never read into it.
+**Observation and actions**: the vector and the ``Discrete(4)`` actions (hold, buy YES at the
+ask, buy NO at the NO ask, close) are defined in ``paper.features`` as functions of the actor
+interface's ``Observation``: the env builds that observation from its broker with
+``paper.actor.observe``, the same as the live and replay paper session, so a policy trained here
+runs unchanged there through ``paper.features.VectorActor``. Orders the broker refuses (no
+liquidity, market not open yet or closed, cash) simply do nothing. Nothing in the vector uses the
+future: the training set's ``life_fraction``/``phase``/label columns are never read into it.
 
 **Reward**: the change in equity (cash + position marked to mid, net of every fee) in dollars;
 on the last row the market is determined with its recorded result and the position is settled
@@ -45,7 +32,6 @@ the same episode and, for the same actions, the same rewards.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -57,31 +43,12 @@ import numpy.typing as npt
 import polars as pl
 
 from materialize.views import training_manifest
+from paper.actor import Observation, observe
 from paper.broker import NS, Broker
-from paper.orders import Action, Order, Side, TimeInForce
-from schemas.units import PRICE_SCALE, SIZE_SCALE
+from paper.features import BUY_NO, BUY_YES, CLOSE, HOLD, N_ACTIONS, Features, obs_fields
+from schemas.units import PRICE_SCALE
 
-HOLD, BUY_YES, BUY_NO, CLOSE = 0, 1, 2, 3
-
-
-def obs_fields(top_n: int) -> list[str]:
-    """Names of the observation vector's entries, in order."""
-    return [
-        "best_yes_bid",
-        "best_yes_ask",
-        "mid",
-        "spread",
-        *(f"log_yes_bid_size_{j}" for j in range(1, top_n + 1)),
-        *(f"log_yes_ask_size_{j}" for j in range(1, top_n + 1)),
-        "log_yes_depth",
-        "log_no_depth",
-        "sched_life_fraction",
-        "log_seconds_since_open",
-        "log_seconds_to_close",
-        "position_fraction",
-        "cash_change_usd",
-    ]
-
+__all__ = ["BUY_NO", "BUY_YES", "CLOSE", "HOLD", "OBS_FIELDS", "PaperEnv", "evaluate"]
 
 OBS_FIELDS = obs_fields(5)
 """The layout for the default ``top_n = 5``."""
@@ -168,21 +135,10 @@ class PaperEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         self.max_position = max_position
         self.cash = cash
         self.fields = obs_fields(top_n)
-        n = len(self.fields)
-        low = np.full(n, -1.0, dtype=np.float32)
-        high = np.full(n, 1.0, dtype=np.float32)
-        for i, name in enumerate(self.fields):
-            if name.startswith("log_"):
-                low[i], high[i] = 0.0, 40.0
-            elif name == "sched_life_fraction":
-                low[i], high[i] = -1.0, 2.0
-            elif name == "cash_change_usd":
-                low[i], high[i] = -1000.0, 1000.0
-            elif name in ("best_yes_bid", "best_yes_ask", "mid"):
-                low[i], high[i] = 0.0, 1.0
-        self._low, self._high = low, high
+        self.features = Features(top_n, trade_size, max_position)
+        low, high = self.features.bounds()
         self.observation_space = gym.spaces.Box(low, high, dtype=np.float32)
-        self.action_space = gym.spaces.Discrete(4)
+        self.action_space = gym.spaces.Discrete(N_ACTIONS)
         self._ep: Episode = episodes[0]
         self._i = 0
         self._broker = Broker(cash)
@@ -254,25 +210,15 @@ class PaperEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
                 )
         self._broker.on_snapshot(self._ep.market_ticker, self._levels("yes"), self._levels("no"), t)
 
+    def _observation(self) -> Observation:
+        return observe(self._broker, self._ep.market_ticker, self._t(), "book", self.top_n)
+
     def _act(self, a: int) -> None:
         if a == HOLD:
             return
-        m = self._broker.market(self._ep.market_ticker)
-        t, ticker, size = self._t(), self._ep.market_ticker, self.trade_size
-        order: Order | None = None
-        ask, bid = m.book.best_ask, m.book.best_bid
-        if a == BUY_YES and ask is not None and m.position + size <= self.max_position:
-            order = Order(ticker, Action.BUY, Side.YES, ask, size, TimeInForce.IOC)
-        elif a == BUY_NO and bid is not None and -m.position + size <= self.max_position:
-            order = Order(ticker, Action.BUY, Side.NO, PRICE_SCALE - bid, size, TimeInForce.IOC)
-        elif a == CLOSE and m.position > 0 and bid is not None:
-            order = Order(ticker, Action.SELL, Side.YES, bid, m.position, TimeInForce.IOC)
-        elif a == CLOSE and m.position < 0 and ask is not None:
-            order = Order(
-                ticker, Action.SELL, Side.NO, PRICE_SCALE - ask, -m.position, TimeInForce.IOC
-            )
+        order = self.features.decide(a, self._observation())
         if order is not None:
-            self._broker.submit(order, t)
+            self._broker.submit(order, self._t())
 
     def _settle(self) -> None:
         ep = self._ep
@@ -285,39 +231,7 @@ class PaperEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         )
 
     def _obs(self) -> npt.NDArray[np.float32]:
-        m = self._broker.market(self._ep.market_ticker)
-        bids, asks = m.book.top(self.top_n)
-        bid = bids[0][0] / PRICE_SCALE if bids else 0.0
-        ask = asks[0][0] / PRICE_SCALE if asks else 1.0
-
-        def sizes(levels: list[tuple[int, int]]) -> list[float]:
-            vals = [math.log1p(s / SIZE_SCALE) for _, s in levels]
-            return vals + [0.0] * (self.top_n - len(vals))
-
-        c = self._cols
-        i = self._i
-
-        def num(name: str) -> float:
-            v = c.get(name, [None])[i]
-            return 0.0 if v is None else float(v)
-
-        vec = [
-            bid,
-            ask,
-            (bid + ask) / 2,
-            ask - bid,
-            *sizes(bids),
-            *sizes(asks),
-            math.log1p(max(num("yes_depth"), 0.0) / SIZE_SCALE),
-            math.log1p(max(num("no_depth"), 0.0) / SIZE_SCALE),
-            num("sched_life_fraction"),
-            math.log1p(max(num("time_since_open_s"), 0.0)),
-            math.log1p(max(num("time_to_close_s"), 0.0)),
-            m.position / self.max_position,
-            (self._broker.cash - self.cash) / PRICE_SCALE,
-        ]
-        arr = np.asarray(vec, dtype=np.float32)
-        return np.clip(arr, self._low, self._high)
+        return self.features.vector(self._observation(), self.cash)
 
     def _info(self, idx: int | None) -> dict[str, Any]:
         m = self._broker.market(self._ep.market_ticker)

@@ -11,10 +11,16 @@ M = 1_000_000
 
 
 def market_life(
-    ticker: str, *, seed: int = 0, steps: int = 200, result: str = "yes", record_seq: int = 0
+    ticker: str,
+    *,
+    seed: int = 0,
+    steps: int = 200,
+    result: str = "yes",
+    record_seq: int = 0,
+    open_s: int = OPEN_S,
 ) -> list[FeedEvent]:
     """One market's life: created, a snapshot, ``steps`` random deltas over 100 s of exchange
-    time (open at +0 s, close at +100 s), determined."""
+    time (open at ``open_s``, close 100 s later), determined."""
     rng = random.Random(seed)
     yes = {p * 10_000: rng.randint(1, 20) * 100 for p in range(30, 45)}
     no = {p * 10_000: rng.randint(1, 20) * 100 for p in range(40, 50)}
@@ -31,7 +37,7 @@ def market_life(
 
     events.append(
         LifecycleEvent(
-            ticker, "created", nxt(), open_ts=OPEN_S, close_ts=OPEN_S + 100, msg={"x": 1}
+            ticker, "created", nxt(), open_ts=open_s, close_ts=open_s + 100, msg={"x": 1}
         )
     )
     events.append(BookUpdate(ticker, nxt(), True, True, top(yes), top(no)))
@@ -50,7 +56,7 @@ def market_life(
         book[price] = book.get(price, 0) + delta
         if book[price] <= 0:
             del book[price]
-        ts_ms = (OPEN_S + 1) * 1000 + i * (98_000 // steps)
+        ts_ms = (open_s + 1) * 1000 + i * (98_000 // steps)
         events.append(
             BookUpdate(ticker, nxt(), False, True, top(yes), top(no), ts_ms, side, price, delta)
         )
@@ -75,6 +81,7 @@ def session(n_markets: int = 3, seed: int = 0, steps: int = 200) -> list[FeedEve
             steps=steps,
             result="yes" if i % 2 == 0 else "no",
             record_seq=10_000 * i,
+            open_s=OPEN_S + 200 * i,  # one after the other, as the exchange clock runs
         )
     out.append(SessionEnded("end", 10_000 * n_markets))
     return out
