@@ -11,7 +11,9 @@ is given and has no network access; ``tests/paper/test_paper_only.py`` keeps it 
   returns; example policies;
 * ``paper.engine`` (sans-I/O session), ``paper.drivers`` (live tap / replay via ``feed.Client``),
   ``paper.log`` (crash-safe paper log), ``paper.load`` (warehouse tables), ``paper.env``
-  (``gymnasium.Env`` over recorded market lives), ``python -m paper`` (``kalshi-paper``).
+  (``gymnasium.Env`` over recorded market lives) with ``paper.features`` (its observation vector
+  and actions, and ``VectorActor`` to run a trained policy live), ``python -m paper``
+  (``kalshi-paper``).
 """
 
 from paper.actor import Actor, Decision, Observation
