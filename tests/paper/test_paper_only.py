@@ -43,6 +43,7 @@ PURE_PAPER = [
     "engine",
     "env",
     "log",
+    "features",
 ]
 NETWORK_MODULES = {
     "socket",
