@@ -170,7 +170,7 @@ class PaperEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         self, action: np.int64 | int
     ) -> tuple[npt.NDArray[np.float32], float, bool, bool, dict[str, Any]]:
         a = int(action)
-        if not self.action_space.contains(a):
+        if not 0 <= a < N_ACTIONS:
             raise ValueError(f"action {action!r} is not one of 0..3 (hold, yes, no, close)")
         self._act(a)
         last = self._i + 1 >= len(self._cols["t_ns"])

@@ -28,6 +28,7 @@ opposite price. All IOC; 1 and 2 only while the position stays within ``max_posi
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -61,6 +62,23 @@ def obs_fields(top_n: int) -> list[str]:
     ]
 
 
+@functools.lru_cache(maxsize=8)
+def _bounds(top_n: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    names = obs_fields(top_n)
+    low = np.full(len(names), -1.0, dtype=np.float32)
+    high = np.full(len(names), 1.0, dtype=np.float32)
+    for i, name in enumerate(names):
+        if name.startswith("log_"):
+            low[i], high[i] = 0.0, 40.0
+        elif name == "sched_life_fraction":
+            low[i], high[i] = -1.0, 2.0
+        elif name == "cash_change_usd":
+            low[i], high[i] = -1000.0, 1000.0
+        elif name in ("best_yes_bid", "best_yes_ask", "mid"):
+            low[i], high[i] = 0.0, 1.0
+    return low, high
+
+
 @dataclass(frozen=True, slots=True)
 class Features:
     """The vector layout and the action mapping for one setting of the knobs (sizes in
@@ -71,19 +89,9 @@ class Features:
     max_position: int = 1000
 
     def bounds(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        names = obs_fields(self.top_n)
-        low = np.full(len(names), -1.0, dtype=np.float32)
-        high = np.full(len(names), 1.0, dtype=np.float32)
-        for i, name in enumerate(names):
-            if name.startswith("log_"):
-                low[i], high[i] = 0.0, 40.0
-            elif name == "sched_life_fraction":
-                low[i], high[i] = -1.0, 2.0
-            elif name == "cash_change_usd":
-                low[i], high[i] = -1000.0, 1000.0
-            elif name in ("best_yes_bid", "best_yes_ask", "mid"):
-                low[i], high[i] = 0.0, 1.0
-        return low, high
+        """(low, high) of every entry (copies: the caller may change them)."""
+        low, high = _bounds(self.top_n)
+        return low.copy(), high.copy()
 
     def vector(self, obs: Observation, start_cash: int) -> npt.NDArray[np.float32]:
         n = self.top_n
@@ -112,7 +120,7 @@ class Features:
             obs.position / self.max_position,
             (obs.cash - start_cash) / PRICE_SCALE,
         ]
-        low, high = self.bounds()
+        low, high = _bounds(self.top_n)
         return np.clip(np.asarray(vec, dtype=np.float32), low, high)
 
     def decide(self, action: int, obs: Observation) -> Order | None:
