@@ -95,13 +95,23 @@ FROM session_log
 WHERE kind = 'in' AND msg_type = 'orderbook_delta' AND NOT malformed
   AND market_ticker IS NOT NULL AND side IS NOT NULL AND price IS NOT NULL AND delta IS NOT NULL
 """
+# a settled event without its own value carries the market's last determination's value
 LIFECYCLE_SQL = """
+WITH ev AS (
+    SELECT session_id, record_seq, market_ticker, event_type,
+           CASE WHEN abs(settlement_value) < 1000000000000000000
+                THEN CAST(settlement_value AS DECIMAL(24, 0)) * 0.000001BD END AS price
+    FROM session_log
+    WHERE kind = 'in' AND msg_type IN ('market_lifecycle_v2', 'multivariate_market_lifecycle')
+      AND event_type IS NOT NULL AND market_ticker IS NOT NULL
+)
 SELECT session_id, record_seq, market_ticker, event_type,
-       CASE WHEN abs(settlement_value) < 1000000000000000000
-            THEN CAST(settlement_value AS DECIMAL(24, 0)) * 0.000001BD END AS settlement_price
-FROM session_log
-WHERE kind = 'in' AND msg_type IN ('market_lifecycle_v2', 'multivariate_market_lifecycle')
-  AND event_type IS NOT NULL AND market_ticker IS NOT NULL
+       CASE WHEN event_type = 'settled' AND price IS NULL
+            THEN last(CASE WHEN event_type = 'determined' THEN price END, true) OVER (
+                PARTITION BY market_ticker ORDER BY session_id, record_seq
+                ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+            ELSE price END AS settlement_price
+FROM ev
 """
 PARTICIPATION_SQL = """
 WITH d AS (
