@@ -210,6 +210,17 @@ def measure(ns: argparse.Namespace, work: Path, n: int) -> dict[str, Any]:
         row["latency_ms_p50"] = round(_pct(lat, 50), 2)
         row["latency_ms_p99"] = round(_pct(lat, 99), 2)
         row["latency_frames"] = len(lat)
+        # steady phase only (from 2 s in to the stall): no backlog being drained
+        t0 = min(recv.values())
+        lo_ns, hi_ns = t0 + 2_000_000_000, t0 + int((ns.stall_at - 0.5) * 1e9)
+        steady = [
+            (now - recv[rs]) / 1e6
+            for rs, now in res["seen"]
+            if rs in recv and lo_ns <= recv[rs] < hi_ns
+        ]
+        row["steady_latency_ms_p50"] = round(_pct(steady, 50), 2)
+        row["steady_latency_ms_p99"] = round(_pct(steady, 99), 2)
+        row["steady_latency_frames"] = len(steady)
     row["data"] = str(data)
     return row
 

@@ -563,3 +563,35 @@ def test_kalshi_sdk_reads_a_replay(live_run: LiveRun) -> None:
             listening.server.close()
 
     _assert_sdk_ok(asyncio.run(go()))
+
+
+def test_kalshi_replay_cli_serves_the_session(live_run: LiveRun) -> None:
+    args = ["--data-dir", str(live_run.data), "--speed", "max", "--listen", "127.0.0.1:0"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "feed.replay", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        url = line.split(" on ", 1)[1].split(" ", 1)[0]
+
+        async def consume() -> list[FeedEvent]:
+            out: list[FeedEvent] = []
+            async with Client(url, depth=DEPTH) as c:
+                async for ev in c:
+                    out.append(ev)
+                    if isinstance(ev, SessionEnded):
+                        break
+            return out
+
+        events = asyncio.run(asyncio.wait_for(consume(), 120))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    hello = events[0]
+    assert isinstance(hello, Hello) and hello.session_id == live_run.rows[0][0]
+    assert _comparable(events) == _comparable(live_run.events_a)
