@@ -25,13 +25,14 @@ import time
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from paper.engine import Row
+if TYPE_CHECKING:  # the log depends on no engine at run time (materialize imports paper.load)
+    from paper.engine import Row
 
 PAPER_LOG_VERSION = "1"
 PAPER_LOG_VERSION_KEY = b"kalshi_paper.log_version"
