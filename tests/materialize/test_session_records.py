@@ -421,10 +421,15 @@ def test_real_recorder_killed_then_restarted_leaves_no_open_participation(
             return n
 
         proc = start_recorder(sim, data, "--duration", "120")
-        try:
-            wait_for(lambda: joined_in_live() >= 2, 60, "two markets joined and flushed")
+        try:  # (a recorder that dies on its own ends the wait at once, with its stderr below)
+            wait_for(
+                lambda: proc.poll() is not None or joined_in_live() >= 2,
+                60,
+                "two markets joined and flushed",
+            )
         finally:
-            os.kill(proc.pid, signal.SIGKILL)
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
             _out, err = proc.communicate(timeout=10)
         assert proc.returncode == -signal.SIGKILL, err
         done = run_recorder(sim, data, "--duration", "2")
