@@ -10,7 +10,16 @@ How exactly-once holds:
 * segments go in ``(session_id, first record_seq)`` order, so a later segment of a session can
   close what an earlier one opened: ``MARKET_LEFT`` sets ``left_at`` on the open participation row,
   ``SESSION_END`` sets ``ended_at``. A market still open stays ``left_at IS NULL`` until the
-  segment holding its ``MARKET_LEFT`` is sealed and loaded by a later run.
+  segment holding its ``MARKET_LEFT`` is sealed and loaded by a later run, or its session is
+  known dead: :func:`finalize` then closes it at the session's last record with
+  ``leave_reason = 'crash'`` (a real leave sealed later still replaces that);
+* only new files are opened: ``rl_loaded_segments`` also keeps each file's size and mtime, so a
+  nightly run hashes only new or changed files (``segments_index.plan``); a file whose bytes
+  changed under a path already loaded is reported and skipped, never loaded a second time.
+
+After the segments, :func:`finalize` derives what no single segment can decide (restart flags,
+crash ends of logs older than the crash end marker, crash-closed participation, each session's
+completed markets and the settled rows' settlement values), idempotently.
 
 Only ``segments/`` is read, never ``live/``. The mapping from log records to rows is a pure
 function (:func:`transform`) so it is tested without a database.
