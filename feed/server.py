@@ -35,6 +35,11 @@ Handler = Callable[[ServerConnection], Awaitable[None]]
 BATCH_FRAMES = 256
 """Frames handed to the socket in one write: one syscall instead of one per frame."""
 
+COALESCE_S = 0.0
+"""A woken writer yields this long (0 = one event-loop turn) for more frames before writing,
+unless a batch is already full: the frames the reader takes meanwhile go out in the same write.
+(1 ms saved a little more CPU but tripled the median latency on a loaded machine.)"""
+
 
 class BatchedConnection(ServerConnection):
     """A ``ServerConnection`` whose pending frames go out in one transport write.
@@ -142,6 +147,8 @@ async def pump(ws: ServerConnection, c: Consumer, on_command: Callable[[], None]
     async def writer() -> None:
         while True:
             await ready.wait()
+            if len(c.queue) < BATCH_FRAMES:
+                await asyncio.sleep(COALESCE_S)  # let frames gather: one write, not one each
             ready.clear()
             while c.queue:
                 frames = c.take()
