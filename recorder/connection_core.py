@@ -338,11 +338,14 @@ class ConnectionCore:
                 return _NOTHING
             return self._after_reply(self.subs.on_subscribed(f.cmd_id, info[0], info[1], now_ns))
         if t == "ok":
+            gap: list[Effect] = []
             if f.sid is not None and f.seq is not None:
-                self.seq.on_reply(f.sid, f.seq)
+                v = self.seq.on_reply(f.sid, f.seq)
+                if v.is_gap:
+                    gap = self._seq_verdict(f.sid, v, now_ns)
             if protocol.list_subscriptions_reply(f) is not None:
-                return _NOTHING  # we never ask; recorded only
-            return self._after_reply(
+                return gap  # we never ask; recorded only
+            return gap + self._after_reply(
                 self.subs.on_ok(f.cmd_id, f.sid, protocol.ok_market_tickers(f), now_ns)
             )
         if t == "unsubscribed":
@@ -408,17 +411,21 @@ class ConnectionCore:
         ticker = f.market_ticker
         if ticker is None:
             return out or _NOTHING
-        if self.subs.is_unplaced(ticker):
-            out = (out or []) + self._events(self.subs.observe(ticker, sid), now_ns)
-        if ticker not in self.anchored:
-            known = ticker in self.books and ticker not in self.resyncing
-            if known and ticker not in self._flagged:
-                self._flagged.add(ticker)
-                what = "delta_before_snapshot"
-                out = (out or []) + self._anomaly(ticker, sid, what, f"seq {seq}")
-            return out or _NOTHING
         if sid is not None and self.subs.sid_of(ticker) != sid:
-            return out or _NOTHING  # another sid's copy of this market (e.g. a lost unsubscribe)
+            events = self.subs.observe(ticker, sid)
+            if events:
+                out = (out or []) + self._events(events, now_ns)
+            if self.subs.sid_of(ticker) != sid:
+                # Another sid's copy of this market (a lost reply or unsubscribe): not applied.
+                self.subs.stray(sid)
+                return out or _NOTHING
+        if ticker not in self.anchored:
+            if ticker in self.books and ticker not in self.resyncing:
+                # Its sid carries deltas but its snapshot never came (lost, or an exchange that
+                # sends none after add_markets): ask for one rather than wait for ever.
+                what = "delta_before_snapshot"
+                out = (out or []) + self._bad_book(ticker, sid, what, f"seq {seq}", now_ns)
+            return out or _NOTHING
         side, price, delta = f.side, f.price, f.delta
         if f.malformed or side is None or price is None or delta is None:
             # Cannot be applied exactly: kept raw by the shell; the book is no longer the truth.
@@ -453,15 +460,17 @@ class ConnectionCore:
         ticker = f.market_ticker
         if ticker is None:
             return out
-        if self.subs.is_unplaced(ticker):
+        if sid is not None and self.subs.sid_of(ticker) != sid:
             out += self._events(self.subs.observe(ticker, sid), now_ns)
+            if self.subs.sid_of(ticker) != sid:
+                # Not the sid this market's book follows: never anchor on it.
+                self.subs.stray(sid)
+                return out
         self.subs.snapshot_arrived(sid, ticker, now_ns)
         self._dirty = True
         book = self.books.get(ticker)
         if book is None:
             return out  # a market we no longer want; the frame is recorded anyway
-        if sid is not None and self.subs.sid_of(ticker) not in (None, sid):
-            return out
         if f.malformed:
             return out + self._bad_book(ticker, sid, "bad_snapshot", f.problem or "", now_ns)
         try:

@@ -71,15 +71,22 @@ class SeqTracker:
             return SeqVerdict(SeqStatus.GAP, expected=last + 1, got=seq)
         return SeqVerdict(SeqStatus.STALE, got=seq, last=last)
 
-    def on_reply(self, sid: int, seq: int) -> None:
+    def on_reply(self, sid: int, seq: int) -> SeqVerdict:
         """A reply (``ok``/``unsubscribed``) carrying ``sid``+``seq``: ``last = max(last, seq)``.
 
+        Whether a reply consumes a seq value (``last + 1``) or echoes the last one (``last``) is
+        disputed, so neither is a gap; anything beyond ``last + 1`` is one under both readings
+        (a data frame lost just before the reply, which would otherwise go unnoticed).
         A sid with no anchor stays unanchored: its first data frame is still ``FIRST``, so an
         early reply can never create a false gap.
         """
         last = self._last.get(sid)
-        if last is not None and seq > last:
-            self._last[sid] = seq
+        if last is None or seq <= last:
+            return OK
+        self._last[sid] = seq
+        if seq > last + 1:
+            return SeqVerdict(SeqStatus.GAP, expected=last + 1, got=seq)
+        return OK
 
     def last(self, sid: int) -> int | None:
         """The sid's last seq, or None if it has no anchor."""

@@ -258,6 +258,8 @@ class SubscriptionManager:
         self._snap_left: dict[int, set[str]] = {}  # get_snapshot cmd_id -> snapshots still due
         self._trailing_ok: dict[int, int | None] = {}  # sid -> hold until (id-less exchanges)
         self._orphans: dict[int, None] = {}  # sids the exchange may still hold: unsubscribe them
+        self._retired: dict[int, None] = {}  # sids already unsubscribed (or being): not orphans
+        self._unknown_sids: dict[int, None] = {}  # id-less ``subscribed``: which subscribe?
         self._retry: dict[str, _Retry] = {}
         self._sid_retry: dict[int, _Retry] = {}
         self._failed_subscribes: dict[int, Command] = {}
@@ -381,6 +383,7 @@ class SubscriptionManager:
         for sid in list(self._orphans):
             if sid not in self._busy:
                 del self._orphans[sid]
+                self._retire(sid)
                 commands.append(
                     self._register(
                         Command(next_id(), "unsubscribe", {"sids": [sid]}, PURPOSE_CLEANUP, (), sid)
@@ -440,6 +443,8 @@ class SubscriptionManager:
         self._snap_left.clear()
         self._trailing_ok.clear()
         self._orphans.clear()
+        self._retired.clear()
+        self._unknown_sids.clear()
         self._retry.clear()
         self._sid_retry.clear()
         self._failed_subscribes.clear()
@@ -553,10 +558,43 @@ class SubscriptionManager:
         if self.replies_have_ids is not True:
             self._trailing_ok[sid] = None if now_ns is None else now_ns + TRAILING_OK_HOLD_NS
 
+    def stray(self, sid: int) -> None:
+        """Data arrived on a sid we neither hold nor asked for: a subscription whose reply was
+        lost (an id-less ``subscribed`` cannot be matched late). It costs bandwidth and holds
+        markets twice: unsubscribe it (once)."""
+        if sid in self._sids or sid in self._retired or sid in self._orphans:
+            return
+        if sid in self._unknown_sids:
+            return
+        if any(life.sid == sid for life in self._lifecycles.values()):
+            return
+        if any(c.cmd == "subscribe" for c in self._inflight.values()):
+            return  # it may be the sid of a subscribe whose reply is still on its way
+        self._orphans[sid] = None
+
+    def _retire(self, sid: int) -> None:
+        self._retired[sid] = None
+        while len(self._retired) > 1000:
+            del self._retired[next(iter(self._retired))]
+
     def observe(self, ticker: str, sid: int | None) -> list[Event]:
-        """A snapshot or delta names ``ticker`` on ``sid``: places a market merged into a
-        subscription whose sid the reply did not say. Cheap when nothing is unplaced."""
-        if not self._unplaced or sid is None or ticker not in self._unplaced:
+        """A snapshot or delta names ``ticker`` on ``sid``, a sid that does not own it here:
+        identifies which subscribe an id-less ``subscribed`` answered (the one carrying this
+        market), or places a market merged into a subscription whose sid the reply did not
+        say. Cheap when there is nothing to identify."""
+        if sid is None:
+            return []
+        if sid in self._unknown_sids:
+            return self._identify(ticker, sid)
+        held = self._sids.get(sid)
+        if held is not None and ticker not in held and ticker not in self._unplaced:
+            # The exchange holds it on this sid though no reply said so (a reply matched to the
+            # wrong command, a lost one): take the frames' word; the next plan deletes it if
+            # it is not wanted there.
+            held[ticker] = None
+            self._owner.setdefault(ticker, sid)
+            return [SidAssigned(sid, ORDERBOOK_CHANNEL, tuple(held))]
+        if not self._unplaced or ticker not in self._unplaced:
             return []
         if any(life.sid == sid for life in self._lifecycles.values()):
             return []
@@ -568,6 +606,20 @@ class SubscriptionManager:
         self._owner.setdefault(ticker, sid)
         self._retry.pop(ticker, None)
         return [SidAssigned(sid, ORDERBOOK_CHANNEL, tuple(held))]
+
+    def _identify(self, ticker: str, sid: int) -> list[Event]:
+        command = self._oldest(lambda c: c.cmd == "subscribe" and ticker in c.tickers)
+        if command is not None:
+            self._forget_command(command.cmd_id)
+        else:
+            command = next(
+                (c for c in self._failed_subscribes.values() if ticker in c.tickers), None
+            )
+            if command is None:
+                return []
+            del self._failed_subscribes[command.cmd_id]
+        del self._unknown_sids[sid]
+        return self._placed(command, sid, None)
 
     # -- replies --------------------------------------------------------------------------------
 
@@ -597,6 +649,13 @@ class SubscriptionManager:
             command = self._oldest(
                 lambda c: c.cmd == "subscribe" and (channel is None or _channel_of(c) == channel)
             )
+            if command is not None and command.purpose != PURPOSE_LIFECYCLE:
+                # Which of the order-book subscribes in flight is it? Lost commands and replies
+                # make "the oldest" a guess; the first snapshot on the sid names its markets.
+                self._unknown_sids[sid] = None
+                while len(self._unknown_sids) > 1000:
+                    del self._unknown_sids[next(iter(self._unknown_sids))]
+                return []
         if command is not None:
             self._forget_command(command.cmd_id)
         else:
@@ -617,6 +676,10 @@ class SubscriptionManager:
             life.sid = sid
             life.retry = _Retry()
             return [SidAssigned(sid, channel or _channel_of(command), ())]
+        return self._placed(command, sid, channel)
+
+    def _placed(self, command: Command, sid: int, channel: str | None) -> list[Event]:
+        """The order-book subscribe ``command`` was answered with ``sid``."""
         for ticker in command.tickers:
             if self._adding.get(ticker) == command.cmd_id:
                 del self._adding[ticker]
@@ -666,7 +729,10 @@ class SubscriptionManager:
             if self._trailing_ok:
                 del self._trailing_ok[next(iter(self._trailing_ok))]
                 return []
-            command = self._oldest(lambda c: c.cmd in ("update_subscription", "subscribe"))
+            listed = None if market_tickers is None else set(market_tickers)
+            command = self._oldest(
+                lambda c: c.cmd in ("update_subscription", "subscribe") and _fits(c, listed)
+            )
         if command is None:
             return []
         if command.cmd == "subscribe":
@@ -712,17 +778,22 @@ class SubscriptionManager:
             return [Merged(command.cmd_id, life.sid, (), how)]
         listed = set(reported) if reported is not None else None
         candidates = list(self._sids)
+        placed = command.tickers
         if listed is not None:
             candidates = [s for s, held in self._sids.items() if held and set(held) <= listed]
+            placed = tuple(t for t in command.tickers if t in listed)
+            for ticker in command.tickers:
+                if ticker not in listed:  # not in the list after the merge: not there
+                    self._bump(self._retry.setdefault(ticker, _Retry()), limited=False)
         if len(candidates) == 1:
             sid = candidates[0]
             held = self._sids[sid]
-            held.update(dict.fromkeys(command.tickers))
-            for ticker in command.tickers:
+            held.update(dict.fromkeys(placed))
+            for ticker in placed:
                 self._owner.setdefault(ticker, sid)
                 self._retry.pop(ticker, None)
             return [
-                Merged(command.cmd_id, sid, command.tickers, how),
+                Merged(command.cmd_id, sid, placed, how),
                 SidAssigned(sid, ORDERBOOK_CHANNEL, tuple(held)),
             ]
         give_up_at = None if now_ns is None else now_ns + self.command_timeout_ns
@@ -996,6 +1067,7 @@ class SubscriptionManager:
         return [SidAssigned(sid, ORDERBOOK_CHANNEL, tuple(after))]
 
     def _drop_sid(self, sid: int) -> list[Event]:
+        self._retire(sid)
         for channel, life in self._lifecycles.items():
             if life.sid == sid:
                 life.state, life.sid = "pending", None
@@ -1154,6 +1226,17 @@ def _due(retry: _Retry | None, now_ns: int | None) -> bool:
     if retry.delay_ns is not None:
         return False
     return retry.at_ns is None or now_ns >= retry.at_ns
+
+
+def _fits(command: Command, listed: set[str] | None) -> bool:
+    """Could an ``ok`` listing ``listed`` (a sid's markets after the command) answer it?"""
+    if command.purpose == PURPOSE_LIFECYCLE:
+        return listed is None  # a merged lifecycle subscribe lists no markets
+    if listed is None or command.action == "get_snapshot":
+        return True
+    if command.action == "delete_markets":
+        return not listed.intersection(command.tickers)
+    return listed.issuperset(command.tickers)  # subscribe (merged) or add_markets
 
 
 def _refuses_update(code: int | None, message: str) -> bool:

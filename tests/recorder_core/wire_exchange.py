@@ -73,10 +73,14 @@ class WireExchange:
             {"type": "orderbook_snapshot", "sid": sid, "seq": self._next_seq(sid), "msg": msg}
         )
 
+    def holders(self, ticker: str) -> list[int]:
+        return [s for s, held in self.sids.items() if ticker in held]
+
     def delta(self, ticker: str, side: str, price: int, change: int, *, lose: bool = False) -> bool:
-        """A book change of a subscribed market; ``lose`` drops its frame (a seq gap)."""
-        sid = self.holder(ticker)
-        if sid is None:
+        """A book change of a subscribed market, sent on every sid holding it; ``lose`` drops
+        those frames (a seq gap on each)."""
+        sids = self.holders(ticker)
+        if not sids:
             return False
         levels = self.book(ticker)
         size = levels.get((side, price), 0) + change
@@ -86,8 +90,10 @@ class WireExchange:
             levels[(side, price)] = size
         else:
             levels.pop((side, price), None)
-        seq = self._next_seq(sid)
-        if not lose:
+        for sid in sids:
+            seq = self._next_seq(sid)
+            if lose:
+                continue
             msg = {
                 "market_ticker": ticker,
                 "market_id": "m-" + ticker,
