@@ -1022,6 +1022,9 @@ _SET_CRASH_END = (
     "WHERE session_id = %s AND ended_at IS NULL"
 )
 _IN_CHUNK = 500
+_IN_MARKS = ", ".join(["%s"] * _IN_CHUNK)
+"""``IN`` placeholders for one chunk of tickers; short chunks are padded with NULLs (which match
+nothing), so the statement text is one constant."""
 
 
 def _ended_as(end_reason: str | None) -> str:
@@ -1169,13 +1172,13 @@ def _refresh_completion(target: Target, tickers: Sequence[str], done: Counter[st
     """Completed markets and the settled rows' settlement value, for these markets only."""
     for lo in range(0, len(tickers), _IN_CHUNK):
         chunk = list(tickers[lo : lo + _IN_CHUNK])
-        marks = ", ".join(["%s"] * len(chunk))
+        params: list[str | None] = [*chunk, *[None] * (_IN_CHUNK - len(chunk))]
         rows = target.fetch(
             "SELECT market_ticker, session_id, record_seq, event_type, determination_ts, "
             f"settled_ts, result, settlement_price, created_at FROM {LIFECYCLE_EVENTS} "
-            f"WHERE market_ticker IN ({marks}) "
+            f"WHERE market_ticker IN ({_IN_MARKS}) "
             "AND event_type IN ('created', 'determined', 'settled')",
-            chunk,
+            params,
         )
         facts: dict[str, list[LifecycleFact]] = {}
         for t, *rest in rows:
@@ -1195,7 +1198,9 @@ def _refresh_completion(target: Target, tickers: Sequence[str], done: Counter[st
                         "WHERE session_id = %s AND record_seq = %s",
                         (priced[-1].settlement_price, f.session_id, f.record_seq),
                     )
-        target.execute(f"DELETE FROM {COMPLETED_MARKETS} WHERE market_ticker IN ({marks})", chunk)
+        target.execute(
+            f"DELETE FROM {COMPLETED_MARKETS} WHERE market_ticker IN ({_IN_MARKS})", params
+        )
         target.insert_arrow(
             COMPLETED_MARKETS, pa.Table.from_pylist(completed, schema=COMPLETED_SCHEMA)
         )

@@ -59,10 +59,11 @@ every excluded market with its reason. **Incremental**: markets already built (o
 excluded) are never rebuilt; only markets determined since are, and the files of sessions that
 ended with every market final (``finished_sessions`` in the manifest) are not read again, so a
 nightly build costs what is new, not all history. A later determination of a market already
-built (a dispute) rewrites the label columns of its rows in place (``label_amendments``). A build with a different policy
-(seed, interval, top-N, minimum) starts over, so one dataset never mixes policies. The data file is
-renamed into place before the manifest, and files not named in the manifest are removed at the
-start of a build, so a crash between the two is harmless.
+built (a dispute) rewrites the label columns of its rows in place (``label_amendments``).
+A build with a different policy (seed, interval, top-N, minimum, phases) starts over, so one
+dataset never mixes policies. The data file is renamed into place before the manifest, and files
+not named in the manifest are removed at the start of a build, so a crash between the two is
+harmless.
 """
 
 from __future__ import annotations

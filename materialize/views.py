@@ -313,10 +313,6 @@ def _sessions_sql() -> str:
     recovered = _decisions([Decision.RECOVERED])
     new_env = _in_list((DISCOVERY_LIFECYCLE, DISCOVERY_REST))
     prev = "json_type(p, '$.previous_session')"
-    prev_str = (
-        "(CASE WHEN json_type(p, '$.previous_session.{k}') = 'VARCHAR' "
-        "THEN json_extract_string(p, '$.previous_session.{k}') END)"
-    )
     return f"""
 WITH starts AS (
     SELECT session_id, recv_ns,
@@ -333,8 +329,8 @@ WITH starts AS (
            CASE WHEN json_type(p, '$.previous_session.session_id') IN ('BIGINT', 'UBIGINT')
                 THEN TRY_CAST(json_extract_string(p, '$.previous_session.session_id') AS BIGINT)
                 END AS prev_id,
-           {prev_str.format(k="ended")} AS prev_ended,
-           {prev_str.format(k="end_reason")} AS prev_end_reason
+           {_jstr("previous_session.ended")} AS prev_ended,
+           {_jstr("previous_session.end_reason")} AS prev_end_reason
     FROM {starts}
     WHERE {_jtype("lifecycle_mode")} = 'BOOLEAN'
     QUALIFY row_number() OVER (PARTITION BY session_id ORDER BY record_seq DESC) = 1
