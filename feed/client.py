@@ -39,7 +39,7 @@ from feed.events import (
     ValidityChange,
 )
 from schemas.units import parse_price, parse_size
-from schemas.wire import snapshot_levels
+from schemas.wire import delta_ts_ms, snapshot_levels
 
 LIFECYCLE_TYPES = frozenset(
     {"market_lifecycle_v2", "multivariate_market_lifecycle", "event_lifecycle", "event_fee_update"}
@@ -224,10 +224,7 @@ class Client:
             levels.pop(price, None)
             if size < 0:
                 b.valid = False
-        ts = msg.get("ts_ms")
-        return self._update(
-            ticker, b, rs, False, ts if type(ts) is int else None, side, price, delta
-        )
+        return self._update(ticker, b, rs, False, delta_ts_ms(msg), side, price, delta)
 
     def _update(
         self,

@@ -16,6 +16,8 @@ A side key that is absent, null or ``[]`` is an empty side.
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -177,3 +179,53 @@ def snapshot_msg(
         if levels or empty_as_list:
             msg[key] = [[format_price(p), format_size(s)] for p, s in levels]
     return msg
+
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?([Zz]|[+-]\d\d:?\d\d)?",
+    re.ASCII,
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+TS_SECONDS_MAX = 10**11
+"""An int legacy ``ts`` this large is not plausible Unix seconds (year 5138): it is taken as ms."""
+
+
+def rfc3339_ms(text: str) -> int:
+    """RFC 3339 timestamp -> Unix ms, floored (the legacy delta ``ts``); no offset means UTC.
+
+    Raises ``ValueError`` for anything else (or ``OverflowError`` for absurd dates)."""
+    m = _RFC3339.fullmatch(text)
+    if m is None:
+        raise ValueError(f"{text!r} is not an RFC3339 timestamp")
+    year, month, day, hour, minute, second, frac, zone = m.groups()
+    tz = UTC
+    if zone and zone not in "Zz":
+        sign = -1 if zone[0] == "-" else 1
+        digits = zone[1:].replace(":", "")
+        tz = timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
+    micros = int((frac or "0")[:6].ljust(6, "0"))
+    dt = datetime(
+        int(year), int(month), int(day), int(hour), int(minute), int(second), micros, tzinfo=tz
+    )
+    span = dt - _EPOCH
+    return (span.days * 86_400 + span.seconds) * 1000 + span.microseconds // 1000
+
+
+def delta_ts_ms(msg: dict[str, Any]) -> int | None:
+    """The exchange time of a delta in Unix ms, from whichever generation of field carries it:
+    ``ts_ms`` (current), else ``ts`` as int seconds (or ms when implausibly large) or an RFC 3339
+    string (legacy, protocol notes §4.8). None when absent or unreadable: a time is a feature,
+    never a reason to drop a frame."""
+    ts_ms = msg.get("ts_ms")
+    if type(ts_ms) is int:
+        return ts_ms
+    ts = msg.get("ts")
+    if type(ts) is int:
+        return ts * 1000 if abs(ts) < TS_SECONDS_MAX else ts
+    if type(ts) is str:
+        try:
+            return rfc3339_ms(ts)
+        except (ValueError, OverflowError):
+            return None
+    return None

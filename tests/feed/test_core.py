@@ -20,6 +20,7 @@ from schemas.units import parse_price, parse_size
 from schemas.wire import (
     CURRENT,
     LEGACY,
+    delta_ts_ms,
     format_price,
     format_size,
     snapshot_levels,
@@ -340,3 +341,14 @@ def test_handshake_policy() -> None:
     assert refusal({}, "/x?token=s3cret", "10.0.0.5", "s3cret") is None
     why = refusal({"Authorization": "Bearer wrong"}, "/", "10.0.0.5", "s3cret")
     assert why is not None and "s3cret" not in why and "wrong" not in why
+
+
+def test_legacy_delta_time_feeds_the_client_clock() -> None:
+    """A legacy delta carries its time as ``ts`` (RFC 3339 or int seconds), not ``ts_ms``: the
+    client's book updates must still carry the exchange time (the paper clock runs on it)."""
+    assert delta_ts_ms({"ts_ms": 1_700_000_000_123}) == 1_700_000_000_123
+    assert delta_ts_ms({"ts": "2026-02-14T15:30:00Z"}) == 1_771_083_000_000
+    assert delta_ts_ms({"ts": "2026-02-14T16:30:00.5+01:00"}) == 1_771_083_000_500
+    assert delta_ts_ms({"ts": 1_771_083_000}) == 1_771_083_000_000
+    assert delta_ts_ms({"ts": "yesterday"}) is None
+    assert delta_ts_ms({}) is None
