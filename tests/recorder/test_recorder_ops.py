@@ -256,3 +256,35 @@ def test_print_config_redacts_nothing_secret(tmp_path: Path) -> None:
 
 
 _ = SimConfig  # re-exported type for readers of this module
+
+
+def test_a_repeating_4xxx_close_ends_the_run_with_exit_2_and_one_line(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    """The exchange closes every connection with 4001 (auth): after ``fatal_close_repeats`` (3)
+    in a row the recorder stops with exit 2 and one clear line, its data sealed; each close code
+    and reason is in its ``disconnected`` record."""
+    sim = make_sim()
+    data = tmp_path / "data"
+    proc = start_recorder(sim, data, "--duration", "60")
+
+    def connected(n: int) -> bool:
+        return sim.stats.connections_open == 1 and sim.stats.connections_total == n
+
+    try:
+        for n in range(1, 4):
+            wait_for(lambda: connected(n), 30, f"connection {n}")  # noqa: B023 (called at once)
+            sim.close_connections(4001, "authentication expired")
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 2, err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "4001" in errors[0] and "KALSHI_API_KEY_ID" in errors[0], err
+    rows = read_log(data)
+    closes = [d for d in decisions(rows, "disconnected") if d.get("code") == 4001]
+    assert len(closes) == 3 and all(d["close_reason"] == "authentication expired" for d in closes)
+    assert decisions(rows, "fatal_close")[0]["repeats"] == 3
+    assert decisions(rows, "session_end")[0]["reason"] == "auth_rejected"
