@@ -77,7 +77,10 @@ class Decision(StrEnum):
     method: "get_snapshot"|"resubscribe"}"""
     ANOMALY = "anomaly"
     """Impossible book state: {market_ticker, sid, what: "negative_size"|"delta_before_snapshot"|
-    "crossed_book"|..., detail}"""
+    "crossed_book"|"crossed_persists"|"inexact_value"|"bad_snapshot"|..., detail}; one record
+    per episode (until a snapshot anchors the market again), each followed by a resync (with
+    backoff) except a first ``crossed_book``. Subscription trouble is {what: "CommandFailed"|
+    "GaveUp"|"Fallback"|"CapLowered"|"MarketNotFound", detail} (no market_ticker)."""
     LOSS = "loss"
     """The exchange says data was lost (error 25) or the writer had to drop: {sid?, detail}"""
     RECONCILED = "reconciled"
