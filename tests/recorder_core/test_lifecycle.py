@@ -270,3 +270,22 @@ def test_determined_before_created_never_joins() -> None:
     assert r.on_event("KXX-1-T1", "determined", {"result": "yes"}, NOW) == []
     assert r.on_event("KXX-1-T1", "created", {}, NOW) == []
     assert "KXX-1-T1" not in r.joined
+
+
+def test_memory_of_left_markets_is_bounded() -> None:
+    """Months-long runs: a left (or skipped) market is forgotten after its ``settled`` plus a
+    margin, or after a long time if it never settles; until then a replayed ``created`` cannot
+    open it again."""
+    r = LifecycleRules(MarketFilter(exclude=["KXSKIP*"]), left_memory_s=60.0, left_forget_s=3600.0)
+    s = 10**9
+    for i in range(100):
+        r.on_event(f"KXX-1-M{i}", "created", {}, NOW)
+        r.on_event(f"KXX-1-M{i}", "determined", {}, NOW + s)
+    r.on_event("KXSKIP-1-A", "created", {}, NOW)
+    assert r.remembered == 101 and not r.joined
+    assert r.on_event("KXX-1-M0", "created", {}, NOW + 2 * s) == []  # a replay: no re-join
+    for i in range(50):
+        r.on_event(f"KXX-1-M{i}", "settled", {}, NOW + 10 * s)
+    assert r.expire(NOW + 69 * s) == 0
+    assert r.expire(NOW + 71 * s) == 50 and r.remembered == 51
+    assert r.expire(NOW + 3602 * s) == 51 and r.remembered == 0
