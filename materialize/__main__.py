@@ -254,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_DATABASE
     try:
         summary = load(data_dir, target, move_bad=args.quarantine, progress=default_progress())
+        # Paper-trading logs (kalshi-paper) sit next to the session log; small, loaded idempotently.
+        from paper.load import load_paper_logs
+
+        paper_rows = load_paper_logs(target.con, data_dir, target.dialect)
+        if any(paper_rows.values()):
+            print(f"paper logs loaded: {paper_rows}")
     except TargetUnavailable as exc:
         print(f"materialize: {exc}", file=sys.stderr)
         return EXIT_DATABASE

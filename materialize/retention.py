@@ -603,6 +603,12 @@ def run(argv: Sequence[str] | None = None, *, today: dt.date | None = None) -> i
     if args.archive_dir is not None and args.archive_older_than is None:
         parser.error("--archive-dir is only used with --archive-older-than")
     data_dir: Path = args.data_dir
+    from materialize.segments_index import data_dir_problem
+
+    problem = data_dir_problem(data_dir)
+    if problem is not None:
+        print(f"retention: {problem}", file=sys.stderr)
+        return 66
     today = today or dt.datetime.now(dt.UTC).date()
     dsn: str | None = args.pg if args.pg is not None else os.environ.get("DATABASE_URL")
     duck: Path = args.duckdb or data_dir / "warehouse.duckdb"

@@ -376,10 +376,13 @@ def test_other_commands_refuse_a_wrong_data_dir(
     from materialize import demo, objectstore, views
 
     missing = tmp_path / "nope"
+    from materialize import retention
+
     assert views.main([str(missing), "SELECT 1"]) == EXIT_NO_DATA
     assert objectstore.main(["ship", str(missing), f"file://{tmp_path / 'bucket'}"]) == 66
+    assert retention.run(["--data-dir", str(missing), "--delete-older-than", "3"]) == 66
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 2 and all("does not exist" in line for line in err)
+    assert len(err) == 3 and all("does not exist" in line for line in err)
     assert not missing.exists() and not (tmp_path / "bucket").exists()
     # demo data never goes into a directory that holds a recorder's data
     real = tmp_path / "real"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from decimal import Decimal
 from pathlib import Path
 
@@ -61,3 +62,19 @@ def test_loads_into_postgres_exactly_once(paper_data: Path, pg_dsn: str) -> None
             f"SELECT count(*), sum(size) FROM {PAPER_FILLS} WHERE liquidity = 'taker'"
         ).fetchone()
         assert row == (4, 400)
+
+
+def test_nightly_materialize_loads_the_paper_logs(paper_data: Path, tmp_path: Path) -> None:
+    """``kalshi-materialize`` picks up the paper logs next to the session log, once."""
+    from materialize.__main__ import main
+
+    data = tmp_path / "data"
+    shutil.copytree(paper_data, data)
+    (data / "segments").mkdir()  # a recorder's data directory, with nothing sealed yet
+    expected = _expected(paper_data)
+    for _ in range(2):  # the second night loads nothing twice
+        assert main(["--data-dir", str(data), "--no-training"]) == 0
+        con = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
+        got = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone() for t in expected}
+        con.close()
+        assert {t: n[0] for t, n in got.items() if n is not None} == expected
