@@ -156,6 +156,8 @@ class ConnectionCore:
             command_timeout_s=self.cfg.command_timeout_s,
             new_market_grace_s=self.cfg.new_market_grace_s,
         )
+        self._seq_last = self.seq._last  # the hot path reads them directly (same dicts)
+        self._owner = self.subs._owner
         self.books: dict[str, OrderBook] = {}
         self.anchored: set[str] = set()
         self.resyncing: set[str] = set()
@@ -325,6 +327,26 @@ class ConnectionCore:
         self._last_inbound_ns = now_ns
         t = f.msg_type
         if t == "orderbook_delta":
+            # The hot path (most frames): next seq on the sid that owns an anchored market, an
+            # exact value, a book that stays sane. Anything else takes the careful path.
+            sid, seq, ticker = f.sid, f.seq, f.market_ticker
+            last = self._seq_last.get(sid)  # type: ignore[arg-type]
+            if (
+                last is not None
+                and sid is not None
+                and seq == last + 1
+                and not f.malformed
+                and ticker in self.anchored
+                and self._owner.get(ticker) == sid
+            ):
+                side, price, delta = f.side, f.price, f.delta
+                if side is not None and price is not None and delta is not None:
+                    self._seq_last[sid] = seq
+                    book = self.books[ticker]
+                    problem = book.apply_delta(side, price, delta)
+                    if problem is None and ticker not in self._crossed_since and not book.crossed():
+                        return _NOTHING
+                    return self._after_apply(ticker, sid, seq, book, problem, now_ns)
             return self._on_delta(f, now_ns)
         if t == "orderbook_snapshot":
             return self._on_snapshot(f, now_ns)
@@ -434,6 +456,18 @@ class ConnectionCore:
             return out
         book = self.books[ticker]
         problem = book.apply_delta(side, price, delta)
+        return self._after_apply(ticker, sid, seq, book, problem, now_ns, out)
+
+    def _after_apply(
+        self,
+        ticker: str,
+        sid: int | None,
+        seq: int | None,
+        book: OrderBook,
+        problem: str | None,
+        now_ns: int,
+        out: list[Effect] | None = None,
+    ) -> Sequence[Effect]:
         if problem is not None:
             out = (out or []) + self._bad_book(ticker, sid, problem, f"seq {seq}", now_ns)
         elif book.crossed():
