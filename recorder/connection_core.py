@@ -166,6 +166,8 @@ class ConnectionCore:
         self._crossed_since: dict[str, int] = {}
         self._backoff: dict[str, _Backoff] = {}
         self._resync_due: dict[str, int] = {}  # ticker -> monotonic ns when its resync may go
+        self._unanchored_since: dict[str, int] = {}  # on a sid, no trusted book since then
+        self._last_audit_ns = 0
         self._next_id = 0
         self._dirty = True
         self._last_plan_ns: int | None = None
@@ -192,6 +194,7 @@ class ConnectionCore:
     def unwant(self, ticker: str) -> None:
         """Close this market's book (the app left it); its per-market state goes with it."""
         self.subs.unwant(ticker)
+        self._unanchored_since.pop(ticker, None)
         self.books.pop(ticker, None)
         self.anchored.discard(ticker)
         self.resyncing.discard(ticker)
@@ -258,6 +261,7 @@ class ConnectionCore:
         self._flagged.clear()
         self._crossed_since.clear()
         self._resync_due.clear()
+        self._unanchored_since.clear()
         lived_ns = now_ns - self._opened_ns
         if code is not None and 4000 <= code <= 4999:
             stable = lived_ns >= self.cfg.stable_after_s * _NS
@@ -303,6 +307,9 @@ class ConnectionCore:
                 sid = self.subs.sid_of(ticker)
                 if sid is not None and ticker in self.books:
                     out += self._request_snapshot(sid, [ticker], now_ns, "get_snapshot")
+        if now_ns - self._last_audit_ns >= _NS:
+            self._last_audit_ns = now_ns
+            out += self._audit(now_ns)
         if self._crossed_since:
             for ticker, since in list(self._crossed_since.items()):
                 if now_ns - since >= self._crossed_ns and ticker in self.anchored:
@@ -315,6 +322,30 @@ class ConnectionCore:
             or now_ns - self._last_plan_ns >= self._replan_ns
         ):
             out += self._plan(now_ns)
+        return out
+
+    def _audit(self, now_ns: int) -> list[Effect]:
+        """Once a second: a wanted market on a sid with no trusted book for two command
+        deadlines (its snapshot never came: a reply matched to the wrong command, an exchange
+        that does not hold it after all) gets a snapshot asked for; if the exchange sends none,
+        that request's deadline unsubscribes the sid and subscribes its markets again."""
+        out: list[Effect] = []
+        limit = 2 * self.subs.command_timeout_ns
+        waiting = self._unanchored_since
+        for ticker in self.books:
+            if ticker in self.anchored or ticker in self._resync_due:
+                waiting.pop(ticker, None)
+                continue
+            sid = self._owner.get(ticker)
+            if sid is None:
+                waiting.pop(ticker, None)
+                continue
+            since = waiting.setdefault(ticker, now_ns)
+            if now_ns - since >= limit:
+                waiting[ticker] = now_ns
+                detail = f"no snapshot on sid {sid} for {(now_ns - since) // _NS}s"
+                out += self._anomaly(ticker, sid, "no_snapshot", detail)
+                out += self._request_snapshot(sid, [ticker], now_ns, "get_snapshot")
         return out
 
     def overdue(self, now_ns: int) -> list[Command]:

@@ -586,7 +586,8 @@ class CoreMachine(RuleBasedStateMachine):
         d.settle(30.0, step=0.25)
         for t in self.wanted:
             assert t in d.core.subs.wanted, f"{t} was given up"
-            assert d.ex.holders(t) == [d.core.subs.sid_of(t)], (t, d.ex.sids, d.core.subs.sids)
+            subs = d.core.subs
+            assert d.ex.holders(t) == [subs.sid_of(t)], (t, d.ex.sids, subs.sids, subs.pending())
             assert t in d.core.anchored and d.book_is_true(t), t
         for t in set(TICKERS) - self.wanted:
             assert d.ex.holder(t) is None, f"{t} still subscribed after it was left"
