@@ -296,7 +296,7 @@ class ConnectionCore:
             self._closing = True
             silent_s = (now_ns - self._last_inbound_ns) / _NS
             return [Reconnect(f"inbound silence: nothing received for {silent_s:.1f}s")]
-        if self.subs.in_flight:
+        if self.subs.has_timers:
             events = self.subs.expire(now_ns)
             if events:
                 out += self._events(events, now_ns)

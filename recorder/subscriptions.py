@@ -256,6 +256,7 @@ class SubscriptionManager:
         self._resubscribe: set[int] = set()
         self._snapshots: dict[int, dict[str, None]] = {}
         self._snap_left: dict[int, set[str]] = {}  # get_snapshot cmd_id -> snapshots still due
+        self._snap_acked: set[int] = set()  # get_snapshot commands acked, snapshots still due
         self._trailing_ok: dict[int, int | None] = {}  # sid -> hold until (id-less exchanges)
         self._orphans: dict[int, None] = {}  # sids the exchange may still hold: unsubscribe them
         self._retired: dict[int, None] = {}  # sids already unsubscribed (or being): not orphans
@@ -337,6 +338,11 @@ class SubscriptionManager:
             for t in self._wanted
             if t not in self._owner and t not in self._adding and t not in self._unplaced
         )
+
+    @property
+    def has_timers(self) -> bool:
+        """Something ``expire`` must look at: deadlines, unplaced markets, trailing-ok holds."""
+        return bool(self._deadline or self._unplaced or self._trailing_ok)
 
     def overdue(self, now_ns: int) -> list[Command]:
         """Commands in flight past their deadline (``expire`` has not run since)."""
@@ -441,6 +447,7 @@ class SubscriptionManager:
         self._resubscribe.clear()
         self._snapshots.clear()
         self._snap_left.clear()
+        self._snap_acked.clear()
         self._trailing_ok.clear()
         self._orphans.clear()
         self._retired.clear()
@@ -469,8 +476,9 @@ class SubscriptionManager:
                 self._forget_command(cmd_id)
                 continue
             waited = now_ns - self._sent_at.get(cmd_id, now_ns)
+            acked = cmd_id in self._snap_acked
             self._forget_command(cmd_id)
-            events.append(TimedOut(command, self._timed_out(command), waited))
+            events.append(TimedOut(command, self._timed_out(command, acked), waited))
         for ticker in [t for t, at in self._unplaced.items() if at is not None and at <= now_ns]:
             # Merged somewhere, but no frame ever named its sid: subscribe it again.
             del self._unplaced[ticker]
@@ -479,7 +487,7 @@ class SubscriptionManager:
             del self._trailing_ok[sid]
         return events
 
-    def _timed_out(self, command: Command) -> str:
+    def _timed_out(self, command: Command, acked: bool = False) -> str:
         if command.purpose == PURPOSE_LIFECYCLE:
             life = self._lifecycles.setdefault(_channel_of(command), _Lifecycle())
             if command.cmd == "subscribe":
@@ -506,7 +514,7 @@ class SubscriptionManager:
             self._drop_sid(sid)
             self._orphans[sid] = None
             return "drop_sid"
-        if command.action == "get_snapshot":
+        if command.action == "get_snapshot" and not acked:
             retry = self._sid_retry.setdefault(sid, _Retry())
             if self._bump(retry):
                 self._snapshots.setdefault(sid, {}).update(dict.fromkeys(command.tickers))
@@ -521,6 +529,7 @@ class SubscriptionManager:
         self._deadline.pop(cmd_id, None)
         self._sent_at.pop(cmd_id, None)
         self._snap_left.pop(cmd_id, None)
+        self._snap_acked.discard(cmd_id)
         if command is None:
             return
         if command.sid is not None and self._busy.get(command.sid) == cmd_id:
@@ -741,6 +750,11 @@ class SubscriptionManager:
             return self._merged(command, market_tickers, "ok_without_sid", now_ns)
         if command.cmd == "unsubscribe":
             return self.on_unsubscribed(command.cmd_id, [] if sid is None else [sid])
+        if command.action == "get_snapshot" and self._snap_left.get(command.cmd_id):
+            # Acknowledged, but done only when its snapshots are in: an exchange that does not
+            # hold the market on that sid acks and sends none (the deadline then resubscribes).
+            self._snap_acked.add(command.cmd_id)
+            return []
         self._forget_command(command.cmd_id)
         if command.sid is None:
             return []
@@ -844,6 +858,8 @@ class SubscriptionManager:
                 return self._on_async_error(code, message, sid)
             busy = self._busy.get(sid) if sid is not None else None
             command = self._inflight.get(busy) if busy is not None else None
+            if command is None and market_ticker is not None:
+                command = self._oldest(lambda c: market_ticker in c.tickers)
             if command is None and len(self._inflight) == 1:
                 command = next(iter(self._inflight.values()))
             if command is None:

@@ -159,13 +159,25 @@ class Harness:
         return self.send(self.m.plan(self.next_id))
 
     def deliver(self, index: int = 0) -> list[Event]:
-        events = deliver(self.m, self.ex.replies.pop(index))
+        reply = self.ex.replies.pop(index)
+        events = deliver(self.m, reply)
+        if reply[0] == "ok":
+            # The snapshots the exchange queued with this update arrive too: a get_snapshot is
+            # done when they are in (an ok alone does not complete it).
+            self._feed_snapshots()
         self.events += events
         return events
+
+    def _feed_snapshots(self) -> None:
+        fed = getattr(self, "_fed", 0)
+        for sid, ticker in self.ex.snapshots[fed:]:
+            self.m.snapshot_arrived(sid, ticker)
+        self._fed = len(self.ex.snapshots)
 
     def deliver_all(self) -> None:
         while self.ex.replies:
             self.deliver()
+        self._feed_snapshots()
 
     def settle(self, rounds: int = 200) -> None:
         for _ in range(rounds):
