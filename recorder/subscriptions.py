@@ -500,6 +500,9 @@ class SubscriptionManager:
             life.state, life.sid = "pending", None
             return "resubscribe"
         if command.purpose == PURPOSE_CLEANUP:
+            if command.sid is not None:
+                # Unknown whether it went: its next frame (if any) makes it a stray again.
+                self._retired.pop(command.sid, None)
             return "drop_sid"
         if command.cmd == "subscribe":
             self._remember_failed(command)
@@ -625,6 +628,9 @@ class SubscriptionManager:
                 (c for c in self._failed_subscribes.values() if ticker in c.tickers), None
             )
             if command is None:
+                # No subscribe of ours carries this market any more (its market went to
+                # another sid meanwhile): a stray sid, unsubscribed by ``stray``.
+                del self._unknown_sids[sid]
                 return []
             del self._failed_subscribes[command.cmd_id]
         del self._unknown_sids[sid]
