@@ -168,11 +168,17 @@ class Recorder:
             self._aux.add(task)
             task.add_done_callback(self._aux.discard)
 
+    def clock_offset_ns(self) -> int:
+        """The exchange's clock minus ours, when measurably different: the REST ``Date`` header
+        has whole seconds, so offsets under a second are taken as zero (not noise)."""
+        offset = self.rest.clock_offset_ns or 0
+        return offset if abs(offset) >= 1_000_000_000 else 0
+
     def anchor_ns(self) -> int:
         """Where missed markets are looked for from, in the exchange's clock: the session start
         less the clock-skew margin (plus the measured offset of the exchange's clock)."""
-        offset = self.rest.clock_offset_ns or 0
-        return self.started_wall_ns + offset - int(self.settings.clock_skew_margin_s * 1e9)
+        margin = int(self.settings.clock_skew_margin_s * 1e9)
+        return self.started_wall_ns + self.clock_offset_ns() - margin
 
     async def reconcile(self, trigger: str) -> None:
         """One REST reconciliation pass (raises ``RestError``; then nothing was changed)."""
@@ -185,7 +191,7 @@ class Recorder:
             markets += await self.queries.status_of(t for t in joined if t not in known)
             # Anchor again: the first response may have measured the exchange's clock.
             anchor = min(anchor, self.anchor_ns())
-            now_exchange = time.time_ns() + (self.rest.clock_offset_ns or 0)
+            now_exchange = time.time_ns() + self.clock_offset_ns()
             self.rules.observe_time(time.time_ns())
             actions = self.rules.reconcile(markets, now_exchange, anchor)
             payload: dict[str, Any] = {
