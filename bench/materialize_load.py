@@ -34,12 +34,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from psycopg import sql
 
-from materialize.loader import DELTA_COLUMNS, load
+from materialize.loader import load
 from materialize.targets import PGCOPY_HEADER, PGCOPY_TRAILER, PostgresTarget, encode_pgcopy
-from schemas.tables import DELTAS, ddl
+from schemas.tables import DELTAS, columns, ddl
 from tests.materialize.segmentgen import write_bulk_deltas
 from tests.pg import postgres_server
 
+DELTA_COLUMNS = columns(DELTAS)
 DELTA_TYPES = ["int8", "int8", "int8", "int2", "int4", "int8", "int8", "text", "text", "int8"]
 DELTA_TYPES += ["int8", "int8"]
 DELTA_OIDS = [20, 20, 20, 21, 23, 20, 20, 25, 25, 20, 20, 20]

@@ -38,7 +38,7 @@ import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -46,6 +46,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
+import duckdb
 import orjson
 import psycopg
 import pyarrow as pa
@@ -62,12 +63,12 @@ from materialize.segments_index import (
 )
 from materialize.targets import AlreadyLoaded, SegmentRejected, Target, TargetUnavailable, redact
 from schemas.log import LOG_SCHEMA, SCHEMA_VERSION, SCHEMA_VERSION_KEY, Decision, Kind
+from schemas.mapping import GAP_DECISIONS, RECORD_SQL, SESSION_LOG
 from schemas.tables import (
     COMPLETED_MARKETS,
     DELTAS,
     DISCOVERY_LIFECYCLE,
     DISCOVERY_REST,
-    DOCUMENTED_EVENT_TYPES,
     GAPS,
     LIFECYCLE_EVENTS,
     LOADED_SEGMENTS,
@@ -75,129 +76,28 @@ from schemas.tables import (
     PREVIOUS_ENDED,
     SESSIONS,
     SNAPSHOTS,
+    arrow_schema,
 )
+from schemas.wire import DELTA_MSG, LIFECYCLE_MSG_TYPES, SNAPSHOT_MSG
 
 KNOWN_SCHEMA_VERSIONS = frozenset({SCHEMA_VERSION})
 """Log schema versions this loader understands; anything else is reported, never guessed at."""
 
-LIFECYCLE_MSG_TYPES = ("market_lifecycle_v2", "multivariate_market_lifecycle")
 COMPLETION_EVENTS = ("created", "determined", "settled")
 CRASH = "crash"
 """``session_end`` reason written for a killed session, and the leave reason of its open markets."""
 QUARANTINE_DIR = "quarantine"
 
-_TS = pa.timestamp("us", tz="UTC")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-# Arrow layouts of the rows each table receives; column types match schemas.tables.ddl exactly.
-DELTA_COLUMNS = (
-    "session_id",
-    "record_seq",
-    "recv_ns",
-    "conn",
-    "epoch",
-    "sid",
-    "seq",
-    "market_ticker",
-    "side",
-    "price",
-    "delta",
-    "ts_ms",
-)
-SNAPSHOT_SCHEMA = pa.schema(
-    [
-        ("session_id", pa.int64()),
-        ("record_seq", pa.int64()),
-        ("recv_ns", pa.int64()),
-        ("conn", pa.int16()),
-        ("epoch", pa.int32()),
-        ("sid", pa.int64()),
-        ("seq", pa.int64()),
-        ("market_ticker", pa.string()),
-        ("yes_prices", pa.list_(pa.int64())),
-        ("yes_sizes", pa.list_(pa.int64())),
-        ("no_prices", pa.list_(pa.int64())),
-        ("no_sizes", pa.list_(pa.int64())),
-    ]
-)
-SESSION_SCHEMA = pa.schema(
-    [
-        ("session_id", pa.int64()),
-        ("started_at", _TS),
-        ("ended_at", _TS),
-        ("end_reason", pa.string()),
-        ("lifecycle_mode", pa.bool_()),
-        ("environment", pa.string()),
-        ("host", pa.string()),
-        ("shard", pa.string()),
-        ("version", pa.string()),
-        ("config", pa.string()),
-        ("recovered_from", pa.list_(pa.string())),
-        ("exchange_env", pa.string()),
-        ("restarted", pa.bool_()),
-        ("previous_session_id", pa.int64()),
-        ("previous_session_ended", pa.string()),
-        ("previous_end_reason", pa.string()),
-        ("restart_source", pa.string()),
-        ("last_record_at", _TS),
-    ]
-)
-PARTICIPATION_SCHEMA = pa.schema(
-    [
-        ("session_id", pa.int64()),
-        ("market_ticker", pa.string()),
-        ("joined_at", _TS),
-        ("left_at", _TS),
-        ("join_reason", pa.string()),
-        ("leave_reason", pa.string()),
-        ("mid_lifecycle", pa.bool_()),
-        ("late_by_ms", pa.int64()),
-    ]
-)
-GAP_SCHEMA = pa.schema(
-    [
-        ("session_id", pa.int64()),
-        ("record_seq", pa.int64()),
-        ("detected_ns", pa.int64()),
-        ("conn", pa.int16()),
-        ("epoch", pa.int32()),
-        ("sid", pa.int64()),
-        ("expected_seq", pa.int64()),
-        ("got_seq", pa.int64()),
-        ("market_tickers", pa.list_(pa.string())),
-        ("kind", pa.string()),
-    ]
-)
-LIFECYCLE_SCHEMA = pa.schema(
-    [
-        ("session_id", pa.int64()),
-        ("record_seq", pa.int64()),
-        ("market_ticker", pa.string()),
-        ("event_type", pa.string()),
-        ("event_type_documented", pa.bool_()),
-        ("event_timestamp_ms", pa.int64()),
-        ("open_ts", pa.int64()),
-        ("close_ts", pa.int64()),
-        ("determination_ts", pa.int64()),
-        ("settled_ts", pa.int64()),
-        ("result", pa.string()),
-        ("settlement_price", pa.decimal128(18, 6)),
-        ("raw", pa.string()),
-        ("created_at", _TS),
-    ]
-)
-
-GAP_DECISIONS = (Decision.GAP, Decision.STALE_SEQ, Decision.LOSS)
 _DECISIONS_USED = {
     Decision.SESSION_START,
     Decision.SESSION_END,
     Decision.RECOVERED,
     Decision.MARKET_JOINED,
     Decision.MARKET_LEFT,
-    *GAP_DECISIONS,
 }
-
-SnapshotLevels = Callable[[bytes], tuple[dict[int, int], dict[int, int]]]
+"""Decisions mapped here in Python: they open and close rows across segments (UPDATEs)."""
 
 
 class BadSegment(Exception):
@@ -249,130 +149,49 @@ def _str_list(v: Any) -> list[str] | None:
     return [str(x) for x in v]
 
 
-def _raw_text(raw: bytes) -> str:
-    # PostgreSQL TEXT cannot hold NUL; valid JSON never has a raw NUL, a damaged frame might.
-    return raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+def _count(mask: pa.ChunkedArray | pa.Array) -> int:
+    return pc.sum(mask.cast(pa.int64())).as_py() or 0
 
 
-def _sorted_levels(levels: dict[int, int]) -> tuple[list[int], list[int]]:
-    prices = sorted(levels)
-    return prices, [levels[p] for p in prices]
+def _record_rows(table: pa.Table, malformed: Counter[str]) -> dict[str, pa.Table]:
+    """The per-record tables of one segment: ``schemas.mapping.RECORD_SQL`` run by an in-memory
+    DuckDB over the segment's records (the views run the same text over every segment).
 
-
-def _default_snapshot_levels() -> SnapshotLevels:
-    from recorder.protocol import snapshot_levels
-
-    return snapshot_levels
-
-
-def _deltas(table: pa.Table, is_in: pa.ChunkedArray, malformed: Counter[str]) -> pa.Table:
-    is_delta = pc.and_(is_in, pc.equal(table["msg_type"], "orderbook_delta"))
-    ok = is_delta
-    for name in ("market_ticker", "side", "price", "delta"):
-        ok = pc.and_(ok, pc.is_valid(table[name]))
-    # Flagged frames are counted once, as "flagged_frames"; here only unflagged ones that still
-    # lack an exact typed value (e.g. a price with more decimals than micro-dollars).
-    is_delta = pc.and_(is_delta, pc.invert(table["malformed"]))
-    ok = pc.and_(ok, pc.invert(table["malformed"]))
-    n_delta = pc.sum(is_delta.cast(pa.int64())).as_py() or 0
-    out = table.filter(ok).select(list(DELTA_COLUMNS))
-    if n_delta - out.num_rows:
-        malformed["orderbook_delta"] += n_delta - out.num_rows
+    What the mapping leaves out is counted here: unflagged frames without exact typed values,
+    unparseable snapshots, lifecycle frames without ticker or type, gap decisions whose payload
+    is not a JSON object. (Flagged frames are counted once, as ``flagged_frames``.)"""
+    con = duckdb.connect(config={"threads": 1})
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register(SESSION_LOG, table)
+        out = {
+            name: con.sql(sql).to_arrow_table().cast(arrow_schema(name))
+            for name, sql in RECORD_SQL.items()
+        }
+    finally:
+        con.close()
+    is_in = pc.equal(table["kind"], Kind.IN.value)
+    clean = pc.and_(is_in, pc.invert(table["malformed"]))
+    for msg_type, name in ((DELTA_MSG, DELTAS), (SNAPSHOT_MSG, SNAPSHOTS)):
+        n = _count(pc.and_(clean, pc.equal(table["msg_type"], msg_type))) - out[name].num_rows
+        if n:
+            malformed[msg_type] += n
+    is_lc = pc.and_(clean, pc.is_in(table["msg_type"], pa.array(LIFECYCLE_MSG_TYPES)))
+    ok = pc.and_(pc.is_valid(table["event_type"]), pc.is_valid(table["market_ticker"]))
+    n = _count(pc.and_(is_lc, pc.invert(ok)))
+    if n:
+        malformed["lifecycle"] += n
+    is_gap = pc.and_(
+        pc.equal(table["kind"], Kind.DECISION.value),
+        pc.is_in(table["msg_type"], pa.array([d.value for d in GAP_DECISIONS])),
+    )
+    gaps = table.filter(is_gap)["msg_type"].value_counts().to_pylist()
+    kept = Counter(out[GAPS]["kind"].to_pylist())
+    for item in gaps:
+        n = item["counts"] - kept[item["values"]]
+        if n:
+            malformed[f"decision:{item['values']}"] += n
     return out
-
-
-def _snapshots(
-    table: pa.Table, is_in: pa.ChunkedArray, malformed: Counter[str], levels_of: SnapshotLevels
-) -> pa.Table:
-    is_snap = pc.and_(is_in, pc.equal(table["msg_type"], "orderbook_snapshot"))
-    frames = table.filter(is_snap)
-    cols = {
-        c: frames[c].to_pylist()
-        for c in (
-            "session_id",
-            "record_seq",
-            "recv_ns",
-            "conn",
-            "epoch",
-            "sid",
-            "seq",
-            "market_ticker",
-            "malformed",
-            "raw",
-        )
-    }
-    rows: list[dict[str, Any]] = []
-    for i in range(frames.num_rows):
-        if cols["malformed"][i]:
-            continue  # counted as "flagged_frames"
-        if cols["market_ticker"][i] is None:
-            malformed["orderbook_snapshot"] += 1
-            continue
-        try:
-            yes, no = levels_of(cols["raw"][i])
-        except ValueError:
-            malformed["orderbook_snapshot"] += 1
-            continue
-        yes_p, yes_s = _sorted_levels(yes)
-        no_p, no_s = _sorted_levels(no)
-        row = {c: cols[c][i] for c in SNAPSHOT_SCHEMA.names if c in cols}
-        row.update(yes_prices=yes_p, yes_sizes=yes_s, no_prices=no_p, no_sizes=no_s)
-        rows.append(row)
-    return pa.Table.from_pylist(rows, schema=SNAPSHOT_SCHEMA)
-
-
-def _settlement_price(v: int | None) -> Decimal | None:
-    if v is None or abs(v) >= 10**18:
-        return None
-    return Decimal(v).scaleb(-6)
-
-
-def _lifecycle(table: pa.Table, is_in: pa.ChunkedArray, malformed: Counter[str]) -> pa.Table:
-    is_lc = pc.and_(is_in, pc.is_in(table["msg_type"], pa.array(LIFECYCLE_MSG_TYPES)))
-    # Every lifecycle event is kept, even one the recorder flagged (say, an inexact settlement
-    # value): the verbatim ``raw`` column carries what the typed columns could not.
-    ok = pc.and_(
-        is_lc, pc.and_(pc.is_valid(table["event_type"]), pc.is_valid(table["market_ticker"]))
-    )
-    unloadable = pc.and_(pc.and_(is_lc, pc.invert(ok)), pc.invert(table["malformed"]))
-    n_bad = pc.sum(unloadable.cast(pa.int64())).as_py() or 0
-    if n_bad:
-        malformed["lifecycle"] += n_bad
-    ev = table.filter(ok)
-    event_type = ev["event_type"]
-    own_ts = pc.if_else(
-        pc.equal(event_type, "settled"),
-        pc.coalesce(ev["settled_ts"], ev["determination_ts"]),
-        pc.coalesce(ev["determination_ts"], ev["settled_ts"]),
-    )
-    recv_ms = pc.divide(ev["recv_ns"], 1_000_000)  # integer division on int64, exact floor>0
-    event_ms = pc.coalesce(pc.multiply(own_ts, 1000), recv_ms)
-    created_at = pc.cast(pc.divide(ev["recv_ns"], 1000), _TS)
-    settle = pa.array(
-        [_settlement_price(v) for v in ev["settlement_value"].to_pylist()],
-        pa.decimal128(18, 6),
-    )
-    raw = pa.array([_raw_text(r) for r in ev["raw"].to_pylist()], pa.string())
-    documented = pc.fill_null(pc.is_in(event_type, pa.array(DOCUMENTED_EVENT_TYPES)), False)
-    return pa.table(
-        {
-            "session_id": ev["session_id"],
-            "record_seq": ev["record_seq"],
-            "market_ticker": ev["market_ticker"],
-            "event_type": event_type,
-            "event_type_documented": documented,
-            "event_timestamp_ms": event_ms,
-            "open_ts": ev["open_ts"],
-            "close_ts": ev["close_ts"],
-            "determination_ts": ev["determination_ts"],
-            "settled_ts": ev["settled_ts"],
-            "result": ev["result"],
-            "settlement_price": settle,
-            "raw": raw,
-            "created_at": created_at,
-        },
-        schema=LIFECYCLE_SCHEMA,
-    )
 
 
 _SET_ENDED = f"UPDATE {SESSIONS} SET ended_at = %s, end_reason = %s WHERE session_id = %s"
@@ -432,10 +251,8 @@ def session_vocabulary(payload: dict[str, Any], lifecycle_mode: bool) -> dict[st
     return out
 
 
-def _decisions(
-    table: pa.Table, malformed: Counter[str]
-) -> tuple[pa.Table, pa.Table, pa.Table, list[Update]]:
-    """Sessions, participation and gaps from the decision records, in record order."""
+def _decisions(table: pa.Table, malformed: Counter[str]) -> tuple[pa.Table, pa.Table, list[Update]]:
+    """Sessions and participation from the decision records, in record order."""
     is_dec = pc.and_(
         pc.equal(table["kind"], Kind.DECISION.value),
         pc.is_in(table["msg_type"], pa.array(sorted(d.value for d in _DECISIONS_USED))),
@@ -449,7 +266,6 @@ def _decisions(
     pending_recovered: dict[int, list[str]] = {}
     parts: list[dict[str, Any]] = []
     open_parts: dict[tuple[int, str], dict[str, Any]] = {}
-    gaps: list[dict[str, Any]] = []
     updates: list[Update] = []
     for i in range(dec.num_rows):
         session_id = cols["session_id"][i]
@@ -534,28 +350,6 @@ def _decisions(
                         (at, reason, session_id, ticker, session_id, ticker, at),
                     )
                 )
-        else:  # gap-like decisions
-            last = _int(p.get("last"))
-            expected = _int(p.get("expected"))
-            if expected is None and name == Decision.STALE_SEQ and last is not None:
-                expected = last + 1  # what the tracker was waiting for when the old seq came
-            conn = _int(p.get("conn"))
-            epoch = _int(p.get("epoch"))
-            sid = _int(p.get("sid"))
-            gaps.append(
-                {
-                    "session_id": session_id,
-                    "record_seq": cols["record_seq"][i],
-                    "detected_ns": recv_ns,
-                    "conn": conn if conn is not None else cols["conn"][i],
-                    "epoch": epoch if epoch is not None else cols["epoch"][i],
-                    "sid": sid if sid is not None else cols["sid"][i],
-                    "expected_seq": expected,
-                    "got_seq": _int(p.get("got")),
-                    "market_tickers": _str_list(p.get("market_tickers")),
-                    "kind": name,
-                }
-            )
     for session_id, found in pending_recovered.items():
         updates.append(Update("recovered_without_start", _ADD_RECOVERED, (found, session_id)))
     # Session ends go after recovered-appends so neither depends on the other's order.
@@ -578,28 +372,26 @@ def _decisions(
                     )
                 )
     return (
-        pa.Table.from_pylist(list(sessions.values()), schema=SESSION_SCHEMA),
-        pa.Table.from_pylist(parts, schema=PARTICIPATION_SCHEMA),
-        pa.Table.from_pylist(gaps, schema=GAP_SCHEMA),
+        pa.Table.from_pylist(list(sessions.values()), schema=arrow_schema(SESSIONS)),
+        pa.Table.from_pylist(parts, schema=arrow_schema(PARTICIPATION)),
         updates,
     )
 
 
-def transform(table: pa.Table, snapshot_levels: SnapshotLevels | None = None) -> SegmentRows:
+def transform(table: pa.Table) -> SegmentRows:
     """Map one segment's log records (``LOG_SCHEMA``) to table rows and updates."""
-    levels_of = snapshot_levels or _default_snapshot_levels()
     malformed: Counter[str] = Counter()
-    is_in = pc.equal(table["kind"], Kind.IN.value)
-    flagged = pc.and_(is_in, table["malformed"])
-    malformed["flagged_frames"] += pc.sum(flagged.cast(pa.int64())).as_py() or 0
-    sessions, parts, gaps, updates = _decisions(table, malformed)
+    flagged = pc.and_(pc.equal(table["kind"], Kind.IN.value), table["malformed"])
+    malformed["flagged_frames"] += _count(flagged)
+    sessions, parts, updates = _decisions(table, malformed)
+    records = _record_rows(table, malformed)
     tables = {
         SESSIONS: sessions,
-        LIFECYCLE_EVENTS: _lifecycle(table, is_in, malformed),
+        LIFECYCLE_EVENTS: records[LIFECYCLE_EVENTS],
         PARTICIPATION: parts,
-        SNAPSHOTS: _snapshots(table, is_in, malformed, levels_of),
-        DELTAS: _deltas(table, is_in, malformed),
-        GAPS: gaps,
+        SNAPSHOTS: records[SNAPSHOTS],
+        DELTAS: records[DELTAS],
+        GAPS: records[GAPS],
     }
     return SegmentRows(tables=tables, updates=updates, malformed=+malformed)
 
@@ -845,7 +637,6 @@ def load(
     *,
     move_bad: bool = False,
     progress: Progress | None = None,
-    snapshot_levels: SnapshotLevels | None = None,
 ) -> LoadSummary:
     """Load every sealed segment of ``data_dir`` not yet in the manifest; see the module doc.
 
@@ -863,12 +654,12 @@ def load(
         # overlaps with the COPY of the current one, which waits on the server.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="materialize-read") as pool:
             try:
-                ahead = pool.submit(_prepare, pending[0], snapshot_levels) if pending else None
+                ahead = pool.submit(_prepare, pending[0]) if pending else None
                 for i, ref in enumerate(pending):
                     assert ahead is not None
                     prepared, ahead = ahead, None
                     if i + 1 < len(pending):
-                        ahead = pool.submit(_prepare, pending[i + 1], snapshot_levels)
+                        ahead = pool.submit(_prepare, pending[i + 1])
                     _process(data_dir, target, ref, prepared, summary, progress, move_bad)
             finally:
                 if ahead is not None:
@@ -945,13 +736,11 @@ def changed_reason(loaded_sha256: str, sha256: str) -> str:
     )
 
 
-def _prepare(
-    ref: SegmentRef, snapshot_levels: SnapshotLevels | None
-) -> tuple[pa.Table, str, SegmentRows, float]:
+def _prepare(ref: SegmentRef) -> tuple[pa.Table, str, SegmentRows, float]:
     """Read and map one segment (runs in the read-ahead thread; no database access)."""
     t = time.perf_counter()
     table, version = read_segment(ref)
-    return table, version, transform(table, snapshot_levels), time.perf_counter() - t
+    return table, version, transform(table), time.perf_counter() - t
 
 
 def _process(
@@ -1152,22 +941,6 @@ def completed_markets(ticker: str, facts: list[LifecycleFact]) -> list[dict[str,
     return out
 
 
-COMPLETED_SCHEMA = pa.schema(
-    [
-        ("session_id", pa.int64()),
-        ("market_ticker", pa.string()),
-        ("created_at", _TS),
-        ("determined_at", _TS),
-        ("settled_at", _TS),
-        ("determination_ts", pa.int64()),
-        ("settled_ts", pa.int64()),
-        ("result", pa.string()),
-        ("settlement_price", pa.decimal128(18, 6)),
-        ("settled_session_id", pa.int64()),
-    ]
-)
-
-
 def _refresh_completion(target: Target, tickers: Sequence[str], done: Counter[str]) -> None:
     """Completed markets and the settled rows' settlement value, for these markets only."""
     for lo in range(0, len(tickers), _IN_CHUNK):
@@ -1202,7 +975,8 @@ def _refresh_completion(target: Target, tickers: Sequence[str], done: Counter[st
             f"DELETE FROM {COMPLETED_MARKETS} WHERE market_ticker IN ({_IN_MARKS})", params
         )
         target.insert_arrow(
-            COMPLETED_MARKETS, pa.Table.from_pylist(completed, schema=COMPLETED_SCHEMA)
+            COMPLETED_MARKETS,
+            pa.Table.from_pylist(completed, schema=arrow_schema(COMPLETED_MARKETS)),
         )
         done["completed_markets"] += len(completed)
 

@@ -34,8 +34,9 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from materialize.training import DELTA, LIFECYCLE, NS, SNAPSHOT, _segments, session_of_path
+from materialize.training import NS, _segments, session_of_path
 from schemas.log import SEGMENT_GLOB, Decision, Kind
+from schemas.wire import DELTA_MSG, LIFECYCLE_MSG_TYPES, SNAPSHOT_MSG
 
 REPORT_VERSION = 2
 """Bumped when a field is added, so a cached report of another shape is recomputed in full."""
@@ -219,18 +220,18 @@ def _fill(report: QualityReport, scan: pl.LazyFrame) -> None:
         .sort("session_id")
     )
     book = (
-        scan.filter((kind == Kind.IN) & mt.is_in([SNAPSHOT, DELTA, LIFECYCLE]))
+        scan.filter((kind == Kind.IN) & mt.is_in([SNAPSHOT_MSG, DELTA_MSG, *LIFECYCLE_MSG_TYPES]))
         .group_by("session_id", "market_ticker")
         .agg(
-            (mt == SNAPSHOT).sum().alias("snapshots"),
-            (mt == DELTA).sum().alias("deltas"),
-            (mt == LIFECYCLE).sum().alias("lifecycle"),
+            (mt == SNAPSHOT_MSG).sum().alias("snapshots"),
+            (mt == DELTA_MSG).sum().alias("deltas"),
+            mt.is_in(LIFECYCLE_MSG_TYPES).sum().alias("lifecycle"),
         )
         .collect()
     )
     counts = {(r["session_id"], r["market_ticker"]): r for r in book.iter_rows(named=True)}
     dec = (
-        scan.filter((kind == Kind.DECISION) | (mt == LIFECYCLE))
+        scan.filter((kind == Kind.DECISION) | mt.is_in(LIFECYCLE_MSG_TYPES))
         .select(
             "session_id",
             "record_seq",

@@ -80,6 +80,7 @@ from typing import Any
 
 import orjson
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from materialize.book_replay import (
@@ -103,6 +104,7 @@ from materialize.sampling import (
 )
 from schemas.log import SCHEMA_VERSION, SCHEMA_VERSION_KEY, SEGMENT_GLOB, Decision, Kind
 from schemas.units import PRICE_SCALE
+from schemas.wire import DELTA_MSG, LIFECYCLE_MSG_TYPES, SNAPSHOT_MSG
 
 TRAINING_SCHEMA_VERSION = "1"
 MANIFEST_NAME = "manifest.json"
@@ -114,9 +116,9 @@ never traded still tells "no market interest" (the specification keeps it); it i
 F_NEVER_TRADED = "never_traded"
 """Manifest flag: the market's book never changed after its first snapshot (no delta)."""
 
-SNAPSHOT = "orderbook_snapshot"
-DELTA = "orderbook_delta"
-LIFECYCLE = "market_lifecycle_v2"
+TOP_N = 5
+"""Default number of book levels per side in a training row."""
+
 NS = 1_000_000_000
 
 R_MID_LIFECYCLE = "mid_lifecycle"
@@ -133,7 +135,7 @@ class TrainingPolicy:
 
     seed: int = 0
     middle_every_s: float = 1.0
-    top_n: int = 5
+    top_n: int = TOP_N
     min_updates: int = MIN_UPDATES
     phases: PhasePolicy = field(default_factory=PhasePolicy)
 
@@ -270,7 +272,9 @@ def _markets(ctl: pl.DataFrame) -> list[_Market]:
             ticker = body.get("market_ticker") or row["market_ticker"]
             if isinstance(ticker, str):
                 left.add((sid_, ticker))
-    life = ctl.filter((pl.col("msg_type") == LIFECYCLE) & pl.col("market_ticker").is_not_null())
+    life = ctl.filter(
+        pl.col("msg_type").is_in(LIFECYCLE_MSG_TYPES) & pl.col("market_ticker").is_not_null()
+    )
     by_market: dict[tuple[int, str], list[dict[str, Any]]] = {}
     # Determinations and settlements of each ticker in every session, in (session, record)
     # order: a dispute can determine a market again, even in a later session.
@@ -355,7 +359,7 @@ def _amend_labels(
     markets are rewritten, in the one build file that holds them (atomic replace), then the
     manifest records the amendment. Re-running after a crash between the two redoes it."""
     dets = ctl.filter(
-        (pl.col("msg_type") == LIFECYCLE)
+        pl.col("msg_type").is_in(LIFECYCLE_MSG_TYPES)
         & (pl.col("event_type") == "determined")
         & pl.col("market_ticker").is_not_null()
     )
@@ -440,13 +444,13 @@ def _invalidations(
             & (pl.col("record_seq") <= hi)
             & pl.col("sid").is_not_null()
             & pl.col("seq").is_not_null()
-            & (pl.col("msg_type") != LIFECYCLE)
+            & ~pl.col("msg_type").is_in(LIFECYCLE_MSG_TYPES)
         )
         .select("record_seq", *_KEY, "seq", "msg_type")
         .collect()
         .sort("record_seq")
     )
-    is_book = pl.col("msg_type").is_in([SNAPSHOT, DELTA])
+    is_book = pl.col("msg_type").is_in([SNAPSHOT_MSG, DELTA_MSG])
     prev_max = pl.col("seq").cum_max().shift(1).over(_KEY)
     seqs = seqs.with_columns(
         (is_book & (pl.col("seq") <= prev_max)).fill_null(False).alias("stale"),
@@ -511,7 +515,7 @@ def _session_events(
     base = scan.filter(
         (pl.col("session_id") == session_id)
         & (pl.col("kind") == Kind.IN)
-        & pl.col("msg_type").is_in([SNAPSHOT, DELTA])
+        & pl.col("msg_type").is_in([SNAPSHOT_MSG, DELTA_MSG])
         & pl.col("record_seq").is_between(lo, hi)
         & pl.col("market_ticker").is_in(tickers)
     )
@@ -531,7 +535,9 @@ def _session_events(
         .join(bounds, on="market_ticker")
         .filter(pl.col("record_seq").is_between(pl.col("join_r"), pl.col("det_r")))
     )
-    snaps_raw = base.filter(pl.col("msg_type") == SNAPSHOT).select("record_seq", "raw").collect()
+    snaps_raw = (
+        base.filter(pl.col("msg_type") == SNAPSHOT_MSG).select("record_seq", "raw").collect()
+    )
     stale, inv, sess_inv, mkt_inv = _invalidations(scan, ctl, session_id, hi)
     parsed: dict[int, tuple[Levels, Levels] | None] = {}
     for r, raw in snaps_raw.iter_rows():
@@ -550,7 +556,7 @@ def _session_events(
     ev = ev.with_columns(
         pl.col("record_seq").is_in(stale["record_seq"].implode()).alias("stale"),
         (
-            (pl.col("msg_type") == SNAPSHOT)
+            (pl.col("msg_type") == SNAPSHOT_MSG)
             & ~pl.col("record_seq").is_in(pl.Series(bad_snaps, dtype=pl.Int64).implode())
         ).alias("is_snap"),
     )
@@ -597,7 +603,7 @@ def _session_events(
         .then(ACT_SKIP)
         .when(pl.col("is_snap"))
         .then(ACT_SNAPSHOT)
-        .when(mt == SNAPSHOT)  # unparseable snapshot
+        .when(mt == SNAPSHOT_MSG)  # unparseable snapshot
         .then(ACT_INVALID)
         .when(
             invalidated
@@ -625,6 +631,45 @@ def _session_events(
 
 
 # ----------------------------------------------------------------------------------- rows
+_ROW_HEAD = (
+    ("session_id", pa.int64()),
+    ("market_ticker", pa.string()),
+    ("record_seq", pa.int64()),
+    ("t_ns", pa.int64()),
+    ("ts_ms", pa.int64()),
+)
+_ROW_TAIL = (
+    ("best_yes_bid", pa.int64()),
+    ("best_yes_ask", pa.int64()),
+    ("mid_x2", pa.int64()),
+    ("spread", pa.int64()),
+    ("yes_depth", pa.int64()),
+    ("no_depth", pa.int64()),
+    ("time_since_open_s", pa.float64()),
+    ("time_to_close_s", pa.float64()),
+    ("sched_life_fraction", pa.float64()),
+    ("life_fraction", pa.float64()),
+    ("phase", pa.string()),
+    ("label_result", pa.string()),
+    ("label_settlement_value", pa.int64()),
+)
+
+
+def _level_columns(top_n: int) -> list[str]:
+    return [
+        f"{side}_bid_{kind}_{j}"
+        for side in ("yes", "no")
+        for kind in ("price", "size")
+        for j in range(1, top_n + 1)
+    ]
+
+
+def row_schema(top_n: int = TOP_N) -> pa.Schema:
+    """The columns of a training row, in file order (the module doc says what each holds)."""
+    levels = [(name, pa.int64()) for name in _level_columns(top_n)]
+    return pa.schema([*_ROW_HEAD, *levels, *_ROW_TAIL])
+
+
 def _rows(
     ev: pl.DataFrame,
     book: pl.DataFrame,
@@ -699,13 +744,7 @@ def _rows(
     t = pl.col("recv_ns")
     life = pl.col("end_ns") - pl.col("open_ns")
     sched = pl.col("close_ns") - pl.col("open_ns")
-    n = policy.top_n
-    levels = [
-        f"{side}_bid_{kind}_{j}"
-        for side in ("yes", "no")
-        for kind in ("price", "size")
-        for j in range(1, n + 1)
-    ]
+    levels = _level_columns(policy.top_n)
     out = rows.select(
         pl.col("session_id"),
         pl.col("market_ticker"),
@@ -745,7 +784,7 @@ def _closes(ctl: pl.DataFrame, session_id: int) -> pl.DataFrame:
     return (
         ctl.filter(
             (pl.col("session_id") == session_id)
-            & (pl.col("msg_type") == LIFECYCLE)
+            & pl.col("msg_type").is_in(LIFECYCLE_MSG_TYPES)
             & pl.col("close_ts").is_not_null()
             & pl.col("market_ticker").is_not_null()
         )
@@ -802,7 +841,7 @@ def build_training_sets(
     *,
     seed: int = 0,
     middle_every_s: float = 1.0,
-    top_n: int = 5,
+    top_n: int = TOP_N,
     min_updates: int = MIN_UPDATES,
     phases: PhasePolicy | None = None,
 ) -> TrainingSummary:
@@ -856,7 +895,9 @@ def build(data_dir: Path, out_dir: Path, policy: TrainingPolicy) -> TrainingSumm
     if files:
         scan = pl.scan_parquet(files, hive_partitioning=False)
         ctl = (
-            scan.filter((pl.col("kind") == Kind.DECISION) | (pl.col("msg_type") == LIFECYCLE))
+            scan.filter(
+                (pl.col("kind") == Kind.DECISION) | pl.col("msg_type").is_in(LIFECYCLE_MSG_TYPES)
+            )
             .select(
                 "session_id",
                 "record_seq",
@@ -910,7 +951,7 @@ def build(data_dir: Path, out_dir: Path, policy: TrainingPolicy) -> TrainingSumm
                 policy.top_n,
             )
             summary.replay_seconds += time.perf_counter() - t0
-            summary.deltas_replayed += int((ev["msg_type"] == DELTA).sum())
+            summary.deltas_replayed += int((ev["msg_type"] == DELTA_MSG).sum())
             rows, stats = _rows(ev, book, markets, _closes(ctl, session_id), policy)
             per = {r["market_ticker"]: r for r in stats.iter_rows(named=True)}
             counts = {

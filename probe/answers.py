@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from probe.script import LIFECYCLE_TYPES, MVE_CHANNEL, REPLY_TYPES
+from probe.script import LIFECYCLE_CHANNEL, LIFECYCLE_TYPES, MVE_CHANNEL, REPLY_TYPES
 from probe.transcript import Entry, Transcript
 
 ASYNC_ERROR_CODES = frozenset({10, 17, 25})  # arrive on a live sid, not as a command's reply
@@ -534,7 +534,7 @@ def mve_share(t: Transcript) -> Answer:
         if e["n"] < found[0]["n"]:
             continue
         if isinstance(msg, dict) and msg.get("event_type") == "created":
-            if f.get("type") == "market_lifecycle_v2":
+            if f.get("type") == LIFECYCLE_CHANNEL:
                 regular.append(e["n"])
             elif f.get("type") == MVE_CHANNEL:
                 mve.append(e["n"])
@@ -613,7 +613,7 @@ def young_market(t: Transcript) -> Answer:
         (
             e
             for e, f in t.ws_in()
-            if f.get("type") == "market_lifecycle_v2"
+            if f.get("type") == LIFECYCLE_CHANNEL
             and isinstance(f.get("msg"), dict)
             and f["msg"].get("market_ticker") == ticker
             and f["msg"].get("event_type") == "created"

@@ -18,6 +18,8 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas.wire import DELTA_MSG, LIFECYCLE_CHANNEL, LIFECYCLE_MSG_TYPES, MVE_LIFECYCLE_CHANNEL
+
 # Every WebSocket command the probe may send, and the update_subscription actions among them.
 ALLOWED_COMMANDS = frozenset(
     {"subscribe", "unsubscribe", "update_subscription", "list_subscriptions"}
@@ -30,13 +32,11 @@ MAX_ACTIONS = 60  # the script below uses at most 50; the shell refuses to go be
 # Names the probe uses for things that must not exist on the exchange.
 NO_SUCH_CHANNEL = "kalshi_probe_no_such_channel"
 NO_SUCH_MARKET = "KALSHI-PROBE-NO-SUCH-MARKET"
-MVE_CHANNEL = "multivariate_market_lifecycle"
-LIFECYCLE_CHANNEL = "market_lifecycle_v2"
-ORDERBOOK_CHANNEL = "orderbook_delta"
+MVE_CHANNEL = MVE_LIFECYCLE_CHANNEL
+ORDERBOOK_CHANNEL = DELTA_MSG
 REPLY_TYPES = frozenset({"subscribed", "ok", "unsubscribed", "error"})
-LIFECYCLE_TYPES = frozenset(
-    {"market_lifecycle_v2", "event_lifecycle", "event_fee_update", MVE_CHANNEL}
-)
+LIFECYCLE_TYPES = frozenset({*LIFECYCLE_MSG_TYPES, "event_lifecycle", "event_fee_update"})
+"""Every lifecycle-like frame the probe classifies (the recorded ones and the event-level ones)."""
 PING_DATA = b"kalshi-probe"
 # A market created while we listen is added to the book subscription at once; while the exchange
 # answers error 16 (not found) we retry (every Plan.young_retry_s) at most this many times.

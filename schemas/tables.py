@@ -29,7 +29,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import dataclass
 from typing import Literal
+
+import pyarrow as pa
 
 Dialect = Literal["postgres", "duckdb"]
 
@@ -72,141 +75,265 @@ DISCOVERY_REST = "rest_discovery"
 """The specification's ``environment`` values (the discovery mode)."""
 PREVIOUS_ENDED = ("clean", "crash", "unknown")
 
+TS = pa.timestamp("us", tz="UTC")
+"""TIMESTAMPTZ (microseconds, UTC) in Arrow."""
+JSON = pa.string()
+"""A JSON document: Arrow text, ``JSONB`` in PostgreSQL, ``JSON`` in DuckDB (``Column.json``)."""
 
-def _tables(d: Dialect) -> list[str]:
-    json = "JSONB" if d == "postgres" else "JSON"
-    big_array = "BIGINT[]"
-    text_array = "TEXT[]" if d == "postgres" else "VARCHAR[]"
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column: its name, its Arrow type (which decides both SQL dialects' type) and nullability.
+
+    ``json``: the text holds a JSON document, stored as JSONB / JSON rather than TEXT.
+    ``added``: the column came after the first DDL, so existing warehouses get it by
+    ``ALTER TABLE ... ADD COLUMN IF NOT EXISTS`` (it must then be nullable)."""
+
+    name: str
+    type: pa.DataType
+    nullable: bool = True
+    json: bool = False
+    added: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """One table, declared once: the DDL of both dialects, the loader's Arrow layout and the
+    views' column list are all derived from this."""
+
+    name: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def arrow(self) -> pa.Schema:
+        """The Arrow layout of the rows materialize writes into this table."""
+        return pa.schema([pa.field(c.name, c.type, c.nullable) for c in self.columns])
+
+
+def _c(name: str, type_: pa.DataType, *, null: bool = True, json: bool = False) -> Column:
+    return Column(name, type_, null, json)
+
+
+def _new(name: str, type_: pa.DataType) -> Column:
+    return Column(name, type_, True, False, True)
+
+
+_I64, _I32, _I16, _STR, _BOOL = pa.int64(), pa.int32(), pa.int16(), pa.string(), pa.bool_()
+_NUMERIC = pa.decimal128(18, 6)
+_RECORD = (  # where a row of the big tables came from in the log
+    _c("session_id", _I64, null=False),
+    _c("record_seq", _I64, null=False),
+    _c("recv_ns", _I64, null=False),
+    _c("conn", _I16),
+    _c("epoch", _I32),
+    _c("sid", _I64),
+    _c("seq", _I64),
+    _c("market_ticker", _STR, null=False),
+)
+_BY_RECORD = ("session_id", "record_seq")
+
+TABLES: tuple[Table, ...] = (
+    Table(
+        SESSIONS,
+        (
+            _c("session_id", _I64, null=False),
+            _c("started_at", TS, null=False),
+            _c("ended_at", TS),
+            _c("end_reason", _STR),
+            _c("lifecycle_mode", _BOOL, null=False),
+            _c("environment", _STR),
+            _c("host", _STR),
+            _c("shard", _STR),
+            _c("version", _STR),
+            _c("config", JSON, json=True),
+            _c("recovered_from", pa.list_(_STR)),
+            _new("exchange_env", _STR),
+            _new("restarted", _BOOL),
+            _new("previous_session_id", _I64),
+            _new("previous_session_ended", _STR),
+            _new("previous_end_reason", _STR),
+            _new("restart_source", _STR),
+            _new("last_record_at", TS),
+        ),
+        ("session_id",),
+    ),
+    Table(
+        LIFECYCLE_EVENTS,
+        (
+            _c("session_id", _I64, null=False),
+            _c("record_seq", _I64, null=False),
+            _c("market_ticker", _STR, null=False),
+            _c("event_type", _STR, null=False),
+            _c("event_type_documented", _BOOL, null=False),
+            _c("event_timestamp_ms", _I64),
+            _c("open_ts", _I64),
+            _c("close_ts", _I64),
+            _c("determination_ts", _I64),
+            _c("settled_ts", _I64),
+            _c("result", _STR),
+            _c("settlement_price", _NUMERIC),
+            _c("raw", _STR, null=False),
+            _c("created_at", TS, null=False),
+        ),
+        _BY_RECORD,
+    ),
+    Table(
+        PARTICIPATION,
+        (
+            _c("session_id", _I64, null=False),
+            _c("market_ticker", _STR, null=False),
+            _c("joined_at", TS, null=False),
+            _c("left_at", TS),
+            _c("join_reason", _STR, null=False),
+            _c("leave_reason", _STR),
+            _c("mid_lifecycle", _BOOL, null=False),
+            _c("late_by_ms", _I64),
+        ),
+        ("session_id", "market_ticker", "joined_at"),
+    ),
+    Table(
+        SNAPSHOTS,
+        (
+            *_RECORD,
+            _c("yes_prices", pa.list_(_I64), null=False),
+            _c("yes_sizes", pa.list_(_I64), null=False),
+            _c("no_prices", pa.list_(_I64), null=False),
+            _c("no_sizes", pa.list_(_I64), null=False),
+        ),
+        _BY_RECORD,
+    ),
+    Table(
+        DELTAS,
+        (
+            *_RECORD,
+            _c("side", _STR, null=False),
+            _c("price", _I64, null=False),
+            _c("delta", _I64, null=False),
+            _c("ts_ms", _I64),
+        ),
+        _BY_RECORD,
+    ),
+    Table(
+        GAPS,
+        (
+            _c("session_id", _I64, null=False),
+            _c("record_seq", _I64, null=False),
+            _c("detected_ns", _I64, null=False),
+            _c("conn", _I16),
+            _c("epoch", _I32),
+            _c("sid", _I64),
+            _c("expected_seq", _I64),
+            _c("got_seq", _I64),
+            _c("market_tickers", pa.list_(_STR)),
+            _c("kind", _STR, null=False),
+        ),
+        _BY_RECORD,
+    ),
+    Table(
+        LOADED_SEGMENTS,
+        (
+            _c("content_sha256", _STR, null=False),
+            _c("path", _STR, null=False),
+            _c("session_id", _I64),
+            _c("rows", _I64, null=False),
+            _c("schema_version", _STR, null=False),
+            _c("loaded_at", TS, null=False),
+            _new("size", _I64),
+            _new("mtime_ns", _I64),
+        ),
+        ("content_sha256",),
+    ),
+    Table(
+        COMPLETED_MARKETS,
+        (
+            _c("session_id", _I64, null=False),
+            _c("market_ticker", _STR, null=False),
+            _c("created_at", TS, null=False),
+            _c("determined_at", TS, null=False),
+            _c("settled_at", TS, null=False),
+            _c("determination_ts", _I64),
+            _c("settled_ts", _I64),
+            _c("result", _STR),
+            _c("settlement_price", _NUMERIC),
+            _c("settled_session_id", _I64, null=False),
+        ),
+        ("session_id", "market_ticker"),
+    ),
+)
+"""Every table materialize fills, in dependency order (``ALL_TABLES`` are their names)."""
+
+TABLE: dict[str, Table] = {t.name: t for t in TABLES}
+"""A table's declaration by its name."""
+assert tuple(TABLE) == ALL_TABLES
+
+
+def arrow_schema(table: str) -> pa.Schema:
+    """The Arrow layout of ``table``'s rows (what the loader builds and the targets COPY)."""
+    return TABLE[table].arrow
+
+
+def columns(table: str) -> tuple[str, ...]:
+    """``table``'s column names in order (the views select exactly these)."""
+    return TABLE[table].names
+
+
+# SQL type of each Arrow type, per dialect; JSON columns and text arrays are the only differences.
+SQL_TYPES: dict[str, dict[pa.DataType, str]] = {
+    "postgres": {
+        _I64: "BIGINT",
+        _I32: "INTEGER",
+        _I16: "SMALLINT",
+        _STR: "TEXT",
+        _BOOL: "BOOLEAN",
+        TS: "TIMESTAMPTZ",
+        _NUMERIC: "NUMERIC(18, 6)",
+        pa.list_(_I64): "BIGINT[]",
+        pa.list_(_STR): "TEXT[]",
+    },
+}
+SQL_TYPES["duckdb"] = {**SQL_TYPES["postgres"], pa.list_(_STR): "VARCHAR[]"}
+JSON_TYPES = {"postgres": "JSONB", "duckdb": "JSON"}
+
+
+def sql_type(column: Column, dialect: Dialect) -> str:
+    """The column's SQL type in ``dialect`` (from its Arrow type)."""
+    if column.json:
+        return JSON_TYPES[dialect]
+    return SQL_TYPES[dialect][column.type]
+
+
+def _create(t: Table, d: Dialect, partition_key: str | None) -> str:
+    pk = (*t.primary_key, partition_key) if partition_key else t.primary_key
+    inline = pk[0] if len(pk) == 1 else None  # a one-column key is declared on its column
+    cols = [
+        f"{c.name} {sql_type(c, d)}"
+        + (" PRIMARY KEY" if c.name == inline else "" if c.nullable else " NOT NULL")
+        for c in t.columns
+    ]
+    if inline is None:
+        cols.append(f"PRIMARY KEY ({', '.join(pk)})")
+    body = ",\n    ".join(cols)
+    tail = f" PARTITION BY RANGE ({partition_key})" if partition_key else ""
+    return f"CREATE TABLE IF NOT EXISTS {t.name} (\n    {body}\n){tail}"
+
+
+def _tables(d: Dialect, partitioned: bool) -> list[str]:
     return [
-        f"""CREATE TABLE IF NOT EXISTS {SESSIONS} (
-    session_id      BIGINT PRIMARY KEY,
-    started_at      TIMESTAMPTZ NOT NULL,
-    ended_at        TIMESTAMPTZ,
-    end_reason      TEXT,
-    lifecycle_mode  BOOLEAN NOT NULL,
-    environment     TEXT,
-    host            TEXT,
-    shard           TEXT,
-    version         TEXT,
-    config          {json},
-    recovered_from  {text_array},
-    exchange_env    TEXT,
-    restarted       BOOLEAN,
-    previous_session_id    BIGINT,
-    previous_session_ended TEXT,
-    previous_end_reason    TEXT,
-    restart_source  TEXT,
-    last_record_at  TIMESTAMPTZ
-)""",
-        f"""CREATE TABLE IF NOT EXISTS {LIFECYCLE_EVENTS} (
-    session_id            BIGINT NOT NULL,
-    record_seq            BIGINT NOT NULL,
-    market_ticker         TEXT NOT NULL,
-    event_type            TEXT NOT NULL,
-    event_type_documented BOOLEAN NOT NULL,
-    event_timestamp_ms    BIGINT,
-    open_ts               BIGINT,
-    close_ts              BIGINT,
-    determination_ts      BIGINT,
-    settled_ts            BIGINT,
-    result                TEXT,
-    settlement_price      NUMERIC(18, 6),
-    raw                   TEXT NOT NULL,
-    created_at            TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY (session_id, record_seq)
-)""",
-        f"""CREATE TABLE IF NOT EXISTS {PARTICIPATION} (
-    session_id     BIGINT NOT NULL,
-    market_ticker  TEXT NOT NULL,
-    joined_at      TIMESTAMPTZ NOT NULL,
-    left_at        TIMESTAMPTZ,
-    join_reason    TEXT NOT NULL,
-    leave_reason   TEXT,
-    mid_lifecycle  BOOLEAN NOT NULL,
-    late_by_ms     BIGINT,
-    PRIMARY KEY (session_id, market_ticker, joined_at)
-)""",
-        f"""CREATE TABLE IF NOT EXISTS {SNAPSHOTS} (
-    session_id     BIGINT NOT NULL,
-    record_seq     BIGINT NOT NULL,
-    recv_ns        BIGINT NOT NULL,
-    conn           SMALLINT,
-    epoch          INTEGER,
-    sid            BIGINT,
-    seq            BIGINT,
-    market_ticker  TEXT NOT NULL,
-    yes_prices     {big_array} NOT NULL,
-    yes_sizes      {big_array} NOT NULL,
-    no_prices      {big_array} NOT NULL,
-    no_sizes       {big_array} NOT NULL,
-    PRIMARY KEY (session_id, record_seq)
-)""",
-        f"""CREATE TABLE IF NOT EXISTS {DELTAS} (
-    session_id     BIGINT NOT NULL,
-    record_seq     BIGINT NOT NULL,
-    recv_ns        BIGINT NOT NULL,
-    conn           SMALLINT,
-    epoch          INTEGER,
-    sid            BIGINT,
-    seq            BIGINT,
-    market_ticker  TEXT NOT NULL,
-    side           TEXT NOT NULL,
-    price          BIGINT NOT NULL,
-    delta          BIGINT NOT NULL,
-    ts_ms          BIGINT,
-    PRIMARY KEY (session_id, record_seq)
-)""",
-        f"""CREATE TABLE IF NOT EXISTS {GAPS} (
-    session_id     BIGINT NOT NULL,
-    record_seq     BIGINT NOT NULL,
-    detected_ns    BIGINT NOT NULL,
-    conn           SMALLINT,
-    epoch          INTEGER,
-    sid            BIGINT,
-    expected_seq   BIGINT,
-    got_seq        BIGINT,
-    market_tickers {text_array},
-    kind           TEXT NOT NULL,
-    PRIMARY KEY (session_id, record_seq)
-)""",
-        f"""CREATE TABLE IF NOT EXISTS {LOADED_SEGMENTS} (
-    content_sha256 TEXT PRIMARY KEY,
-    path           TEXT NOT NULL,
-    session_id     BIGINT,
-    rows           BIGINT NOT NULL,
-    schema_version TEXT NOT NULL,
-    loaded_at      TIMESTAMPTZ NOT NULL,
-    size           BIGINT,
-    mtime_ns       BIGINT
-)""",
-        f"""CREATE TABLE IF NOT EXISTS {COMPLETED_MARKETS} (
-    session_id         BIGINT NOT NULL,
-    market_ticker      TEXT NOT NULL,
-    created_at         TIMESTAMPTZ NOT NULL,
-    determined_at      TIMESTAMPTZ NOT NULL,
-    settled_at         TIMESTAMPTZ NOT NULL,
-    determination_ts   BIGINT,
-    settled_ts         BIGINT,
-    result             TEXT,
-    settlement_price   NUMERIC(18, 6),
-    settled_session_id BIGINT NOT NULL,
-    PRIMARY KEY (session_id, market_ticker)
-)""",
+        _create(t, d, PARTITION_KEYS[t.name] if partitioned and t.name in PARTITION_KEYS else None)
+        for t in TABLES
     ]
 
 
-MIGRATIONS: tuple[tuple[str, str, str], ...] = (
-    (SESSIONS, "exchange_env", "TEXT"),
-    (SESSIONS, "restarted", "BOOLEAN"),
-    (SESSIONS, "previous_session_id", "BIGINT"),
-    (SESSIONS, "previous_session_ended", "TEXT"),
-    (SESSIONS, "previous_end_reason", "TEXT"),
-    (SESSIONS, "restart_source", "TEXT"),
-    (SESSIONS, "last_record_at", "TIMESTAMPTZ"),
-    (LOADED_SEGMENTS, "size", "BIGINT"),
-    (LOADED_SEGMENTS, "mtime_ns", "BIGINT"),
+MIGRATIONS: tuple[tuple[str, str, str], ...] = tuple(
+    (t.name, c.name, SQL_TYPES["postgres"][c.type]) for t in TABLES for c in t.columns if c.added
 )
-"""``(table, column, type)`` added since the first DDL; applied to warehouses created before."""
+"""``(table, column, type)`` added since the first DDL; applied to warehouses created before
+(every ``Column(added=True)``; the types are the same words in both dialects)."""
 
 
 def _migrations() -> list[str]:
@@ -242,7 +369,7 @@ def _indexes(d: Dialect) -> list[str]:
 
 def ddl(dialect: Dialect) -> list[str]:
     """Idempotent DDL statements for ``dialect``, in dependency order."""
-    return _tables(dialect) + _migrations() + _indexes(dialect)
+    return _tables(dialect, False) + _migrations() + _indexes(dialect)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -261,24 +388,12 @@ keys gain the key (PostgreSQL requires it); ``(session_id, record_seq)`` stays u
 record's receive time is part of the record. Sessions, participation, lifecycle events and the
 manifest stay unpartitioned: they are small and their rows are updated across days."""
 
-_PK = "PRIMARY KEY (session_id, record_seq)"
-
 
 def partitioned_ddl() -> list[str]:
-    """``ddl("postgres")`` with the :data:`PARTITION_KEYS` tables declared ``PARTITION BY RANGE``.
-
-    Derived from the one table definition (same columns, same indexes, which PostgreSQL creates
-    on every partition), so the two layouts cannot drift apart."""
-    out: list[str] = []
-    for stmt in ddl("postgres"):
-        for table, key in PARTITION_KEYS.items():
-            if stmt.startswith(f"CREATE TABLE IF NOT EXISTS {table} ("):
-                if _PK not in stmt:  # pragma: no cover - caught by the tests of this module
-                    raise ValueError(f"{table}: expected {_PK} in its DDL")
-                stmt = stmt.replace(_PK, f"PRIMARY KEY (session_id, record_seq, {key})")
-                stmt += f" PARTITION BY RANGE ({key})"
-        out.append(stmt)
-    return out
+    """``ddl("postgres")`` with the :data:`PARTITION_KEYS` tables declared ``PARTITION BY RANGE``
+    (their primary keys gain the key). Generated from the same declarations (same columns, same
+    indexes, which PostgreSQL creates on every partition), so the two layouts cannot drift."""
+    return _tables("postgres", True) + _migrations() + _indexes("postgres")
 
 
 def day_of_ns(ns: int) -> dt.date:

@@ -27,6 +27,16 @@ from schemas.units import PRICE_SCALE, SIZE_SCALE, parse_price, parse_size
 CURRENT = "current"
 LEGACY = "legacy"
 
+LIFECYCLE_CHANNEL = "market_lifecycle_v2"
+"""The channel (and frame ``type``) of market lifecycle notices."""
+MVE_LIFECYCLE_CHANNEL = "multivariate_market_lifecycle"
+"""The same notices for multivariate (``KXMVE...``) markets, a channel of its own."""
+LIFECYCLE_MSG_TYPES: tuple[str, ...] = (LIFECYCLE_CHANNEL, MVE_LIFECYCLE_CHANNEL)
+"""Frame types whose typed lifecycle columns are lifecycle events (recorder, loader, views,
+training, probe: this one declaration)."""
+SNAPSHOT_MSG = "orderbook_snapshot"
+DELTA_MSG = "orderbook_delta"
+
 Levels = dict[int, int]
 """{price micro-dollars: size centi-contracts}, sizes > 0."""
 
@@ -36,23 +46,6 @@ _FORMATS: tuple[tuple[str, str, bool], ...] = (
     ("yes_dollars", "no_dollars", True),
     ("yes", "no", False),
 )
-
-
-def _fast(text: str, places: int) -> int | None:
-    """The common ``digits.digits`` shape (at most ``places`` decimals), exactly; None for
-    anything else, which then takes ``schemas.units``' careful path."""
-    whole, dot, frac = text.partition(".")
-    if (
-        not dot
-        or not frac
-        or len(frac) > places
-        or not 0 < len(whole) <= 12
-        or not text.isascii()
-        or not whole.isdigit()
-        or not frac.isdigit()
-    ):
-        return None
-    return int(whole) * 10**places + int(frac) * 10 ** (places - len(frac))
 
 
 def _side(levels: Any, key: str, dollars: bool) -> Levels:
@@ -71,12 +64,8 @@ def _side(levels: Any, key: str, dollars: bool) -> Levels:
             raise ValueError(f"snapshot {key}[{i}] price {p!r} is not integer cents")
         if type(s) not in (str, int):
             raise ValueError(f"snapshot {key}[{i}] size {s!r} is not a count")
-        price = _fast(p, 6) if type(p) is str else None
-        if price is None:
-            price = parse_price(p)
-        size = _fast(s, 2) if type(s) is str else None
-        if size is None:
-            size = parse_size(s)
+        price = parse_price(p)
+        size = parse_size(s)
         if size < 0:
             raise ValueError(f"snapshot {key}[{i}] has negative size {s!r}")
         if price in out:
@@ -96,7 +85,8 @@ def snapshot_format(msg: dict[str, Any]) -> str:
 
 
 def snapshot_levels(frame: bytes | str | dict[str, Any]) -> tuple[Levels, Levels]:
-    """Bid levels ``(yes, no)`` of a snapshot: raw frame bytes, a parsed frame or its ``msg``.
+    """Bid levels ``(yes, no)`` of a snapshot: raw frame bytes, a parsed frame, its ``msg``, or a
+    REST order book (``orderbook_fp`` / ``orderbook``).
 
     The most precise representation present wins. Raises ``ValueError`` (a one-line reason) on
     anything that is not a well-formed snapshot in either format.
@@ -109,9 +99,11 @@ def snapshot_levels(frame: bytes | str | dict[str, Any]) -> tuple[Levels, Levels
             raise ValueError(f"snapshot is not JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise ValueError(f"snapshot is {type(obj).__name__}, expected a JSON object")
-    inner = obj.get("msg")
-    if isinstance(inner, dict):
-        obj = inner
+    for wrapper in ("msg", "orderbook_fp", "orderbook"):
+        inner = obj.get(wrapper)
+        if isinstance(inner, dict):
+            obj = inner
+            break
     for yes_key, no_key, dollars in _FORMATS:
         if yes_key in obj or no_key in obj:
             return _side(obj.get(yes_key), yes_key, dollars), _side(

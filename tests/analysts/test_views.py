@@ -23,17 +23,9 @@ from hypothesis import strategies as st
 
 from materialize.demo import make_demo_data
 from materialize.loader import transform
-from materialize.views import (
-    GAP_DECISIONS,
-    LIFECYCLE_MSG_TYPES,
-    TRAINING_MARKETS,
-    TRAINING_ROWS,
-    VIEWS,
-    _fixed,
-    connect,
-)
-from recorder.protocol import price_micros, size_centi, snapshot_levels
+from materialize.views import TRAINING_MARKETS, TRAINING_ROWS, VIEWS, connect
 from schemas.log import LOG_SCHEMA, SEGMENT_GLOB, Decision, Kind
+from schemas.mapping import GAP_DECISIONS, _fixed
 from schemas.tables import (
     ALL_TABLES,
     DELTAS,
@@ -45,6 +37,8 @@ from schemas.tables import (
     SNAPSHOTS,
     ddl,
 )
+from schemas.units import fixed_point
+from schemas.wire import LIFECYCLE_MSG_TYPES, snapshot_levels
 
 TABLE_VIEWS = tuple(t for t in ALL_TABLES if t != LOADED_SEGMENTS)
 DEMO_SECONDS = 8.0
@@ -300,14 +294,14 @@ _FIXED_CON = duckdb.connect()
 
 def _py_fixed(text: str, places: int) -> int | None:
     try:
-        return price_micros(text) if places == 6 else size_centi(text)
+        return fixed_point(text, places, "value")
     except ValueError:
         return None
 
 
 @settings(max_examples=300, deadline=None)
 @given(text=_DECIMAL_TEXT, places=st.sampled_from([6, 2]))
-def test_fixed_point_parsing_matches_the_recorder(text: str, places: int) -> None:
+def test_fixed_point_sql_matches_units(text: str, places: int) -> None:
     con = _FIXED_CON
     got = con.execute(f"SELECT {_fixed('$t', places)}", {"t": text}).fetchone()
     assert got is not None

@@ -519,24 +519,24 @@ def test_cli_builds_training_sets_and_quality_report(
     assert (tmp_path / "quality" / "report.json").is_file()
 
 
-def test_loader_row_schemas_match_the_ddl() -> None:
-    """The loader's Arrow row layouts and ``schemas.tables`` name the same columns, in order."""
+def test_declared_tables_generate_matching_ddl_and_arrow_layouts() -> None:
+    """Each table is declared once (``schemas.tables.TABLES``): the DuckDB DDL made from it has
+    the declared columns, in order, in the types DuckDB gives the declared Arrow types; and an
+    empty Arrow table of the declared layout inserts into it (what the loader's COPY does)."""
     import duckdb
 
-    from materialize import loader
     from schemas import tables
 
     con = duckdb.connect()
     for stmt in tables.ddl("duckdb"):
         con.execute(stmt)
-    pairs = {
-        tables.SNAPSHOTS: loader.SNAPSHOT_SCHEMA.names,
-        tables.SESSIONS: loader.SESSION_SCHEMA.names,
-        tables.PARTICIPATION: loader.PARTICIPATION_SCHEMA.names,
-        tables.GAPS: loader.GAP_SCHEMA.names,
-        tables.LIFECYCLE_EVENTS: loader.LIFECYCLE_SCHEMA.names,
-        tables.DELTAS: list(loader.DELTA_COLUMNS),
-    }
-    for table, names in pairs.items():
-        ddl_cols = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
-        assert list(names) == ddl_cols, table
+    for t in tables.TABLES:
+        described = con.execute(f"DESCRIBE {t.name}").fetchall()
+        assert [r[0] for r in described] == list(t.names), t.name
+        probe = con.from_arrow(t.arrow.empty_table())
+        arrow_types = [
+            "JSON" if c.json else str(ty) for c, ty in zip(t.columns, probe.types, strict=True)
+        ]
+        assert [str(r[1]) for r in described] == arrow_types, t.name
+        not_null = {r[0] for r in described if r[2] == "NO"}
+        assert not_null == {c.name for c in t.columns if not c.nullable} | set(t.primary_key)

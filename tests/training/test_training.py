@@ -18,7 +18,7 @@ from materialize.sampling import (
     phase_of,
     sample_reference,
 )
-from materialize.training import TrainingPolicy, build, build_training_sets
+from materialize.training import TrainingPolicy, build, build_training_sets, row_schema
 from tests.training.markets import T0, Life, create, determine, simple_market
 from tests.training.seglog import NS, SessionLog
 
@@ -114,6 +114,17 @@ def test_same_seed_same_rows_other_seed_differs(tmp_path: Path) -> None:
     assert a.equals(b)
     others = [_build(tmp_path, out=f"s{s}", seed=s)[1] for s in (2, 3, 4)]
     assert any(o["record_seq"].to_list() != a["record_seq"].to_list() for o in others)
+
+
+def test_rows_have_the_declared_layout(tmp_path: Path) -> None:
+    """The files hold exactly ``row_schema(top_n)`` (which the views show before any build)."""
+    log = _log()
+    simple_market(log, Life("KX-LAYOUT"), step_s=0.5)
+    for top_n in (5, 2):
+        _, rows, _ = _build(tmp_path, log, out=f"n{top_n}", top_n=top_n)
+        assert rows.height > 0
+        declared = pl.DataFrame(row_schema(top_n).empty_table()).schema
+        assert rows.schema == declared, top_n
 
 
 def test_gap_without_snapshot_excludes_the_market(tmp_path: Path) -> None:
