@@ -9,40 +9,17 @@ tap). A record_seq seen twice (a live part sealed while we read) is given once.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from schemas.catalog import SessionFiles, first_record_seq, iter_live_batches, sessions
 from schemas.log import LIVE_DIR, LOG_COLUMNS, SEGMENTS_DIR
 
-_SESSION_DIR = re.compile(r"session_id=(-?\d+)$")
-
-
-@dataclass(frozen=True, slots=True)
-class SessionFiles:
-    session_id: int
-    sealed: list[Path]
-    live: list[Path]
-
-
-def sessions(data_dir: Path) -> dict[int, SessionFiles]:
-    """Every session with data under ``data_dir``."""
-    found: dict[int, tuple[list[Path], list[Path]]] = {}
-    for d in sorted((data_dir / SEGMENTS_DIR).glob("date=*/session_id=*")):
-        m = _SESSION_DIR.search(d.name)
-        if m:
-            found.setdefault(int(m.group(1)), ([], []))[0].extend(sorted(d.glob("*.parquet")))
-    for d in sorted((data_dir / LIVE_DIR).glob("session_id=*")):
-        m = _SESSION_DIR.search(d.name)
-        if m:
-            found.setdefault(int(m.group(1)), ([], []))[1].extend(sorted(d.glob("part-*.arrows")))
-    return {sid: SessionFiles(sid, s, lv) for sid, (s, lv) in found.items() if s or lv}
+__all__ = ["SessionFiles", "pick_session", "read_rows", "sessions"]
 
 
 def pick_session(data_dir: Path, session: int | None) -> SessionFiles:
@@ -66,39 +43,19 @@ def _batch_rows(batch: pa.RecordBatch | pa.Table) -> Iterator[tuple[Any, ...]]:
     return zip(*cols, strict=True)
 
 
-def _first_seq(path: Path) -> int:
-    try:
-        if path.suffix == ".parquet":
-            stats = pq.ParquetFile(path).metadata.row_group(0).column(1).statistics
-            return int(stats.min) if stats is not None and stats.has_min_max else 0
-        with pa.OSFile(str(path)) as src:
-            reader = ipc.open_stream(src)
-            for batch in reader:
-                return int(batch.column("record_seq")[0].as_py())
-    except (OSError, pa.ArrowInvalid, IndexError):
-        return 0
-    return 0
-
-
 def _live_batches(path: Path) -> Iterator[pa.RecordBatch]:
-    """Complete batches of a live stream; a torn tail (the writer is mid-batch, or was killed)
-    ends the stream quietly."""
+    """Complete batches of a live stream; a torn tail (the writer is mid-batch, or was killed),
+    or a part sealed and removed meanwhile, ends the stream quietly."""
     try:
-        with pa.OSFile(str(path)) as src:
-            reader = ipc.open_stream(src)
-            while True:
-                try:
-                    batch = reader.read_next_batch()
-                except StopIteration:
-                    return
-                yield batch
-    except (pa.ArrowInvalid, OSError, EOFError):
+        for batch, _ in iter_live_batches(path):
+            yield batch
+    except (OSError, ValueError):
         return
 
 
 def read_rows(files: SessionFiles) -> Iterator[tuple[Any, ...]]:
     """Rows of one session in record_seq order, each record once."""
-    paths = sorted([*files.sealed, *files.live], key=_first_seq)
+    paths = sorted([*files.sealed, *files.live], key=lambda p: first_record_seq(p) or 0)
     last = 0
     for path in paths:
         if path.suffix == ".parquet":

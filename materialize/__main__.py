@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from materialize.loader import LoadSummary, default_progress, load
-from materialize.segments_index import data_dir_problem
 from materialize.targets import TargetUnavailable, open_target, redact
+from schemas.catalog import data_dir_problem
 from schemas.tables import ALL_TABLES, LOADED_SEGMENTS
 
 EXIT_OK = 0

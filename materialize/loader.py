@@ -62,7 +62,8 @@ from materialize.segments_index import (
     sha256_file,
 )
 from materialize.targets import AlreadyLoaded, SegmentRejected, Target, TargetUnavailable, redact
-from schemas.log import LOG_SCHEMA, SCHEMA_VERSION, SCHEMA_VERSION_KEY, Decision, Kind
+from schemas.catalog import version_problem
+from schemas.log import LOG_SCHEMA, SCHEMA_VERSION_KEY, Decision, Kind
 from schemas.mapping import GAP_DECISIONS, RECORD_SQL, SESSION_LOG
 from schemas.tables import (
     COMPLETED_MARKETS,
@@ -79,9 +80,6 @@ from schemas.tables import (
     arrow_schema,
 )
 from schemas.wire import DELTA_MSG, LIFECYCLE_MSG_TYPES, SNAPSHOT_MSG
-
-KNOWN_SCHEMA_VERSIONS = frozenset({SCHEMA_VERSION})
-"""Log schema versions this loader understands; anything else is reported, never guessed at."""
 
 COMPLETION_EVENTS = ("created", "determined", "settled")
 CRASH = "crash"
@@ -416,15 +414,10 @@ def read_segment(ref: SegmentRef) -> tuple[pa.Table, str]:
     except Exception as exc:  # pyarrow raises several types for damaged files
         raise BadSegment(f"unreadable Parquet: {type(exc).__name__}: {exc}") from exc
     raw_version = (table.schema.metadata or {}).get(SCHEMA_VERSION_KEY)
-    if raw_version is None:
-        raise BadSegment(f"no schema version in the file metadata ({SCHEMA_VERSION_KEY.decode()})")
-    version = raw_version.decode(errors="replace")
-    if version not in KNOWN_SCHEMA_VERSIONS:
-        known = ", ".join(sorted(KNOWN_SCHEMA_VERSIONS))
-        raise BadSegment(
-            f"unknown schema version {version!r} (this materialize knows {known}); "
-            "upgrade materialize to load it"
-        )
+    problem = version_problem(raw_version)
+    if problem is not None:
+        raise BadSegment(problem)
+    version = (raw_version or b"").decode(errors="replace")
     for fld in LOG_SCHEMA:
         if fld.name not in table.column_names:
             raise BadSegment(f"schema mismatch: column {fld.name!r} is missing")

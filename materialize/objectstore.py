@@ -45,8 +45,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from materialize.retention import COMPACTED_FROM_KEY
-from recorder.segments import fsync_dir
-from schemas.log import LOG_SCHEMA, SEGMENT_GLOB, SEGMENTS_DIR
+from schemas.catalog import fsync_dir, sealed_segments
+from schemas.log import LOG_SCHEMA, SEGMENTS_DIR
 
 _CHUNK = 1 << 20
 _SEGMENT_KEY = re.compile(r"(?:^|/)segments/date=[^/]+/session_id=-?\d+/[^./][^/]*\.parquet$")
@@ -94,9 +94,8 @@ def s3_filesystem(
 
 
 def local_sealed(data_dir: Path) -> list[Path]:
-    """Sealed segments on disk (``SEGMENT_GLOB``, never hidden temporaries), in layout order."""
-    paths = [p for p in Path(data_dir).glob(SEGMENT_GLOB) if not p.name.startswith(".")]
-    return sorted(paths, key=lambda p: _sort_key(p.as_posix()))
+    """Sealed segments on disk (never hidden temporaries), in layout order (the catalog's)."""
+    return sealed_segments(data_dir)
 
 
 @dataclass
@@ -298,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     f.add_argument("data_dir", type=Path)
     args = p.parse_args(argv)
     if args.cmd == "ship":
-        from materialize.segments_index import data_dir_problem
+        from schemas.catalog import data_dir_problem
 
         problem = data_dir_problem(args.data_dir)
         if problem is not None:  # a typo must not "ship 0 segments" for ever

@@ -34,8 +34,9 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from materialize.training import NS, _segments, session_of_path
-from schemas.log import SEGMENT_GLOB, Decision, Kind
+from materialize.training import NS
+from schemas.catalog import readable_segments, sealed_segments, session_of_path
+from schemas.log import Decision, Kind
 from schemas.wire import DELTA_MSG, LIFECYCLE_MSG_TYPES, SNAPSHOT_MSG
 
 REPORT_VERSION = 2
@@ -139,9 +140,7 @@ def coverage(joined: int, left: int, open_ns: int, end_ns: int) -> float:
 def _files_by_session(data_dir: Path) -> dict[str, dict[str, list[int]]]:
     """``{session: {relpath: [size, mtime_ns]}}`` of the sealed files (a listing and stats)."""
     out: dict[str, dict[str, list[int]]] = {}
-    for path in sorted(data_dir.glob(SEGMENT_GLOB)):
-        if path.name.startswith("."):
-            continue
+    for path in sealed_segments(data_dir):
         try:
             st = path.stat()
         except OSError:
@@ -175,7 +174,8 @@ def build_quality_report(data_dir: Path, out_path: Path) -> QualityReport:
     if prev is not None:
         before = prev.get("files_by_session", {})
         reuse = {int(k) for k, v in files_now.items() if k != "?" and before.get(k) == v}
-    files, skipped = _segments(data_dir, frozenset(reuse))
+    paths, skipped = readable_segments(data_dir, frozenset(reuse))
+    files = [str(p) for p in paths]
     report = QualityReport(skipped_segments=skipped, files_by_session=files_now)
     if files:
         _fill(report, pl.scan_parquet(files, hive_partitioning=False))

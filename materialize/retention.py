@@ -4,7 +4,7 @@ Two jobs, run after the nightly materialize (``deploy/systemd/kalshi-materialize
 
 * **compact** past days: the small sealed segments of one ``date=/session_id=`` directory are
   rewritten into a few large Parquet files (same ``LOG_SCHEMA``, same schema-version metadata,
-  same encoding and zstd settings as the recorder's seal, ``recorder.segments.DEFAULT_PARQUET``,
+  same encoding and zstd settings as the recorder's seal, ``schemas.catalog.DEFAULT_PARQUET``,
   rows in record order), so a day is a few files instead of one per roll;
 * **expire** old days: segments of days older than N days are deleted (``--delete-older-than``)
   or moved, keeping the hive layout, under ``--archive-dir`` (``--archive-older-than``).
@@ -68,7 +68,7 @@ from materialize.targets import (
     open_target,
     redact,
 )
-from recorder.segments import DEFAULT_PARQUET, ParquetOptions, fsync_dir
+from schemas.catalog import DEFAULT_PARQUET, ParquetOptions, fsync_dir
 from schemas.log import LIVE_DIR, LOG_SCHEMA, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SEGMENTS_DIR
 from schemas.tables import PARTITION_KEYS, day_bounds_ns
 
@@ -144,7 +144,7 @@ def _loaded_hashes(target: Target) -> set[str]:
 
 
 def _compacted_name(first: Path, last_seq: int) -> str:
-    # keeps "part-<int>" in front: recorder.segments.iter_sealed sorts on name.split("-")[1]
+    # keeps "part-<int>" in front: schemas.catalog.sealed_segments sorts on name.split("-")[1]
     stem = _TO_SUFFIX.sub("", first.stem)
     return f"{stem}-to-{last_seq}.parquet"
 
@@ -603,7 +603,7 @@ def run(argv: Sequence[str] | None = None, *, today: dt.date | None = None) -> i
     if args.archive_dir is not None and args.archive_older_than is None:
         parser.error("--archive-dir is only used with --archive-older-than")
     data_dir: Path = args.data_dir
-    from materialize.segments_index import data_dir_problem
+    from schemas.catalog import data_dir_problem
 
     problem = data_dir_problem(data_dir)
     if problem is not None:

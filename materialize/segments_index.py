@@ -20,36 +20,15 @@ segment: loading it would load that path's records twice.
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from schemas.log import LIVE_DIR, SCHEMA_VERSION_KEY, SEGMENT_GLOB, SEGMENTS_DIR
+from schemas.catalog import sealed_segments, session_of_path
+from schemas.log import SCHEMA_VERSION_KEY
 
 _HASH_CHUNK = 1 << 20
-
-
-def data_dir_problem(data_dir: Path) -> str | None:
-    """Why ``data_dir`` is not a recorder's data directory, or None if it is one.
-
-    A recorder creates ``live/`` at its first start and ``segments/`` at its first seal, so a
-    directory with neither never saw one (a typo, an unmounted disk).
-    """
-    if not data_dir.exists():
-        return f"data directory {data_dir} does not exist; check the path (nothing was created)"
-    if not data_dir.is_dir():
-        return f"{data_dir} is not a directory; expected the recorder's data directory"
-    if not ((data_dir / SEGMENTS_DIR).is_dir() or (data_dir / LIVE_DIR).is_dir()):
-        return (
-            f"{data_dir} has never been written by a recorder (no {SEGMENTS_DIR}/ or {LIVE_DIR}/);"
-            " check the path (nothing was created)"
-        )
-    return None
-
-
-_SESSION_DIR = re.compile(r"^session_id=(-?\d+)$")
 
 
 @dataclass(frozen=True)
@@ -117,11 +96,6 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _session_from_path(path: Path) -> int | None:
-    m = _SESSION_DIR.match(path.parent.name)
-    return int(m.group(1)) if m else None
-
-
 def _footer(path: Path) -> tuple[int | None, int | None, int, str | None]:
     """``(session_id, first record_seq, rows, schema version)`` from the Parquet footer."""
     meta = pq.read_metadata(path)
@@ -149,9 +123,7 @@ def list_segments(data_dir: Path) -> list[FileStat]:
     """Every sealed segment file under ``data_dir/segments`` with its size and mtime (a
     directory listing and a ``stat`` each: no file is opened)."""
     out: list[FileStat] = []
-    for path in sorted(data_dir.glob(SEGMENT_GLOB)):
-        if path.name.startswith("."):
-            continue  # hidden names are temp files of a writer, never sealed segments
+    for path in sealed_segments(data_dir):
         try:
             st = path.stat()
         except OSError:
@@ -182,7 +154,7 @@ def plan(stats: list[FileStat], known: dict[str, KnownFile]) -> Plan:
 def describe(st: FileStat, digest: str | None = None) -> SegmentRef:
     """Hash (unless ``digest`` is given) and read the footer of one listed file."""
     digest = digest if digest is not None else sha256_file(st.path)
-    session_id = _session_from_path(st.path)
+    session_id = session_of_path(st.path)
     first: int | None = None
     rows: int | None = None
     version: str | None = None

@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -81,7 +80,6 @@ from typing import Any
 import orjson
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from materialize.book_replay import (
     ACT_DELTA,
@@ -102,12 +100,17 @@ from materialize.sampling import (
     phase_cuts,
     phase_expr,
 )
-from schemas.log import SCHEMA_VERSION, SCHEMA_VERSION_KEY, SEGMENT_GLOB, Decision, Kind
+from schemas.catalog import (
+    TRAINING_MANIFEST,
+    read_training_manifest,
+    readable_segments,
+    session_of_path,
+)
+from schemas.log import SCHEMA_VERSION, Decision, Kind
 from schemas.units import PRICE_SCALE
-from schemas.wire import DELTA_MSG, LIFECYCLE_MSG_TYPES, SNAPSHOT_MSG
+from schemas.wire import DELTA_MSG, LIFECYCLE_MSG_TYPES, SNAPSHOT_MSG, snapshot_levels
 
 TRAINING_SCHEMA_VERSION = "1"
-MANIFEST_NAME = "manifest.json"
 
 MIN_UPDATES = 0
 """Default minimum of valid book states for a market to be included: none. A market created but
@@ -202,42 +205,6 @@ class _Market:
 
 
 # ------------------------------------------------------------------------------------ reading
-_SESSION_DIR = re.compile(r"^session_id=(-?\d+)$")
-
-
-def session_of_path(path: Path) -> int | None:
-    """The ``session_id`` of a segment's hive directory (``None`` if it has none)."""
-    m = _SESSION_DIR.match(path.parent.name)
-    return int(m.group(1)) if m else None
-
-
-def _segments(
-    data_dir: Path, skip_sessions: frozenset[int] = frozenset()
-) -> tuple[list[str], list[str]]:
-    """Readable segment files of the known schema version, and the skipped ones with reasons.
-
-    Files of ``skip_sessions`` (finished sessions, see ``build``) are not opened at all, so the
-    nightly build costs what is new, not all history."""
-    good: list[str] = []
-    skipped: list[str] = []
-    for path in sorted(data_dir.glob(SEGMENT_GLOB)):
-        if path.name.startswith("."):
-            continue
-        if skip_sessions and session_of_path(path) in skip_sessions:
-            continue
-        try:
-            meta = pq.read_schema(path).metadata or {}
-        except Exception as exc:
-            skipped.append(f"{path}: unreadable ({exc})")
-            continue
-        version = meta.get(SCHEMA_VERSION_KEY)
-        if version != SCHEMA_VERSION.encode():
-            skipped.append(f"{path}: log schema version {version!r}, expected {SCHEMA_VERSION}")
-            continue
-        good.append(str(path))
-    return good, skipped
-
-
 def _json(raw: bytes) -> dict[str, Any]:
     try:
         obj = orjson.loads(raw)
@@ -499,8 +466,6 @@ def _session_events(
 ) -> tuple[pl.DataFrame, dict[int, tuple[Levels, Levels]]]:
     """Book events (plus one probe per market at determination) of one session's markets, with
     the replay action of each, grouped by market and in record order."""
-    from recorder.protocol import snapshot_levels
-
     lo = min(m.join_r for m in markets)
     hi = max(m.det_r or 0 for m in markets)
     bounds = pl.DataFrame(
@@ -794,17 +759,6 @@ def _closes(ctl: pl.DataFrame, session_id: int) -> pl.DataFrame:
 
 
 # ------------------------------------------------------------------------------- manifest
-def _load_manifest(out_dir: Path) -> dict[str, Any] | None:
-    path = out_dir / MANIFEST_NAME
-    if not path.exists():
-        return None
-    try:
-        data = orjson.loads(path.read_bytes())
-    except (OSError, ValueError):  # orjson.JSONDecodeError is a ValueError
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
@@ -869,7 +823,7 @@ def build(data_dir: Path, out_dir: Path, policy: TrainingPolicy) -> TrainingSumm
         raise ValueError(f"top_n must be >= 1, got {policy.top_n}")
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = TrainingSummary(out_dir=str(out_dir))
-    manifest = _load_manifest(out_dir)
+    manifest = read_training_manifest(out_dir)
     if manifest is None or manifest.get("policy") != policy.describe():
         manifest = _fresh_manifest(policy)
     _clean_orphans(out_dir, manifest)
@@ -877,7 +831,8 @@ def build(data_dir: Path, out_dir: Path, policy: TrainingPolicy) -> TrainingSumm
     # Sessions that ended with every market final are never read again (their markets are in
     # the manifest for good): the nightly build reads only what can still change.
     finished = frozenset(int(x) for x in manifest.get("finished_sessions", []))
-    files, skipped = _segments(data_dir, finished)
+    paths, skipped = readable_segments(data_dir, finished)
+    files = [str(p) for p in paths]
     skipped += [
         line
         for line in manifest.get("skipped_segments", [])
@@ -1028,7 +983,7 @@ def build(data_dir: Path, out_dir: Path, policy: TrainingPolicy) -> TrainingSumm
     # orjson: the manifest lists every market ever built; the stdlib encoder made writing it
     # the one cost of a nightly build that grew with history.
     _write_atomic(
-        out_dir / MANIFEST_NAME,
+        out_dir / TRAINING_MANIFEST,
         orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS),
     )
     summary.included = len(new_included)
@@ -1036,7 +991,7 @@ def build(data_dir: Path, out_dir: Path, policy: TrainingPolicy) -> TrainingSumm
     summary.pending = len(pending)
     summary.total_included = len(manifest["included"])
     with contextlib.suppress(OSError):
-        (out_dir / (MANIFEST_NAME + ".tmp")).unlink(missing_ok=True)
+        (out_dir / (TRAINING_MANIFEST + ".tmp")).unlink(missing_ok=True)
     return summary
 
 

@@ -66,7 +66,6 @@ From the command line: ``python -m materialize.views DATA_DIR "SQL"`` prints the
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -74,6 +73,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from schemas.catalog import TRAINING_DIR, training_files, training_manifest
 from schemas.log import LOG_SCHEMA, SEGMENT_GLOB
 from schemas.mapping import LOG_SQL, RECORD_SQL, SESSION_LOG
 from schemas.tables import (
@@ -88,8 +88,6 @@ from schemas.tables import (
 
 TRAINING_ROWS = "training_rows"
 TRAINING_MARKETS = "training_markets"
-TRAINING_DIR = "training"
-TRAINING_MANIFEST = "manifest.json"
 
 VIEWS: tuple[str, ...] = (
     SESSION_LOG,
@@ -196,28 +194,8 @@ FROM read_parquet({files}, hive_partitioning = false, filename = true, union_by_
 # ------------------------------------------------------------------------------------------------
 
 
-def training_manifest(data_dir: Path | str) -> dict[str, Any] | None:
-    """``DATA/training/manifest.json`` as a dict, or None when no training set was built."""
-    path = Path(data_dir) / TRAINING_DIR / TRAINING_MANIFEST
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _training_files(data_dir: Path, manifest: dict[str, Any] | None) -> list[str]:
-    """The data files of the builds the manifest lists (a crash can leave an unlisted build dir
-    behind until the next build removes it; its rows are not part of the dataset)."""
-    root = data_dir / TRAINING_DIR
-    if manifest is None:
-        return []
-    files: list[str] = []
-    for build in manifest.get("builds", []):
-        d = build.get("dir") if isinstance(build, dict) else None
-        if isinstance(d, str) and d:
-            files.extend(p.as_posix() for p in sorted((root / d).glob("*.parquet")))
-    return files
+    return [p.as_posix() for p in training_files(data_dir / TRAINING_DIR, manifest)]
 
 
 def _training_rows_sql(files: list[str]) -> str:
@@ -378,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print('usage: python -m materialize.views DATA_DIR ["SQL"]', file=sys.stderr)
         return 64 if not args else 0
-    from materialize.segments_index import data_dir_problem
+    from schemas.catalog import data_dir_problem
 
     problem = data_dir_problem(Path(args[0]))
     if problem is not None:  # a typo must not look like a directory with no data

@@ -31,7 +31,6 @@ the same episode and, for the same actions, the same rewards.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -42,10 +41,10 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from materialize.views import training_manifest
 from paper.actor import Observation, observe
 from paper.broker import NS, Broker
 from paper.features import BUY_NO, BUY_YES, CLOSE, HOLD, N_ACTIONS, Features, obs_fields
+from schemas.catalog import TRAINING_DIR, read_training_manifest, training_files
 from schemas.units import PRICE_SCALE
 
 __all__ = ["BUY_NO", "BUY_YES", "CLOSE", "HOLD", "OBS_FIELDS", "PaperEnv", "evaluate"]
@@ -69,18 +68,11 @@ class Episode:
 def load_episodes(data_dir: Path | str, training_dir: Path | str | None = None) -> list[Episode]:
     """Every included market of the training sets under ``data_dir`` (or ``training_dir``),
     ordered by (session, ticker). Empty list if there is no training set."""
-    tdir = Path(training_dir) if training_dir is not None else Path(data_dir) / "training"
-    manifest = training_manifest(tdir.parent) if tdir.name == "training" else None
-    if manifest is None and (tdir / "manifest.json").exists():
-        manifest = json.loads((tdir / "manifest.json").read_text())
+    tdir = Path(training_dir) if training_dir is not None else Path(data_dir) / TRAINING_DIR
+    manifest = read_training_manifest(tdir)
     if not manifest:
         return []
-    files = [  # only builds the manifest lists (a crash can leave an unlisted one behind)
-        p.as_posix()
-        for b in manifest.get("builds", [])
-        if isinstance(b, dict) and isinstance(b.get("dir"), str) and b["dir"]
-        for p in sorted((tdir / b["dir"]).glob("*.parquet"))
-    ]
+    files = training_files(tdir, manifest)  # only the builds the manifest lists
     if not files:
         return []
     included = manifest.get("included", {})

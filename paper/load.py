@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import pyarrow.parquet as pq
 
-from paper.log import PAPER_LOG_SCHEMA, SEGMENTS
+from paper.log import PAPER_LOG_SCHEMA, sealed_files
 
 Dialect = Literal["postgres", "duckdb"]
 
@@ -111,10 +111,6 @@ def ddl(dialect: Dialect = "postgres") -> list[str]:
     out.append(f"{idx} idx_{PAPER_FILLS}_market ON {PAPER_FILLS} (market_ticker, t_ns)")
     out.append(f"{idx} idx_{PAPER_ORDERS}_order ON {PAPER_ORDERS} (run_id, order_id)")
     return out
-
-
-def sealed_files(data_dir: Path) -> list[Path]:
-    return sorted((Path(data_dir) / SEGMENTS).glob("session_id=*/run_id=*/*.parquet"))
 
 
 def rows_by_table(path: Path) -> dict[str, list[tuple[Any, ...]]]:

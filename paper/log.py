@@ -5,9 +5,9 @@ Layout, next to the session log under the same data directory::
     DATA/paper/live/run_id=R.arrows                                   in progress
     DATA/paper/segments/session_id=S/run_id=R/part-0.parquet          sealed (zstd, immutable)
 
-Same crash safety as the recorder's log (``design.md`` invariant 7), written here because
-``recorder/`` must not be imported: rows go to an Arrow IPC *stream* in ``live/`` (readable up to
-its last complete batch after a ``kill -9``), flushed every ``flush_every`` rows or on
+Same crash safety as the recorder's log, with the shared torn-tail reader and directory fsync of
+``schemas.catalog``: rows go to an Arrow IPC *stream* in ``live/`` (readable up to its last
+complete batch after a ``kill -9``), flushed every ``flush_every`` rows or on
 :meth:`PaperLog.flush`, fsynced at most every ``fsync_every_s``; :meth:`PaperLog.close` seals it
 into Parquet by temp file + fsync + atomic rename + directory fsync, then removes the live file.
 :func:`recover` seals what a killed run left behind. ``segments/`` never holds a partial file.
@@ -19,7 +19,6 @@ One row per event, ``kind`` saying what it is (``order``, ``reject``, ``fill``, 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from decimal import Decimal
@@ -30,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
+
+from schemas.catalog import fsync_dir, iter_live_batches
 
 if TYPE_CHECKING:  # the log depends on no engine at run time (materialize imports paper.load)
     from paper.engine import Row
@@ -112,21 +113,11 @@ def to_record(run_id: int, seq: int, session_id: int | None, row: Row) -> dict[s
     }
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def seal(live_file: Path, data_dir: Path) -> Path | None:
     """Seal a live stream into ``segments/`` (temp + fsync + rename); remove the live file.
     Returns the sealed path (None if the stream held no complete batch)."""
-    batches: list[pa.RecordBatch] = []
-    with contextlib.suppress(pa.ArrowInvalid, OSError), ipc.open_stream(live_file) as reader:
-        for batch in reader:  # stops at the first incomplete batch after a crash
-            batches.append(batch)
+    # stops at the first incomplete batch after a crash
+    batches = [b for b, _ in iter_live_batches(live_file, PAPER_LOG_SCHEMA)]
     if not batches or not sum(b.num_rows for b in batches):
         live_file.unlink(missing_ok=True)
         return None
@@ -141,9 +132,9 @@ def seal(live_file: Path, data_dir: Path) -> Path | None:
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, final)
-    _fsync_dir(out_dir)
+    fsync_dir(out_dir)
     live_file.unlink(missing_ok=True)
-    _fsync_dir(live_file.parent)
+    fsync_dir(live_file.parent)
     return final
 
 
@@ -213,9 +204,14 @@ class PaperLog:
         return self.sealed
 
 
+def sealed_files(data_dir: Path) -> list[Path]:
+    """The sealed paper logs under ``data_dir``, in (session, run) order."""
+    return sorted((Path(data_dir) / SEGMENTS).glob("session_id=*/run_id=*/*.parquet"))
+
+
 def read(data_dir: Path) -> pa.Table:
     """Every sealed paper-log row under ``data_dir`` (empty table with the schema if none)."""
-    files = sorted((Path(data_dir) / SEGMENTS).glob("session_id=*/run_id=*/*.parquet"))
+    files = sealed_files(data_dir)
     if not files:
         return PAPER_LOG_SCHEMA.empty_table()
     return pa.concat_tables(pq.read_table(f, schema=PAPER_LOG_SCHEMA) for f in files)

@@ -24,14 +24,12 @@ This module does no threading; ``recorder.writer`` drives it from its disk threa
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import errno
 import fcntl
 import logging
 import os
-import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,22 +39,51 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from schemas.catalog import (
+    DEFAULT_PARQUET,
+    LIVE_PART_RE,
+    SESSION_DIR_RE,
+    ParquetOptions,
+    fsync_dir,
+    iter_live_batches,
+    live_part_path,
+    parse_live_path,
+    read_sealed,
+    read_segment,
+    segment_path,
+)
+from schemas.catalog import sealed_segments as iter_sealed
 from schemas.log import (
     LIVE_DIR,
     LOG_SCHEMA,
     SCHEMA_VERSION,
     SCHEMA_VERSION_KEY,
-    SEGMENTS_DIR,
     Decision,
     Kind,
 )
 
 log = logging.getLogger(__name__)
 
-LIVE_SUFFIX = ".arrows"
+# The storage layer's names (``schemas.catalog``) stay importable from here for older callers;
+# new code imports them from the catalog.
+__all__ = [
+    "LiveContents",
+    "LiveFile",
+    "RecoveryReport",
+    "SealResult",
+    "SessionLock",
+    "iter_live_batches",
+    "iter_sealed",
+    "live_part_path",
+    "read_live",
+    "read_sealed",
+    "read_segment",
+    "recover",
+    "rows_to_batch",
+    "seal",
+]
+
 LOCK_NAME = ".lock"
-_PART_RE = re.compile(r"^part-(\d{5,})\.arrows$")
-_SESSION_RE = re.compile(r"^session_id=(-?\d+)$")
 
 LIVE_SCHEMA = LOG_SCHEMA
 """Live streams carry ``LOG_SCHEMA`` unchanged: its metadata already holds the schema version."""
@@ -64,107 +91,12 @@ assert LIVE_SCHEMA.metadata is not None and LIVE_SCHEMA.metadata[SCHEMA_VERSION_
     SCHEMA_VERSION.encode()
 )
 
-_INT_COLUMNS = ("record_seq", "recv_ns", "seq", "ts_ms")
-"""Columns that grow (almost) monotonically in record order: DELTA_BINARY_PACKED stores them in a
-few bits per row, where dictionary/plain + zstd cannot see the arithmetic progression."""
-
-_DICT_COLUMNS = ("kind", "msg_type", "side", "market_ticker", "event_type", "result")
-"""Low-cardinality strings: a dictionary page plus 1-8 bit indices per row."""
-
-
-@dataclass(frozen=True)
-class ParquetOptions:
-    """How segments are encoded. Defaults are the winner of ``bench/disk_bytes.py``.
-
-    ``row_group_rows``: 256 Ki rows keeps a row group at a few MB compressed (DuckDB parallelises
-    per row group; the seal streams one row group at a time so memory stays bounded), while pages
-    of ``data_page_bytes`` give zstd enough context to find the repeated JSON keys and tickers.
-    """
-
-    compression_level: int = 9
-    row_group_rows: int = 256 * 1024
-    data_page_bytes: int = 4 * 2**20
-    delta_ints: bool = True
-    raw_encoding: str | None = None  # None = PLAIN; or DELTA_LENGTH_BYTE_ARRAY / DELTA_BYTE_ARRAY
-
-    def writer_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``pyarrow.parquet.ParquetWriter``."""
-        encodings: dict[str, str] = {}
-        if self.delta_ints:
-            encodings.update(dict.fromkeys(_INT_COLUMNS, "DELTA_BINARY_PACKED"))
-        if self.raw_encoding:
-            encodings["raw"] = self.raw_encoding
-        dict_cols = [c for c in LOG_SCHEMA.names if c in _DICT_COLUMNS]
-        plain = [c for c in LOG_SCHEMA.names if c not in encodings and c not in dict_cols]
-        kwargs: dict[str, Any] = {
-            "compression": "zstd",
-            "compression_level": self.compression_level,
-            "use_dictionary": dict_cols,
-            "data_page_size": self.data_page_bytes,
-            # min/max of the raw JSON bytes are useless for pruning and cost bytes per page
-            "write_statistics": [c for c in LOG_SCHEMA.names if c != "raw"],
-            "store_schema": True,
-        }
-        if encodings:
-            kwargs["column_encoding"] = {**encodings, **dict.fromkeys(plain, "PLAIN")}
-        return kwargs
-
-
-DEFAULT_PARQUET = ParquetOptions()
-
-
 # --------------------------------------------------------------------------------------- paths
-
-
-def live_session_dir(data_dir: Path, session_id: int) -> Path:
-    """``DATA/live/session_id=<id>``."""
-    return Path(data_dir) / LIVE_DIR / f"session_id={session_id}"
-
-
-def live_part_path(data_dir: Path, session_id: int, part: int) -> Path:
-    """``DATA/live/session_id=<id>/part-<NNNNN>.arrows``."""
-    return live_session_dir(data_dir, session_id) / f"part-{part:05d}{LIVE_SUFFIX}"
-
-
-def utc_date(recv_ns: int) -> str:
-    """UTC calendar date (``YYYY-MM-DD``) of a ns timestamp: the segment's ``date`` partition."""
-    return dt.datetime.fromtimestamp(recv_ns // 1_000_000_000, tz=dt.UTC).strftime("%Y-%m-%d")
-
-
-def segment_path(
-    data_dir: Path, session_id: int, part: int, first_record_seq: int, first_recv_ns: int
-) -> Path:
-    """The deterministic sealed name of a live part (what makes re-sealing idempotent)."""
-    return (
-        Path(data_dir)
-        / SEGMENTS_DIR
-        / f"date={utc_date(first_recv_ns)}"
-        / f"session_id={session_id}"
-        / f"part-{part:05d}-{first_record_seq}.parquet"
-    )
 
 
 def _tmp_name(target: Path) -> Path:
     # hidden and not ending in .parquet: never matched by SEGMENT_GLOB, never loaded
     return target.with_name(f".{target.name}.tmp")
-
-
-def parse_live_path(path: Path) -> tuple[int, int]:
-    """``(session_id, part)`` from a live file path; ``ValueError`` if it is not one."""
-    m_part = _PART_RE.match(path.name)
-    m_sess = _SESSION_RE.match(path.parent.name)
-    if not (m_part and m_sess):
-        raise ValueError(f"{path} is not a live part file (live/session_id=N/part-NNNNN.arrows)")
-    return int(m_sess.group(1)), int(m_part.group(1))
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename/create/unlink in ``path`` durable (the file's own fsync does not cover it)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------------------------ batches
@@ -254,40 +186,6 @@ class LiveContents:
     def torn_bytes(self) -> int:
         """Bytes after the last complete batch (a torn tail; 0 for a cleanly closed stream)."""
         return max(0, self.size - self.good_bytes)
-
-
-def iter_live_batches(path: Path) -> Iterator[tuple[pa.RecordBatch, int]]:
-    """Yield ``(batch, end_offset)`` for every complete batch of a live stream.
-
-    A torn tail (a batch or the schema cut short by a crash) ends the iteration instead of
-    raising: everything before it is intact by construction of the IPC stream format. Arrow
-    reports a short read as ``ArrowInvalid`` (metadata) or an ``OSError`` without errno (body).
-    Other errors (EIO with an errno, a wrong schema) propagate: deleting a live file we could not
-    really read would lose data.
-    """
-    with pa.OSFile(str(path), "r") as src:
-        try:
-            reader = ipc.open_stream(src)
-        except pa.ArrowInvalid:
-            return  # not even a complete schema message: nothing was ever readable
-        except OSError as exc:
-            if exc.errno is not None:
-                raise
-            return
-        if not reader.schema.equals(LIVE_SCHEMA, check_metadata=False):
-            raise ValueError(f"{path}: live stream schema differs from LOG_SCHEMA")
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                return
-            except pa.ArrowInvalid:
-                return  # torn tail: metadata cut short
-            except OSError as exc:
-                if exc.errno is not None:
-                    raise  # a real I/O error from the OS (EIO, ...), not a short file
-                return  # torn tail: Arrow's short read of a message body (errno None)
-            yield batch, int(src.tell())
 
 
 def read_live(path: Path) -> LiveContents:
@@ -460,8 +358,8 @@ class RecoveryReport:
 
 
 def _live_parts(session_dir: Path) -> list[Path]:
-    parts = [p for p in session_dir.iterdir() if _PART_RE.match(p.name)]
-    return sorted(parts, key=lambda p: int(_PART_RE.match(p.name).group(1)))  # type: ignore[union-attr]
+    parts = [p for p in session_dir.iterdir() if LIVE_PART_RE.match(p.name)]
+    return sorted(parts, key=lambda p: int(LIVE_PART_RE.match(p.name).group(1)))  # type: ignore[union-attr]
 
 
 CRASH_END_DETAIL = (
@@ -513,7 +411,7 @@ def recover(
     if not live_root.is_dir():
         return report
     for session_dir in sorted(live_root.iterdir()):
-        m = _SESSION_RE.match(session_dir.name)
+        m = SESSION_DIR_RE.match(session_dir.name)
         if not (m and session_dir.is_dir()):
             continue
         lock = SessionLock(session_dir)
@@ -549,34 +447,3 @@ def recover(
         finally:
             lock.release(remove_dir=True)
     return report
-
-
-# ------------------------------------------------------------------------------------ reading
-
-
-def read_segment(path: Path) -> pa.Table:
-    """Read one sealed segment (all columns, in record order)."""
-    return pq.read_table(path)
-
-
-def iter_sealed(data_dir: Path) -> Iterator[Path]:
-    """Sealed segments under ``data_dir`` in (date, session, part) order; never temp files."""
-    root = Path(data_dir) / SEGMENTS_DIR
-    if not root.is_dir():
-        return iter(())
-    return iter(sorted(root.glob("date=*/session_id=*/part-*.parquet"), key=_segment_sort_key))
-
-
-def _segment_sort_key(path: Path) -> tuple[str, int, int]:
-    date = path.parent.parent.name
-    session = int(path.parent.name.split("=", 1)[1])
-    m = re.match(r"part-(\d+)", path.name)
-    return date, session, int(m.group(1)) if m else 0
-
-
-def read_sealed(paths: Iterable[Path]) -> pa.Table:
-    """Concatenate segments (e.g. ``iter_sealed(data_dir)``) into one table."""
-    tables = [read_segment(p) for p in paths]
-    if not tables:
-        return LOG_SCHEMA.empty_table()
-    return pa.concat_tables(tables)

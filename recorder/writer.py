@@ -42,15 +42,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from recorder.segments import (
+from recorder.segments import LiveFile, SessionLock, rows_to_batch, seal
+from schemas.catalog import (
     DEFAULT_PARQUET,
-    LiveFile,
     ParquetOptions,
-    SessionLock,
     live_part_path,
     live_session_dir,
-    rows_to_batch,
-    seal,
     utc_date,
 )
 from schemas.log import LIVE_DIR, SEGMENTS_DIR

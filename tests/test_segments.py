@@ -11,18 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recorder.segments import (
-    LiveFile,
+from recorder.segments import LiveFile, SessionLock, read_live, recover, rows_to_batch, seal
+from schemas.catalog import (
     ParquetOptions,
-    SessionLock,
-    iter_sealed,
     live_part_path,
     live_session_dir,
-    read_live,
     read_segment,
-    recover,
-    rows_to_batch,
-    seal,
+    sealed_segments,
 )
 from schemas.log import LOG_COLUMNS, LOG_SCHEMA, SCHEMA_VERSION, SCHEMA_VERSION_KEY
 
@@ -86,7 +81,7 @@ def write_live(
 
 def sealed_rows(data_dir: Path) -> list[tuple[Any, ...]]:
     out: list[tuple[Any, ...]] = []
-    for p in iter_sealed(data_dir):
+    for p in sealed_segments(data_dir):
         t = read_segment(p)
         cols = [t.column(c).to_pylist() for c in LOG_COLUMNS]
         out.extend(zip(*cols, strict=True))
@@ -162,7 +157,7 @@ def test_torn_tail_recovers_exactly_the_complete_batches(
     assert report.rows == len(expected)
     assert not target.exists()
     assert not live_session_dir(work, SESSION).exists()
-    assert report.files == ([] if not expected else [str(p) for p in iter_sealed(work)])
+    assert report.files == ([] if not expected else [str(p) for p in sealed_segments(work)])
 
 
 def test_empty_live_files_are_removed_without_segment(tmp_path: Path) -> None:
@@ -172,7 +167,7 @@ def test_empty_live_files_are_removed_without_segment(tmp_path: Path) -> None:
     report = recover(tmp_path)
     assert report.files == [] and report.rows == 0 and report.sessions == []
     assert not p1.exists() and not p2.exists()
-    assert list(iter_sealed(tmp_path)) == []
+    assert list(sealed_segments(tmp_path)) == []
 
 
 def test_recover_is_idempotent(tmp_path: Path) -> None:
@@ -185,10 +180,10 @@ def test_recover_is_idempotent(tmp_path: Path) -> None:
     first = recover(tmp_path)
     assert first.rows == 155 and sorted(first.sessions) == [SESSION, other]
     assert len(first.files) == 3
-    segs = sorted(iter_sealed(tmp_path))
+    segs = sorted(sealed_segments(tmp_path))
     second = recover(tmp_path)
     assert second.files == [] and second.rows == 0
-    assert sorted(iter_sealed(tmp_path)) == segs
+    assert sorted(sealed_segments(tmp_path)) == segs
     mine = [r for r in sealed_rows(tmp_path) if r[0] == SESSION]
     assert mine == rows_a + rows_b
 
@@ -203,7 +198,7 @@ def test_crash_between_rename_and_delete_makes_no_duplicate(tmp_path: Path) -> N
     path.write_bytes(saved)  # the state after "rename done, unlink not yet"
     report = recover(tmp_path)
     assert not path.exists()
-    assert list(iter_sealed(tmp_path)) == [first.path]
+    assert list(sealed_segments(tmp_path)) == [first.path]
     assert first.path.stat().st_mtime_ns == mtime  # kept, not rewritten
     assert report.files == [str(first.path)]
     assert sealed_rows(tmp_path) == rows
@@ -251,14 +246,14 @@ def test_date_partition_is_the_first_records_utc_date(tmp_path: Path) -> None:
     assert result.path.parent.parent.name == "date=2026-02-28"
 
 
-def test_iter_sealed_orders_by_part_and_ignores_temp_files(tmp_path: Path) -> None:
+def test_sealed_segments_order_by_part_and_ignores_temp_files(tmp_path: Path) -> None:
     for part in (2, 10, 1):
         start = part * 100
         path, _ = write_live(tmp_path, [make_rows(start, 3)], part=part)
         seal(path, tmp_path)
-    seg_dir = next(iter_sealed(tmp_path)).parent
+    seg_dir = sealed_segments(tmp_path)[0].parent
     (seg_dir / ".part-00011-2000.parquet.tmp").write_bytes(b"x")
-    names = [p.name for p in iter_sealed(tmp_path)]
+    names = [p.name for p in sealed_segments(tmp_path)]
     assert names == ["part-00001-100.parquet", "part-00002-200.parquet", "part-00010-1000.parquet"]
 
 
