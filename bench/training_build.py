@@ -3,7 +3,7 @@ of book reconstruction, design "Targets").
 
 Generates one synthetic session as sealed segments (real ``LOG_SCHEMA``, hive layout, zstd) in a
 temporary directory, then times ``build_training_sets`` twice in the same process, side by side:
-"before" with the previous replay (``book_replay.replay_reference``: a dict + sorted list per
+"before" with the previous replay (``bench/book_replay_reference.py``: a dict + sorted list per
 delta) and "after" with the vectorised ``book_replay.replay``, and checks that both builds wrote
 identical training rows. Prints deltas/s of reconstruction (the replay), deltas/s of the whole
 build (reading, validity, sampling, writing included) and rows/s of output.
@@ -29,6 +29,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.book_replay_reference import replay_reference
 from materialize import book_replay, training
 from materialize.training import TrainingSummary
 from schemas.log import LOG_SCHEMA
@@ -160,7 +161,7 @@ def _build(root: Path, label: str, middle_every_s: float) -> TrainingSummary:
     """One timed build into ``root/training-<label>`` with that label's replay."""
     out = root / f"training-{label}"
     shutil.rmtree(out, ignore_errors=True)
-    training.replay = book_replay.replay_reference if label == "before" else book_replay.replay
+    training.replay = replay_reference if label == "before" else book_replay.replay
     try:
         return training.build_training_sets(root / "data", out, middle_every_s=middle_every_s)
     finally:

@@ -160,21 +160,11 @@ def print_summary(summary: LoadSummary, out: Any = None) -> None:
 def _later_steps(args: argparse.Namespace, data_dir: Path) -> int:
     """Training sets, then the data-quality report (each failure reported, exit 4)."""
     from materialize.quality import build_quality_report, render
-    from materialize.training import build_training_sets
+    from materialize.training import build
 
     status = EXIT_OK
-    knobs: dict[str, Any] = {
-        k: v
-        for k, v in (
-            ("seed", args.seed),
-            ("middle_every_s", args.middle_every_s),
-            ("min_updates", args.min_updates),
-        )
-        if v is not None
-    }
-    knobs["phases"] = args.phases
     try:
-        t = build_training_sets(data_dir, data_dir / "training", **knobs)
+        t = build(data_dir, data_dir / "training", args.policy)
         print(
             f"training sets: {t.included} market(s) built now ({t.total_included} in total), "
             f"{t.excluded} excluded, {t.pending} pending; {t.rows:,} rows from "
@@ -203,8 +193,11 @@ def _later_steps(args: argparse.Namespace, data_dir: Path) -> int:
     return status
 
 
-def _phase_policy(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
+def _training_policy(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
+    """The training policy from the flags, validated where it is declared (a bad value is a
+    usage error before anything runs)."""
     from materialize.sampling import PhasePolicy
+    from materialize.training import TrainingPolicy
 
     given = {
         k: v
@@ -217,8 +210,17 @@ def _phase_policy(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         )
         if v is not None
     }
+    knobs = {
+        k: v
+        for k, v in (
+            ("seed", args.seed),
+            ("middle_every_s", args.middle_every_s),
+            ("min_updates", args.min_updates),
+        )
+        if v is not None
+    }
     try:
-        return PhasePolicy(**given)
+        return TrainingPolicy.of(phases=PhasePolicy(**given), **knobs)
     except ValueError as exc:
         parser.error(str(exc))
 
@@ -226,9 +228,7 @@ def _phase_policy(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.phases = _phase_policy(parser, args)
-    if args.min_updates is not None and args.min_updates < 0:
-        parser.error("--min-updates must be >= 0")
+    args.policy = _training_policy(parser, args)
     data_dir: Path = args.data_dir
     dsn: str | None = args.pg if args.pg is not None else os.environ.get("DATABASE_URL")
     duck = args.duckdb or data_dir / "warehouse.duckdb"

@@ -7,10 +7,10 @@ until the next snapshot (never a row). What counts as valid input (anchored, no 
 anchor, not stale) is decided by the caller and passed in as an action code per event;
 "invalid" is sticky until the next snapshot.
 
-How :func:`replay` gets past 1M deltas/s (the previous dict-per-delta loop, kept as
-:func:`replay_reference` for tests and the benchmark, ran at ~0.4M/s): everything is a numpy
-array pass (numpy, not polars, because the steps below need scatters, segmented scans and bit
-operations); there is no Python loop over events.
+How :func:`replay` gets past 1M deltas/s (the previous dict-per-delta loop, kept as the oracle
+``bench/book_replay_reference.py`` for the tests and the benchmark, ran at ~0.4M/s): everything
+is a numpy array pass (numpy, not polars, because the steps below need scatters, segmented scans
+and bit operations); there is no Python loop over events.
 
 1. **Spans and levels.** Each snapshot opens a span (up to the next snapshot). A *level* is
    (span, side, price); its entries are the snapshot's size (if any) and the deltas on it. One
@@ -33,7 +33,6 @@ operations); there is no Python loop over events.
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,7 +53,7 @@ ACT_INVALID = 3
 ACT_PROBE = 4
 """No state change; ``ok`` tells whether the book is valid at this point (e.g. at determination)."""
 
-_ABSENT = -1  # sentinel for "no level in this slot" while forward-filling (prices/sizes are > 0)
+ABSENT = -1  # sentinel for "no level in this slot" while forward-filling (prices/sizes are > 0)
 
 Levels = dict[int, int]
 I64 = npt.NDArray[np.int64]
@@ -95,7 +94,7 @@ def _out_names(top_n: int) -> list[str]:
 
 
 def _null_where(values: I64, sizes: I64, gaps: bool, before: int) -> pa.Array:
-    """``values`` as an Arrow int64 array, null where ``sizes`` is ``_ABSENT`` (no level): only
+    """``values`` as an Arrow int64 array, null where ``sizes`` is ``ABSENT`` (no level): only
     the first ``before`` rows unless ``gaps`` (the slot is empty in some record)."""
     if gaps:
         valid = sizes >= 0
@@ -230,7 +229,7 @@ def replay(inp: ReplayInput, top_n: int = 5) -> pl.DataFrame:
     group_start = np.cumsum(group_count) - group_count
     from_top = group_start[level_group] + group_count[level_group] - 1 - np.arange(len(level_price))
     s_row = np.searchsorted(snap_at, s_time_at)  # span of each snapshot entry
-    level_price_x = np.append(level_price, np.int64(_ABSENT))  # index -1: no level
+    level_price_x = np.append(level_price, np.int64(ABSENT))  # index -1: no level
     entries_to = np.zeros(n, dtype=np.int64)  # per event: entries with an index up to its own
     entries_to[d_at] = 1
     if n:
@@ -267,7 +266,7 @@ def replay(inp: ReplayInput, top_n: int = 5) -> pl.DataFrame:
         fresh = np.ones(rec_top.shape, dtype=np.bool_)
         fresh[:, 1:] = (rec_top[:, 1:] != rec_top[:, :-1]) | rec_snap[1:]
         look = fresh & (rec_top >= 0)
-        rec_size = np.full(rec_top.shape, _ABSENT, dtype=np.int64)
+        rec_size = np.full(rec_top.shape, ABSENT, dtype=np.int64)
         # the level's latest entry at or before the record: entry index < bound
         bound = entries_to[rec_ev]
         at = np.broadcast_to(bound, rec_top.shape)[look]
@@ -303,10 +302,10 @@ def replay(inp: ReplayInput, top_n: int = 5) -> pl.DataFrame:
         np.cumsum(row, out=row)
         before = int(rec_ev[0]) if len(rec_ev) else n  # events before this side's first record
         row[:before] = -1
-        prices = np.append(level_price_x[rec_top], np.full((top_n, 1), _ABSENT), axis=1)
-        val = np.append(new_size[k_at], np.int64(_ABSENT))  # index -1: before any of them
+        prices = np.append(level_price_x[rec_top], np.full((top_n, 1), ABSENT), axis=1)
+        val = np.append(new_size[k_at], np.int64(ABSENT))  # index -1: before any of them
         got = np.empty(k + 1, dtype=np.int64)
-        got[k] = _ABSENT
+        got[k] = ABSENT
         sizes: list[I64] = []
         for j in range(top_n):
             mark = k_slot == j
@@ -390,254 +389,3 @@ def _bit_index(power_of_two: npt.NDArray[np.uint64]) -> I64:
     """log2 of powers of two (exact: a float64's exponent field; 0 gives a negative index)."""
     exponent = power_of_two.astype(np.float64).view(np.int64) >> 52
     return exponent - 1023
-
-
-# ------------------------------------------------------------------ reference implementation
-# The previous implementation (0.3-0.5M deltas/s), kept verbatim as the oracle for the equivalence
-# test and the before/after comparison in bench/training_build.py.
-
-
-def _as_lists(inp: ReplayInput) -> ReplayInput:
-    def lst(v: Any) -> list[Any]:
-        return v.tolist() if isinstance(v, np.ndarray) else list(v)
-
-    return ReplayInput(
-        act=lst(inp.act),
-        is_yes=lst(inp.is_yes),
-        price=lst(inp.price),
-        delta=lst(inp.delta),
-        snapshots=inp.snapshots,
-    )
-
-
-@dataclass(slots=True)
-class _Records:
-    """Top-N of one side captured when its price set changed, at event ``idx``."""
-
-    idx: list[int]
-    prices: list[list[int]]
-    sizes: list[list[int]]
-    depth: list[int]
-
-
-def _loop_reference(
-    inp: ReplayInput, top_n: int
-) -> tuple[bytearray, list[int], list[int], _Records, _Records]:
-    """The sequential part. Returns (ok, new level size, side depth, yes records, no records)."""
-    n = len(inp.act)
-    ok = bytearray(n)
-    new_size = [0] * n
-    depth = [0] * n
-    yrec = _Records([], [], [], [])
-    nrec = _Records([], [], [], [])
-    yb: Levels = {}
-    nb: Levels = {}
-    ys: list[int] = []
-    ns: list[int] = []
-    ythr = 0  # a level with price >= thr is in the top N (0: fewer than N levels, all are)
-    nthr = 0
-    ytot = 0
-    ntot = 0
-    bad = True
-    neg = -top_n - 1
-    snaps = inp.snapshots
-    act = inp.act
-    is_yes = inp.is_yes
-    price = inp.price
-    delta = inp.delta
-    for i in range(n):
-        a = act[i]
-        if a == ACT_DELTA:
-            if bad:
-                continue
-            p = price[i]
-            if is_yes[i]:
-                old = yb.get(p, 0)
-                s = old + delta[i]
-                if s > 0:
-                    yb[p] = s
-                    ytot += s - old
-                    if old == 0:
-                        insort(ys, p)
-                        if p > ythr:
-                            ythr = ys[-top_n] if len(ys) >= top_n else 0
-                            top = ys[-1:neg:-1]
-                            yrec.idx.append(i)
-                            yrec.prices.append(top)
-                            yrec.sizes.append([yb[q] for q in top])
-                            yrec.depth.append(ytot)
-                elif s == 0:
-                    if old:
-                        del yb[p]
-                        del ys[bisect_left(ys, p)]
-                        ytot -= old
-                        if p >= ythr:
-                            ythr = ys[-top_n] if len(ys) >= top_n else 0
-                            top = ys[-1:neg:-1]
-                            yrec.idx.append(i)
-                            yrec.prices.append(top)
-                            yrec.sizes.append([yb[q] for q in top])
-                            yrec.depth.append(ytot)
-                else:
-                    bad = True
-                    continue
-                new_size[i] = s
-                depth[i] = ytot
-            else:
-                old = nb.get(p, 0)
-                s = old + delta[i]
-                if s > 0:
-                    nb[p] = s
-                    ntot += s - old
-                    if old == 0:
-                        insort(ns, p)
-                        if p > nthr:
-                            nthr = ns[-top_n] if len(ns) >= top_n else 0
-                            top = ns[-1:neg:-1]
-                            nrec.idx.append(i)
-                            nrec.prices.append(top)
-                            nrec.sizes.append([nb[q] for q in top])
-                            nrec.depth.append(ntot)
-                elif s == 0:
-                    if old:
-                        del nb[p]
-                        del ns[bisect_left(ns, p)]
-                        ntot -= old
-                        if p >= nthr:
-                            nthr = ns[-top_n] if len(ns) >= top_n else 0
-                            top = ns[-1:neg:-1]
-                            nrec.idx.append(i)
-                            nrec.prices.append(top)
-                            nrec.sizes.append([nb[q] for q in top])
-                            nrec.depth.append(ntot)
-                else:
-                    bad = True
-                    continue
-                new_size[i] = s
-                depth[i] = ntot
-            ok[i] = 1
-        elif a == ACT_SNAPSHOT:
-            yl, nl = snaps[i]
-            yb = {p: s for p, s in yl.items() if s > 0}
-            nb = {p: s for p, s in nl.items() if s > 0}
-            ys = sorted(yb)
-            ns = sorted(nb)
-            ythr = ys[-top_n] if len(ys) >= top_n else 0
-            nthr = ns[-top_n] if len(ns) >= top_n else 0
-            ytot = sum(yb.values())
-            ntot = sum(nb.values())
-            top = ys[-1:neg:-1]
-            yrec.idx.append(i)
-            yrec.prices.append(top)
-            yrec.sizes.append([yb[q] for q in top])
-            yrec.depth.append(ytot)
-            top = ns[-1:neg:-1]
-            nrec.idx.append(i)
-            nrec.prices.append(top)
-            nrec.sizes.append([nb[q] for q in top])
-            nrec.depth.append(ntot)
-            bad = False
-            ok[i] = 1
-        elif a == ACT_INVALID:
-            bad = True
-        elif a == ACT_PROBE:
-            ok[i] = 0 if bad else 1
-        # ACT_SKIP: nothing
-    return ok, new_size, depth, yrec, nrec
-
-
-def _scattered(n: int, idx: list[int], values: list[int]) -> pl.Series:
-    s = pl.repeat(None, n, dtype=pl.Int64, eager=True)
-    if idx:
-        s = s.scatter(idx, pl.Series(values=values, dtype=pl.Int64))
-    return s
-
-
-def _side_frame(n: int, rec: _Records, top_n: int, prefix: str) -> dict[str, pl.Series]:
-    """Full-height columns holding the records (null where the side's top-N did not change)."""
-    cols: dict[str, pl.Series] = {f"_{prefix}_rec": _scattered(n, rec.idx, [1] * len(rec.idx))}
-    for j in range(top_n):
-        cols[f"_{prefix}_p{j}"] = _scattered(
-            n, rec.idx, [t[j] if j < len(t) else _ABSENT for t in rec.prices]
-        )
-        cols[f"_{prefix}_s{j}"] = _scattered(
-            n, rec.idx, [t[j] if j < len(t) else _ABSENT for t in rec.sizes]
-        )
-    cols[f"_{prefix}_d"] = _scattered(n, rec.idx, rec.depth)
-    return cols
-
-
-def replay_reference(inp: ReplayInput, top_n: int = 5) -> pl.DataFrame:
-    """The previous implementation of :func:`replay` (dict + sorted list per delta, polars
-    forward fill), kept as the reference for tests and ``bench/training_build.py``.
-
-    Returns one row per input event, in input order: ``ok`` (the book is valid after this event
-    and the event changed or confirmed it: a row may be emitted here), the top-N levels per side
-    (``yes_bid_price_1..N``, ``yes_bid_size_1..N``, ``no_bid_price_1..N``, ``no_bid_size_1..N``,
-    null where the side has fewer levels) and ``yes_depth``/``no_depth`` (total resting size per
-    side). Values on rows with ``ok`` false are meaningless.
-    """
-    if top_n < 1:
-        raise ValueError(f"top_n must be >= 1, got {top_n}")
-    inp = _as_lists(inp)
-    n = len(inp.act)
-    ok, new_size, depth, yrec, nrec = _loop_reference(inp, top_n)
-    base = pl.DataFrame(
-        {
-            "ok": pl.Series(values=ok, dtype=pl.UInt8).cast(pl.Boolean),
-            "_yes": pl.Series(values=inp.is_yes, dtype=pl.Boolean),
-            "_price": pl.Series(values=inp.price, dtype=pl.Int64),
-            "_act": pl.Series(values=inp.act, dtype=pl.Int8),
-            "_new": pl.Series(values=new_size, dtype=pl.Int64),
-            "_dep": pl.Series(values=depth, dtype=pl.Int64),
-            **_side_frame(n, yrec, top_n, "y"),
-            **_side_frame(n, nrec, top_n, "n"),
-        }
-    )
-    applied = pl.col("ok") & (pl.col("_act") == ACT_DELTA)
-    sides = (("y", "yes", applied & pl.col("_yes")), ("n", "no", applied & ~pl.col("_yes")))
-    # Stage 1: slot prices as of every event (the slot -> price map changes only at records).
-    base = base.with_columns(
-        pl.col(f"_{prefix}_p{j}").forward_fill() for prefix, _, _ in sides for j in range(top_n)
-    )
-    # Stage 2: slot sizes: the record's, else the new size of an event hitting that slot's price.
-    sizes: list[pl.Expr] = []
-    for prefix, name, side_hit in sides:
-        rec = pl.col(f"_{prefix}_rec").is_not_null()
-        sizes += [
-            pl.when(rec)
-            .then(pl.col(f"_{prefix}_s{j}"))
-            .when(side_hit & (pl.col("_price") == pl.col(f"_{prefix}_p{j}")))
-            .then(pl.col("_new"))
-            .otherwise(None)
-            .forward_fill()
-            .alias(f"_{prefix}_s{j}")
-            for j in range(top_n)
-        ]
-        sizes.append(
-            pl.when(rec)
-            .then(pl.col(f"_{prefix}_d"))
-            .when(side_hit)
-            .then(pl.col("_dep"))
-            .otherwise(None)
-            .forward_fill()
-            .alias(f"{name}_depth")
-        )
-    base = base.with_columns(sizes)
-    # Stage 3: public names, the "no level" sentinel as null.
-    out: list[pl.Expr] = [pl.col("ok")]
-    for prefix, name, _ in sides:
-        for kind, short in (("price", "p"), ("size", "s")):
-            out += [
-                pl.col(f"_{prefix}_{short}{j}")
-                .replace(_ABSENT, None)
-                .alias(f"{name}_bid_{kind}_{j + 1}")
-                for j in range(top_n)
-            ]
-        out.append(pl.col(f"{name}_depth"))
-    return base.select(out)
-
-
-def naive_top(levels: Levels, top_n: int) -> list[tuple[int, int]]:
-    """Reference: the N best (highest-price) levels of one side, best first."""
-    return sorted(((p, s) for p, s in levels.items() if s > 0), reverse=True)[:top_n]

@@ -169,32 +169,9 @@ def grid_offset_ns(policy: SamplingPolicy, session_id: int, market_ticker: str) 
     return int.from_bytes(digest, "big") % policy.every_ns
 
 
-def phase_of(t_ns: int, open_ns: int, end_ns: int, policy: PhasePolicy | None = None) -> str:
-    """Reference (scalar) phase of an update at ``t_ns``, straight from the policy's definition
-    with exact fractions; ``phase_expr`` over :func:`phase_cuts` is the vectorised twin."""
-    policy = policy or PhasePolicy()
-    since = t_ns - open_ns
-    if since < 0:
-        return PHASE_PRE_OPEN
-    life = end_ns - open_ns
-    f = Fraction(since, life) if life > 0 else Fraction(0)
-    frac_early = f < policy.early_fraction if life > 0 else since < 0
-    frac_late = f >= 1 - policy.late_fraction if life > 0 else True
-    abs_early = since < policy.first_ns
-    abs_late = end_ns - t_ns <= policy.last_ns
-    if policy.kind == "fractions":
-        early, late = frac_early, frac_late
-    elif policy.kind == "absolute":
-        early, late = abs_early, abs_late
-    else:
-        early, late = frac_early or abs_early, frac_late or abs_late
-    if early:
-        return PHASE_EARLY
-    return PHASE_LATE if late else PHASE_MIDDLE
-
-
 def phase_expr(t: pl.Expr, open_ns: pl.Expr, early_until: pl.Expr, late_from: pl.Expr) -> pl.Expr:
-    """Phase as a polars expression over the per-market :func:`phase_cuts` (exact comparisons)."""
+    """Phase as a polars expression over the per-market :func:`phase_cuts` (exact comparisons);
+    ``tests/support/oracles.py`` holds the scalar definition it is tested against."""
     return (
         pl.when(t < open_ns)
         .then(pl.lit(PHASE_PRE_OPEN))
@@ -217,23 +194,3 @@ def keep_expr(*, market: str, phase: str, interval: str, order: str) -> pl.Expr:
     middle = pl.col(phase) == PHASE_MIDDLE
     last = pl.col(order).filter(middle).max().over(market, interval)
     return ~middle | (pl.col(order) == last)
-
-
-def sample_reference(
-    times_ns: list[int],
-    open_ns: int,
-    end_ns: int,
-    offset_ns: int,
-    every_ns: int,
-    policy: PhasePolicy | None = None,
-) -> list[int]:
-    """Reference (scalar) rule for one market: indices of the kept updates, in order."""
-    kept: list[int] = []
-    last_by_interval: dict[int, int] = {}
-    for i, t in enumerate(times_ns):
-        if phase_of(t, open_ns, end_ns, policy) == PHASE_MIDDLE:
-            last_by_interval[(t - open_ns - offset_ns) // every_ns] = i
-        else:
-            kept.append(i)
-    kept.extend(last_by_interval.values())
-    return sorted(kept)

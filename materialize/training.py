@@ -134,22 +134,41 @@ R_DEGENERATE = "degenerate_life"
 
 @dataclass(frozen=True, slots=True)
 class TrainingPolicy:
-    """Everything that decides the rows; recorded in the manifest."""
+    """Everything that decides the rows; recorded in the manifest. Which book states are kept is
+    the :class:`SamplingPolicy` (seed, middle interval, phases: validated there); what a row holds
+    and which markets qualify is decided here (validated here)."""
 
-    seed: int = 0
-    middle_every_s: float = 1.0
+    sampling: SamplingPolicy = field(default_factory=SamplingPolicy)
     top_n: int = TOP_N
     min_updates: int = MIN_UPDATES
-    phases: PhasePolicy = field(default_factory=PhasePolicy)
 
-    def sampling(self) -> SamplingPolicy:
-        return SamplingPolicy(
-            seed=self.seed, middle_every_s=self.middle_every_s, phases=self.phases
-        )
+    def __post_init__(self) -> None:
+        if self.top_n < 1:
+            raise ValueError(f"top_n must be >= 1, got {self.top_n}")
+        if self.min_updates < 0:
+            raise ValueError(f"min_updates must be >= 0, got {self.min_updates}")
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        seed: int = 0,
+        middle_every_s: float = 1.0,
+        phases: PhasePolicy | None = None,
+        top_n: int = TOP_N,
+        min_updates: int = MIN_UPDATES,
+    ) -> TrainingPolicy:
+        """A policy from the flat knobs of the CLI and :func:`build_training_sets`."""
+        sampling = SamplingPolicy(seed, middle_every_s, phases or PhasePolicy())
+        return cls(sampling, top_n, min_updates)
+
+    @property
+    def seed(self) -> int:
+        return self.sampling.seed
 
     def describe(self) -> dict[str, Any]:
         return {
-            **self.sampling().describe(),
+            **self.sampling.describe(),
             "top_n": self.top_n,
             "min_updates": self.min_updates,
             "life": "open=created.open_ts (else created recv); end=determination_ts "
@@ -643,7 +662,7 @@ def _rows(
     policy: TrainingPolicy,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(kept rows, per-market stats: valid updates and validity at determination)."""
-    sampling = policy.sampling()
+    sampling = policy.sampling
     full = pl.concat(
         [ev.select("market_ticker", "record_seq", "recv_ns", "ts_ms", "act", "msg_type"), book],
         how="horizontal",
@@ -801,26 +820,19 @@ def build_training_sets(
 ) -> TrainingSummary:
     """Build (incrementally) the training sets of ``data_dir``'s sealed segments into
     ``out_dir``. See the module docstring."""
-    if min_updates < 0:
-        raise ValueError(f"min_updates must be >= 0, got {min_updates}")
-    return build(
-        Path(data_dir),
-        Path(out_dir),
-        TrainingPolicy(
-            seed=seed,
-            middle_every_s=middle_every_s,
-            top_n=top_n,
-            min_updates=min_updates,
-            phases=phases or PhasePolicy(),
-        ),
+    policy = TrainingPolicy.of(
+        seed=seed,
+        middle_every_s=middle_every_s,
+        phases=phases,
+        top_n=top_n,
+        min_updates=min_updates,
     )
+    return build(Path(data_dir), Path(out_dir), policy)
 
 
 def build(data_dir: Path, out_dir: Path, policy: TrainingPolicy) -> TrainingSummary:
     """``build_training_sets`` with every policy knob."""
     started = time.perf_counter()
-    if policy.top_n < 1:
-        raise ValueError(f"top_n must be >= 1, got {policy.top_n}")
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = TrainingSummary(out_dir=str(out_dir))
     manifest = read_training_manifest(out_dir)

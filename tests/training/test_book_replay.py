@@ -13,9 +13,9 @@ from materialize.book_replay import (
     ACT_SNAPSHOT,
     Levels,
     ReplayInput,
-    naive_top,
     replay,
 )
+from tests.support.oracles import naive_top
 
 PRICES = [8_500, 10_000, 400_000, 410_000, 415_500, 420_000, 500_000, 990_000]
 levels = st.dictionaries(st.sampled_from(PRICES), st.integers(1, 5000), max_size=6)

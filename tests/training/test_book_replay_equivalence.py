@@ -22,8 +22,8 @@ from materialize.book_replay import (
     Levels,
     ReplayInput,
     replay,
-    replay_reference,
 )
+from tests.support.oracles import replay_reference
 
 
 def _random_input(rng: random.Random, n: int, n_prices: int, big: bool) -> ReplayInput:

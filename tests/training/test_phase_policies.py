@@ -22,9 +22,9 @@ from materialize.sampling import (
     PHASE_PRE_OPEN,
     PhasePolicy,
     phase_cuts,
-    phase_of,
 )
 from materialize.training import TrainingPolicy, build
+from tests.support.oracles import phase_of
 from tests.training.markets import T0, Life, create, determine, simple_market
 from tests.training.seglog import NS, SessionLog
 
@@ -106,7 +106,7 @@ def _log() -> SessionLog:
 
 def _build(tmp: Path, log: SessionLog, **policy: Any) -> tuple[pl.DataFrame, dict[str, Any]]:
     log.write(tmp / "data", parts=2)
-    build(tmp / "data", tmp / "train", TrainingPolicy(**policy))
+    build(tmp / "data", tmp / "train", TrainingPolicy.of(**policy))
     files = sorted((tmp / "train").glob("build=*/*.parquet"))
     rows = pl.concat([pl.read_parquet(f) for f in files]) if files else pl.DataFrame()
     return rows, json.loads((tmp / "train" / "manifest.json").read_text())

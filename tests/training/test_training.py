@@ -15,10 +15,9 @@ from materialize.sampling import (
     PHASE_MIDDLE,
     SamplingPolicy,
     grid_offset_ns,
-    phase_of,
-    sample_reference,
 )
 from materialize.training import TrainingPolicy, build, build_training_sets, row_schema
+from tests.support.oracles import phase_of, sample_reference
 from tests.training.markets import T0, Life, create, determine, simple_market
 from tests.training.seglog import NS, SessionLog
 
@@ -28,7 +27,7 @@ def _build(
 ) -> tuple[Any, pl.DataFrame, dict[str, Any]]:
     if log is not None:
         log.write(tmp / "data", parts=2)
-    pol = TrainingPolicy(**{"min_updates": 1, **policy})
+    pol = TrainingPolicy.of(**{"min_updates": 1, **policy})
     summary = build(tmp / "data", tmp / out, pol)
     files = sorted((tmp / out).glob("build=*/*.parquet"))
     rows = pl.concat([pl.read_parquet(f) for f in files]) if files else pl.DataFrame()
