@@ -25,6 +25,11 @@ from feed.auth import is_loopback, refusal
 from feed.fanout import Consumer
 
 log = logging.getLogger("feed")
+CONNECTIONS_LOG = logging.getLogger("feed.tap.connections")
+"""websockets logs every connection opened and closed at INFO: a thousand actors coming and going
+would drown the recorder's own log (and, with stderr on a pipe nobody reads, stall it). Connection
+events stay available at DEBUG level by lowering this logger's level."""
+CONNECTIONS_LOG.setLevel(logging.WARNING)
 
 SEND_BUFFER_BYTES = 64 * 1024
 """Kernel send buffer per consumer connection (Linux doubles it): about a thousand frames."""
@@ -117,6 +122,7 @@ async def start_server(address: str, handler: Handler, token: str | None) -> Lis
         max_queue=64,
         compression=None,
         create_connection=BatchedConnection,
+        logger=CONNECTIONS_LOG,
     )
     sock = next(iter(server.sockets))
     return Listening(server, host, sock.getsockname()[1])

@@ -13,12 +13,16 @@ import logging
 import shutil
 import signal
 import socket
+import sys
 import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from feed.tap import TapHandle, start_tap
 from recorder import __version__
 from recorder.auth import Signer
 from recorder.config import Settings
@@ -28,6 +32,7 @@ from recorder.lifecycle import Join, Leave, LifecycleRules, Skip
 from recorder.metrics import Metrics, RateMeter, serve
 from recorder.reconcile import ReconcileQueries
 from recorder.rest import RestClient, RestError
+from recorder.restart import previous_session
 from recorder.segments import RecoveryReport
 from recorder.selection import MarketFilter
 from recorder.session import SessionLog, new_session_id
@@ -132,6 +137,7 @@ class Recorder:
         self.fatal: FatalError | None = None
         self.recovery = recovery
         self.started = time.monotonic()
+        self.tap: TapHandle | None = None
 
     # ----------------------------------------------------------------- decisions
     def conn_for(self, ticker: str) -> BookConnection:
@@ -241,13 +247,23 @@ class Recorder:
                 pass
             await self.reconcile_until_done("periodic")
 
-    async def adopt_open_markets(self) -> None:
+    async def open_markets_at_start(self) -> None:
+        """List the markets open at start once: ``--adopt-open-markets`` joins them (marked
+        mid-lifecycle); otherwise each is recorded as skipped ``already_open``, so coverage
+        reports tell "skipped at start" from "never seen". Without the flag a failed listing only
+        costs those records (warned); with it the run cannot do what was asked (exit 2)."""
+        adopt = self.settings.adopt_open_markets
         try:
             markets = await self.rest.list_markets(status="open")
         except RestError as exc:
-            raise FatalError(f"--adopt-open-markets: {exc}; check --rest-url", 2) from None
+            if adopt:
+                raise FatalError(f"--adopt-open-markets: {exc}; check --rest-url", 2) from None
+            log.warning(
+                "could not list the markets open at start (not recorded as skipped): %s", exc
+            )
+            return
         self.rules.observe_time(time.time_ns())
-        self.apply(self.rules.adopt(markets))
+        self.apply(self.rules.adopt(markets) if adopt else self.rules.skip_open_at_start(markets))
 
     async def rest_discovery(self) -> None:
         """Rollback mode: poll open markets, join new ones, leave those no longer open."""
@@ -320,14 +336,20 @@ class Recorder:
     # ----------------------------------------------------------------- run
     def start_record(self) -> None:
         s = self.settings
+        shard = f"{s.shard[0]}/{s.shard[1]}"
+        crashed = self.recovery.sessions if self.recovery is not None else []
         self.log.decide(
             Decision.SESSION_START,
             {
-                "environment": "custom" if s.ws_url else s.env,
+                # The specification's vocabulary: the discovery mode is the "environment"; the
+                # exchange (prod/demo, or custom for any other URL) has its own field.
+                "environment": "lifecycle_discovery" if s.lifecycle_mode else "rest_discovery",
+                "exchange_env": "custom" if s.ws_url else s.env,
+                "previous_session": previous_session(s.data_dir, self.session_id, shard, crashed),
                 "lifecycle_mode": s.lifecycle_mode,
                 "version": __version__,
                 "host": socket.gethostname(),
-                "shard": f"{s.shard[0]}/{s.shard[1]}",
+                "shard": shard,
                 "ws_url": s.endpoints[0],
                 "config": s.redacted(),
             },
@@ -343,6 +365,8 @@ class Recorder:
                 loop.add_signal_handler(sig, self._on_signal)
             except (NotImplementedError, RuntimeError):  # pragma: no cover - non-main thread
                 pass
+        if s.tap is not None:
+            await self.start_tap()
         self.writer.start()
         self.start_record()
         tasks = [asyncio.create_task(c.run(self.stop_event)) for c in self.conns]
@@ -355,8 +379,8 @@ class Recorder:
         if s.metrics_port is not None:
             server = await serve(s.metrics_port, self.metrics, self.healthy)
         try:
-            if s.adopt_open_markets:
-                await self.adopt_open_markets()
+            if s.lifecycle_mode:
+                await self.open_markets_at_start()
             if not s.lifecycle_mode:
                 aux.append(asyncio.create_task(self.rest_discovery()))
             stopper = asyncio.create_task(self.stop_event.wait())
@@ -389,7 +413,36 @@ class Recorder:
             await asyncio.gather(*tasks, *aux, *extra, return_exceptions=True)
             if server is not None:
                 server.close()
-        return self.finish()
+        summary = self.finish()
+        if self.tap is not None:  # after finish: consumers see the shutdown leaves and the end
+            await self.tap.close()
+        return summary
+
+    async def start_tap(self) -> None:
+        """Serve this session on ``--tap`` before its first record, and, with ``--tap-wait``,
+        hold the recording until a first consumer has subscribed (so it sees record 1)."""
+        s = self.settings
+        if s.tap is None:
+            return
+        try:
+            self.tap = await start_tap(
+                s.tap,
+                self.log,
+                {"config": s.redacted()},
+                token=s.tap_token,
+                max_queue=s.tap_max_queue,
+            )
+        except (ValueError, OSError) as exc:
+            raise FatalError(f"cannot serve the tap on {s.tap}: {exc}", 2) from None
+        # One machine-readable line, so a program that asked for port 0 can find the tap.
+        print(orjson.dumps({"tap_url": self.tap.url, "session_id": self.session_id}).decode())
+        sys.stdout.flush()
+        deadline = time.monotonic() + s.tap_wait_s
+        while s.tap_wait_s > 0 and not any(c.started for c in self.tap.fanout.consumers):
+            if time.monotonic() > deadline:
+                log.warning("no tap consumer within %.0f s; recording anyway", s.tap_wait_s)
+                break
+            await asyncio.sleep(0.01)
 
     def _on_signal(self) -> None:
         self.end_reason = "signal"

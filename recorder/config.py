@@ -4,7 +4,8 @@ Where a setting comes from, highest precedence first:
 
 1. a command-line flag (``--data-dir /srv/kalshi``);
 2. an environment variable: the historical names ``KALSHI_API_KEY_ID``, ``KALSHI_PRIVATE_KEY_PATH``,
-   ``KALSHI_ENV``, ``LIFECYCLE_DISCOVERY_MODE`` (the spec's true/false switch) and, for every field
+   ``KALSHI_ENV``, ``KALSHI_WS_URL`` and ``LIFECYCLE_DISCOVERY_MODE`` (the specification's names),
+   ``TAP_TOKEN`` (the tap's token: environment only, never a flag) and, for every field
    of ``Settings``, ``KALSHI_RECORDER_<FIELD>`` (``KALSHI_RECORDER_DATA_DIR``,
    ``KALSHI_RECORDER_METRICS_PORT``; lists are comma separated, booleans 1/true/yes/on);
 3. the optional TOML file named by ``--config FILE`` or ``KALSHI_RECORDER_CONFIG`` (the flag wins),
@@ -114,6 +115,16 @@ class Settings:
     simulate: bool = False  # start the built-in simulator on loopback and record from it
     simulate_args: list[str] = field(default_factory=list)
     config_file: Path | None = None  # the TOML file these settings were read from, if any
+    # The live tap (feed/, docs/tap-protocol.md): serve this session to actors in Kalshi's own
+    # protocol. Off by default: nothing listens unless asked; loopback unless a token is set.
+    tap: str | None = None  # HOST:PORT (port 0 = any free port, printed on stdout)
+    tap_token: str | None = None  # TAP_TOKEN: required beyond loopback; never printed
+    # A consumer may fall this many messages behind before it is lagged and re-snapshotted:
+    # ~10 s of a busy market, and a bound on what one slow actor can cost in memory.
+    tap_max_queue: int = 10_000
+    # Hold the session's first record until a first consumer has subscribed, up to this long
+    # (0 = never hold). For runs compared record for record with their replay (tests, research).
+    tap_wait_s: float = 0.0
 
     @property
     def endpoints(self) -> tuple[str, str]:
@@ -133,10 +144,13 @@ class Settings:
         if self.private_key is not None and _looks_like_key(self.private_key):
             out["private_key"] = REDACTED
         out["shard"] = f"{self.shard[0]}/{self.shard[1]}"
+        if self.tap_token is not None:
+            out["tap_token"] = REDACTED_TOKEN
         return out
 
 
 REDACTED = "<redacted: key material; give the path of the PEM file instead>"
+REDACTED_TOKEN = "<redacted>"
 CONFIG_ENV = "KALSHI_RECORDER_CONFIG"
 ENV_PREFIX = "KALSHI_RECORDER_"
 
@@ -202,6 +216,18 @@ def build_parser() -> argparse.ArgumentParser:
     a("--metrics-port", type=int, help="serve /metrics and /healthz on 127.0.0.1:PORT")
     a("--duration", type=float, dest="duration_s", help="stop after this many seconds")
     a("--log-format", choices=["text", "json"])
+    a(
+        "--tap",
+        metavar="HOST:PORT",
+        help="serve this session live to actors in Kalshi's WebSocket protocol "
+        "(docs/tap-protocol.md); loopback unless TAP_TOKEN is set",
+    )
+    a(
+        "--tap-max-queue",
+        type=int,
+        help="messages a tap consumer may lag before it is re-snapshotted",
+    )
+    a("--tap-wait", type=float, dest="tap_wait_s", help="hold recording until a tap consumer, s")
     a("--simulate", action="store_true", default=None, help="record from the built-in simulator")
     a(
         "--simulate-arg",
@@ -344,6 +370,10 @@ def _from_environment(env: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
         out["private_key"] = env["KALSHI_PRIVATE_KEY_PATH"]
     if env.get("KALSHI_ENV"):
         out["env"] = env["KALSHI_ENV"]
+    if env.get("KALSHI_WS_URL"):  # the specification's name for the WebSocket URL
+        out["ws_url"] = env["KALSHI_WS_URL"]
+    if env.get("TAP_TOKEN"):
+        out["tap_token"] = env["TAP_TOKEN"]
     lm = _env_bool("LIFECYCLE_DISCOVERY_MODE")
     if lm is not None:
         out["discovery"] = "lifecycle" if lm else "rest"

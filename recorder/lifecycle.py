@@ -53,6 +53,7 @@ LEAVE_REST_GONE = "rest_gone"
 LEAVE_SHUTDOWN = "shutdown"
 SKIP_FILTERED = "filtered"
 SKIP_SHARD = "shard"
+SKIP_ALREADY_OPEN = "already_open"
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +236,24 @@ class LifecycleRules:
             actions += self._join_if_wanted(
                 ticker, _event_ticker(market), _rest_join(ticker, market, JOIN_ADOPTED, True)
             )
+        return actions
+
+    def skip_open_at_start(self, markets: Iterable[Mapping[str, Any]]) -> list[Action]:
+        """Without ``--adopt-open-markets``: each wanted market open (or paused) at start is
+        skipped with reason ``already_open`` (the specification's default), so coverage reports
+        can tell "skipped at start" from "never seen". ``markets`` is the same REST listing that
+        ``adopt`` would join. Unwanted markets (filter, shard) are not listed: not our business.
+        """
+        actions: list[Action] = []
+        for market in markets:
+            ticker = _ticker(market)
+            if ticker is None or ticker in self._joined:
+                continue
+            if _status(market) not in TRADING_STATUSES:
+                continue
+            wanted, _why = self.filter.decide(ticker, _event_ticker(market))
+            if wanted:
+                actions.append(Skip(ticker, SKIP_ALREADY_OPEN))
         return actions
 
     def reconcile(

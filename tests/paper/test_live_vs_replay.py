@@ -75,15 +75,19 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
         )
     )
     data = base / "data"
-    cmd = recorder_cmd(sim, data, "--duration", "10")
-    cmd[cmd.index("recorder")] = "tests.feed.livetap"  # the recorder with its tap attached
-    env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "FEED_TAP": "127.0.0.1:0",
-        "FEED_TAP_WAIT": "1",  # hold the recording until we are subscribed
-        "FEED_TAP_MAX_QUEUE": "1000000",  # never lagged: the comparison needs every event
-    }
+    cmd = recorder_cmd(
+        sim,
+        data,
+        "--duration",
+        "10",
+        "--tap",
+        "127.0.0.1:0",
+        "--tap-wait",  # hold the recording until we are subscribed
+        "60",
+        "--tap-max-queue",  # never lagged: the comparison needs every event
+        "1000000",
+    )
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env
     )
@@ -92,7 +96,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
         first = proc.stdout.readline()
         if not first:
             raise AssertionError(proc.stderr.read() if proc.stderr else "recorder printed nothing")
-        url = json.loads(first)["url"]
+        url = json.loads(first)["tap_url"]
         live = asyncio.run(
             asyncio.wait_for(run_feed(url, TakeThenQuote(), log_dir="auto", idle_timeout_s=60), 120)
         )

@@ -10,10 +10,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import orjson
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from recorder.segments import iter_live_batches
 from simulator.server import SimConfig
 from tests.recorder.conftest import SimFactory, lively
 from tests.recorder.harness import (
@@ -164,11 +166,101 @@ def test_adopt_open_markets_marks_them_mid_lifecycle(make_sim: SimFactory, tmp_p
     adopted = {j["market_ticker"] for j in joined if j["reason"] == "adopted"}
     assert open_now <= adopted
     assert all(j["mid_lifecycle"] for j in joined if j["reason"] == "adopted")
-    # without the flag, open markets are skipped
+    # without the flag, open markets are skipped, and the skip is recorded (already_open)
     data2 = tmp_path / "data2"
+    open_now = set(sim.tickers("active"))
     proc = run_recorder(sim, data2, "--duration", "2")
     assert proc.returncode == 0
-    assert not decisions(read_log(data2), "market_joined")
+    rows = read_log(data2)
+    assert not decisions(rows, "market_joined")
+    skipped = {d["market_ticker"] for d in decisions(rows, "market_skipped")}
+    assert open_now and open_now <= skipped
+    assert {d["reason"] for d in decisions(rows, "market_skipped")} == {"already_open"}
+    # ... but only the markets this recorder would want: another shard's are not its business
+    data3 = tmp_path / "data3"
+    proc = run_recorder(sim, data3, "--duration", "2", "--exclude", "*")
+    assert proc.returncode == 0
+    assert not decisions(read_log(data3), "market_skipped")
+
+
+def _live_rows(data: Path) -> int:
+    """Rows a crash would leave behind: what reached live/ files, readable batches only."""
+    total = 0
+    for path in (data / "live").rglob("*.arrows"):
+        try:
+            total += sum(batch.num_rows for batch, _ in iter_live_batches(path))
+        except OSError:
+            continue
+    return total
+
+
+def test_every_restart_is_flagged_with_how_the_previous_session_ended(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    """Specification: "log that we had a restart (for data quality tracking)", clean or not."""
+    sim = make_sim()
+    data = tmp_path / "data"
+    assert run_recorder(sim, data, "--duration", "1").returncode == 0
+    first = decisions(read_log(data), "session_start")
+    assert len(first) == 1 and first[0]["previous_session"] is None
+    assert first[0]["environment"] == "lifecycle_discovery"
+    assert first[0]["exchange_env"] == "custom"  # --ws-url: not Kalshi's prod or demo
+    assert run_recorder(sim, data, "--duration", "1").returncode == 0
+    # a crash: kill -9 once something reached live/, then a restart
+    proc = start_recorder(sim, data)
+    wait_for(lambda: _live_rows(data) > 0, 30, "records flushed to a live file")
+    proc.kill()
+    proc.wait(10)
+    assert run_recorder(sim, data, "--duration", "1").returncode == 0
+    rows = read_log(data)
+    starts = sorted(
+        (
+            (r["session_id"], orjson.loads(r["raw"]))
+            for r in rows
+            if r["msg_type"] == "session_start"
+        ),
+        key=lambda x: x[0],
+    )
+    assert len(starts) == 4
+    ids = [sid for sid, _ in starts]
+    prev = [p["previous_session"] for _, p in starts]
+    assert prev[1] == {"session_id": ids[0], "ended": "clean", "end_reason": "duration"}
+    assert prev[2] is not None and prev[2]["session_id"] == ids[1] and prev[2]["ended"] == "clean"
+    assert prev[3] == {"session_id": ids[2], "ended": "crash", "end_reason": "crash"}
+
+
+def test_a_restart_follows_the_previous_session_of_its_own_shard(
+    make_sim: SimFactory, tmp_path: Path
+) -> None:
+    """Shards may share a data directory: a session's predecessor is its own shard's."""
+    sim = make_sim()
+    data = tmp_path / "data"
+    for shard in ("0/2", "1/2", "0/2"):
+        assert run_recorder(sim, data, "--duration", "0.5", "--shard", shard).returncode == 0
+    starts = sorted(
+        (
+            (r["session_id"], orjson.loads(r["raw"]))
+            for r in read_log(data)
+            if r["msg_type"] == "session_start"
+        ),
+        key=lambda x: x[0],
+    )
+    (first, _), (_, second), (_, third) = starts
+    assert second["previous_session"] is None  # the first session of shard 1/2
+    assert third["previous_session"]["session_id"] == first
+
+
+def test_kalshi_ws_url_names_the_websocket_url(tmp_path: Path) -> None:
+    env = {**os.environ, "KALSHI_WS_URL": "wss://example.invalid/trade-api/ws/v2"}
+    out = subprocess.run(
+        [sys.executable, "-m", "recorder", "--print-config", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert orjson.loads(out.stdout)["ws_url"] == "wss://example.invalid/trade-api/ws/v2"
 
 
 def test_rest_discovery_mode_joins_open_markets(make_sim: SimFactory, tmp_path: Path) -> None:

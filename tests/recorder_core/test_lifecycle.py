@@ -137,6 +137,25 @@ def test_adopt_joins_wanted_open_markets_mid_lifecycle() -> None:
     assert r.adopt([market(A, "active")]) == []
 
 
+def test_markets_open_at_start_are_skipped_as_already_open() -> None:
+    """Without --adopt-open-markets: the same listing, recorded as skips, never joined."""
+    r = rules(exclude=["*-B47.5"])
+    listing = [
+        market(A, "active"),
+        market(B, "open"),  # excluded: not ours to report
+        market("KXX-1-C", "inactive"),  # paused still counts as open
+        market("KXX-1-D", "initialized"),  # not open yet: the feed will announce it
+        market("KXX-1-E", "closed"),
+        {"status": "active"},  # no ticker: ignored
+    ]
+    assert r.skip_open_at_start(listing) == [
+        Skip(A, "already_open"),
+        Skip("KXX-1-C", "already_open"),
+    ]
+    assert not r.joined
+    assert Skip(A, "already_open").payload() == {"market_ticker": A, "reason": "already_open"}
+
+
 def test_reconcile_joins_late_and_leaves_determined() -> None:
     r = rules()
     for t in ("KXX-1-JOINED", "KXX-1-DET", "KXX-1-GONE", "KXX-1-AMEND"):
