@@ -378,6 +378,9 @@ class Recorder:
         server = None
         if s.metrics_port is not None:
             server = await serve(s.metrics_port, self.metrics, self.healthy)
+            # port 0 lets the OS choose (no race over a "free" port): say which one it chose
+            port = server.sockets[0].getsockname()[1]
+            print(orjson.dumps({"metrics_url": f"http://127.0.0.1:{port}"}).decode(), flush=True)
         try:
             if s.lifecycle_mode:
                 await self.open_markets_at_start()

@@ -213,7 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--roll-bytes", type=int)
     a("--disk-limit-bytes", type=int)
     a("--status-interval", type=float, dest="status_interval_s")
-    a("--metrics-port", type=int, help="serve /metrics and /healthz on 127.0.0.1:PORT")
+    a(
+        "--metrics-port",
+        type=int,
+        help="serve /metrics and /healthz on 127.0.0.1:PORT (0: a free one, printed)",
+    )
     a("--duration", type=float, dest="duration_s", help="stop after this many seconds")
     a("--log-format", choices=["text", "json"])
     a(

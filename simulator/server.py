@@ -603,6 +603,20 @@ class Simulator:
     def tickers(self, status: str | None = None) -> list[str]:
         return [t for t, m in self.engine.markets.items() if status is None or m.status == status]
 
+    def client_args(self) -> list[str]:
+        """The ``kalshi-recorder`` flags that point a client at this simulator with its own key
+        (tests and benchmarks build their command lines from it, never by hand)."""
+        return [
+            "--ws-url",
+            self.ws_url,
+            "--rest-url",
+            self.rest_url,
+            "--key-id",
+            self.key_id,
+            "--private-key",
+            str(self.private_key_path),
+        ]
+
 
 _CONTROL = frozenset(
     {

@@ -9,6 +9,9 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.pg import fresh_database, postgres_server
+from tests.support.sim import make_sim, sim_keys
+
+__all__ = ["make_sim", "sim_keys"]  # fixtures for every folder: no test imports a conftest
 
 # Property tests check behaviour, never speed: on a loaded 2-core CI machine hypothesis' default
 # 200 ms deadline per example and its "too slow" health check fail tests that are correct.

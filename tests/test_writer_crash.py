@@ -13,7 +13,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +21,10 @@ import pytest
 from recorder.segments import iter_sealed, read_segment, recover
 from recorder.writer import SegmentWriter, WriterError, check_writable
 from schemas.log import LIVE_DIR, SCHEMA_VERSION_KEY
+from tests.support.wait import wait_for
 from tests.test_segments import SESSION, make_rows, sealed_rows
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def wait_for(cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    """Wait for a condition; the deadline only catches hangs, it is not a performance check."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 def record_seqs(data_dir: Path, session: int = SESSION) -> list[int]:

@@ -8,54 +8,43 @@ lifecycle traffic; enough new markets exist), never for a duration.
 
 from __future__ import annotations
 
-import socket
-import urllib.request
 from pathlib import Path
 
 from materialize.loader import NoProgress, load
 from materialize.targets import DuckDBTarget
 from recorder.selection import shard_of
 from schemas.tables import PARTICIPATION, SESSIONS
-from tests.recorder.conftest import SimFactory
-from tests.recorder.harness import decisions, read_log, start_recorder, stop_gracefully, wait_for
+from tests.recorder.harness import (
+    decisions,
+    metric,
+    read_log,
+    start_recorder,
+    stdout_json,
+    stop_gracefully,
+)
+from tests.support.sim import SimFactory
+from tests.support.wait import wait_for
 
 NEW_MARKETS = 12
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def lifecycle_events_seen(port: int) -> float:
-    """``recorder_lifecycle_events_total`` from the recorder's /metrics, 0 if not up yet."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-            text = r.read().decode()
-    except OSError:
-        return 0.0
-    for line in text.splitlines():
-        if line.startswith("recorder_lifecycle_events_total"):
-            return float(line.split()[-1])
-    return 0.0
 
 
 def test_two_shards_record_every_market_exactly_once(make_sim: SimFactory, tmp_path: Path) -> None:
     sim = make_sim()
     data = tmp_path / "data"  # one data directory shared by both processes (per-session locks)
-    ports = [free_port(), free_port()]
+    # --metrics-port 0: each binds any free port and prints it (no bind-then-close race)
     procs = [
-        start_recorder(
-            sim, data, "--shard", f"{i}/2", "--metrics-port", str(ports[i]), "--duration", "600"
-        )
+        start_recorder(sim, data, "--shard", f"{i}/2", "--metrics-port", "0", "--duration", "600")
         for i in range(2)
     ]
     try:
+        urls = [stdout_json(p, "metrics_url") for p in procs]
         # both are subscribed to market_lifecycle_v2 once each has received a lifecycle event
-        wait_for(lambda: all(lifecycle_events_seen(p) > 0 for p in ports), 60, "both subscribed")
+        wait_for(
+            lambda: all(metric(u, "recorder_lifecycle_events_total") > 0 for u in urls),
+            "both subscribed",
+        )
         before = set(sim.tickers())
-        wait_for(lambda: len(set(sim.tickers()) - before) >= NEW_MARKETS, 60, "new markets")
+        wait_for(lambda: len(set(sim.tickers()) - before) >= NEW_MARKETS, "new markets")
         during = set(sim.tickers()) - before  # created while both were connected
     finally:
         outputs = [stop_gracefully(p, timeout=60) for p in procs]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
-import time
+import threading
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,10 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.verify import truth_frames
+from recorder.segments import iter_live_batches
 from simulator.server import SimulatorThread
+from tests.support.wait import wait_for as support_wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,18 +29,14 @@ def recorder_cmd(
     sim: SimulatorThread, data_dir: Path, *extra: str, private_key: str | None = None
 ) -> list[str]:
     """The recorder CLI pointed at ``sim`` (its own key unless ``private_key`` is given)."""
+    args = sim.client_args()
+    if private_key is not None:
+        args[args.index("--private-key") + 1] = private_key
     return [
         sys.executable,
         "-m",
         "recorder",
-        "--ws-url",
-        sim.ws_url,
-        "--rest-url",
-        sim.rest_url,
-        "--key-id",
-        sim.key_id,
-        "--private-key",
-        private_key if private_key is not None else str(sim.private_key_path),
+        *args,
         "--data-dir",
         str(data_dir),
         "--status-interval",
@@ -72,13 +74,71 @@ def stop_gracefully(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[s
     return out, err
 
 
-def wait_for(pred: Any, timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+def wait_for(pred: Callable[[], object], timeout: float = 30, what: str = "condition") -> None:
+    """The old argument order, for modules outside this folder not yet moved to
+    ``tests.support.wait.wait_for`` (which this calls)."""
+    support_wait_for(pred, what, timeout)
+
+
+def live_decisions(data_dir: Path, name: str) -> list[dict[str, Any]]:
+    """Decisions named ``name`` flushed so far to ``live/`` (what a running recorder has done)."""
+    out: list[dict[str, Any]] = []
+    for path in sorted((data_dir / "live").rglob("*.arrows")):
+        try:
+            for batch, _ in iter_live_batches(path):
+                kinds = batch.column("kind").to_pylist()
+                types = batch.column("msg_type").to_pylist()
+                raws = batch.column("raw").to_pylist()
+                out += [
+                    orjson.loads(raw)
+                    for kind, t, raw in zip(kinds, types, raws, strict=True)
+                    if kind == "decision" and t == name
+                ]
+        except OSError:  # sealed (renamed away) while we read: it is in segments/ now
+            continue
+    return out
+
+
+def metric(url: str, name: str) -> float:
+    """One sample of a recorder's ``/metrics`` at ``url`` (0 while it does not answer yet)."""
+    try:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def stdout_json(proc: subprocess.Popen[str], key: str, timeout: float = 60) -> Any:
+    """The value of ``key`` in the first JSON line the process prints that has it (the tap and
+    metrics URLs); a line reader thread keeps the wait under a deadline."""
+    found: queue.Queue[Any] = queue.Queue()
+    stdout = proc.stdout
+    assert stdout is not None, "start the process with stdout=PIPE"
+
+    def read() -> None:
+        for line in stdout:
+            if line.startswith("{"):
+                try:
+                    obj = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(obj, dict) and key in obj:
+                    found.put(obj[key])
+                    break
+        found.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        value = found.get(timeout=timeout)
+    except queue.Empty:
+        msg = f"timed out after {timeout:g} s waiting for {key!r} on stdout"
+        raise AssertionError(msg) from None
+    assert value is not None, f"the process ended without printing {key!r}"
+    return value
 
 
 def read_log(data_dir: Path) -> list[dict[str, Any]]:
@@ -99,12 +159,8 @@ def decisions(rows: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
 
 
 def ground_truth_frames(gt_dir: Path) -> dict[int, list[bytes]]:
-    """conn id -> frames the simulator sent on it, in order."""
-    out: dict[int, list[bytes]] = {}
-    for f in sorted(gt_dir.glob("conn-*.jsonl")):
-        cid = int(f.stem.split("-")[1])
-        out[cid] = [orjson.loads(line)["frame"].encode() for line in f.read_bytes().splitlines()]
-    return out
+    """conn id -> frames the simulator sent on it, in order (``bench.verify``'s reader)."""
+    return {cid: [f for _, f in sent] for cid, sent in truth_frames(gt_dir).items()}
 
 
 def received_by_epoch(rows: list[dict[str, Any]], conn: int = 0) -> dict[int, list[bytes]]:

@@ -16,8 +16,15 @@ import pytest
 
 from schemas.units import parse_price, parse_size
 from simulator.faults import FaultConfig
-from tests.recorder.conftest import SimFactory
-from tests.recorder.harness import decisions, read_log, run_recorder
+from tests.recorder.harness import (
+    decisions,
+    live_decisions,
+    read_log,
+    start_recorder,
+    stop_gracefully,
+)
+from tests.support.sim import SimFactory
+from tests.support.wait import wait_for
 
 TOP_N = 5
 
@@ -64,9 +71,19 @@ def test_recorded_data_loads_exactly_once_and_training_rows_match_truth(
 ) -> None:
     sim = make_sim(faults=FaultConfig(gap_rate=0.01))
     data = tmp_path / "data"
-    proc = run_recorder(sim, data, "--duration", "8")
+    proc = start_recorder(sim, data)
+    try:  # recorded until it holds what the checks need, however slow the machine is
+        wait_for(
+            lambda: (
+                len(live_decisions(data, "gap")) >= 1
+                and len(live_decisions(data, "market_left")) >= 3
+            ),
+            "a recorded gap and three whole market lives",
+        )
+    finally:
+        _, err = stop_gracefully(proc, timeout=60)
     sim.stop()
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0, err
     rows = read_log(data)
     want = {
         "deltas": sum(

@@ -11,14 +11,18 @@ import pytest
 from schemas.tables import DOCUMENTED_EVENT_TYPES
 from simulator.faults import FaultConfig
 from simulator.wire import ProtocolOptions
-from tests.recorder.conftest import SimFactory
 from tests.recorder.harness import (
     decisions,
     ground_truth_frames,
+    live_decisions,
     read_log,
     received_by_epoch,
     run_recorder,
+    start_recorder,
+    stop_gracefully,
 )
+from tests.support.sim import SimFactory, lively
+from tests.support.wait import wait_for
 
 
 def _assert_prefix_of_truth(rows: list[dict], truth_dir: Path) -> int:
@@ -117,11 +121,26 @@ def test_gaps_are_recorded_and_resynced_without_dropping_frames(
 
 
 def test_reconnect_resubscribes_and_reconciles(make_sim: SimFactory, tmp_path: Path) -> None:
-    sim = make_sim(faults=FaultConfig(drop_at=(2.5,), reject_after_drop_s=2.0))
+    """The drop comes after the recorder's first ``connected`` record, however long it took to
+    start; a market created while handshakes are refused can only be joined late, by REST."""
+    sim = make_sim(faults=FaultConfig(reject_after_drop_s=3.0))
     data = tmp_path / "data"
-    proc = run_recorder(sim, data, "--duration", "7")
+    proc = start_recorder(sim, data)
+    try:
+        wait_for(lambda: live_decisions(data, "connected"), "the first connected record")
+        sim.drop_connections()
+        away = sim.create_market()  # handshakes are refused for the next 3 s
+        wait_for(
+            lambda: any(
+                d["market_ticker"] == away and d["reason"] == "late"
+                for d in live_decisions(data, "market_joined")
+            ),
+            f"{away} (created while away) joined late",
+        )
+    finally:
+        _, err = stop_gracefully(proc, timeout=60)
     sim.stop()
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0, err
     rows = read_log(data)
     _assert_prefix_of_truth(rows, tmp_path / "truth")
     epochs = [d["epoch"] for d in decisions(rows, "connected")]
@@ -131,6 +150,7 @@ def test_reconnect_resubscribes_and_reconciles(make_sim: SimFactory, tmp_path: P
     # markets born while we were away: their "created" was missed, REST reconciliation joins
     # them late, saying how late
     late = [d for d in decisions(rows, "market_joined") if d["reason"] == "late"]
+    assert away in {d["market_ticker"] for d in late}
     assert late and all(d["late_by_ms"] > 0 for d in late)
     # joined after its open time = mid-lifecycle (its first moments of trading are missing);
     # open_ts is whole seconds and the decision is stamped just after the rule ran: compare only
@@ -161,8 +181,6 @@ def test_reconnect_resubscribes_and_reconciles(make_sim: SimFactory, tmp_path: P
 def test_undocumented_and_duplicate_events_are_recorded_only(
     make_sim: SimFactory, tmp_path: Path
 ) -> None:
-    from tests.recorder.conftest import lively
-
     sim = make_sim(generator=lively(undocumented_event_prob=1.0))
     data = tmp_path / "data"
     proc = run_recorder(sim, data, "--duration", "4")

@@ -41,7 +41,8 @@ from simulator.faults import FaultConfig
 from simulator.market import Dist, GenConfig
 from simulator.server import SimConfig, start_in_thread
 from simulator.switches import config_from_switches
-from tests.recorder.harness import ROOT, read_log, recorder_cmd, wait_for
+from tests.recorder.harness import ROOT, ground_truth_frames, read_log, recorder_cmd
+from tests.support.wait import wait_for
 
 DURATION_S = 14.0  # recorder run per cell
 RECONCILE_S = 2.0  # the recorder's reconciliation period, passed short
@@ -241,7 +242,7 @@ def run_cell(cell: Cell, keys_dir: Path, work: Path, seed: int) -> Result:
     )
     try:
         # faults timed from the recorder's first connection, however slowly it started
-        wait_for(lambda: sim.stats.connections_total > 0, 60, "the recorder to connect")
+        wait_for(lambda: sim.stats.connections_total > 0, "the recorder to connect", 60)
         t0 = time.monotonic()
         actions = [(DROP_AFTER_S, "drop")]
         if cell.close_code is not None:
@@ -278,10 +279,7 @@ def _raw(r: dict[str, Any]) -> Any:
 
 
 def _truth_frames(truth: Path) -> list[list[bytes]]:
-    out = []
-    for f in sorted(truth.glob("conn-*.jsonl"), key=lambda p: int(p.stem.split("-")[1])):
-        out.append([orjson.loads(x)["frame"].encode() for x in f.read_bytes().splitlines()])
-    return out
+    return [sent for _, sent in sorted(ground_truth_frames(truth).items())]
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from simulator.server import SimConfig, SimulatorThread, start_in_thread
-from tests.recorder.conftest import lively
 from tests.recorder.harness import recorder_cmd
+from tests.support.sim import lively
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,8 +1,10 @@
 """Third-party clients accept the simulator: Kalshi's REST SDK and kalshi-sdk's WebSocket client.
 
 Both need Python >= 3.12, newer than ours, so they run in their own virtual environment (cached
-under ~/.cache/kalshi-sim-interop) with a pyenv Python 3.13/3.12. Skipped, with the reason, when
-no such Python exists or the packages cannot be installed (e.g. no package index reachable).
+under ~/.cache/kalshi-sim-interop) with a pyenv Python 3.13/3.12. On a developer's machine it is
+skipped, with the reason, when no such Python exists or the packages cannot be installed; in CI
+(``CI`` or ``REQUIRE_POSTGRES=1`` set, as ``.ci/run`` does) it fails instead, so a green CI always
+means the third-party clients really ran.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -87,6 +90,13 @@ asyncio.run(main())
 """
 
 
+def _cannot_run(why: str) -> NoReturn:
+    """Skip on a developer's machine; fail in CI, where a skip would hide a broken interop."""
+    if os.environ.get("CI") or os.environ.get("REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"interop cannot run in CI: {why}", pytrace=False)
+    pytest.skip(why)
+
+
 def _newer_python() -> str | None:
     root = os.environ.get("PYENV_ROOT") or (
         subprocess.run(["pyenv", "root"], capture_output=True, text=True).stdout.strip()
@@ -107,7 +117,7 @@ def _newer_python() -> str | None:
 def interop_python() -> str:
     py = _newer_python()
     if py is None:
-        pytest.skip(
+        _cannot_run(
             "interop needs Python >= 3.12 (pyenv 3.13/3.12 or python3.13 on PATH); none found"
         )
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kalshi-sim-interop"
@@ -118,7 +128,7 @@ def interop_python() -> str:
         cache.mkdir(parents=True, exist_ok=True)
         r = subprocess.run([py, "-m", "venv", "--clear", str(venv)], capture_output=True, text=True)
         if r.returncode != 0:
-            pytest.skip(f"cannot create a venv with {py}: {r.stderr.strip()[-300:]}")
+            _cannot_run(f"cannot create a venv with {py}: {r.stderr.strip()[-300:]}")
         r = subprocess.run(
             [str(vpy), "-m", "pip", "install", "-q", *PACKAGES],
             capture_output=True,
@@ -126,7 +136,7 @@ def interop_python() -> str:
             timeout=600,
         )
         if r.returncode != 0:
-            pytest.skip(f"cannot install {PACKAGES}: {r.stderr.strip()[-500:]}")
+            _cannot_run(f"cannot install {PACKAGES}: {r.stderr.strip()[-500:]}")
         marker.write_text(" ".join(PACKAGES))
     return str(vpy)
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.soak import SoakConfig, materialize, render, run_soak, verify
+from bench.soak import SoakConfig, materialize, run_soak
+from bench.verify import render, verify
 
 
 @pytest.mark.slow
