@@ -384,8 +384,11 @@ class BookConnection:
     async def _reader(self, ws: ClientConnection, stop: asyncio.Event) -> None:
         slog = self.log
         parse = protocol.parse_frame
+        decode_delta = protocol.decode_delta
+        delta_in = slog.delta_in
         core = self.core
         core_frame = core.frame
+        core_delta = core.delta
         wake = self._wake
         apply = self._apply
         index = self.index
@@ -398,9 +401,16 @@ class BookConnection:
             now = wall()
             if isinstance(raw, str):  # pragma: no cover - decode=False returns bytes
                 raw = raw.encode()
-            f = parse(raw)
-            slog.frame_in(index, epoch, raw, f, now)
-            effects = core_frame(f, mono())
+            d = decode_delta(raw)  # most frames: a delta, typed without a dict or a Frame
+            if d is not None:
+                delta_in(index, epoch, raw, d, now)
+                effects = core_delta(d, mono())
+                if effects is None:  # not the next seq of an anchored book: the careful path
+                    effects = core_frame(parse(raw), mono())
+            else:
+                f = parse(raw)
+                slog.frame_in(index, epoch, raw, f, now)
+                effects = core_frame(f, mono())
             if effects:
                 apply(effects)
             if core.dirty:

@@ -353,6 +353,24 @@ class ConnectionCore:
         return self.subs.overdue(now_ns)
 
     # ----------------------------------------------------------------- frames
+    def delta(self, d: protocol.DeltaFields, now_ns: int) -> Sequence[Effect] | None:
+        """The hot path, for a delta ``protocol.decode_delta`` read: the next seq on the sid that
+        owns an anchored market, applied to a book that stays sane. None: nothing was changed,
+        give the shell's ``parse_frame`` of it to ``frame`` (the careful path)."""
+        sid, seq, ticker, side, price, delta, _ = d
+        last = self._seq_last.get(sid)
+        if last is None or seq != last + 1 or self._owner.get(ticker) != sid:
+            return None
+        if ticker not in self.anchored:
+            return None
+        self._last_inbound_ns = now_ns
+        self._seq_last[sid] = seq
+        book = self.books[ticker]
+        problem = book.apply_delta(side, price, delta)
+        if problem is None and ticker not in self._crossed_since and not book.crossed():
+            return _NOTHING
+        return self._after_apply(ticker, sid, seq, book, problem, now_ns)
+
     def frame(self, f: protocol.Frame, now_ns: int) -> Sequence[Effect]:
         """One inbound frame (the shell has already recorded it verbatim)."""
         self._last_inbound_ns = now_ns

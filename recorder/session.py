@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from recorder.protocol import Frame
+from recorder.protocol import DeltaFields, Frame
 from schemas.log import Decision, Kind
 
 
@@ -32,6 +32,7 @@ class RowSink(Protocol):
 
 
 _NO_TYPED = (None,) * 11
+_NO_LIFECYCLE = (None,) * 7
 
 
 RowObserver = Callable[[tuple[Any, ...]], None]
@@ -88,6 +89,20 @@ class SessionLog:
             f.result,
             f.settlement_value,
         )
+        self.sink.append(row)
+        if self.observer is not None:
+            self.observer(row)
+
+    def delta_in(self, conn: int, epoch: int, raw: bytes, d: DeltaFields, recv_ns: int) -> None:
+        """``frame_in`` for a delta ``protocol.decode_delta`` read: the same row, built without a
+        ``Frame`` (the hot path: most frames are deltas)."""
+        self.record_seq += 1
+        self.frames_in += 1
+        sid, seq, ticker, side, price, delta, ts_ms = d
+        row = (
+            self.session_id, self.record_seq, recv_ns, "in", conn, epoch, "orderbook_delta",
+            sid, seq, None, ticker, False, raw, side, price, delta, ts_ms, *_NO_LIFECYCLE,
+        )  # fmt: skip
         self.sink.append(row)
         if self.observer is not None:
             self.observer(row)
