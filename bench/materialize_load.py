@@ -34,10 +34,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from psycopg import sql
 
+from bench.synthetic_log import write_bulk_deltas
 from materialize.loader import load
 from materialize.targets import PGCOPY_HEADER, PGCOPY_TRAILER, PostgresTarget, encode_pgcopy
 from schemas.tables import DELTAS, columns, ddl
-from tests.materialize.segmentgen import write_bulk_deltas
 from tests.pg import postgres_server
 
 DELTA_COLUMNS = columns(DELTAS)

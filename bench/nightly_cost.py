@@ -31,10 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.synthetic_log import T0_NS, SessionLog, write_segments
 from materialize.__main__ import main as materialize_main
 from materialize.loader import load
 from materialize.targets import DuckDBTarget, PostgresTarget
-from tests.materialize.segmentgen import T0_NS, SessionLog, write_segments
 
 SEGMENTS_PER_SESSION = 10
 MARKETS_PER_SEGMENT = 2

@@ -35,11 +35,11 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
+from bench.synthetic_log import T0_NS, bulk_delta_table, segment_path, write_table
 from materialize.loader import NoProgress, load
 from materialize.retention import expire_db
 from materialize.targets import PostgresTarget
 from schemas.tables import DAY_NS, DELTAS, day_of_ns
-from tests.materialize.segmentgen import T0_NS, bulk_delta_table, segment_path, write_table
 from tests.pg import postgres_server
 
 QUERY = """

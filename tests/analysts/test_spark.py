@@ -33,7 +33,7 @@ from materialize.training import build_training_sets
 from materialize.views import DATE_FROM_PATH, connect
 from schemas.log import SEGMENT_GLOB
 from tests.analysts.test_views import demo_data_dir
-from tests.materialize.segmentgen import build_scenario
+from tests.support.segments import build_scenario
 
 if os.environ.get("REQUIRE_POSTGRES") == "1":
     import pyspark  # noqa: F401  (CI: pyspark is in the test extra; missing is an error)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
+import select
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -38,8 +37,9 @@ from schemas.tables import (
     PARTICIPATION,
     SESSIONS,
     SNAPSHOTS,
+    ddl,
 )
-from tests.materialize.segmentgen import (
+from tests.support.segments import (
     SESSION_A,
     SESSION_B,
     Scenario,
@@ -48,8 +48,10 @@ from tests.materialize.segmentgen import (
     write_bulk_deltas,
     write_table,
 )
+from tests.support.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
+BULK_SESSION = 7_000_000_001
 ORDER = {
     SESSIONS: "session_id",
     LIFECYCLE_EVENTS: "session_id, record_seq",
@@ -324,33 +326,68 @@ def _spawn_loader(data_dir: Path, dsn: str | None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def _stdout_line(proc: subprocess.Popen[bytes], seconds: float) -> str:
+    """The child's next stdout line, or fail at the deadline (a hung child is a failure)."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], seconds)
+    assert ready, f"no output from the child within {seconds}s"
+    return proc.stdout.readline().decode().strip()
+
+
+def _copies(mon: psycopg.Connection[Any], *, waiting: bool) -> int:
+    """Backends of other clients running a COPY into the deltas (``waiting``: for a lock)."""
+    row = mon.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+        "AND query LIKE %s AND (NOT %s OR wait_event_type = 'Lock')",
+        (f"COPY {DELTAS}%", waiting),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+_HOLD_KEY = 0x6B616C7368690099
+_HOLD_AT_ROW = f"""
+CREATE FUNCTION test_hold_at_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.record_seq = %s THEN PERFORM pg_advisory_xact_lock_shared({_HOLD_KEY}); END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER test_hold_at_row BEFORE INSERT ON {DELTAS}
+    FOR EACH ROW EXECUTE FUNCTION test_hold_at_row();
+"""
+
+
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_kill_mid_copy_then_rerun_is_exactly_once(tmp_path: Path, pg_dsn: str) -> None:
-    write_bulk_deltas(tmp_path, 400_000, 100_000)
-    proc = _spawn_loader(tmp_path, pg_dsn)
-    killed_during_copy = False
+    """A loader killed in the middle of a segment's COPY leaves that segment out entirely.
+
+    Mid-COPY by construction, not by timing: a row trigger makes the COPY of the second segment's
+    *last* record wait for an advisory lock the test holds, so the rows before it are written and
+    the server shows the COPY waiting; the test kills the loader then."""
+    write_bulk_deltas(tmp_path, 400_000, 100_000, session_id=BULK_SESSION)
     with psycopg.connect(pg_dsn, autocommit=True) as mon:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            row = mon.execute(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE query LIKE 'COPY rl_orderbook_deltas%%' AND state = 'active'"
-            ).fetchone()
-            if row and row[0]:
-                loaded = mon.execute(f"SELECT count(*) FROM {LOADED_SEGMENTS}").fetchone()
-                if loaded and loaded[0] >= 1:  # mid-run: one committed, one in flight
-                    proc.send_signal(signal.SIGKILL)
-                    killed_during_copy = True
-                    break
-            time.sleep(0.005)
-        proc.wait(30)
-        assert killed_during_copy, "the loader finished before it could be killed mid-COPY"
-        time.sleep(0.5)  # the server notices the dead client and rolls its transaction back
-        n_seg = mon.execute(f"SELECT count(*) FROM {LOADED_SEGMENTS}").fetchone()
-        n_rows = mon.execute(f"SELECT count(*) FROM {DELTAS}").fetchone()
-        assert n_seg is not None and n_rows is not None
-        assert n_rows[0] == n_seg[0] * 100_000  # committed segments whole, nothing partial
+        for stmt in ddl("postgres"):
+            mon.execute(stmt)
+        mon.execute(_HOLD_AT_ROW % 200_000)
+        mon.execute("SELECT pg_advisory_lock(%s)", (_HOLD_KEY,))
+        proc = _spawn_loader(tmp_path, pg_dsn)
+        try:
+            wait_for(
+                lambda: proc.poll() is not None or _copies(mon, waiting=True) > 0,
+                "the loader's COPY to wait at the held row",
+                120,
+            )
+            assert proc.poll() is None, "the loader ended without reaching the held row"
+            assert mon.execute(f"SELECT count(*) FROM {LOADED_SEGMENTS}").fetchone() == (1,)
+        finally:
+            proc.kill()
+            proc.wait(30)
+        mon.execute("SELECT pg_advisory_unlock(%s)", (_HOLD_KEY,))
+        # Its backend runs again, finds the client gone and rolls the segment back.
+        wait_for(lambda: _copies(mon, waiting=False) == 0, "the dead COPY to end")
+        assert mon.execute(f"SELECT count(*) FROM {LOADED_SEGMENTS}").fetchone() == (1,)
+        assert mon.execute(f"SELECT count(*) FROM {DELTAS}").fetchone() == (100_000,)
+        mon.execute(f"DROP TRIGGER test_hold_at_row ON {DELTAS}")
     rerun = _spawn_loader(tmp_path, pg_dsn)
     _out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err.decode()
@@ -364,15 +401,25 @@ def test_kill_mid_copy_then_rerun_is_exactly_once(tmp_path: Path, pg_dsn: str) -
 
 @pytest.mark.slow
 def test_kill_duckdb_loader_then_rerun_is_exactly_once(tmp_path: Path) -> None:
-    write_bulk_deltas(tmp_path, 300_000, 50_000)
-    proc = _spawn_loader(tmp_path, None)
-    assert proc.stderr is not None
-    # Kill once the first segment is reported loaded: others are then pending or in flight.
-    line = proc.stderr.readline()
-    while line and b"loaded segments/" not in line:
-        line = proc.stderr.readline()
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(30)
+    """A loader killed inside a segment's transaction (rows written, manifest row claimed,
+    nothing committed) leaves that segment out; the rerun loads every segment once.
+
+    Mid-load by construction: the real loader and target in a child that stops once the third
+    segment's rows are in (``tests/support/blocking_loader.py``) and says so; the kill comes
+    then. Had the load finished first, the child would say ``finished`` and the warehouse would
+    hold six segments: both are checked."""
+    write_bulk_deltas(tmp_path, 300_000, 50_000, session_id=BULK_SESSION)
+    cmd = [sys.executable, "-m", "tests.support.blocking_loader", str(tmp_path), "3"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = _stdout_line(proc, 120)
+    finally:
+        proc.kill()
+        proc.wait(30)
+    assert line == "blocked 100001", line  # inside the third segment (records 100001..150000)
+    t = DuckDBTarget(tmp_path / "warehouse.duckdb")
+    assert (t.count(LOADED_SEGMENTS), t.count(DELTAS)) == (2, 100_000)
+    t.close()
     rerun = _spawn_loader(tmp_path, None)
     _out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err.decode()

@@ -34,8 +34,8 @@ from schemas.tables import (
     parse_range_bound,
     partitioned_ddl,
 )
-from tests.materialize.segmentgen import T0_NS, SessionLog, write_segments, write_table
 from tests.pg import fresh_database
+from tests.support.segments import T0_NS, SessionLog, write_segments, write_table
 
 SESSION = 1_767_225_600_999_0007
 STEP_NS = DAY_NS // 8  # records 3 h apart: a short log spans several UTC days

@@ -23,7 +23,7 @@ from materialize.__main__ import EXIT_NO_DATA, EXIT_SKIPPED, main
 from materialize.loader import LifecycleFact, completed_markets, derive_restarts, load
 from materialize.targets import DuckDBTarget, PostgresTarget
 from schemas.tables import COMPLETED_MARKETS, LIFECYCLE_EVENTS, PARTICIPATION, SESSIONS
-from tests.materialize.segmentgen import T0_NS, SessionLog, write_segments, write_table
+from tests.support.segments import T0_NS, SessionLog, write_segments, write_table
 
 Target = PostgresTarget | DuckDBTarget
 MakeTarget = Callable[[Path], Target]
@@ -407,10 +407,11 @@ def test_missing_data_dir_is_refused_before_the_database(tmp_path: Path, pg_dsn:
 def test_real_recorder_killed_then_restarted_leaves_no_open_participation(
     tmp_path: Path, make_target: MakeTarget
 ) -> None:
-    from recorder.segments import iter_live_batches
+    from schemas.catalog import iter_live_batches
     from simulator.server import SimConfig, start_in_thread
-    from tests.recorder.conftest import lively
-    from tests.recorder.harness import run_recorder, start_recorder, wait_for
+    from tests.recorder.harness import run_recorder, start_recorder
+    from tests.support.sim import lively
+    from tests.support.wait import wait_for
 
     sim = start_in_thread(SimConfig(keys_dir=tmp_path / "keys", generator=lively(lifetime="60:90")))
     data = tmp_path / "data"
@@ -427,8 +428,8 @@ def test_real_recorder_killed_then_restarted_leaves_no_open_participation(
         try:  # (a recorder that dies on its own ends the wait at once, with its stderr below)
             wait_for(
                 lambda: proc.poll() is not None or joined_in_live() >= 2,
-                60,
                 "two markets joined and flushed",
+                60,
             )
         finally:
             if proc.poll() is None:

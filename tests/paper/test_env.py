@@ -11,8 +11,7 @@ from gymnasium.utils.env_checker import check_env
 
 from materialize.training import build_training_sets
 from paper.env import BUY_NO, BUY_YES, CLOSE, HOLD, OBS_FIELDS, PaperEnv, evaluate, load_episodes
-from tests.training.markets import Life, simple_market
-from tests.training.seglog import SessionLog
+from tests.training.markets import Life, simple_market, training_log
 
 T0 = 1_800_000_000
 
@@ -21,7 +20,7 @@ T0 = 1_800_000_000
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two recorded lives (yes and no results), a gap-free session, built into a training set."""
     data = tmp_path_factory.mktemp("envdata")
-    log = SessionLog()
+    log = training_log()
     log.session_start()
     log.connected()
     simple_market(log, Life("KXA-26JAN01-Y", T0, T0 + 10, T0 + 60), result="yes", sid=2)
@@ -110,23 +109,23 @@ def test_invalid_spans_are_skipped(tmp_path: Path) -> None:
     from tests.training.markets import create, determine
 
     life = Life("KXG-26JAN01-HEAL", T0, T0 + 5, T0 + 100)
-    log = SessionLog()
+    log = training_log()
     log.session_start()
     log.connected()
     create(log, life)
     log.at(life.open + 1)
-    log.snapshot(life.ticker, {400_000: 100}, {500_000: 100})
+    log.book_snapshot(life.ticker, {400_000: 100}, {500_000: 100})
     for k in range(12):
         log.at(life.open + 10 + k)
-        log.delta(life.ticker, "yes", 400_000, 100)
+        log.book_delta(life.ticker, "yes", 400_000, 100)
     log.at(life.open + 30)
-    gapped = log.delta(life.ticker, "yes", 400_000, 100, skip=3)
-    inside = {log.delta(life.ticker, "no", 500_000, 50) for _ in range(3)}
+    gapped = log.book_delta(life.ticker, "yes", 400_000, 100, skip=3)
+    inside = {log.book_delta(life.ticker, "no", 500_000, 50) for _ in range(3)}
     log.at(life.open + 40)
-    healed = log.snapshot(life.ticker, {400_000: 7}, {500_000: 9})
+    healed = log.book_snapshot(life.ticker, {400_000: 7}, {500_000: 9})
     for k in range(3):
         log.at(life.open + 41 + k)
-        log.delta(life.ticker, "yes", 400_000, 1)
+        log.book_delta(life.ticker, "yes", 400_000, 1)
     determine(log, life)
     log.session_end()
     log.write(tmp_path)

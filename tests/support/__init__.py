@@ -1,2 +1,3 @@
-"""Shared test support: the one segment builder (``segments``), the equivalence oracles
-(``oracles``); nothing here is a test."""
+"""Shared test support (nothing here is a test): the one segment builder (``segments``), the
+equivalence oracles (``oracles``), a loader that stops mid-load for kill tests
+(``blocking_loader``), the one ``wait_for`` (``wait``) and the simulator fixtures (``sim``)."""

@@ -1,12 +1,17 @@
-"""Ready-made market lives on a ``SessionLog`` for the tests."""
+"""Ready-made market lives on a ``SessionLog`` for the training tests, and their clock."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tests.training.seglog import NS, SessionLog
+from tests.support.segments import NS, SessionLog
 
 T0 = 1_800_000_000
+
+
+def training_log(session_id: int = 1, t0_s: int = T0) -> SessionLog:
+    """A session log on the training tests' clock: from ``t0_s`` seconds, 1 us per record."""
+    return SessionLog(session_id, start_ns=t0_s * NS, step_ns=1_000)
 
 
 @dataclass(frozen=True)
@@ -30,7 +35,7 @@ class Life:
 def create(log: SessionLog, life: Life, *, reason: str = "created", mid: bool = False) -> None:
     log.at(life.created)
     log.lifecycle(life.ticker, "created", open_ts=life.open, close_ts=life.close)
-    log.joined(life.ticker, reason=reason, mid=mid)
+    log.join(life.ticker, reason=reason, mid_lifecycle=mid)
 
 
 def determine(log: SessionLog, life: Life, result: str = "yes", value: int = 1_000_000) -> int:
@@ -42,7 +47,7 @@ def determine(log: SessionLog, life: Life, result: str = "yes", value: int = 1_0
         determination_ts=life.close,
         settlement_value=value,
     )
-    log.left(life.ticker)
+    log.leave(life.ticker)
     return r
 
 
@@ -52,12 +57,12 @@ def simple_market(
     """Created, a snapshot, then one yes delta every ``step_s`` seconds until close, determined."""
     create(log, life)
     log.at(life.created + 1)
-    log.snapshot(life.ticker, {400_000: 1000, 410_000: 500}, {550_000: 800}, sid=sid)
+    log.book_snapshot(life.ticker, {400_000: 1000, 410_000: 500}, {550_000: 800}, sid=sid)
     t = life.created + 2.0
     k = 0
     while t < life.close:
         log.at(t)
-        log.delta(
+        log.book_delta(
             life.ticker,
             "yes",
             420_000 + (k % 3) * 1000,

@@ -13,12 +13,13 @@ from pathlib import Path
 
 from materialize.quality import build_quality_report
 from materialize.training import TrainingPolicy, build
-from tests.training.markets import T0, Life, simple_market
-from tests.training.seglog import SessionLog
+from schemas.log import Decision
+from tests.support.segments import SessionLog
+from tests.training.markets import T0, Life, simple_market, training_log
 
 
 def _session(session_id: int, ticker: str, *, end: bool = True) -> SessionLog:
-    log = SessionLog(session_id=session_id, t0_s=T0 + 10_000 * session_id)
+    log = training_log(session_id, t0_s=T0 + 10_000 * session_id)
     log.session_start()
     log.connected()
     base = T0 + 10_000 * session_id
@@ -67,11 +68,11 @@ def test_finished_sessions_are_not_read_again(tmp_path: Path) -> None:
 
 
 def test_markets_skipped_at_start_are_reported(tmp_path: Path) -> None:
-    log = SessionLog(session_id=9)
+    log = training_log(9)
     log.session_start()
     for ticker, reason in (("KX-OPEN-1", "already_open"), ("KX-OPEN-2", "already_open")):
-        log.decide("market_skipped", {"market_ticker": ticker, "reason": reason})
-    log.decide("market_skipped", {"market_ticker": "KX-OTHER", "reason": "filtered"})
+        log.decision(Decision.MARKET_SKIPPED, {"market_ticker": ticker, "reason": reason})
+    log.decision(Decision.MARKET_SKIPPED, {"market_ticker": "KX-OTHER", "reason": "filtered"})
     log.session_end()
     log.write(tmp_path / "data")
     report = build_quality_report(tmp_path / "data", tmp_path / "q.json")

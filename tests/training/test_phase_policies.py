@@ -25,8 +25,8 @@ from materialize.sampling import (
 )
 from materialize.training import TrainingPolicy, build
 from tests.support.oracles import phase_of
-from tests.training.markets import T0, Life, create, determine, simple_market
-from tests.training.seglog import NS, SessionLog
+from tests.support.segments import NS, SessionLog
+from tests.training.markets import T0, Life, create, determine, simple_market, training_log
 
 HOUR = 3600
 
@@ -98,7 +98,7 @@ def test_bad_policies_are_refused() -> None:
 
 
 def _log() -> SessionLog:
-    log = SessionLog()
+    log = training_log()
     log.session_start()
     log.connected()
     return log
@@ -118,7 +118,7 @@ def test_absolute_windows_are_exact_in_a_build(tmp_path: Path, kind: str) -> Non
     log = _log()
     create(log, life)
     log.at(life.open + 1)
-    log.snapshot(life.ticker, {400_000: 100}, {500_000: 100})
+    log.book_snapshot(life.ticker, {400_000: 100}, {500_000: 100})
     marks = {}
     for name, t_ns in {
         "early_last": life.open_ns + NS_PER_HOUR - 1,
@@ -126,8 +126,8 @@ def test_absolute_windows_are_exact_in_a_build(tmp_path: Path, kind: str) -> Non
         "late_first": life.end_ns - 6 * NS_PER_HOUR,
         "middle_last": life.end_ns - 6 * NS_PER_HOUR - 1,
     }.items():
-        log.t_ns = t_ns
-        marks[name] = log.delta(life.ticker, "yes", 410_000, 100)
+        log.now_ns = t_ns
+        marks[name] = log.book_delta(life.ticker, "yes", 410_000, 100)
     determine(log, life)
     phases = PhasePolicy(kind=kind, first_hours=Fraction(1), last_hours=Fraction(6))  # type: ignore[arg-type]
     rows, manifest = _build(tmp_path, log, phases=phases, middle_every_s=0.001)
@@ -168,7 +168,7 @@ def test_label_follows_the_last_determination(tmp_path: Path) -> None:
     assert set(rows["label_result"]) == {"yes"}
     assert set(rows["label_settlement_value"]) == {1_000_000}
     # the rows still stop at the first determination (the market was left there)
-    first_det = next(r["record_seq"] for r in log.rows if r["event_type"] == "determined")
+    first_det = next(r["record_seq"] for r in log.records if r["event_type"] == "determined")
     assert rows["record_seq"].max() < first_det
     assert manifest["included"][f"1/{life.ticker}"]["end_ns"] == life.end_ns
 
@@ -180,7 +180,7 @@ def test_never_traded_market_is_kept_and_flagged_unless_a_minimum_is_asked(
     log = _log()
     create(log, quiet)
     log.at(quiet.created + 1)
-    log.snapshot(quiet.ticker, {}, {})  # an empty book, and no trade ever
+    log.book_snapshot(quiet.ticker, {}, {})  # an empty book, and no trade ever
     determine(log, quiet, result="no", value=0)
     busy = Life("KX-BUSY", created=T0 + 5, open=T0 + 105, close=T0 + 1105)
     simple_market(log, busy, step_s=50.0, sid=3)
@@ -218,7 +218,7 @@ def test_a_later_determination_amends_labels_already_built(tmp_path: Path) -> No
     assert set(rows["label_result"]) == {"no"}
     assert manifest["finished_sessions"] == [1]
 
-    later = SessionLog(session_id=2, t0_s=life.close + 7200)
+    later = training_log(2, t0_s=life.close + 7200)
     later.session_start()
     later.at(life.close + 7200)
     later.lifecycle(

@@ -6,30 +6,30 @@ import json
 from pathlib import Path
 
 from materialize.quality import build_quality_report, coverage, render
-from tests.training.markets import Life, create, determine
-from tests.training.seglog import NS, SessionLog
+from tests.support.segments import NS
+from tests.training.markets import Life, create, determine, training_log
 
 
 def test_quality_report_numbers(tmp_path: Path) -> None:
-    log = SessionLog(session_id=7)
+    log = training_log(7)
     log.session_start()
     log.connected()
     full = Life("KX-FULL")
     create(log, full)  # joined at creation, before open: the whole life is covered
     late = Life("KX-LATE")
     log.at(late.open + 500)  # joined half-way through its life
-    log.joined(late.ticker, reason="adopted", mid=True)
+    log.join(late.ticker, reason="adopted", mid_lifecycle=True)
     log.lifecycle(late.ticker, "created", open_ts=late.open, close_ts=late.close)
-    log.snapshot(full.ticker, {400_000: 1}, {})
-    log.snapshot(late.ticker, {400_000: 1}, {})
+    log.book_snapshot(full.ticker, {400_000: 1}, {})
+    log.book_snapshot(late.ticker, {400_000: 1}, {})
     for _ in range(5):
-        log.delta(full.ticker, "yes", 400_000, 1)
-    log.delta(full.ticker, "yes", 400_000, 1, skip=1)
+        log.book_delta(full.ticker, "yes", 400_000, 1)
+    log.book_delta(full.ticker, "yes", 400_000, 1, skip=1)
     log.gap(2, 8, 9, [full.ticker, late.ticker])
     log.resync(2, [full.ticker, late.ticker])
-    log.malformed()
+    log.malformed_frame()
     log.reconnect()
-    log.snapshot(full.ticker, {400_000: 1}, {})
+    log.book_snapshot(full.ticker, {400_000: 1}, {})
     determine(log, full)
     log.at(late.close + 0.5)
     log.lifecycle(late.ticker, "determined", result="no", determination_ts=late.close)
@@ -39,10 +39,10 @@ def test_quality_report_numbers(tmp_path: Path) -> None:
     report = build_quality_report(tmp_path / "data", out)
 
     (s,) = report.sessions
-    assert (s.session_id, s.records, s.record_seq_holes) == (7, len(log.rows), 0)
+    assert (s.session_id, s.records, s.record_seq_holes) == (7, len(log.records), 0)
     assert (s.connects, s.reconnects, s.disconnects) == (2, 1, 1)
     assert (s.gaps, s.resyncs, s.malformed, s.markets_joined, s.ended) == (1, 1, 1, 2, True)
-    assert s.decisions == sum(r["kind"] == "decision" for r in log.rows)
+    assert s.decisions == sum(r["kind"] == "decision" for r in log.records)
     by = {m.market_ticker: m for m in report.markets}
     assert by["KX-FULL"].coverage == 1.0 and by["KX-FULL"].left_ns is not None
     assert by["KX-LATE"].coverage == 0.5 and by["KX-LATE"].mid_lifecycle

@@ -18,8 +18,8 @@ from materialize.sampling import (
 )
 from materialize.training import TrainingPolicy, build, build_training_sets, row_schema
 from tests.support.oracles import phase_of, sample_reference
-from tests.training.markets import T0, Life, create, determine, simple_market
-from tests.training.seglog import NS, SessionLog
+from tests.support.segments import NS, SessionLog
+from tests.training.markets import T0, Life, create, determine, simple_market, training_log
 
 
 def _build(
@@ -36,7 +36,7 @@ def _build(
 
 
 def _log() -> SessionLog:
-    log = SessionLog()
+    log = training_log()
     log.session_start()
     log.connected()
     return log
@@ -47,7 +47,7 @@ def test_phase_boundaries_fall_exactly_at_20_and_80_percent(tmp_path: Path) -> N
     log = _log()
     create(log, life)
     log.at(life.open + 1)
-    log.snapshot(life.ticker, {400_000: 100}, {500_000: 100})
+    log.book_snapshot(life.ticker, {400_000: 100}, {500_000: 100})
     life_ns = life.end_ns - life.open_ns
     marks = {}
     for name, t_ns in {
@@ -56,8 +56,8 @@ def test_phase_boundaries_fall_exactly_at_20_and_80_percent(tmp_path: Path) -> N
         "middle_last": life.open_ns + 4 * life_ns // 5 - 1,
         "late_first": life.open_ns + 4 * life_ns // 5,
     }.items():
-        log.t_ns = t_ns
-        marks[name] = log.delta(life.ticker, "yes", 410_000, 100)
+        log.now_ns = t_ns
+        marks[name] = log.book_delta(life.ticker, "yes", 410_000, 100)
     determine(log, life)
     _, rows, _ = _build(tmp_path, log, middle_every_s=0.5)
     phase = dict(zip(rows["record_seq"], rows["phase"], strict=True))
@@ -81,7 +81,7 @@ def test_middle_phase_follows_the_seeded_rule(tmp_path: Path) -> None:
     # every valid update of the market, in order: the snapshot and every delta
     updates = [
         (r["record_seq"], r["recv_ns"])
-        for r in log.rows
+        for r in log.records
         if r["market_ticker"] == life.ticker
         and r["msg_type"] in ("orderbook_snapshot", "orderbook_delta")
     ]
@@ -131,15 +131,15 @@ def test_gap_without_snapshot_excludes_the_market(tmp_path: Path) -> None:
     log = _log()
     create(log, life)
     log.at(life.open + 1)
-    log.snapshot(life.ticker, {400_000: 100}, {500_000: 100})
+    log.book_snapshot(life.ticker, {400_000: 100}, {500_000: 100})
     for k in range(20):
         log.at(life.open + 10 + k)
-        log.delta(life.ticker, "yes", 400_000, 100)
-    log.delta(life.ticker, "yes", 400_000, 100, skip=2)
+        log.book_delta(life.ticker, "yes", 400_000, 100)
+    log.book_delta(life.ticker, "yes", 400_000, 100, skip=2)
     log.gap(2, 23, 25, [life.ticker])
     log.resync(2, [life.ticker])
     log.at(life.open + 500)
-    log.delta(life.ticker, "no", 500_000, 100)
+    log.book_delta(life.ticker, "no", 500_000, 100)
     determine(log, life)
     summary, rows, manifest = _build(tmp_path, log)
     assert summary.included == 0 and rows.height == 0
@@ -153,21 +153,22 @@ def test_gap_then_snapshot_drops_only_the_invalid_span(tmp_path: Path) -> None:
     create(log, life)
     create(log, other)
     log.at(life.open + 1)
-    log.snapshot(life.ticker, {400_000: 100}, {500_000: 100})
-    log.snapshot(other.ticker, {300_000: 100}, {600_000: 100})
+    log.book_snapshot(life.ticker, {400_000: 100}, {500_000: 100})
+    log.book_snapshot(other.ticker, {300_000: 100}, {600_000: 100})
     for k in range(10):
         log.at(life.open + 10 + k)
-        log.delta(life.ticker, "yes", 400_000, 100)
+        log.book_delta(life.ticker, "yes", 400_000, 100)
     log.at(life.open + 30)
-    gapped = log.delta(life.ticker, "yes", 400_000, 100, skip=3)  # no recorder decision: detected
-    inside = [log.delta(life.ticker, "no", 500_000, 50) for _ in range(3)]
-    inside.append(log.delta(other.ticker, "no", 600_000, 50))
+    # no recorder decision: detected from the frames
+    gapped = log.book_delta(life.ticker, "yes", 400_000, 100, skip=3)
+    inside = [log.book_delta(life.ticker, "no", 500_000, 50) for _ in range(3)]
+    inside.append(log.book_delta(other.ticker, "no", 600_000, 50))
     log.at(life.open + 40)
-    healed = log.snapshot(life.ticker, {400_000: 7}, {500_000: 9})
-    after = log.delta(life.ticker, "yes", 400_000, 1)
-    log.delta(other.ticker, "no", 600_000, 50)  # still invalid: no snapshot for other yet
+    healed = log.book_snapshot(life.ticker, {400_000: 7}, {500_000: 9})
+    after = log.book_delta(life.ticker, "yes", 400_000, 1)
+    log.book_delta(other.ticker, "no", 600_000, 50)  # still invalid: no snapshot for other yet
     log.at(life.open + 50)
-    log.snapshot(other.ticker, {300_000: 1}, {600_000: 1})
+    log.book_snapshot(other.ticker, {300_000: 1}, {600_000: 1})
     determine(log, life)
     determine(log, other)
     summary, rows, manifest = _build(tmp_path, log)
@@ -187,7 +188,7 @@ def test_mid_lifecycle_market_is_excluded_with_reason(tmp_path: Path) -> None:
     simple_market(log, Life("KX-OK"))
     adopted = Life("KX-ADOPTED")
     create(log, adopted, reason="adopted", mid=True)
-    log.snapshot(adopted.ticker, {400_000: 100}, {})
+    log.book_snapshot(adopted.ticker, {400_000: 100}, {})
     determine(log, adopted)
     undetermined = Life("KX-OPEN")
     create(log, undetermined)
@@ -203,9 +204,9 @@ def test_exact_subpenny_and_fractional_values_survive(tmp_path: Path) -> None:
     log = _log()
     create(log, life)
     log.at(life.open + 1)
-    log.snapshot(life.ticker, {8_500: 250}, {415_000: 1})  # $0.0085 x 2.50, NO bid $0.4150
+    log.book_snapshot(life.ticker, {8_500: 250}, {415_000: 1})  # $0.0085 x 2.50, NO bid $0.4150
     log.at(life.open + 2)
-    r = log.delta(life.ticker, "yes", 8_600, 1)  # $0.0086 x 0.01
+    r = log.book_delta(life.ticker, "yes", 8_600, 1)  # $0.0086 x 0.01
     determine(log, life, result="no", value=0)
     _, rows, _ = _build(tmp_path, log)
     row = rows.filter(pl.col("record_seq") == r).row(0, named=True)
@@ -224,13 +225,13 @@ def test_time_to_close_uses_only_the_close_known_then(tmp_path: Path) -> None:
     log = _log()
     create(log, life)
     log.at(life.open + 1)
-    log.snapshot(life.ticker, {400_000: 100}, {500_000: 100})
+    log.book_snapshot(life.ticker, {400_000: 100}, {500_000: 100})
     log.at(life.open + 100)
-    before = log.delta(life.ticker, "yes", 400_000, 1)
+    before = log.book_delta(life.ticker, "yes", 400_000, 1)
     log.at(life.open + 150)
     log.lifecycle(life.ticker, "close_date_updated", close_ts=life.close - 300)
     log.at(life.open + 200)
-    after = log.delta(life.ticker, "yes", 400_000, 1)
+    after = log.book_delta(life.ticker, "yes", 400_000, 1)
     determine(log, life)
     _, rows, _ = _build(tmp_path, log)
     ttc = dict(zip(rows["record_seq"], rows["time_to_close_s"], strict=True))
@@ -243,10 +244,10 @@ def test_stale_duplicate_delta_is_dropped(tmp_path: Path) -> None:
     log = _log()
     create(log, life)
     log.at(life.open + 1)
-    log.snapshot(life.ticker, {400_000: 100}, {})
-    first = log.delta(life.ticker, "yes", 400_000, 5)
-    dup = log.delta(life.ticker, "yes", 400_000, 5, seq=log.seqs[2])
-    last = log.delta(life.ticker, "yes", 400_000, 1)
+    log.book_snapshot(life.ticker, {400_000: 100}, {})
+    first = log.book_delta(life.ticker, "yes", 400_000, 5)
+    dup = log.book_delta(life.ticker, "yes", 400_000, 5, seq=log.seqs[2])
+    last = log.book_delta(life.ticker, "yes", 400_000, 1)
     determine(log, life)
     _, rows, _ = _build(tmp_path, log)
     sizes = dict(zip(rows["record_seq"], rows["yes_bid_size_1"], strict=True))
@@ -257,7 +258,7 @@ def test_incremental_build_does_not_rebuild_old_markets(tmp_path: Path) -> None:
     log = _log()
     a = Life("KX-A", close=T0 + 500)
     simple_market(log, a)
-    cut = len(log.rows)
+    cut = len(log.records)
     b = Life("KX-B", created=T0 + 400, open=T0 + 450, close=T0 + 900)
     simple_market(log, b)
     log.session_end()
@@ -267,7 +268,7 @@ def test_incremental_build_does_not_rebuild_old_markets(tmp_path: Path) -> None:
     assert (s1.included, s1.pending) == (1, 0)  # B not even joined yet in the first segment
     first = tmp_path / "train" / "build=1" / "part-0.parquet"
     stamp = first.stat().st_mtime_ns
-    log.write(data, lo=cut, first_part=1)
+    log.write(data, lo=cut)
     s2 = build_training_sets(data, tmp_path / "train")
     assert (s2.included, s2.build_id, s2.total_included) == (1, 2, 2)
     assert first.stat().st_mtime_ns == stamp
@@ -300,7 +301,7 @@ def test_too_few_updates_and_no_book(tmp_path: Path) -> None:
     log = _log()
     thin = Life("KX-THIN")
     create(log, thin)
-    log.snapshot(thin.ticker, {400_000: 1}, {})
+    log.book_snapshot(thin.ticker, {400_000: 1}, {})
     determine(log, thin)
     bare = Life("KX-BARE")
     create(log, bare)
