@@ -16,9 +16,10 @@ import socket
 import sys
 import time
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
 import orjson
 
@@ -28,7 +29,7 @@ from recorder.auth import Signer
 from recorder.config import Settings
 from recorder.connection import AuthRejected, BookConnection
 from recorder.connection_core import LifecycleEvent
-from recorder.lifecycle import Join, Leave, LifecycleRules, Skip
+from recorder.lifecycle import Action, Join, Leave, LifecycleRules, Skip
 from recorder.metrics import Metrics, RateMeter, serve
 from recorder.reconcile import ReconcileQueries
 from recorder.rest import RestClient, RestError
@@ -37,7 +38,16 @@ from recorder.segments import RecoveryReport
 from recorder.selection import MarketFilter
 from recorder.session import SessionLog, new_session_id
 from recorder.writer import SegmentWriter
-from schemas.log import Decision
+from schemas.decisions import (
+    DecisionPayload,
+    EndReason,
+    Reconciled,
+    ReconcileFailed,
+    Recovered,
+    SessionEnd,
+    SessionStart,
+    WriterBacklog,
+)
 
 log = logging.getLogger("recorder")
 
@@ -131,7 +141,7 @@ class Recorder:
         self._reconcile_lock = asyncio.Lock()
         self._aux: set[asyncio.Task[None]] = set()
         self.stop_event = asyncio.Event()
-        self.end_reason = "stopped"
+        self.end_reason = EndReason.STOPPED
         self.joined_total = 0
         self.left_total = 0
         self.fatal: FatalError | None = None
@@ -144,18 +154,24 @@ class Recorder:
         n = len(self.conns)
         return self.conns[zlib.crc32(b"conn:" + ticker.encode()) % n] if n > 1 else self.conns[0]
 
-    def apply(self, actions: list[Any]) -> None:
+    def decide(self, d: DecisionPayload, market_ticker: str | None = None) -> None:
+        """Write a session-level decision record (connection decisions carry their columns)."""
+        self.log.decide(d.KIND, d.payload(), market_ticker=market_ticker)
+
+    def apply(self, actions: Iterable[Action]) -> None:
         for a in actions:
-            if isinstance(a, Join):
-                self.log.decide(Decision.MARKET_JOINED, a.payload(), market_ticker=a.ticker)
-                self.joined_total += 1
-                self.conn_for(a.ticker).want(a.ticker)
-            elif isinstance(a, Leave):
-                self.log.decide(Decision.MARKET_LEFT, a.payload(), market_ticker=a.ticker)
-                self.left_total += 1
-                self.conn_for(a.ticker).unwant(a.ticker)
-            elif isinstance(a, Skip):
-                self.log.decide(Decision.MARKET_SKIPPED, a.payload(), market_ticker=a.ticker)
+            self.decide(a.record(), market_ticker=a.ticker)
+            match a:
+                case Join():
+                    self.joined_total += 1
+                    self.conn_for(a.ticker).want(a.ticker)
+                case Leave():
+                    self.left_total += 1
+                    self.conn_for(a.ticker).unwant(a.ticker)
+                case Skip():
+                    pass
+                case _:
+                    assert_never(a)
         self.metrics.joined.set(len(self.rules.joined))
 
     def on_lifecycle(self, ev: LifecycleEvent, now_ns: int) -> None:
@@ -200,17 +216,17 @@ class Recorder:
             now_exchange = time.time_ns() + self.clock_offset_ns()
             self.rules.observe_time(time.time_ns())
             actions = self.rules.reconcile(markets, now_exchange, anchor)
-            payload: dict[str, Any] = {
-                "joined": [a.ticker for a in actions if isinstance(a, Join)],
-                "left": [a.ticker for a in actions if isinstance(a, Leave)],
-                "trigger": trigger,
-                "anchor_ms": anchor // 1_000_000,
-                "markets": len(markets),
-                "requests": self.rest.requests - before,
-            }
-            if self.queries.fallbacks:
-                payload["fallbacks"] = list(self.queries.fallbacks)
-            self.log.decide(Decision.RECONCILED, payload)
+            self.decide(
+                Reconciled(
+                    joined=[a.ticker for a in actions if isinstance(a, Join)],
+                    left=[a.ticker for a in actions if isinstance(a, Leave)],
+                    trigger=trigger,
+                    anchor_ms=anchor // 1_000_000,
+                    markets=len(markets),
+                    requests=self.rest.requests - before,
+                    fallbacks=list(self.queries.fallbacks) or None,
+                )
+            )
             self.apply(actions)
 
     async def reconcile_until_done(self, trigger: str) -> None:
@@ -222,10 +238,7 @@ class Recorder:
                 await self.reconcile(trigger)
                 return
             except RestError as exc:
-                self.log.decide(
-                    Decision.RECONCILE_FAILED,
-                    {"trigger": trigger, "error": str(exc), "retry_in_s": delay},
-                )
+                self.decide(ReconcileFailed(trigger=trigger, error=str(exc), retry_in_s=delay))
                 log.warning("reconciliation (%s) failed: %s; retry in %.0fs", trigger, exc, delay)
             try:
                 await asyncio.wait_for(self.stop_event.wait(), delay)
@@ -321,16 +334,13 @@ class Recorder:
         while not self.stop_event.is_set():
             if self.writer.failed.is_set():
                 self.fatal = FatalError(str(self.writer.error), 1)
-                self.end_reason = "writer_error"
+                self.end_reason = EndReason.WRITER_ERROR
                 self.stop_event.set()
                 return
             st = self.writer.stats
             if st.queue_depth and st.backlog_events > backlog_reported:
                 backlog_reported = st.backlog_events
-                self.log.decide(
-                    Decision.WRITER_BACKLOG,
-                    {"queue_depth": st.queue_depth, "pending_rows": st.pending_rows},
-                )
+                self.decide(WriterBacklog(queue_depth=st.queue_depth, pending_rows=st.pending_rows))
             await asyncio.sleep(0.1)
 
     # ----------------------------------------------------------------- run
@@ -338,24 +348,23 @@ class Recorder:
         s = self.settings
         shard = f"{s.shard[0]}/{s.shard[1]}"
         crashed = self.recovery.sessions if self.recovery is not None else []
-        self.log.decide(
-            Decision.SESSION_START,
-            {
+        self.decide(
+            SessionStart(
                 # The specification's vocabulary: the discovery mode is the "environment"; the
                 # exchange (prod/demo, or custom for any other URL) has its own field.
-                "environment": "lifecycle_discovery" if s.lifecycle_mode else "rest_discovery",
-                "exchange_env": "custom" if s.ws_url else s.env,
-                "previous_session": previous_session(s.data_dir, self.session_id, shard, crashed),
-                "lifecycle_mode": s.lifecycle_mode,
-                "version": __version__,
-                "host": socket.gethostname(),
-                "shard": shard,
-                "ws_url": s.endpoints[0],
-                "config": s.redacted(),
-            },
+                environment="lifecycle_discovery" if s.lifecycle_mode else "rest_discovery",
+                exchange_env="custom" if s.ws_url else s.env,
+                previous_session=previous_session(s.data_dir, self.session_id, shard, crashed),
+                lifecycle_mode=s.lifecycle_mode,
+                version=__version__,
+                host=socket.gethostname(),
+                shard=shard,
+                ws_url=s.endpoints[0],
+                config=s.redacted(),
+            )
         )
         if self.recovery is not None and self.recovery.files:
-            self.log.decide(Decision.RECOVERED, self.recovery.as_record())
+            self.decide(Recovered(**self.recovery.as_record()))
 
     async def run(self) -> RunSummary:
         s = self.settings
@@ -393,19 +402,19 @@ class Recorder:
                 waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
             if not done:
-                self.end_reason = "duration"
+                self.end_reason = EndReason.DURATION
             for t in done:
                 if t is not stopper and t.exception() is not None:
                     exc = t.exception()
                     if isinstance(exc, AuthRejected):
                         self.fatal = FatalError(str(exc), 2)
-                        self.end_reason = "auth_rejected"
+                        self.end_reason = EndReason.AUTH_REJECTED
                     else:
                         self.fatal = FatalError(f"connection task failed: {exc!r}", 1)
-                        self.end_reason = "error"
+                        self.end_reason = EndReason.ERROR
         except FatalError as exc:
             self.fatal = exc
-            self.end_reason = "error"
+            self.end_reason = EndReason.ERROR
         finally:
             self.stop_event.set()
             for c in self.conns:
@@ -448,19 +457,17 @@ class Recorder:
             await asyncio.sleep(0.01)
 
     def _on_signal(self) -> None:
-        self.end_reason = "signal"
+        self.end_reason = EndReason.SIGNAL
         self.stop_event.set()
 
     def finish(self) -> RunSummary:
         """Leave every market, write session_end, drain and seal (graceful stop)."""
         if self.writer.error is None:
             for a in self.rules.shutdown():
-                self.log.decide(Decision.MARKET_LEFT, a.payload(), market_ticker=a.ticker)
+                self.decide(a.record(), market_ticker=a.ticker)
                 self.left_total += 1
-            end: dict[str, Any] = {"reason": self.end_reason}
-            if self.fatal is not None:
-                end["detail"] = str(self.fatal)
-            self.log.decide(Decision.SESSION_END, end)
+            detail = str(self.fatal) if self.fatal is not None else None
+            self.decide(SessionEnd(reason=self.end_reason, detail=detail))
         sealed = self.writer.stop(timeout=30.0)
         if self.writer.error is not None and self.fatal is None:
             self.fatal = FatalError(str(self.writer.error), 1)

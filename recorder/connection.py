@@ -41,6 +41,7 @@ from recorder.connection_core import (
 )
 from recorder.metrics import Metrics
 from recorder.session import SessionLog
+from schemas.decisions import ConnectFailed
 from schemas.log import Decision
 
 log = logging.getLogger("recorder.connection")
@@ -296,16 +297,8 @@ class BookConnection:
             except (OSError, InvalidStatus, TimeoutError) as exc:
                 detail = _describe(exc)
                 if self.ws is None:
-                    self.log.decide(
-                        Decision.CONNECT_FAILED,
-                        {
-                            "conn": self.index,
-                            "attempt": attempt,
-                            "reason": detail,
-                            "retry_in_s": backoff,
-                        },
-                        conn=self.index,
-                    )
+                    failed = ConnectFailed(attempt=attempt, reason=detail, retry_in_s=backoff)
+                    self.log.decide(failed.KIND, failed.payload(), conn=self.index)
                     log.warning(
                         "connection %d: connect failed (%s); retry in %.1fs",
                         self.index,

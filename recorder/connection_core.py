@@ -37,6 +37,7 @@ from recorder import subscriptions as sm
 from recorder.book import OrderBook
 from recorder.sequence import OK, SeqTracker, SeqVerdict
 from recorder.subscriptions import Command, SubscriptionManager
+from schemas import decisions as dc
 from schemas.log import Decision
 
 LIFECYCLE_TYPES = protocol.LIFECYCLE_TYPES
@@ -232,7 +233,7 @@ class ConnectionCore:
             self.subs.start_lifecycle(self.cfg.lifecycle_channels)
         self._dirty = True
         out: list[Effect] = [
-            self._record(Decision.CONNECTED, {"url": self.url}),
+            self._record(dc.Connected(url=self.url)),
         ]
         out += self._plan(now_ns)
         return out
@@ -247,12 +248,10 @@ class ConnectionCore:
         """The socket is down. ``code``/``close_reason``: the close frame the exchange sent."""
         if not self.is_open:
             return []
-        payload: dict[str, Any] = {"reason": reason or "closed"}
-        if code is not None:
-            payload["code"] = code
-        if close_reason:
-            payload["close_reason"] = close_reason
-        out: list[Effect] = [self._record(Decision.DISCONNECTED, payload)]
+        gone = dc.Disconnected(
+            reason=reason or "closed", code=code, close_reason=close_reason or None
+        )
+        out: list[Effect] = [self._record(gone)]
         self.is_open = False
         self.seq.reset()
         self.subs.reset()
@@ -270,8 +269,9 @@ class ConnectionCore:
                 detail = f"{code} {close_reason}".strip() if close_reason else str(code)
                 out.append(
                     self._record(
-                        Decision.FATAL_CLOSE,
-                        {"code": code, "close_reason": close_reason, "repeats": self._close_streak},
+                        dc.FatalClose(
+                            code=code, close_reason=close_reason, repeats=self._close_streak
+                        )
                     )
                 )
                 out.append(
@@ -432,9 +432,7 @@ class ConnectionCore:
             out: list[Effect] = []
             if f.cmd_id is None and f.sid is not None and code == 25:
                 out.append(
-                    self._record(
-                        Decision.LOSS, {"sid": f.sid, "detail": f"error {code}: {message}"}, f.sid
-                    )
+                    self._record(dc.Loss(sid=f.sid, detail=f"error {code}: {message}"), f.sid)
                 )
             events = self.subs.on_error(f.cmd_id, code, message, ticker, f.sid, now_ns)
             out += self._after_reply(events)
@@ -462,8 +460,9 @@ class ConnectionCore:
             return (event,)
         # A mistyped optional field: stored null by the parser; acted on all the same.
         flag = self._record(
-            Decision.LIFECYCLE_FLAGGED,
-            {"market_ticker": ticker, "event_type": event_type, "problem": f.problem or ""},
+            dc.LifecycleFlagged(
+                market_ticker=ticker, event_type=event_type, problem=f.problem or ""
+            ),
             market_ticker=ticker,
         )
         return (flag, event)
@@ -616,9 +615,7 @@ class ConnectionCore:
             tickers = sorted(self.subs.tickers_of(sid))
             out: list[Effect] = [
                 self._record(
-                    Decision.GAP,
-                    {"sid": sid, "expected": v.expected, "got": v.got, "market_tickers": tickers},
-                    sid,
+                    dc.Gap(sid=sid, expected=v.expected, got=v.got, market_tickers=tickers), sid
                 )
             ]
             # Markets already left (delete in flight) need no fresh book.
@@ -628,9 +625,7 @@ class ConnectionCore:
             out += self._request_snapshot(sid, chosen, now_ns, "get_snapshot")
             return out
         if v.is_stale:
-            return [
-                self._record(Decision.STALE_SEQ, {"sid": sid, "last": v.last, "got": v.got}, sid)
-            ]
+            return [self._record(dc.StaleSeq(sid=sid, last=v.last, got=v.got), sid)]
         return []
 
     def _request_snapshot(
@@ -649,20 +644,13 @@ class ConnectionCore:
             self.anchored.discard(t)
             self.resyncing.add(t)
         self.counters.resyncs += 1
-        return [
-            self._record(
-                Decision.RESYNC, {"sid": sid, "market_tickers": tickers, "method": method}, sid
-            )
-        ]
+        return [self._record(dc.Resync(sid=sid, market_tickers=tickers, method=method), sid)]
 
     def _anomaly(self, ticker: str, sid: int | None, what: str, detail: str) -> list[Effect]:
         self.counters.anomalies += 1
         return [
-            Record(
-                Decision.ANOMALY,
-                {"market_ticker": ticker, "sid": sid, "what": what, "detail": detail},
-                sid,
-                ticker,
+            self._record(
+                dc.Anomaly(market_ticker=ticker, sid=sid, what=what, detail=detail), sid, ticker
             )
         ]
 
@@ -674,14 +662,12 @@ class ConnectionCore:
 
     def _record(
         self,
-        decision: Decision,
-        payload: dict[str, Any],
+        d: dc.DecisionPayload,
         sid: int | None = None,
         market_ticker: str | None = None,
     ) -> Record:
-        return Record(
-            decision, {"conn": self.index, "epoch": self.epoch, **payload}, sid, market_ticker
-        )
+        """``conn``/``epoch`` are the record's columns (the shell writes them), not payload."""
+        return Record(d.KIND, d.payload(), sid, market_ticker)
 
     def _events(self, events: list[sm.Event], now_ns: int | None) -> list[Effect]:
         out: list[Effect] = []
@@ -691,12 +677,9 @@ class ConnectionCore:
                     self.seq.forget(ev.sid)
                 out.append(
                     self._record(
-                        Decision.SUBSCRIPTION,
-                        {
-                            "sid": ev.sid,
-                            "channel": ev.channel,
-                            "market_tickers": sorted(ev.tickers),
-                        },
+                        dc.Subscription(
+                            sid=ev.sid, channel=ev.channel, market_tickers=sorted(ev.tickers)
+                        ),
                         ev.sid,
                     )
                 )
@@ -708,18 +691,17 @@ class ConnectionCore:
             elif isinstance(ev, sm.TimedOut):
                 self.counters.timeouts += 1
                 c = ev.command
-                payload: dict[str, Any] = {
-                    "cmd_id": c.cmd_id,
-                    "cmd": c.cmd,
-                    "purpose": c.purpose,
-                    "sid": c.sid,
-                    "market_tickers": list(c.tickers),
-                    "waited_ms": ev.waited_ns // 1_000_000,
-                    "then": ev.then,
-                }
-                if c.action is not None:
-                    payload["action"] = c.action
-                out.append(self._record(Decision.COMMAND_TIMEOUT, payload, c.sid))
+                timeout = dc.CommandTimeout(
+                    cmd_id=c.cmd_id,
+                    cmd=c.cmd,
+                    purpose=c.purpose,
+                    sid=c.sid,
+                    market_tickers=list(c.tickers),
+                    waited_ms=ev.waited_ns // 1_000_000,
+                    then=ev.then,
+                    action=c.action,
+                )
+                out.append(self._record(timeout, c.sid))
                 if ev.then in ("resubscribe", "drop_sid") and c.sid is not None:
                     held = [t for t in self.subs.tickers_of(c.sid) if t in self.books]
                     gone = [t for t in c.tickers if t in self.books and t not in held]
@@ -728,19 +710,16 @@ class ConnectionCore:
             elif isinstance(ev, sm.Merged):
                 out.append(
                     self._record(
-                        Decision.SUBSCRIPTION_MERGED,
-                        {
-                            "cmd_id": ev.cmd_id,
-                            "sid": ev.sid,
-                            "market_tickers": list(ev.tickers),
-                            "how": ev.how,
-                        },
+                        dc.SubscriptionMerged(
+                            cmd_id=ev.cmd_id,
+                            sid=ev.sid,
+                            market_tickers=list(ev.tickers),
+                            how=ev.how,
+                        ),
                         ev.sid,
                     )
                 )
             else:  # Fallback, CapLowered, MarketNotFound, CommandFailed, GaveUp
-                out.append(
-                    self._record(Decision.ANOMALY, {"what": type(ev).__name__, "detail": repr(ev)})
-                )
+                out.append(self._record(dc.Anomaly(what=type(ev).__name__, detail=repr(ev))))
         self._dirty = True
         return out

@@ -14,8 +14,8 @@ events can be missed, opens and closes are silent):
 * ``rest_discovery`` — the rollback mode that polls REST instead of listening to the feed.
 
 Actions are returned, never executed: the shell turns ``Join``/``Leave`` into subscription changes
-and ``market_joined``/``market_left``/``market_skipped`` decision records (``payload()`` gives the
-JSON the contract in ``schemas.log.Decision`` documents).
+and ``market_joined``/``market_left``/``market_skipped`` decision records (``record()`` gives the
+typed decision declared in ``schemas.decisions``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,14 @@ from datetime import datetime
 from typing import Any
 
 from recorder.selection import MarketFilter
+from schemas.decisions import (
+    JoinReason,
+    LeaveReason,
+    MarketJoined,
+    MarketLeft,
+    MarketSkipped,
+    SkipReason,
+)
 
 # REST `status` vocabularies (notes §6): the current one and the older / filter words.
 PRE_OPEN_STATUSES = frozenset({"initialized", "unopened"})
@@ -43,17 +51,19 @@ UNDETERMINED_STATUSES = PRE_OPEN_STATUSES | TRADING_STATUSES | CLOSED_STATUSES
 """Not yet determined: a ``created`` event would have joined such a market and kept it until
 ``determined`` (closed markets can reopen), so reconcile joins missed ones in any of these."""
 
-JOIN_CREATED = "created"
-JOIN_ADOPTED = "adopted"
-JOIN_LATE = "late"
-JOIN_REST_DISCOVERY = "rest_discovery"
-LEAVE_DETERMINED = "determined"
-LEAVE_RECONCILED = "reconciled_determined"
-LEAVE_REST_GONE = "rest_gone"
-LEAVE_SHUTDOWN = "shutdown"
-SKIP_FILTERED = "filtered"
-SKIP_SHARD = "shard"
-SKIP_ALREADY_OPEN = "already_open"
+# The vocabularies are declared with the decision payloads (schemas.decisions); these names stay
+# for readers of this module.
+JOIN_CREATED = JoinReason.CREATED
+JOIN_ADOPTED = JoinReason.ADOPTED
+JOIN_LATE = JoinReason.LATE
+JOIN_REST_DISCOVERY = JoinReason.REST_DISCOVERY
+LEAVE_DETERMINED = LeaveReason.DETERMINED
+LEAVE_RECONCILED = LeaveReason.RECONCILED_DETERMINED
+LEAVE_REST_GONE = LeaveReason.REST_GONE
+LEAVE_SHUTDOWN = LeaveReason.SHUTDOWN
+SKIP_FILTERED = SkipReason.FILTERED
+SKIP_SHARD = SkipReason.SHARD
+SKIP_ALREADY_OPEN = SkipReason.ALREADY_OPEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,24 +71,26 @@ class Join:
     """Open this market's order book; the session's participation in it starts now."""
 
     ticker: str
-    reason: str
+    reason: JoinReason | str
     mid_lifecycle: bool = False
     late_by_ms: int | None = None
     open_ts: int | None = None
     close_ts: int | None = None
 
+    def record(self) -> MarketJoined:
+        """The ``market_joined`` decision."""
+        return MarketJoined(
+            market_ticker=self.ticker,
+            reason=self.reason,
+            mid_lifecycle=self.mid_lifecycle,
+            late_by_ms=self.late_by_ms,
+            open_ts=self.open_ts,
+            close_ts=self.close_ts,
+        )
+
     def payload(self) -> dict[str, Any]:
-        """The ``market_joined`` decision payload (optional keys only when known)."""
-        out: dict[str, Any] = {
-            "market_ticker": self.ticker,
-            "reason": self.reason,
-            "mid_lifecycle": self.mid_lifecycle,
-        }
-        for key in ("late_by_ms", "open_ts", "close_ts"):
-            value = getattr(self, key)
-            if value is not None:
-                out[key] = value
-        return out
+        """The decision's JSON payload."""
+        return self.record().payload()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +98,15 @@ class Leave:
     """Close this market's order book; the participation ends now."""
 
     ticker: str
-    reason: str
+    reason: LeaveReason | str
+
+    def record(self) -> MarketLeft:
+        """The ``market_left`` decision."""
+        return MarketLeft(market_ticker=self.ticker, reason=self.reason)
 
     def payload(self) -> dict[str, Any]:
-        """The ``market_left`` decision payload."""
-        return {"market_ticker": self.ticker, "reason": self.reason}
+        """The decision's JSON payload."""
+        return self.record().payload()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,15 +118,16 @@ class Skip:
     """
 
     ticker: str
-    reason: str
+    reason: SkipReason | str
     detail: str | None = None
 
+    def record(self) -> MarketSkipped:
+        """The ``market_skipped`` decision."""
+        return MarketSkipped(market_ticker=self.ticker, reason=self.reason, detail=self.detail)
+
     def payload(self) -> dict[str, Any]:
-        """The ``market_skipped`` decision payload."""
-        out: dict[str, Any] = {"market_ticker": self.ticker, "reason": self.reason}
-        if self.detail is not None:
-            out["detail"] = self.detail
-        return out
+        """The decision's JSON payload."""
+        return self.record().payload()
 
 
 Action = Join | Leave | Skip

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from bench.verify import truth_frames
 from recorder.segments import iter_live_batches
+from schemas.decisions import read_decision
 from simulator.server import SimulatorThread
 from tests.support.wait import wait_for as support_wait_for
 
@@ -153,9 +154,18 @@ def read_log(data_dir: Path) -> list[dict[str, Any]]:
 
 
 def decisions(rows: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
-    return [
-        orjson.loads(r["raw"]) for r in rows if r["kind"] == "decision" and r["msg_type"] == name
-    ]
+    """Payloads of the decisions named ``name``, each checked against its struct in
+    ``schemas.decisions`` (no field the struct does not declare), with the record's ``conn`` and
+    ``epoch`` columns added when set."""
+    out = []
+    for r in rows:
+        if r["kind"] != "decision" or r["msg_type"] != name:
+            continue
+        struct = read_decision(name, r["raw"])
+        assert not struct.extra, f"{name} wrote undeclared fields {sorted(struct.extra)}"
+        payload = orjson.loads(r["raw"])
+        out.append({**payload, **{k: r[k] for k in ("conn", "epoch") if r[k] is not None}})
+    return out
 
 
 def ground_truth_frames(gt_dir: Path) -> dict[int, list[bytes]]:
