@@ -5,7 +5,7 @@ A record is one of three kinds (``Kind``):
 * ``in``       – a frame received from the exchange, ``raw`` = its exact bytes (parsed or not);
 * ``out``      – a command the recorder sent, ``raw`` = the exact bytes sent;
 * ``decision`` – something the recorder decided or observed about itself (``Decision``),
-  ``raw`` = a JSON object with the details (documented per decision below).
+  ``raw`` = a JSON object with the details (one struct per decision in ``schemas.decisions``).
 
 ``(session_id, record_seq)`` is the total order and the primary key: ``record_seq`` starts at 1 and
 increases by one per record within a session, across reconnects and segment files, so a hole in it
@@ -35,76 +35,34 @@ class Kind(StrEnum):
 
 
 class Decision(StrEnum):
-    """Names of ``decision`` records (``msg_type``) and the keys of their JSON ``raw`` payload.
+    """Names of ``decision`` records (``msg_type``). The JSON payload of each is declared once,
+    as a typed struct, in ``schemas.decisions`` (``STRUCTS[Decision.X]``).
 
-    Sessions, participation, gaps and coverage are rebuilt from these alone (design invariant 3).
+    Sessions, participation, gaps and coverage are rebuilt from these alone.
     """
 
     SESSION_START = "session_start"
-    """{environment, lifecycle_mode: bool, version, host, shard: "i/n", ws_url, config: {...}}"""
     SESSION_END = "session_end"
-    """{reason: "signal"|"duration"|"error"|"crash"|..., detail?}; "crash" is written by the next
-    start when it seals a killed session's leftovers (``recorder.segments.recover``)."""
     RECOVERED = "recovered"
-    """Crash leftovers sealed at start: {files: [...], rows, sessions: [...]}"""
     CONNECTED = "connected"
-    """{conn, epoch, url}"""
     DISCONNECTED = "disconnected"
-    """{conn, epoch, reason, code?: int, close_reason?: str}; ``code``/``close_reason`` are the
-    WebSocket close frame the exchange sent (absent when the connection just died or we closed
-    it, e.g. ``reason: "inbound silence ..."``). Older logs have only {conn, epoch, reason}."""
     CONNECT_FAILED = "connect_failed"
-    """{conn, attempt, reason, retry_in_s}"""
     MARKET_JOINED = "market_joined"
-    """{market_ticker, reason: "created"|"adopted"|"late"|"rest_discovery", mid_lifecycle: bool,
-    late_by_ms?: int, open_ts?: int, close_ts?: int}"""
     MARKET_LEFT = "market_left"
-    """{market_ticker, reason: "determined"|"reconciled_determined"|"rest_gone"|"shutdown"}"""
     LIFECYCLE_FLAGGED = "lifecycle_flagged"
-    """A lifecycle frame with a field of an unexpected type (stored null, frame ``malformed``)
-    was still acted on, since only ``market_ticker`` + ``event_type`` are needed:
-    {market_ticker, event_type, problem}"""
     MARKET_SKIPPED = "market_skipped"
-    """{market_ticker, reason: "filtered"|"shard"|"already_open"}"""
     SUBSCRIPTION = "subscription"
-    """A sid now holds these markets: {conn, epoch, sid, channel, market_tickers: [...]}"""
     GAP = "gap"
-    """Forward seq gap on a sid: {conn, epoch, sid, expected, got, market_tickers: [...]}"""
     STALE_SEQ = "stale_seq"
-    """Old or duplicate seq (frame still recorded): {conn, epoch, sid, last, got}"""
     RESYNC = "resync"
-    """Re-snapshot requested: {conn, epoch, sid, market_tickers,
-    method: "get_snapshot"|"resubscribe"}"""
     ANOMALY = "anomaly"
-    """Impossible book state: {market_ticker, sid, what: "negative_size"|"delta_before_snapshot"|
-    "crossed_book"|"crossed_persists"|"inexact_value"|"bad_snapshot"|..., detail}; one record
-    per episode (until a snapshot anchors the market again), each followed by a resync (with
-    backoff) except a first ``crossed_book``. Subscription trouble is {what: "CommandFailed"|
-    "GaveUp"|"Fallback"|"CapLowered"|"MarketNotFound", detail} (no market_ticker)."""
     LOSS = "loss"
-    """The exchange says data was lost (error 25) or the writer had to drop: {sid?, detail}"""
     RECONCILED = "reconciled"
-    """REST reconciliation: {joined: [...], left: [...], trigger?: "reconnect"|"periodic",
-    anchor_ms?: int, markets?: int, requests?: int, fallbacks?: [...]}; ``anchor_ms`` is the
-    creation time (exchange clock, ms) from which missed markets are looked for: the session
-    start less the clock-skew margin. Older logs have only {joined, left}."""
     RECONCILE_FAILED = "reconcile_failed"
-    """A REST reconciliation pass failed; nothing was left because of it, it is retried:
-    {trigger, error, retry_in_s}"""
     COMMAND_TIMEOUT = "command_timeout"
-    """A command got no answer by its deadline: {conn, epoch, cmd_id, cmd, action?, purpose,
-    sid?, market_tickers, waited_ms, then: "retry"|"snapshot"|"resubscribe"|"drop_sid"}; ``then``
-    is how the truth is re-established (sent again, snapshots asked again, sid unsubscribed and
-    its markets subscribed again, sid taken as gone)."""
     SUBSCRIPTION_MERGED = "subscription_merged"
-    """A subscribe was merged into an existing subscription (notes §4.7): {conn, epoch, cmd_id,
-    sid: int|null (null until a frame names it), market_tickers, how: "ok_without_sid"|
-    "existing_sid"|"error_6"}"""
     FATAL_CLOSE = "fatal_close"
-    """The exchange closed the connection with a 4000-4999 code several times in a row (auth):
-    the run stops with exit 2. {conn, code, close_reason, repeats}"""
     WRITER_BACKLOG = "writer_backlog"
-    """The disk writer fell behind: {queue_depth, capacity}"""
 
 
 LOG_SCHEMA = pa.schema(
