@@ -1,19 +1,30 @@
 """Prometheus metrics, a /healthz endpoint and the periodic status line.
 
 Each ``Recorder`` gets its own registry, so several recorders in one process (tests) do not clash.
-The HTTP endpoint is a tiny asyncio server on 127.0.0.1 (no thread, no extra dependency beyond
-prometheus-client's text exposition).
+The HTTP endpoint runs on the event loop, on 127.0.0.1, with websockets' HTTP parser (no thread,
+no extra dependency).
 """
 
 from __future__ import annotations
 
-import asyncio
+import logging
 import time
 from collections.abc import Callable, Iterator
+from http import HTTPStatus
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Metric, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Metric,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
+from websockets.asyncio.server import Server, ServerConnection
+from websockets.asyncio.server import serve as ws_serve
+from websockets.http11 import Request, Response
 
 
 class _LogCounters(Collector):
@@ -80,42 +91,32 @@ class Metrics:
         )
 
 
-async def serve(
-    port: int, metrics: Metrics, healthy: Callable[[], tuple[bool, str]]
-) -> asyncio.Server:
-    """Serve ``/metrics`` and ``/healthz`` on 127.0.0.1:port."""
+_HTTP_LOG = logging.getLogger("recorder.metrics.http")
+_HTTP_LOG.setLevel(logging.WARNING)  # websockets logs every answered request at INFO: scrapes
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            line = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-                pass
-            path = line.split(b" ")[1] if len(line.split(b" ")) > 1 else b"/"
-            if path.startswith(b"/metrics"):
-                body, status, ctype = (
-                    generate_latest(metrics.registry),
-                    "200 OK",
-                    "text/plain; version=0.0.4",
-                )
-            elif path.startswith(b"/healthz"):
-                ok, why = healthy()
-                body = why.encode()
-                status = "200 OK" if ok else "503 Service Unavailable"
-                ctype = "text/plain"
-            else:
-                body, status, ctype = b"not found\n", "404 Not Found", "text/plain"
-            writer.write(
-                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                f"Connection: close\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-        except (TimeoutError, ConnectionError, IndexError):
-            pass
-        finally:
-            writer.close()
 
-    return await asyncio.start_server(handle, "127.0.0.1", port)
+async def serve(port: int, metrics: Metrics, healthy: Callable[[], tuple[bool, str]]) -> Server:
+    """Serve ``/metrics`` and ``/healthz`` on 127.0.0.1:port (0: any free port).
+
+    websockets (already ours for the exchange) parses the HTTP requests: every request is
+    answered in ``process_request``, so no WebSocket is ever opened here.
+    """
+
+    def answer(conn: ServerConnection, request: Request) -> Response:
+        if request.path.startswith("/metrics"):
+            response = conn.respond(HTTPStatus.OK, generate_latest(metrics.registry).decode())
+            del response.headers["Content-Type"]  # a multi-dict: replace, do not add
+            response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+            return response
+        if request.path.startswith("/healthz"):
+            ok, why = healthy()
+            return conn.respond(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, why)
+        return conn.respond(HTTPStatus.NOT_FOUND, "not found\n")
+
+    async def never(ws: ServerConnection) -> None:  # pragma: no cover - process_request answers
+        await ws.close()
+
+    return await ws_serve(never, "127.0.0.1", port, process_request=answer, logger=_HTTP_LOG)
 
 
 class RateMeter:
