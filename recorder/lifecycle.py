@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import calendar
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from recorder.selection import MarketFilter
 from schemas.decisions import (
@@ -237,6 +237,16 @@ class LifecycleRules:
 
     # -- REST-driven inputs -------------------------------------------------------------------
 
+    def _open_unjoined(
+        self, markets: Iterable[Mapping[str, Any]]
+    ) -> Iterator[tuple[str, Mapping[str, Any]]]:
+        """The markets of a REST listing open (or paused) now and not joined yet."""
+        for market in markets:
+            ticker = _ticker(market)
+            joinable = ticker is not None and ticker not in self._joined
+            if joinable and _status(market) in TRADING_STATUSES:
+                yield cast(str, ticker), market
+
     def adopt(self, markets: Iterable[Mapping[str, Any]]) -> list[Action]:
         """``--adopt-open-markets``: join wanted markets that are open (or paused) right now.
 
@@ -244,12 +254,7 @@ class LifecycleRules:
         markets are left to the feed / not adopted (a closed market has no trading left).
         """
         actions: list[Action] = []
-        for market in markets:
-            ticker = _ticker(market)
-            if ticker is None or ticker in self._joined:
-                continue
-            if _status(market) not in TRADING_STATUSES:
-                continue
+        for ticker, market in self._open_unjoined(markets):
             actions += self._join_if_wanted(
                 ticker, _event_ticker(market), _rest_join(ticker, market, JOIN_ADOPTED, True)
             )
@@ -262,12 +267,7 @@ class LifecycleRules:
         ``adopt`` would join. Unwanted markets (filter, shard) are not listed: not our business.
         """
         actions: list[Action] = []
-        for market in markets:
-            ticker = _ticker(market)
-            if ticker is None or ticker in self._joined:
-                continue
-            if _status(market) not in TRADING_STATUSES:
-                continue
+        for ticker, market in self._open_unjoined(markets):
             wanted, _why = self.filter.decide(ticker, _event_ticker(market))
             if wanted:
                 actions.append(Skip(ticker, SKIP_ALREADY_OPEN))
