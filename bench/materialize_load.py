@@ -88,32 +88,33 @@ def run_ours(admin: str, data_dir: Path, mode: str) -> tuple[float, int]:
         return dt, _count(dsn)
 
 
-def run_copy_tuples(admin: str, rows: list[tuple[object, ...]]) -> tuple[float, int]:
-    cols = ", ".join(DELTA_COLUMNS)
+def _timed_copy(admin: str, feed: Callable[[psycopg.Copy], None]) -> tuple[float, int]:
+    """One binary COPY of the deltas into a fresh database, ``feed`` writing its data."""
+    stmt = f"COPY {DELTAS} ({', '.join(DELTA_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
     with fresh_db(admin) as dsn, psycopg.connect(dsn) as con:
         t0 = time.perf_counter()
-        with con.transaction(), con.cursor() as cur:
-            stmt = f"COPY {DELTAS} ({cols}) FROM STDIN (FORMAT BINARY)"
-            with cur.copy(stmt) as copy:
-                copy.set_types(DELTA_TYPES)
-                for row in rows:
-                    copy.write_row(row)
+        with con.transaction(), con.cursor() as cur, cur.copy(stmt) as copy:
+            feed(copy)
         dt = time.perf_counter() - t0
         return dt, _count(dsn)
+
+
+def run_copy_tuples(admin: str, rows: list[tuple[object, ...]]) -> tuple[float, int]:
+    def feed(copy: psycopg.Copy) -> None:
+        copy.set_types(DELTA_TYPES)
+        for row in rows:
+            copy.write_row(row)
+
+    return _timed_copy(admin, feed)
 
 
 def run_copy_bytes(admin: str, payload: bytes) -> tuple[float, int]:
-    cols = ", ".join(DELTA_COLUMNS)
-    with fresh_db(admin) as dsn, psycopg.connect(dsn) as con:
-        t0 = time.perf_counter()
-        with con.transaction(), con.cursor() as cur:
-            stmt = f"COPY {DELTAS} ({cols}) FROM STDIN (FORMAT BINARY)"
-            with cur.copy(stmt) as copy:
-                view = memoryview(payload)
-                for i in range(0, len(view), 1 << 20):
-                    copy.write(view[i : i + (1 << 20)])
-        dt = time.perf_counter() - t0
-        return dt, _count(dsn)
+    def feed(copy: psycopg.Copy) -> None:
+        view = memoryview(payload)
+        for i in range(0, len(view), 1 << 20):
+            copy.write(view[i : i + (1 << 20)])
+
+    return _timed_copy(admin, feed)
 
 
 def run_executemany(admin: str, rows: list[tuple[object, ...]], batch: int) -> tuple[float, int]:

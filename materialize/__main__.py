@@ -162,20 +162,16 @@ def _later_steps(args: argparse.Namespace, data_dir: Path) -> int:
     from materialize.quality import build_quality_report, render
     from materialize.training import build
 
-    status = EXIT_OK
-    try:
+    def training() -> None:
         t = build(data_dir, data_dir / "training", args.policy)
         print(
             f"training sets: {t.included} market(s) built now ({t.total_included} in total), "
             f"{t.excluded} excluded, {t.pending} pending; {t.rows:,} rows from "
             f"{t.deltas_replayed:,} deltas -> {t.out_dir} (reasons in manifest.json)"
         )
-    except Exception as exc:
-        traceback.print_exc(file=sys.stderr)
-        print(f"materialize: training sets failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        status = EXIT_LATER_STEP
-    out = data_dir / "quality" / "report.json"
-    try:
+
+    def quality() -> None:
+        out = data_dir / "quality" / "report.json"
         q = build_quality_report(data_dir, out)
         # The terminal shows what changed this run; the JSON has every session and market.
         shown = q.changed()
@@ -186,10 +182,15 @@ def _later_steps(args: argparse.Namespace, data_dir: Path) -> int:
             f"quality report: {len(q.sessions)} session(s) ({q.reused_sessions} unchanged since "
             f"the last run), {len(q.markets)} market(s) -> {out}"
         )
-    except Exception as exc:
-        traceback.print_exc(file=sys.stderr)
-        print(f"materialize: quality report failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        status = EXIT_LATER_STEP
+
+    status = EXIT_OK
+    for name, step in (("training sets", training), ("quality report", quality)):
+        try:
+            step()
+        except Exception as exc:  # one step failing must not stop the next
+            traceback.print_exc(file=sys.stderr)
+            print(f"materialize: {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            status = EXIT_LATER_STEP
     return status
 
 

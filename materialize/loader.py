@@ -61,7 +61,14 @@ from materialize.segments_index import (
     plan,
     sha256_file,
 )
-from materialize.targets import AlreadyLoaded, SegmentRejected, Target, TargetUnavailable, redact
+from materialize.targets import (
+    AlreadyLoaded,
+    ManifestRow,
+    SegmentRejected,
+    Target,
+    TargetUnavailable,
+    redact,
+)
 from schemas.catalog import version_problem
 from schemas.log import LOG_SCHEMA, SCHEMA_VERSION_KEY, Decision, Kind
 from schemas.mapping import GAP_DECISIONS, RECORD_SQL, SESSION_LOG
@@ -604,15 +611,10 @@ def _load_one(
     unmatched: Counter[str] = Counter()
     applied: Counter[str] = Counter()
     with target.transaction():
-        target.claim_segment(
-            ref.sha256,
-            ref.relpath,
-            ref.session_id,
-            table.num_rows,
-            version,
-            size=ref.size,
-            mtime_ns=ref.mtime_ns,
+        seg = ManifestRow(
+            ref.sha256, ref.relpath, ref.session_id, table.num_rows, version, ref.size, ref.mtime_ns
         )
+        target.claim_segment(seg)
         for upd in rows.updates:
             if target.execute(upd.sql, upd.params) == 0:
                 unmatched[upd.what] += 1

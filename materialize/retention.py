@@ -62,6 +62,7 @@ import pyarrow.parquet as pq
 from materialize.segments_index import SegmentRef, find_segments, sha256_file
 from materialize.targets import (
     AlreadyLoaded,
+    ManifestRow,
     PostgresTarget,
     Target,
     TargetUnavailable,
@@ -326,7 +327,8 @@ def _compact_one(
     # Recorded as loaded *before* it is visible in segments/: materialize never sees it unloaded.
     try:
         with target.transaction():
-            target.claim_segment(digest, relpath, sources[0].session_id, rows, SCHEMA_VERSION)
+            seg = ManifestRow(digest, relpath, sources[0].session_id, rows, SCHEMA_VERSION)
+            target.claim_segment(seg)
     except AlreadyLoaded:
         pass  # an earlier run committed this very file and crashed before the rename
     os.replace(tmp, final)

@@ -24,6 +24,7 @@ import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -51,6 +52,32 @@ from schemas.tables import (
 )
 
 CopyMode = Literal["arrow", "rows"]
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRow:
+    """A segment's row of ``rl_loaded_segments``: claimed in the transaction that loads it."""
+
+    sha256: str
+    relpath: str
+    session_id: int | None
+    rows: int
+    schema_version: str
+    size: int | None = None
+    mtime_ns: int | None = None
+
+    def params(self) -> tuple[Any, ...]:
+        """The insert's values, ``loaded_at`` now."""
+        return (
+            self.sha256,
+            self.relpath,
+            self.session_id,
+            self.rows,
+            self.schema_version,
+            datetime.now(UTC),
+            self.size,
+            self.mtime_ns,
+        )
 
 
 class TargetUnavailable(Exception):
@@ -209,26 +236,16 @@ class Target(Protocol):
     def insert_arrow(self, table_name: str, data: pa.Table) -> None: ...
     def execute(self, sql: str, params: Sequence[Any]) -> int: ...
     def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]: ...
-    def claim_segment(
-        self,
-        sha256: str,
-        relpath: str,
-        session_id: int | None,
-        rows: int,
-        version: str,
-        size: int | None = None,
-        mtime_ns: int | None = None,
-    ) -> None: ...
+    def claim_segment(self, seg: ManifestRow) -> None: ...
     def count(self, table_name: str) -> int: ...
     def close(self) -> None: ...
 
 
-def _manifest_sql() -> str:
-    return (
-        f"INSERT INTO {LOADED_SEGMENTS} "
-        "(content_sha256, path, session_id, rows, schema_version, loaded_at, size, mtime_ns) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-    )
+_MANIFEST_INSERT = (
+    f"INSERT INTO {LOADED_SEGMENTS} "
+    "(content_sha256, path, session_id, rows, schema_version, loaded_at, size, mtime_ns) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+)
 
 
 class PostgresTarget:
@@ -351,27 +368,14 @@ class PostgresTarget:
     def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in self.con.execute(sql, params).fetchall()]
 
-    def claim_segment(
-        self,
-        sha256: str,
-        relpath: str,
-        session_id: int | None,
-        rows: int,
-        version: str,
-        size: int | None = None,
-        mtime_ns: int | None = None,
-    ) -> None:
+    def claim_segment(self, seg: ManifestRow) -> None:
         # The manifest row goes in first: a concurrent loader of the same segment then waits on
         # the primary key and, once we commit, fails here instead of loading the rows twice.
-        now = datetime.now(UTC)
         try:
             with self.con.transaction():
-                self.con.execute(
-                    _manifest_sql(),
-                    (sha256, relpath, session_id, rows, version, now, size, mtime_ns),
-                )
+                self.con.execute(_MANIFEST_INSERT, seg.params())
         except psycopg.errors.UniqueViolation as exc:
-            raise AlreadyLoaded(sha256) from exc
+            raise AlreadyLoaded(seg.sha256) from exc
 
     def count(self, table_name: str) -> int:
         row = self.con.execute(f"SELECT count(*) FROM {table_name}").fetchone()
@@ -554,23 +558,11 @@ class DuckDBTarget:
     def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in self.con.execute(sql.replace("%s", "?"), list(params)).fetchall()]
 
-    def claim_segment(
-        self,
-        sha256: str,
-        relpath: str,
-        session_id: int | None,
-        rows: int,
-        version: str,
-        size: int | None = None,
-        mtime_ns: int | None = None,
-    ) -> None:
-        now = datetime.now(UTC)
+    def claim_segment(self, seg: ManifestRow) -> None:
         try:
-            self.execute(
-                _manifest_sql(), (sha256, relpath, session_id, rows, version, now, size, mtime_ns)
-            )
+            self.execute(_MANIFEST_INSERT, seg.params())
         except duckdb.ConstraintException as exc:
-            raise AlreadyLoaded(sha256) from exc
+            raise AlreadyLoaded(seg.sha256) from exc
 
     def count(self, table_name: str) -> int:
         row = self.con.execute(f"SELECT count(*) FROM {table_name}").fetchone()

@@ -77,10 +77,12 @@ from schemas.catalog import TRAINING_DIR, training_files, training_manifest
 from schemas.log import LOG_SCHEMA, SEGMENT_GLOB
 from schemas.mapping import LOG_SQL, RECORD_SQL, SESSION_LOG
 from schemas.tables import (
+    ALL_TABLES,
     COMPLETED_MARKETS,
     DELTAS,
     GAPS,
     LIFECYCLE_EVENTS,
+    LOADED_SEGMENTS,
     PARTICIPATION,
     SESSIONS,
     SNAPSHOTS,
@@ -91,17 +93,11 @@ TRAINING_MARKETS = "training_markets"
 
 VIEWS: tuple[str, ...] = (
     SESSION_LOG,
-    SESSIONS,
-    LIFECYCLE_EVENTS,
-    PARTICIPATION,
-    SNAPSHOTS,
-    DELTAS,
-    GAPS,
-    COMPLETED_MARKETS,
+    *(t for t in ALL_TABLES if t != LOADED_SEGMENTS),
     TRAINING_ROWS,
     TRAINING_MARKETS,
 )
-"""Every view :func:`connect` creates."""
+"""Every view :func:`connect` creates: the log, every table but the manifest, training sets."""
 
 MACROS: tuple[str, ...] = (
     # BIGINT * DECIMAL is exact in DuckDB; "/" would give a DOUBLE.

@@ -24,12 +24,10 @@ PAPER_ORDERS = "rl_paper_orders"
 PAPER_FILLS = "rl_paper_fills"
 PAPER_PNL = "rl_paper_pnl"
 
+_KEY_COLS = ("run_id", "seq", "session_id", "record_seq", "t_ns")
+"""Every paper table's first columns: the paper log's total order and the session record."""
 _ORDER_COLS = (
-    "run_id",
-    "seq",
-    "session_id",
-    "record_seq",
-    "t_ns",
+    *_KEY_COLS,
     "kind",
     "market_ticker",
     "order_id",
@@ -44,11 +42,7 @@ _ORDER_COLS = (
 )
 """``kind``: order (accepted), reject, cancel (``size`` = the remainder cancelled)."""
 _FILL_COLS = (
-    "run_id",
-    "seq",
-    "session_id",
-    "record_seq",
-    "t_ns",
+    *_KEY_COLS,
     "market_ticker",
     "order_id",
     "action",
@@ -66,11 +60,7 @@ _FILL_COLS = (
     "equity_usd",
 )
 _PNL_COLS = (
-    "run_id",
-    "seq",
-    "session_id",
-    "record_seq",
-    "t_ns",
+    *_KEY_COLS,
     "kind",
     "market_ticker",
     "yes_price",
