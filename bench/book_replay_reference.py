@@ -196,15 +196,8 @@ def _side_frame(n: int, rec: _Records, top_n: int, prefix: str) -> dict[str, pl.
 
 
 def replay_reference(inp: ReplayInput, top_n: int = 5) -> pl.DataFrame:
-    """The previous implementation of ``replay`` (dict + sorted list per delta, polars forward
-    fill).
-
-    Returns one row per input event, in input order: ``ok`` (the book is valid after this event
-    and the event changed or confirmed it: a row may be emitted here), the top-N levels per side
-    (``yes_bid_price_1..N``, ``yes_bid_size_1..N``, ``no_bid_price_1..N``, ``no_bid_size_1..N``,
-    null where the side has fewer levels) and ``yes_depth``/``no_depth`` (total resting size per
-    side). Values on rows with ``ok`` false are meaningless.
-    """
+    """The previous implementation of ``materialize.book_replay.replay`` (dict + sorted list per
+    delta, polars forward fill): same input, same output contract."""
     if top_n < 1:
         raise ValueError(f"top_n must be >= 1, got {top_n}")
     inp = _as_lists(inp)

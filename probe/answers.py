@@ -64,6 +64,12 @@ def _out_command(t: Transcript, step: str) -> tuple[Entry, dict[str, Any]] | Non
     return next(((e, o) for e, o in t.ws_out() if e["step"] == step), None)
 
 
+def _asked(t: Transcript, step: str) -> tuple[Entry, list[tuple[Entry, dict[str, Any]]]] | None:
+    """The command sent at ``step`` and its replies (see :func:`_replies`); None if not sent."""
+    found = _out_command(t, step)
+    return None if found is None else (found[0], _replies(t, *found))
+
+
 def _next_out_n(t: Transcript, after: int) -> int:
     """Index of the next outbound ws entry after entry ``after`` (or the end)."""
     for e in t.entries[after + 1 :]:
@@ -126,11 +132,10 @@ def _unknown(key: str, question: str, why: str, evidence: list[int] | None = Non
 
 def get_snapshot_ok(t: Transcript) -> Answer:
     q = "Does get_snapshot get an ok?"
-    found = _out_command(t, "get_snapshot")
-    if found is None:
+    asked = _asked(t, "get_snapshot")
+    if asked is None:
         return _unknown("get_snapshot_ok", q, "not asked (no market to subscribe to)")
-    out, body = found
-    replies = _replies(t, out, body)
+    out, replies = asked
     oks = [e["n"] for e, f in replies if f.get("type") == "ok"]
     errors = [e["n"] for e, f in replies if f.get("type") == "error"]
     snaps = [e["n"] for e, f in _window(t, out) if f.get("type") == "orderbook_snapshot"]
@@ -465,11 +470,10 @@ def errors(t: Transcript) -> Answer:
     value: dict[str, Any] = {}
     ev: list[int] = []
     for case, step in ERROR_CASES.items():
-        found = _out_command(t, step)
-        if found is None:
+        asked = _asked(t, step)
+        if asked is None:
             continue
-        out, body = found
-        replies = _replies(t, out, body)
+        out, replies = asked
         ev.append(out["n"])
         if not replies:
             value[case] = {"type": None}
@@ -504,11 +508,10 @@ def errors(t: Transcript) -> Answer:
 
 def mve_channel(t: Transcript) -> Answer:
     q = "Is there a multivariate_market_lifecycle channel?"
-    found = _out_command(t, "subscribe_mve")
-    if found is None:
+    asked = _asked(t, "subscribe_mve")
+    if asked is None:
         return _unknown("mve_channel", q, "not asked")
-    out, body = found
-    replies = _replies(t, out, body)
+    out, replies = asked
     ev = [out["n"], *(e["n"] for e, _ in replies[:1])]
     if not replies:
         return Answer("mve_channel", q, "no_reply", "no reply", ev)
