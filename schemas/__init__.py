@@ -1,7 +1,10 @@
 """The contract between the recorder, materialize, the notebooks and the tests.
 
 One definition of each thing: the session-log Arrow schema (``schemas.log``), the exact fixed-point
-units for prices and sizes (``schemas.units``) and the SQL tables (``schemas.tables``).
+units for prices and sizes (``schemas.units``), the exchange's wire formats (``schemas.wire``), the
+SQL tables (``schemas.tables``), the log -> table mapping (``schemas.mapping``) and where and how
+the log is stored on disk (``schemas.catalog``). Imports run one way: everything imports
+``schemas``, ``schemas`` imports nothing of the project but itself.
 """
 
 from schemas.log import (

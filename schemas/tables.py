@@ -1,7 +1,12 @@
 """SQL tables that materialize fills, for PostgreSQL and for the embedded DuckDB default.
 
-One definition, two dialects: ``ddl("postgres")`` and ``ddl("duckdb")`` return idempotent
-statements (``CREATE ... IF NOT EXISTS``), so applying them twice is harmless.
+Each table is declared once (:data:`TABLES`: columns with their Arrow types and nullability, the
+primary key; the columns added after the first DDL are marked ``added``). From that one
+declaration come the DDL of both dialects (``ddl("postgres")``, ``ddl("duckdb")``, idempotent
+``CREATE ... IF NOT EXISTS`` + ``ALTER TABLE ... ADD COLUMN IF NOT EXISTS``), the day-partitioned
+PostgreSQL layout (:func:`partitioned_ddl`), the Arrow layout of the rows the loader COPYs
+(:func:`arrow_schema`) and the views' column list and types (``schemas.mapping``). Indexes are
+listed in :func:`_indexes` (the dialects differ there: DuckDB has no partial indexes).
 
 Units: prices are micro-dollars and sizes centi-contracts as BIGINT (``schemas.units``); the spec's
 ``settlement_price`` is an exact NUMERIC in dollars. Times from the recorder are ``*_ns`` BIGINT
