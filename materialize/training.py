@@ -20,14 +20,13 @@ by one recorder run, otherwise the book between runs is unknown):
 * ``end > open`` -> else ``degenerate_life``.
 
 **Book validity** (rows only from valid states): a market's book is valid from one of its snapshots
-until the next invalidation: a forward seq gap on the snapshot's ``(conn, epoch, sid)`` (detected
-here from the frames with the recorder's rule: replies with a seq raise the sid's last seq without a
-gap check; the revealing frame itself is already invalid), a recorder ``gap`` decision (for the
-markets it lists, or the whole sid), a ``loss`` (its sid, or the whole session when it has none),
-a delta on another sid than the anchor's (after a reconnect, before the new snapshot), a delta
-before any snapshot, a delta without exact typed columns, an unparseable snapshot, or a negative
-level size. Stale/duplicate seqs (``seq <= last``) are dropped, as the protocol says. A crossed
-book is a real (if odd) observed state and is kept.
+until the next invalidation, as the recorder decided it (its sequence rule is not derived again
+here): a ``gap`` decision (for the markets it lists, or the whole sid, from the frame that revealed
+the gap), a ``loss`` (its sid, or the whole session when it has none), a delta on another sid than
+the anchor's (after a reconnect, before the new snapshot), a delta before any snapshot, a delta
+without exact typed columns, an unparseable snapshot, or a negative level size. Frames the recorder
+called ``stale_seq`` (old or duplicate seq) are dropped, as the protocol says. A crossed book is a
+real (if odd) observed state and is kept.
 
 **Rows.** Every valid book update (snapshot or applied delta) between the join and the
 ``determined`` frame is a candidate; ``materialize.sampling`` picks the kept ones (phases by the
@@ -418,66 +417,97 @@ def _amend_labels(
 _KEY = ["conn", "epoch", "sid"]
 
 
+def _opt_int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+_SID_KEY = {"conn": pl.Int16, "epoch": pl.Int32, "sid": pl.Int64}
+
+
 def _invalidations(
     scan: pl.LazyFrame, ctl: pl.DataFrame, session_id: int, hi: int
 ) -> tuple[pl.DataFrame, pl.DataFrame, list[int], pl.DataFrame]:
     """(stale frames, sid-level invalidations, session-level invalidation records,
-    market-level invalidations) for one session, up to record ``hi``."""
-    seqs = (
-        scan.filter(
-            (pl.col("session_id") == session_id)
-            & (pl.col("kind") == Kind.IN)
-            & (pl.col("record_seq") <= hi)
-            & pl.col("sid").is_not_null()
-            & pl.col("seq").is_not_null()
-            & ~pl.col("msg_type").is_in(LIFECYCLE_MSG_TYPES)
-        )
-        .select("record_seq", *_KEY, "seq", "msg_type")
-        .collect()
-        .sort("record_seq")
-    )
-    is_book = pl.col("msg_type").is_in([SNAPSHOT_MSG, DELTA_MSG])
-    prev_max = pl.col("seq").cum_max().shift(1).over(_KEY)
-    seqs = seqs.with_columns(
-        (is_book & (pl.col("seq") <= prev_max)).fill_null(False).alias("stale"),
-        (is_book & (pl.col("seq") > prev_max + 1)).fill_null(False).alias("gap"),
-    )
-    stale = seqs.filter("stale").select("record_seq")
-    sid_inv = [seqs.filter("gap").select(*_KEY, pl.col("record_seq").alias("inv_r"))]
-    sess_inv: list[int] = []
-    mkt_rows: list[tuple[str, int]] = []
+    market-level invalidations) for one session, up to record ``hi``.
+
+    From the recorder's own decisions, never re-derived from seq numbers (the recorder's sequence
+    rule is the only one): a ``gap`` invalidates the markets it lists, or its whole sid, from the
+    frame whose seq revealed it (``got``: that frame is already invalid); a ``stale_seq`` frame
+    (``got``) is skipped; a ``loss`` invalidates its sid, or the whole session."""
     dec = ctl.filter(
         (pl.col("session_id") == session_id)
         & (pl.col("kind") == Kind.DECISION)
-        & pl.col("msg_type").is_in([Decision.GAP, Decision.LOSS])
+        & pl.col("msg_type").is_in([Decision.GAP, Decision.STALE_SEQ, Decision.LOSS])
         & (pl.col("record_seq") <= hi)
     )
-    extra: list[tuple[int | None, int | None, int | None, int]] = []
+    sess_inv: list[int] = []
+    sid_rows: list[tuple[int | None, int | None, int, int]] = []
+    mkt_rows: list[tuple[str, int]] = []
+    located: list[tuple[int | None, int | None, int, int, int, str, list[str]]] = []
     for row in dec.iter_rows(named=True):
         body = _json(row["raw"])
-        tickers = body.get("market_tickers") if row["msg_type"] == Decision.GAP else None
-        sid = row["sid"] if row["sid"] is not None else body.get("sid")
-        if isinstance(tickers, list) and tickers:
-            mkt_rows += [(t, row["record_seq"]) for t in tickers if isinstance(t, str)]
+        name, r = row["msg_type"], row["record_seq"]
+        sid = row["sid"] if row["sid"] is not None else _opt_int(body.get("sid"))
+        conn = row["conn"] if row["conn"] is not None else _opt_int(body.get("conn"))
+        epoch = row["epoch"] if row["epoch"] is not None else _opt_int(body.get("epoch"))
+        got = _opt_int(body.get("got"))
+        tickers = body.get("market_tickers") if name == Decision.GAP else None
+        tickers = [t for t in tickers if isinstance(t, str)] if isinstance(tickers, list) else []
+        if name != Decision.LOSS and sid is not None and got is not None:
+            located.append((conn, epoch, sid, got, r, name, tickers))
+        elif tickers:
+            mkt_rows += [(t, r) for t in tickers]
         elif sid is not None:
-            conn = row["conn"] if row["conn"] is not None else body.get("conn")
-            epoch = row["epoch"] if row["epoch"] is not None else body.get("epoch")
-            extra.append((conn, epoch, sid, row["record_seq"]))
-        else:
-            sess_inv.append(row["record_seq"])
-    if extra:
-        sid_inv.append(
-            pl.DataFrame(
-                extra,
-                schema={"conn": pl.Int16, "epoch": pl.Int32, "sid": pl.Int64, "inv_r": pl.Int64},
-                orient="row",
+            sid_rows.append((conn, epoch, sid, r))
+        elif name != Decision.STALE_SEQ:
+            sess_inv.append(r)
+    stale: list[int] = []
+    if located:
+        # The frame each decision is about: the latest of its sid with that seq before it.
+        want = pl.DataFrame(
+            [x[:5] for x in located],
+            schema={**_SID_KEY, "seq": pl.Int64, "dec_r": pl.Int64},
+            orient="row",
+        ).with_row_index("i")
+        frames = (
+            scan.filter(
+                (pl.col("session_id") == session_id)
+                & (pl.col("kind") == Kind.IN)
+                & (pl.col("record_seq") <= hi)
+                & pl.col("sid").is_in(want["sid"].unique().implode())
+                & pl.col("seq").is_in(want["seq"].unique().implode())
             )
+            .select(pl.col("record_seq").alias("frame_r"), *_SID_KEY, "seq")
+            .collect()
+            .sort("frame_r")
         )
-    inv = pl.concat(sid_inv, how="vertical_relaxed").sort("inv_r")
+        found = want.sort("dec_r").join_asof(
+            frames,
+            left_on="dec_r",
+            right_on="frame_r",
+            by=[*_SID_KEY, "seq"],
+            strategy="backward",
+            check_sortedness=False,
+        )
+        frame_of = dict(zip(found["i"].to_list(), found["frame_r"].to_list(), strict=True))
+        for i, (conn, epoch, sid, _got, r, name, tickers) in enumerate(located):
+            at = frame_of.get(i)
+            if name == Decision.STALE_SEQ:
+                stale += [at] if at is not None else []
+            elif tickers:
+                mkt_rows += [(t, r if at is None else at) for t in tickers]
+            else:
+                sid_rows.append((conn, epoch, sid, r if at is None else at))
+    inv = pl.DataFrame(sid_rows, schema={**_SID_KEY, "inv_r": pl.Int64}, orient="row").sort("inv_r")
     mkt = pl.DataFrame(
         mkt_rows, schema={"market_ticker": pl.String, "minv_r": pl.Int64}, orient="row"
     ).sort("minv_r")
-    return stale, inv, sorted(sess_inv), mkt
+    return (
+        pl.DataFrame({"record_seq": stale}, schema={"record_seq": pl.Int64}),
+        inv,
+        sorted(sess_inv),
+        mkt,
+    )
 
 
 def _session_events(

@@ -120,6 +120,7 @@ def test_invalid_spans_are_skipped(tmp_path: Path) -> None:
         log.book_delta(life.ticker, "yes", 400_000, 100)
     log.at(life.open + 30)
     gapped = log.book_delta(life.ticker, "yes", 400_000, 100, skip=3)
+    log.gap(2, log.seqs[2] - 3, log.seqs[2], [life.ticker])  # as the recorder does
     inside = {log.book_delta(life.ticker, "no", 500_000, 50) for _ in range(3)}
     log.at(life.open + 40)
     healed = log.book_snapshot(life.ticker, {400_000: 7}, {500_000: 9})

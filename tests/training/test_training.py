@@ -159,8 +159,8 @@ def test_gap_then_snapshot_drops_only_the_invalid_span(tmp_path: Path) -> None:
         log.at(life.open + 10 + k)
         log.book_delta(life.ticker, "yes", 400_000, 100)
     log.at(life.open + 30)
-    # no recorder decision: detected from the frames
     gapped = log.book_delta(life.ticker, "yes", 400_000, 100, skip=3)
+    log.gap(2, log.seqs[2] - 3, log.seqs[2], [life.ticker, other.ticker])  # as the recorder does
     inside = [log.book_delta(life.ticker, "no", 500_000, 50) for _ in range(3)]
     inside.append(log.book_delta(other.ticker, "no", 600_000, 50))
     log.at(life.open + 40)
@@ -247,6 +247,7 @@ def test_stale_duplicate_delta_is_dropped(tmp_path: Path) -> None:
     log.book_snapshot(life.ticker, {400_000: 100}, {})
     first = log.book_delta(life.ticker, "yes", 400_000, 5)
     dup = log.book_delta(life.ticker, "yes", 400_000, 5, seq=log.seqs[2])
+    log.stale(2, log.seqs[2], log.seqs[2])  # the recorder's verdict on it
     last = log.book_delta(life.ticker, "yes", 400_000, 1)
     determine(log, life)
     _, rows, _ = _build(tmp_path, log)
@@ -310,3 +311,26 @@ def test_too_few_updates_and_no_book(tmp_path: Path) -> None:
     assert manifest["excluded"]["1/KX-THIN"]["reason"] == "too_few_updates"
     assert manifest["excluded"]["1/KX-BARE"]["reason"] == "no_book"
     assert NS  # units helper in use
+
+
+def test_seq_numbers_alone_decide_nothing(tmp_path: Path) -> None:
+    """The recorder's sequence rule is the only one: a seq jump it did not call a gap (no
+    ``gap`` decision) leaves the book valid here; the gap decision is what invalidates it."""
+    built = {}
+    for with_decision in (False, True):
+        life = Life("KX-SEQ")
+        log = _log()
+        create(log, life)
+        log.at(life.open + 1)
+        log.book_snapshot(life.ticker, {400_000: 100}, {})
+        jumped = log.book_delta(life.ticker, "yes", 400_000, 5, skip=4)
+        if with_decision:
+            log.gap(2, log.seqs[2] - 4, log.seqs[2], [life.ticker])
+        log.book_delta(life.ticker, "yes", 400_000, 1)
+        determine(log, life)
+        _, rows, manifest = _build(tmp_path / str(with_decision), log)
+        kept = set(rows["record_seq"].to_list()) if rows.height else set()
+        built[with_decision] = (jumped in kept, manifest)
+    assert built[False][0] and "1/KX-SEQ" in built[False][1]["included"]
+    assert not built[True][0]
+    assert built[True][1]["excluded"]["1/KX-SEQ"]["reason"] == "unrecovered_gap"
