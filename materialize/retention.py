@@ -40,7 +40,6 @@ unreachable; 64 bad command line.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import hashlib
 import itertools
@@ -69,8 +68,8 @@ from materialize.targets import (
     open_target,
     redact,
 )
-from schemas.catalog import DEFAULT_PARQUET, ParquetOptions, fsync_dir
-from schemas.log import LIVE_DIR, LOG_SCHEMA, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SEGMENTS_DIR
+from schemas.catalog import DEFAULT_PARQUET, ParquetOptions, fsync_dir, sessions
+from schemas.log import LOG_SCHEMA, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SEGMENTS_DIR
 from schemas.tables import PARTITION_KEYS, day_bounds_ns
 
 log = logging.getLogger("materialize.retention")
@@ -129,14 +128,7 @@ def _date_of(ref: SegmentRef) -> str | None:
 
 def live_sessions(data_dir: Path) -> set[int]:
     """Sessions with an unsealed live part: never compacted, deleted or archived."""
-    out: set[int] = set()
-    root = Path(data_dir) / LIVE_DIR
-    if root.is_dir():
-        for d in root.glob("session_id=*"):
-            with contextlib.suppress(ValueError):
-                if any(d.glob("part-*.arrows")):
-                    out.add(int(d.name.split("=", 1)[1]))
-    return out
+    return {f.session_id for f in sessions(data_dir).values() if f.live}
 
 
 def _loaded_hashes(target: Target) -> set[str]:
