@@ -1,8 +1,21 @@
-"""Parse speed: bare ``orjson.loads`` vs ``recorder.protocol.parse_frame`` on a realistic mix.
+"""Parse speed: bare ``orjson.loads`` vs ``recorder.protocol.parse_frame`` on a realistic mix,
+and the reader's whole per-delta work, careful path vs the typed fast path.
 
 The recorder's ingest target is >= 70% of a bare receive-and-parse client, so parse_frame itself
 must cost little more than the JSON decode. Mix: mostly current-format deltas over a few markets,
 plus snapshots, lifecycle events, trades and replies. Prints msgs/s of each and the ratio.
+
+Then the reader's per-frame work on a stream of in-sequence deltas for anchored books (what a
+drained backlog is), in CPU µs per frame (``time.process_time``, so a busy shared machine
+inflates it less than wall time), best of ``--repeat``:
+
+* ``careful``: ``parse_frame`` + ``SessionLog.frame_in`` + ``ConnectionCore.frame`` (the reader
+  before issue 16);
+* ``fast``: ``decode_delta`` + ``SessionLog.delta_in`` + ``ConnectionCore.delta`` (the reader now);
+* ``writer``: ``recorder.segments.rows_to_batch`` of those rows in slices of 512 (the hand-off
+  thread's share, which holds the GIL too).
+
+Sizes are drawn from ~50,000 distinct strings, as on the simulator's feed.
 
     .venv/bin/python -m bench.parse_speed [--frames 200000] [--repeat 5]
 """
@@ -17,7 +30,11 @@ from typing import Any
 
 import orjson
 
-from recorder.protocol import parse_frame
+from recorder import protocol
+from recorder.connection_core import ConnectionCore, CoreSettings, Send
+from recorder.protocol import decode_delta, parse_frame
+from recorder.segments import rows_to_batch
+from recorder.session import SessionLog
 
 
 def make_frames(n: int, seed: int = 7) -> list[bytes]:
@@ -115,6 +132,94 @@ def rate(fn: Callable[[bytes], object], frames: list[bytes], repeat: int) -> flo
     return len(frames) / best
 
 
+def _anchored_core(tickers: list[str]) -> tuple[ConnectionCore, int]:
+    """A core following ``tickers`` on sid 1, every book anchored; returns it and the last seq."""
+    core = ConnectionCore(0, CoreSettings(max_markets_per_sid=len(tickers)))
+    for t in tickers:
+        core.want(t, 0)
+    sends = [e.command for e in core.opened(0) if isinstance(e, Send)]
+    for c in sends:
+        core.sent(c.cmd_id, 0)
+    msg = {"channel": "orderbook_delta", "sid": 1}
+    core.frame(
+        parse_frame(orjson.dumps({"type": "subscribed", "id": sends[0].cmd_id, "msg": msg})), 1
+    )
+    seq = 0
+    for t in tickers:
+        seq += 1
+        snap = {"market_ticker": t, "yes_dollars_fp": [["0.4000", "100000.00"]],
+                "no_dollars_fp": [["0.5000", "100000.00"]]}  # fmt: skip
+        obj = {"type": "orderbook_snapshot", "sid": 1, "seq": seq, "msg": snap}
+        core.frame(parse_frame(orjson.dumps(obj)), 2)
+    if core.anchored != set(tickers):
+        raise RuntimeError("bench setup: books did not anchor")
+    return core, seq
+
+
+def delta_stream(n: int, tickers: list[str], first_seq: int, seed: int = 7) -> list[bytes]:
+    """In-sequence current-format deltas on sid 1 that never empty a level nor cross a book."""
+    rng = random.Random(seed)
+    frames = []
+    for i in range(n):
+        size = f"{rng.randint(1, 50_000) / 100:.2f}"
+        msg = {
+            "market_ticker": rng.choice(tickers),
+            "market_id": "9b0f6b43-5b68-4f9f-9f02-9a2d1b8ac1a1",
+            "price_dollars": f"0.{rng.randint(1, 40):02d}00",
+            "delta_fp": size,
+            "side": "yes",
+            "ts_ms": 1_795_961_851_188 + i,
+        }
+        obj = {"type": "orderbook_delta", "sid": 1, "seq": first_seq + 1 + i, "msg": msg}
+        frames.append(orjson.dumps(obj))
+    return frames
+
+
+def reader_cost(n: int, repeat: int) -> dict[str, float]:
+    """CPU µs per frame of the reader's careful and fast paths and of the writer's conversion."""
+    tickers = [f"KXHIGHNY-26JAN{d:02d}-B{40 + d}.5" for d in range(1, 41)]
+    out: dict[str, float] = {}
+    rows: list[tuple[Any, ...]] = []
+    for name in ("careful", "fast"):
+        best = float("inf")
+        for _ in range(repeat):
+            protocol._price_memo.clear()
+            protocol._size_memo.clear()
+            core, seq = _anchored_core(tickers)
+            frames = delta_stream(n, tickers, seq)
+            rows = []
+            slog = SessionLog(1, rows)
+            start = time.process_time()
+            if name == "careful":
+                for raw in frames:
+                    f = parse_frame(raw)
+                    slog.frame_in(0, 1, raw, f, 0)
+                    core.frame(f, 0)
+            else:
+                for raw in frames:
+                    d = decode_delta(raw)
+                    if d is not None:
+                        slog.delta_in(0, 1, raw, d, 0)
+                        if core.delta(d, 0) is None:
+                            core.frame(parse_frame(raw), 0)
+                    else:
+                        f = parse_frame(raw)
+                        slog.frame_in(0, 1, raw, f, 0)
+                        core.frame(f, 0)
+            best = min(best, time.process_time() - start)
+            if core.anchored != set(tickers):
+                raise RuntimeError(f"bench stream broke a book on the {name} path")
+        out[name] = best / n * 1e6
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.process_time()
+        for i in range(0, len(rows), 512):
+            rows_to_batch(rows[i : i + 512])
+        best = min(best, time.process_time() - start)
+    out["writer"] = best / len(rows) * 1e6
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=200_000)
@@ -129,6 +234,12 @@ def main() -> None:
     print(f"orjson.loads       {bare:>12,.0f} msgs/s")
     print(f"parse_frame        {ours:>12,.0f} msgs/s")
     print(f"ratio              {ours / bare:>12.1%}")
+    cost = reader_cost(args.frames, args.repeat)
+    print(
+        f"reader careful     {cost['careful']:>12.2f} CPU µs/frame (parse_frame, frame_in, frame)"
+    )
+    print(f"reader fast        {cost['fast']:>12.2f} CPU µs/frame (decode_delta, delta_in, delta)")
+    print(f"writer conversion  {cost['writer']:>12.2f} CPU µs/row (rows_to_batch)")
 
 
 if __name__ == "__main__":

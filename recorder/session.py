@@ -32,7 +32,6 @@ class RowSink(Protocol):
 
 
 _NO_TYPED = (None,) * 11
-_NO_LIFECYCLE = (None,) * 7
 
 
 RowObserver = Callable[[tuple[Any, ...]], None]
@@ -96,12 +95,13 @@ class SessionLog:
     def delta_in(self, conn: int, epoch: int, raw: bytes, d: DeltaFields, recv_ns: int) -> None:
         """``frame_in`` for a delta ``protocol.decode_delta`` read: the same row, built without a
         ``Frame`` (the hot path: most frames are deltas)."""
-        self.record_seq += 1
+        self.record_seq = record_seq = self.record_seq + 1
         self.frames_in += 1
-        sid, seq, ticker, side, price, delta, ts_ms = d
+        # indexing and literal Nones (no unpacking, no splat): ~20% less than frame_in's build
         row = (
-            self.session_id, self.record_seq, recv_ns, "in", conn, epoch, "orderbook_delta",
-            sid, seq, None, ticker, False, raw, side, price, delta, ts_ms, *_NO_LIFECYCLE,
+            self.session_id, record_seq, recv_ns, "in", conn, epoch, "orderbook_delta",
+            d[0], d[1], None, d[2], False, raw, d[3], d[4], d[5], d[6],
+            None, None, None, None, None, None, None,
         )  # fmt: skip
         self.sink.append(row)
         if self.observer is not None:

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recorder import protocol
+from recorder.connection_core import ConnectionCore, CoreSettings, Send
 from recorder.protocol import (
     Frame,
     decode_delta,
@@ -1043,3 +1044,78 @@ def test_decode_delta_agrees_with_parse_frame(data: bytes) -> None:
     by_frame, by_delta = _rows(data)
     if by_delta is not None:
         assert by_delta == by_frame
+
+
+# --- the reader's delta fast path (decode_delta + ConnectionCore.delta) == the careful path ------
+
+
+def _reader_step(core: ConnectionCore, data: bytes, fast: bool, now: int) -> list[Any]:
+    """One frame as ``recorder.connection``'s reader handles it (``fast``) or through
+    ``parse_frame`` + ``ConnectionCore.frame`` only; the effects, comparable."""
+    effects: Any = None
+    if fast:
+        d = decode_delta(data)
+        if d is not None:
+            effects = core.delta(d, now)
+    if effects is None:
+        effects = core.frame(parse_frame(data), now)
+    return [e.command.message() if isinstance(e, Send) else e for e in effects]
+
+
+def _subscribed_core() -> tuple[ConnectionCore, list[Any]]:
+    core = ConnectionCore(0, CoreSettings())
+    core.want("A", 0)
+    core.want("B", 0)
+    sends = [e for e in core.opened(0) if isinstance(e, Send)]
+    assert sends, "the core subscribes its wanted markets on open"
+    cmd_id = sends[0].command.cmd_id
+    core.sent(cmd_id, 0)
+    msg = {"channel": "orderbook_delta", "sid": 1}
+    out = list(core.frame(parse_frame(raw({"type": "subscribed", "id": cmd_id, "msg": msg})), 1))
+    for ticker in ("A", "B"):
+        snap = {
+            "market_ticker": ticker,
+            "yes_dollars_fp": [["0.4000", "10.00"]],
+            "no_dollars_fp": [["0.5000", "5.00"]],
+        }
+        seq = 1 if ticker == "A" else 2
+        obj = {"type": "orderbook_snapshot", "sid": 1, "seq": seq, "msg": snap}
+        out += core.frame(parse_frame(raw(obj)), 2)
+    return core, out
+
+
+delta_step = st.tuples(
+    st.sampled_from([1, 1, 1, 1, 0, 2, -1]),  # seq step: next (mostly), duplicate, gap, stale
+    st.sampled_from([1, 1, 1, 2]),  # sid
+    st.sampled_from(["A", "A", "B", "C"]),  # C: a market this core does not follow
+    st.sampled_from(["yes", "no", "maybe"]),
+    st.sampled_from(["0.4000", "0.5000", "0.6500", "0.0100", "0.12345678"]),
+    st.sampled_from(["1.00", "-1.00", "-10.00", "-50.00", "2.5", "0.001"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(delta_step, max_size=40))
+def test_reader_fast_path_has_the_careful_paths_effects(steps: list[Any]) -> None:
+    careful, setup = _subscribed_core()
+    fast, _ = _subscribed_core()
+    assert fast.anchored == careful.anchored == {"A", "B"}, setup
+    seq, now = 2, 10
+    for step, sid, ticker, side, price, size in steps:
+        seq += step
+        msg = {
+            "market_ticker": ticker,
+            "price_dollars": price,
+            "delta_fp": size,
+            "side": side,
+            "ts_ms": 1,
+        }
+        data = raw({"type": "orderbook_delta", "sid": sid, "seq": seq, "msg": msg})
+        now += 1_000_000
+        assert _reader_step(fast, data, True, now) == _reader_step(careful, data, False, now)
+        assert fast.anchored == careful.anchored
+        assert fast.seq.sids() == careful.seq.sids()
+        assert all(fast.seq.last(s) == careful.seq.last(s) for s in careful.seq.sids())
+        for t in ("A", "B"):
+            assert fast.books[t].yes == careful.books[t].yes
+            assert fast.books[t].no == careful.books[t].no
