@@ -139,7 +139,7 @@ def test_open_subscribes_lifecycle_and_wanted_books() -> None:
     assert subscribed_everywhere(d, ["A", "B"])
     assert d.core.anchored == {"A", "B"}
     assert d.book_is_true("A") and d.book_is_true("B")
-    assert d.decisions(Decision.CONNECTED)[0]["epoch"] == 1
+    assert len(d.decisions(Decision.CONNECTED)) == 1 and d.core.epoch == 1
 
 
 def test_include_mve_subscribes_both_lifecycle_channels() -> None:
