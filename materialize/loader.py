@@ -160,42 +160,51 @@ def _count(mask: pa.ChunkedArray | pa.Array) -> int:
 
 def _record_rows(table: pa.Table, malformed: Counter[str]) -> dict[str, pa.Table]:
     """The per-record tables of one segment: ``schemas.mapping.RECORD_SQL`` run by an in-memory
-    DuckDB over the segment's records (the views run the same text over every segment).
+    DuckDB over the segment's records (the views run the same text over every segment). A table
+    none of whose records are in the segment is not queried (most segments hold no lifecycle or
+    gap record, and planning the SQL costs more than the empty answer).
 
     What the mapping leaves out is counted here: unflagged frames without exact typed values,
     unparseable snapshots, lifecycle frames without ticker or type, gap decisions whose payload
     is not a JSON object. (Flagged frames are counted once, as ``flagged_frames``.)"""
+    msg_type = table["msg_type"]
+    clean = pc.and_(pc.equal(table["kind"], Kind.IN.value), pc.invert(table["malformed"]))
+    is_lc = pc.is_in(msg_type, pa.array(LIFECYCLE_MSG_TYPES))
+    is_gap = pc.and_(
+        pc.equal(table["kind"], Kind.DECISION.value),
+        pc.is_in(msg_type, pa.array([d.value for d in GAP_DECISIONS])),
+    )
+    masks = {
+        DELTAS: pc.and_(clean, pc.equal(msg_type, DELTA_MSG)),
+        SNAPSHOTS: pc.and_(clean, pc.equal(msg_type, SNAPSHOT_MSG)),
+        LIFECYCLE_EVENTS: pc.and_(pc.equal(table["kind"], Kind.IN.value), is_lc),
+        GAPS: is_gap,
+    }
+    candidates = {name: _count(mask) for name, mask in masks.items()}
+    out = {name: arrow_schema(name).empty_table() for name in RECORD_SQL}
     con = duckdb.connect(config={"threads": 1})
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.register(SESSION_LOG, table)
-        out = {
-            name: con.sql(sql).to_arrow_table().cast(arrow_schema(name))
-            for name, sql in RECORD_SQL.items()
-        }
+        for name, sql in RECORD_SQL.items():
+            if candidates[name]:
+                # Only the records the statement can use (its own WHERE still applies): the
+                # JSON work of snapshots and decisions then scans those, not the whole segment.
+                con.register(SESSION_LOG, table.filter(masks[name]))
+                out[name] = con.sql(sql).to_arrow_table().cast(arrow_schema(name))
+                con.unregister(SESSION_LOG)
     finally:
         con.close()
-    is_in = pc.equal(table["kind"], Kind.IN.value)
-    clean = pc.and_(is_in, pc.invert(table["malformed"]))
-    for msg_type, name in ((DELTA_MSG, DELTAS), (SNAPSHOT_MSG, SNAPSHOTS)):
-        n = _count(pc.and_(clean, pc.equal(table["msg_type"], msg_type))) - out[name].num_rows
-        if n:
-            malformed[msg_type] += n
-    is_lc = pc.and_(clean, pc.is_in(table["msg_type"], pa.array(LIFECYCLE_MSG_TYPES)))
+    for msg, name in ((DELTA_MSG, DELTAS), (SNAPSHOT_MSG, SNAPSHOTS)):
+        if n := candidates[name] - out[name].num_rows:
+            malformed[msg] += n
     ok = pc.and_(pc.is_valid(table["event_type"]), pc.is_valid(table["market_ticker"]))
-    n = _count(pc.and_(is_lc, pc.invert(ok)))
-    if n:
+    if n := _count(pc.and_(pc.and_(clean, is_lc), pc.invert(ok))):
         malformed["lifecycle"] += n
-    is_gap = pc.and_(
-        pc.equal(table["kind"], Kind.DECISION.value),
-        pc.is_in(table["msg_type"], pa.array([d.value for d in GAP_DECISIONS])),
-    )
-    gaps = table.filter(is_gap)["msg_type"].value_counts().to_pylist()
-    kept = Counter(out[GAPS]["kind"].to_pylist())
-    for item in gaps:
-        n = item["counts"] - kept[item["values"]]
-        if n:
-            malformed[f"decision:{item['values']}"] += n
+    if candidates[GAPS]:
+        kept = Counter(out[GAPS]["kind"].to_pylist())
+        for item in table.filter(is_gap)["msg_type"].value_counts().to_pylist():
+            if n := item["counts"] - kept[item["values"]]:
+                malformed[f"decision:{item['values']}"] += n
     return out
 
 
