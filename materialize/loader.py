@@ -33,9 +33,11 @@ in the segment).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -158,6 +160,20 @@ def _count(mask: pa.ChunkedArray | pa.Array) -> int:
     return pc.sum(mask.cast(pa.int64())).as_py() or 0
 
 
+_MAPPERS = threading.local()
+
+
+def _mapper() -> duckdb.DuckDBPyConnection:
+    """This thread's in-memory DuckDB for the mapping (opening one costs more than mapping a
+    small segment; a connection is not shared between threads)."""
+    con: duckdb.DuckDBPyConnection | None = getattr(_MAPPERS, "con", None)
+    if con is None:
+        con = duckdb.connect(config={"threads": 1})
+        con.execute("SET TimeZone = 'UTC'")
+        _MAPPERS.con = con
+    return con
+
+
 def _record_rows(table: pa.Table, malformed: Counter[str]) -> dict[str, pa.Table]:
     """The per-record tables of one segment: ``schemas.mapping.RECORD_SQL`` run by an in-memory
     DuckDB over the segment's records (the views run the same text over every segment). A table
@@ -182,18 +198,18 @@ def _record_rows(table: pa.Table, malformed: Counter[str]) -> dict[str, pa.Table
     }
     candidates = {name: _count(mask) for name, mask in masks.items()}
     out = {name: arrow_schema(name).empty_table() for name in RECORD_SQL}
-    con = duckdb.connect(config={"threads": 1})
+    con = _mapper()
     try:
-        con.execute("SET TimeZone = 'UTC'")
         for name, sql in RECORD_SQL.items():
             if candidates[name]:
-                # Only the records the statement can use (its own WHERE still applies): the
-                # JSON work of snapshots and decisions then scans those, not the whole segment.
-                con.register(SESSION_LOG, table.filter(masks[name]))
+                # The few records the other statements can use (their WHERE still applies);
+                # the deltas, nearly every record, are scanned in place (no copy of ``raw``).
+                rows = table if name == DELTAS else table.filter(masks[name])
+                con.register(SESSION_LOG, rows)
                 out[name] = con.sql(sql).to_arrow_table().cast(arrow_schema(name))
-                con.unregister(SESSION_LOG)
     finally:
-        con.close()
+        with contextlib.suppress(duckdb.Error):
+            con.unregister(SESSION_LOG)
     for msg, name in ((DELTA_MSG, DELTAS), (SNAPSHOT_MSG, SNAPSHOTS)):
         if n := candidates[name] - out[name].num_rows:
             malformed[msg] += n
