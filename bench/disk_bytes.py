@@ -25,8 +25,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recorder.segments import DEFAULT_PARQUET, ParquetOptions, rows_to_batch
+from recorder.segments import rows_to_batch
 from recorder.writer import SegmentWriter
+from schemas.catalog import DEFAULT_PARQUET, ParquetOptions
 from schemas.log import LOG_SCHEMA
 
 SESSION = 1_760_000_000_000_123
