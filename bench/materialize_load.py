@@ -34,11 +34,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from psycopg import sql
 
+from bench.pg import postgres_server
 from bench.synthetic_log import write_bulk_deltas
 from materialize.loader import load
 from materialize.targets import PGCOPY_HEADER, PGCOPY_TRAILER, PostgresTarget, encode_pgcopy
 from schemas.tables import DELTAS, columns, ddl
-from tests.pg import postgres_server
 
 DELTA_COLUMNS = columns(DELTAS)
 DELTA_TYPES = ["int8", "int8", "int8", "int2", "int4", "int8", "int8", "text", "text", "int8"]

@@ -163,7 +163,7 @@ def main() -> None:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="nightly-cost-"))
         admin: str | None = None
         if args.pg == "auto":
-            from tests.pg import postgres_server
+            from bench.pg import postgres_server
 
             admin = stack.enter_context(postgres_server())
         elif args.pg:
@@ -172,7 +172,7 @@ def main() -> None:
             with contextlib.ExitStack() as per_size:
                 dsn = None
                 if admin is not None:
-                    from tests.pg import fresh_database
+                    from bench.pg import fresh_database
 
                     dsn = per_size.enter_context(fresh_database(admin))
                 for line in measure(n, args.repeat, dsn, Path(tmp)):

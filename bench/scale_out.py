@@ -35,12 +35,12 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
+from bench.pg import postgres_server
 from bench.synthetic_log import T0_NS, bulk_delta_table, segment_path, write_table
 from materialize.loader import NoProgress, load
 from materialize.retention import expire_db
 from materialize.targets import PostgresTarget
 from schemas.tables import DAY_NS, DELTAS, day_of_ns
-from tests.pg import postgres_server
 
 QUERY = """
 SELECT market_ticker, count(*) AS deltas, min(usd(price)) AS low, max(usd(price)) AS high,
