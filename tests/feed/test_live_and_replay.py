@@ -51,8 +51,8 @@ from schemas.units import parse_price, parse_size
 from simulator.faults import FaultConfig
 from simulator.server import SimConfig, start_in_thread
 from simulator.wire import ProtocolOptions
-from tests.recorder.conftest import lively
 from tests.recorder.harness import ROOT, ground_truth_frames, received_by_epoch, recorder_cmd
+from tests.support.sim import lively
 
 SDK_SCRIPT = r"""
 import asyncio, json, sys

@@ -21,8 +21,8 @@ from paper.drivers import RunResult, run_feed, run_replay
 from paper.log import read
 from paper.policies import SpreadCapture, TakeOnce
 from simulator.server import SimConfig, start_in_thread
-from tests.recorder.conftest import lively
 from tests.recorder.harness import ROOT, recorder_cmd
+from tests.support.sim import lively
 
 
 class TakeThenQuote:

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from bench.verify import truth_frames
 from recorder.segments import iter_live_batches
 from schemas.decisions import read_decision
 from simulator.server import SimulatorThread
-from tests.support.wait import wait_for as support_wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,12 +71,6 @@ def stop_gracefully(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[s
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=timeout)
     return out, err
-
-
-def wait_for(pred: Callable[[], object], timeout: float = 30, what: str = "condition") -> None:
-    """The old argument order, for modules outside this folder not yet moved to
-    ``tests.support.wait.wait_for`` (which this calls)."""
-    support_wait_for(pred, what, timeout)
 
 
 def live_decisions(data_dir: Path, name: str) -> list[dict[str, Any]]:
