@@ -36,6 +36,10 @@ def scaled_int(text: str, places: int, what: str) -> int:
     ``"1.00000000000000000000000000001"`` to a whole unit, and ``"1e999999"`` would raise
     ``decimal.Overflow`` after building a huge integer. This is exact and cheap for any input.
     """
+    if isinstance(text, str) and "_" in text:
+        # Decimal("1_000") is 1000 (PEP 515), but no JSON number or exchange decimal string has
+        # digit separators: refuse them, as the recorder's fast parser does.
+        raise ValueError(f"{what} {text!r} is not a decimal number")
     try:
         value = Decimal(text)
     except (InvalidOperation, ValueError, TypeError) as exc:

@@ -149,3 +149,13 @@ def test_price_round_trips_exactly(micros: int) -> None:
 @given(st.integers(min_value=-(10**12), max_value=10**12))
 def test_size_round_trips_exactly(centi: int) -> None:
     assert parse_size(str(size_to_decimal(centi))) == centi
+
+
+def test_digit_separators_are_not_decimals() -> None:
+    """Python's Decimal reads "1_000" as 1000; no exchange decimal has separators, and the
+    recorder's fast parser refuses them: the one exact parser must agree."""
+    for text in ("0_", "1_000", "0.5_4", "_1"):
+        with pytest.raises(ValueError):
+            parse_price(text)
+        with pytest.raises(ValueError):
+            parse_size(text)
