@@ -64,10 +64,13 @@ class Settings:
     max_tickers_per_command: int = 100  # peers saw connections killed by huge subscribe bursts
     debounce_s: float = 0.005  # batch markets created together into one command
     # Pacing (issue 11, notes §5): "a few commands per second" sustained, bursts allowed. Peers saw
-    # ~2.9k commands in a burst kill a connection; 5/s with a burst of 10 keeps a join's command
-    # immediate in normal times, and markets created meanwhile ride in the next (batched) command.
-    min_command_interval_s: float = 0.2
-    command_burst: int = 10
+    # ~2.9k commands in a burst kill a connection. 10/s with a burst of 20: a storm of creations
+    # still becomes few commands (markets created meanwhile ride in the next, batched, command),
+    # while ~6 commands/s of ordinary traffic never waits for a token. Measured: 5/s (burst 10)
+    # made joins at 10 creations/s wait up to 400 ms (p99) for a token; 10/s keeps p99 ~20 ms
+    # (BENCHMARKS.md, bench.recorder_latency).
+    min_command_interval_s: float = 0.1
+    command_burst: int = 20
     # Every command that expects an answer gets one within this, or the sid is freed and the truth
     # re-established (issue 11: an ok that never came froze a sid for ever). Replies take ms.
     command_timeout_s: float = 10.0
