@@ -334,9 +334,9 @@ def test_fixed_point_edge_cases(text: str) -> None:
     got = _FIXED_CON.execute(f"SELECT {_fixed('$t', 6)}", {"t": text}).fetchone()
     assert got is not None
     expected = _py_fixed(text, 6)
-    if text in ("1_0", "١"):  # Decimal() accepts these; no exchange sends them (documented)
+    if text == "١":  # Decimal() accepts other scripts' digits; no exchange sends them
         assert got[0] is None and expected is not None
-    else:
+    else:  # digit separators ("1_0") are refused by both since schemas.units refuses them
         assert got[0] == expected, text
-    if expected is not None and text not in ("1_0", "١"):
+    if expected is not None and text != "١":
         assert Decimal(text.strip()) * 1_000_000 == expected
