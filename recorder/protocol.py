@@ -8,10 +8,8 @@ below are exact and checked against ``schemas.units`` by property tests.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeGuard, overload
 
@@ -19,6 +17,7 @@ import msgspec
 import orjson
 
 from schemas.units import PRICE_SCALE, SIZE_SCALE, scaled_int
+from schemas.wire import TS_SECONDS_MAX, rfc3339_ms
 
 _loads = orjson.loads
 
@@ -346,36 +345,6 @@ def _fixed_field(
     return None
 
 
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?([Zz]|[+-]\d\d:?\d\d)?",
-    re.ASCII,
-)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def rfc3339_ms(text: str) -> int:
-    """RFC3339 timestamp -> Unix ms, floored (legacy delta ``ts``); no offset means UTC."""
-    m = _RFC3339.fullmatch(text)
-    if m is None:
-        raise ValueError(f"{text!r} is not an RFC3339 timestamp")
-    year, month, day, hour, minute, second, frac, zone = m.groups()
-    tz = UTC
-    if zone and zone not in "Zz":
-        sign = -1 if zone[0] == "-" else 1
-        digits = zone[1:].replace(":", "")
-        tz = timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
-    micros = int((frac or "0")[:6].ljust(6, "0"))
-    dt = datetime(
-        int(year), int(month), int(day), int(hour), int(minute), int(second), micros, tzinfo=tz
-    )
-    span = dt - _EPOCH
-    return (span.days * 86_400 + span.seconds) * 1000 + span.microseconds // 1000
-
-
-_TS_SECONDS_MAX = 10**11
-"""An int legacy ``ts`` this large is not plausible Unix seconds (year 5138): it is taken as ms."""
-
-
 def _delta_ts(msg: dict[str, Any], issues: _Issues) -> int | None:
     ts_ms = msg.get("ts_ms")
     if ts_ms is not None:
@@ -384,7 +353,7 @@ def _delta_ts(msg: dict[str, Any], issues: _Issues) -> int | None:
     if ts is None:
         return None
     if type(ts) is int:
-        return _checked(ts * 1000 if abs(ts) < _TS_SECONDS_MAX else ts, f"msg.ts {ts}", issues)
+        return _checked(ts * 1000 if abs(ts) < TS_SECONDS_MAX else ts, f"msg.ts {ts}", issues)
     if type(ts) is str:
         try:
             return _checked(rfc3339_ms(ts), f"msg.ts {ts!r}", issues)
