@@ -1,9 +1,10 @@
 """A small reference exchange speaking wire frames, for tests of the connection core (no I/O).
 
-It applies commands the way the protocol notes describe (§3, §4.5, §4.7) and can play each
-uncertain point either way: replies with or without ``id``, ``get_snapshot`` with an ``ok`` before
-its snapshots, after them or none, a repeat subscribe as a new sid, merged (``ok`` without sid) or
-error 6, and error 16 for markets it does not list yet. Replies and data are queued as raw JSON
+It applies commands the way ``docs/protocol.md`` describes them (§3 commands and replies, §4 book
+channels, §5 sequence numbers) and can play each uncertain point either way: replies with or
+without ``id``, ``get_snapshot`` with an ``ok`` before its snapshots, after them or none, a repeat
+subscribe as a new sid, merged (``ok`` without sid) or error 6, and error 16 for markets it does
+not list yet. Replies and data are queued as raw JSON
 bytes in ``outbox``; the test decides when (and whether) each one is delivered. It keeps the true
 book of every market so tests can compare the core's books with the truth.
 """

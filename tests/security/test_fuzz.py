@@ -26,6 +26,7 @@ from recorder.segments import LiveFile, read_live, recover, rows_to_batch, seal
 from recorder.session import SessionLog
 from recorder.writer import SegmentWriter
 from schemas.log import LOG_SCHEMA
+from tests.support.frames import FIELD_KEYS, FRAME_TYPES
 
 SESSION = 1 << 40
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -43,51 +44,13 @@ _json = st.recursive(
     ),
     max_leaves=12,
 )
-_TYPES = [
-    "orderbook_delta",
-    "orderbook_snapshot",
-    "market_lifecycle_v2",
-    "multivariate_market_lifecycle",
-    "event_lifecycle",
-    "subscribed",
-    "ok",
-    "unsubscribed",
-    "error",
-    "ticker",
-    "who_knows",
-]
-_KEYS = [
-    "market_ticker",
-    "price",
-    "price_dollars",
-    "delta",
-    "delta_fp",
-    "side",
-    "ts",
-    "ts_ms",
-    "event_type",
-    "open_ts",
-    "close_ts",
-    "determination_ts",
-    "settled_ts",
-    "result",
-    "settlement_value",
-    "yes",
-    "no",
-    "yes_dollars_fp",
-    "no_dollars_fp",
-    "code",
-    "msg",
-    "sid",
-    "market_tickers",
-]
 
 
 @st.composite
 def _protocol_shaped(draw: st.DrawFn) -> bytes:
     """JSON that looks like the protocol with wrong or extreme values in every field."""
-    msg = draw(st.dictionaries(st.sampled_from(_KEYS), _json, max_size=8))
-    body: dict[str, Any] = {"type": draw(st.sampled_from(_TYPES)), "msg": msg}
+    msg = draw(st.dictionaries(st.sampled_from(FIELD_KEYS), _json, max_size=8))
+    body: dict[str, Any] = {"type": draw(st.sampled_from(FRAME_TYPES)), "msg": msg}
     for k in ("sid", "seq", "id"):
         if draw(st.booleans()):
             body[k] = draw(_json)

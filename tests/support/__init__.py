@@ -1,3 +1,4 @@
 """Shared test support (nothing here is a test): the one segment builder (``segments``), the
 equivalence oracles (``oracles``), a loader that stops mid-load for kill tests
-(``blocking_loader``), the one ``wait_for`` (``wait``) and the simulator fixtures (``sim``)."""
+(``blocking_loader``), the one ``wait_for`` (``wait``), the simulator fixtures (``sim``) and the
+wire vocabulary the fuzz suites draw from (``frames``)."""
