@@ -18,16 +18,9 @@ from typing import Any
 import orjson
 
 from recorder.subscriptions import Command
+from schemas.wire import format_price, format_size
 
 PRICES = (10_000, 20_000, 30_000, 40_000)  # micro-dollars: bids on each side never cross
-
-
-def dollars(micros: int) -> str:
-    return f"{micros / 1_000_000:.4f}"
-
-
-def contracts(centi: int) -> str:
-    return f"{centi / 100:.2f}"
 
 
 @dataclass
@@ -69,7 +62,7 @@ class WireExchange:
         for side in ("yes", "no"):
             lv = sorted((p, s) for (sd, p), s in levels.items() if sd == side)
             if lv:
-                msg[f"{side}_dollars_fp"] = [[dollars(p), contracts(s)] for p, s in lv]
+                msg[f"{side}_dollars_fp"] = [[format_price(p), format_size(s)] for p, s in lv]
         self._send(
             {"type": "orderbook_snapshot", "sid": sid, "seq": self._next_seq(sid), "msg": msg}
         )
@@ -98,8 +91,8 @@ class WireExchange:
             msg = {
                 "market_ticker": ticker,
                 "market_id": "m-" + ticker,
-                "price_dollars": dollars(price),
-                "delta_fp": contracts(change),
+                "price_dollars": format_price(price),
+                "delta_fp": format_size(change),
                 "side": side,
                 "ts_ms": 1_700_000_000_000 + seq,
             }
