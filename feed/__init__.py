@@ -5,36 +5,9 @@ plus the ``recorder_status`` channel (``docs/tap-protocol.md``), and a client fo
 paper-trading harness consumes it (``feed.Client``).
 """
 
-from feed.client import Book, Client, FeedError
-from feed.events import (
-    BookUpdate,
-    FeedEvent,
-    Hello,
-    Lagged,
-    LifecycleEvent,
-    MarketJoined,
-    MarketLeft,
-    MarketSkipped,
-    RecordMark,
-    SessionEnded,
-    Validity,
-    ValidityChange,
-)
+from feed import events
+from feed.book import Book
+from feed.client import Client, FeedError
+from feed.events import *  # noqa: F403  (the typed events: their list is ``feed.events.__all__``)
 
-__all__ = [
-    "Book",
-    "BookUpdate",
-    "Client",
-    "FeedError",
-    "FeedEvent",
-    "Hello",
-    "Lagged",
-    "LifecycleEvent",
-    "MarketJoined",
-    "MarketLeft",
-    "MarketSkipped",
-    "RecordMark",
-    "SessionEnded",
-    "Validity",
-    "ValidityChange",
-]
+__all__ = ["Book", "Client", "FeedError", *events.__all__]

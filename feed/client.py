@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, assert_never
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
+from feed.book import Book
 from feed.events import (
     BookUpdate,
     FeedEvent,
@@ -35,32 +36,20 @@ from feed.events import (
     MarketSkipped,
     RecordMark,
     SessionEnded,
+    StatusMessage,
     Validity,
     ValidityChange,
 )
+from feed.fanout import LIFECYCLE, ORDERBOOK, STATUS
+from feed.state import LIFECYCLE_CHANNEL_TYPES
 from schemas.units import parse_price, parse_size
-from schemas.wire import delta_ts_ms, snapshot_levels
+from schemas.wire import DELTA_MSG, SNAPSHOT_MSG, delta_ts_ms, snapshot_levels
 
-LIFECYCLE_TYPES = frozenset(
-    {"market_lifecycle_v2", "multivariate_market_lifecycle", "event_lifecycle", "event_fee_update"}
-)
+__all__ = ["Book", "Client", "FeedError"]
 
 
 class FeedError(Exception):
     """The tap refused something, or the stream broke a continuity guarantee."""
-
-
-@dataclass(slots=True)
-class Book:
-    """A market's full book as the client holds it (bids per side, exact ints)."""
-
-    yes: dict[int, int] = field(default_factory=dict)
-    no: dict[int, int] = field(default_factory=dict)
-    valid: bool = False
-
-    def top(self, side: str, depth: int) -> tuple[tuple[int, int], ...]:
-        levels = self.yes if side == "yes" else self.no
-        return tuple(sorted(levels.items(), reverse=True)[:depth])
 
 
 def _opt_int(msg: dict[str, Any], key: str) -> int | None:
@@ -99,15 +88,13 @@ class Client:
         self.ws = await asyncio.wait_for(
             connect(self.url, additional_headers=headers, max_size=1 << 26), self.timeout_s
         )
-        params: dict[str, Any] = {"channels": ["recorder_status", "market_lifecycle_v2"]}
+        params: dict[str, Any] = {"channels": [STATUS, LIFECYCLE]}
         if self.markets is None:
-            params["channels"].append("orderbook_delta")
+            params["channels"].append(ORDERBOOK)
             params["all_markets"] = True
         await self.send("subscribe", params)
         if self.markets:
-            await self.send(
-                "subscribe", {"channels": ["orderbook_delta"], "market_tickers": self.markets}
-            )
+            await self.send("subscribe", {"channels": [ORDERBOOK], "market_tickers": self.markets})
         return self
 
     async def __aexit__(
@@ -151,10 +138,8 @@ class Client:
                 raw = await asyncio.wait_for(self.ws.recv(), timeout_s or self.timeout_s)
             except TimeoutError:
                 raise TimeoutError(f"no message from {self.url} within the deadline") from None
-            except Exception as exc:  # ConnectionClosed
-                if type(exc).__name__.startswith("ConnectionClosed"):
-                    return None
-                raise
+            except ConnectionClosed:
+                return None
             ev = self.on_frame(raw)
             if ev is not None:
                 return ev
@@ -177,7 +162,7 @@ class Client:
         sid, seq = body.get("sid"), body.get("seq")
         if type(sid) is int and type(seq) is int:
             last = self.last_seq.get(sid)
-            if last is not None and seq != last + 1 and t != "tap_lagged":
+            if last is not None and seq != last + 1 and t != StatusMessage.LAGGED:
                 raise FeedError(f"seq gap on sid {sid}: {seq} after {last} (a frame was lost)")
             self.last_seq[sid] = seq
         if t == "subscribed" and isinstance(msg, dict):
@@ -187,15 +172,15 @@ class Client:
             raise FeedError(f"tap error: {msg}")
         if not isinstance(msg, dict):
             return None
-        if t == "orderbook_delta":
+        if t == DELTA_MSG:
             return self._delta(msg, rs)
-        if t == "orderbook_snapshot":
+        if t == SNAPSHOT_MSG:
             ticker = msg["market_ticker"]
             yes, no = snapshot_levels(msg)
             b = self.books.setdefault(ticker, Book())
             b.yes, b.no, b.valid = yes, no, True
             return self._update(ticker, b, rs, True)
-        if t in LIFECYCLE_TYPES:
+        if t in LIFECYCLE_CHANNEL_TYPES:
             return LifecycleEvent(
                 market_ticker=str(msg.get("market_ticker", msg.get("event_ticker", ""))),
                 event_type=str(msg.get("event_type", t)),
@@ -216,14 +201,7 @@ class Client:
         price = parse_price(msg["price_dollars"] if "price_dollars" in msg else msg["price"])
         delta = parse_size(msg["delta_fp"] if "delta_fp" in msg else msg["delta"])
         b = self.books.setdefault(ticker, Book())
-        levels = b.yes if side == "yes" else b.no
-        size = levels.get(price, 0) + delta
-        if size > 0:
-            levels[price] = size
-        else:
-            levels.pop(price, None)
-            if size < 0:
-                b.valid = False
+        b.apply(side, price, delta)
         return self._update(ticker, b, rs, False, delta_ts_ms(msg), side, price, delta)
 
     def _update(
@@ -251,60 +229,70 @@ class Client:
         )
 
     def _status(self, t: Any, msg: dict[str, Any]) -> FeedEvent | None:
+        try:
+            kind = StatusMessage(t)
+        except ValueError:
+            return None  # a message type newer than this client: ignored (docs/tap-protocol.md)
         rs = int(msg.get("record_seq", 0))
-        if t == "tap_hello":
-            self.hello = Hello(
-                protocol=str(msg["protocol"]),
-                session_id=int(msg.get("session_id") or 0),
-                mode=str(msg["mode"]),
-                settings=dict(msg.get("settings") or {}),
-                wire_format=str(msg.get("wire_format", "current")),
-                record_seq=rs,
-            )
-            for ticker, info in (msg.get("markets") or {}).items():
+        match kind:
+            case StatusMessage.HELLO:
+                self.hello = Hello(
+                    protocol=str(msg["protocol"]),
+                    session_id=int(msg.get("session_id") or 0),
+                    mode=str(msg["mode"]),
+                    settings=dict(msg.get("settings") or {}),
+                    wire_format=str(msg.get("wire_format", "current")),
+                    record_seq=rs,
+                )
+                for ticker, info in (msg.get("markets") or {}).items():
+                    b = self.books.setdefault(ticker, Book())
+                    b.valid = b.valid and info.get("state") == "valid"
+                return self.hello
+            case StatusMessage.BOOK_STATE:
+                ticker = msg["market_ticker"]
+                state = Validity(msg["state"])
                 b = self.books.setdefault(ticker, Book())
-                b.valid = b.valid and info.get("state") == "valid"
-            return self.hello
-        if t == "tap_book_state":
-            ticker = msg["market_ticker"]
-            state = Validity(msg["state"])
-            b = self.books.setdefault(ticker, Book())
-            if state is not Validity.VALID:
-                b.valid = False
-            return ValidityChange(ticker, state, str(msg.get("reason", "")), rs)
-        if t == "tap_market":
-            ticker, action = msg["market_ticker"], msg["action"]
-            reason = str(msg.get("reason"))
-            detail = msg.get("detail") or {}
-            if action == "joined":
-                self.books.setdefault(ticker, Book())
-                return MarketJoined(ticker, reason, bool(detail.get("mid_lifecycle")), rs, detail)
-            if action == "left":
-                return MarketLeft(ticker, reason, rs, detail)
-            return MarketSkipped(ticker, reason, rs, detail)
-        if t == "tap_mark":
-            for sid_text, seq in (msg.get("seqs") or {}).items():
-                sid = int(sid_text)
-                if self.channels.get(sid) == "recorder_status":
-                    continue  # the mark itself took the next seq on that sid
-                if seq and self.last_seq.get(sid, 0) != seq:
-                    raise FeedError(
-                        f"tap_mark says sid {sid} is at seq {seq}, "
-                        f"but the last received is {self.last_seq.get(sid)}"
-                    )
-            return RecordMark(rs)
-        if t == "tap_lagged":
-            for sid_text, seq in (msg.get("last_seqs") or {}).items():
-                sid = int(sid_text)
-                if self.channels.get(sid) != "recorder_status":
-                    self.last_seq[sid] = int(seq)
-            for b in self.books.values():
-                b.valid = False
-            return Lagged(int(msg.get("dropped", 0)), rs)
-        if t == "tap_session_end":
-            self.ended = SessionEnded(str(msg.get("reason", "")), rs)
-            return self.ended
-        return None
+                if state is not Validity.VALID:
+                    b.valid = False
+                return ValidityChange(ticker, state, str(msg.get("reason", "")), rs)
+            case StatusMessage.MARKET:
+                return self._membership(msg, rs)
+            case StatusMessage.MARK:
+                for sid_text, seq in (msg.get("seqs") or {}).items():
+                    sid = int(sid_text)
+                    if self.channels.get(sid) == STATUS:
+                        continue  # the mark itself took the next seq on that sid
+                    if seq and self.last_seq.get(sid, 0) != seq:
+                        raise FeedError(
+                            f"tap_mark says sid {sid} is at seq {seq}, "
+                            f"but the last received is {self.last_seq.get(sid)}"
+                        )
+                return RecordMark(rs)
+            case StatusMessage.LAGGED:
+                for sid_text, seq in (msg.get("last_seqs") or {}).items():
+                    sid = int(sid_text)
+                    if self.channels.get(sid) != STATUS:
+                        self.last_seq[sid] = int(seq)
+                for b in self.books.values():
+                    b.valid = False
+                return Lagged(int(msg.get("dropped", 0)), rs)
+            case StatusMessage.SESSION_END:
+                self.ended = SessionEnded(str(msg.get("reason", "")), rs)
+                return self.ended
+            case other:
+                assert_never(other)
+
+    def _membership(self, msg: dict[str, Any], rs: int) -> FeedEvent:
+        ticker, action = msg["market_ticker"], msg["action"]
+        reason = str(msg.get("reason"))
+        detail = msg.get("detail") or {}
+        if action == "joined":
+            self.books.setdefault(ticker, Book())
+            mid = bool(detail.get("mid_lifecycle"))
+            return MarketJoined(ticker, reason, rs, detail, mid_lifecycle=mid)
+        if action == "left":
+            return MarketLeft(ticker, reason, rs, detail)
+        return MarketSkipped(ticker, reason, rs, detail)
 
 
 def _settlement(value: Any) -> int | None:

@@ -16,12 +16,30 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from schemas.units import PRICE_SCALE
+
 Level = tuple[int, int]
 """One book level: (price in micro-dollars, size in centi-contracts)."""
 
+STATUS_CHANNEL = "recorder_status"
+"""The tap's extra channel (``docs/tap-protocol.md``); a plain Kalshi client never asks for it."""
+
+
+class StatusMessage(StrEnum):
+    """Message types of the extra channel (``docs/tap-protocol.md``): what the tap's state and
+    fan-out send and the client reads, named once."""
+
+    HELLO = "tap_hello"
+    MARKET = "tap_market"
+    BOOK_STATE = "tap_book_state"
+    MARK = "tap_mark"
+    LAGGED = "tap_lagged"
+    SESSION_END = "tap_session_end"
+
 
 class Validity(StrEnum):
-    """Whether a market's book on the tap is the true book (``design.md``, invariant 5)."""
+    """Whether a market's book on the tap is the true book: seq is tracked per sid and a gap is
+    resynced (ARCHITECTURE.md, Invariants)."""
 
     VALID = "valid"
     """Anchored on a snapshot and every delta since applied in seq order."""
@@ -81,11 +99,11 @@ class BookUpdate:
 
     @property
     def best_yes_ask(self) -> int | None:
-        return 1_000_000 - self.no[0][0] if self.no else None
+        return PRICE_SCALE - self.no[0][0] if self.no else None
 
     @property
     def best_no_ask(self) -> int | None:
-        return 1_000_000 - self.yes[0][0] if self.yes else None
+        return PRICE_SCALE - self.yes[0][0] if self.yes else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,34 +136,31 @@ class ValidityChange:
 
 
 @dataclass(frozen=True, slots=True)
-class MarketJoined:
+class Membership:
+    """A market joined, left or was skipped by the recorder (extra channel ``tap_market``)."""
+
+    market_ticker: str
+    reason: str
+    record_seq: int
+    payload: dict[str, Any] = field(default_factory=dict)
+    """The recorder's decision payload, verbatim."""
+
+
+@dataclass(frozen=True, slots=True)
+class MarketJoined(Membership):
     """The recorder joined a market (it opens its book)."""
 
-    market_ticker: str
-    reason: str
-    mid_lifecycle: bool
-    record_seq: int
-    payload: dict[str, Any] = field(default_factory=dict)
+    mid_lifecycle: bool = False
 
 
 @dataclass(frozen=True, slots=True)
-class MarketLeft:
+class MarketLeft(Membership):
     """The recorder left a market (determined, gone, shutdown)."""
 
-    market_ticker: str
-    reason: str
-    record_seq: int
-    payload: dict[str, Any] = field(default_factory=dict)
-
 
 @dataclass(frozen=True, slots=True)
-class MarketSkipped:
+class MarketSkipped(Membership):
     """The recorder saw a market but does not record its book (filtered, shard, already open)."""
-
-    market_ticker: str
-    reason: str
-    record_seq: int
-    payload: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,3 +203,22 @@ FeedEvent = (
     | SessionEnded
 )
 """Everything ``feed.Client`` yields."""
+
+__all__ = [
+    "STATUS_CHANNEL",
+    "BookUpdate",
+    "FeedEvent",
+    "Hello",
+    "Lagged",
+    "Level",
+    "LifecycleEvent",
+    "MarketJoined",
+    "MarketLeft",
+    "MarketSkipped",
+    "Membership",
+    "RecordMark",
+    "SessionEnded",
+    "StatusMessage",
+    "Validity",
+    "ValidityChange",
+]

@@ -2,11 +2,12 @@
 
 One ``Consumer`` per WebSocket connection. It answers Kalshi's commands (``subscribe``,
 ``update_subscription``, ``unsubscribe``, ``list_subscriptions``) with the exchange's replies and
-error codes (protocol notes §3), and gets what ``feed.state.TapState`` publishes as ready-to-send
-frames, re-sequenced per its own sids. The shell only moves bytes: ``Consumer.take()`` and
-``Consumer.handle()``.
+error codes (``docs/protocol.md`` §3), and gets what ``feed.state.TapState`` publishes as
+ready-to-send frames, re-sequenced per its own sids. The shell only moves bytes:
+``Consumer.take()`` and ``Consumer.handle()``.
 
-Why a bounded queue with a drop-and-resnapshot overflow (design invariant 11): the recorder must
+Why a bounded queue with a drop-and-resnapshot overflow (consumers never cost the recording,
+ARCHITECTURE.md, Invariants): the recorder must
 never wait for a consumer and memory must stay bounded, so a consumer that falls ``max_queue``
 frames behind loses its queue, gets ``tap_lagged`` on the extra channel, then a fresh snapshot of
 every market it follows. Dropped frames still consumed their seq numbers, so a plain Kalshi client
@@ -24,26 +25,33 @@ from typing import Any
 
 import orjson
 
-from feed.events import Validity
+from feed.events import STATUS_CHANNEL, StatusMessage, Validity
 from feed.state import RAW, RECORD_SEQ, Market, TapState
-from schemas.wire import snapshot_msg
+from schemas.wire import (
+    DELTA_MSG,
+    LIFECYCLE_CHANNEL,
+    MVE_LIFECYCLE_CHANNEL,
+    SNAPSHOT_MSG,
+    snapshot_msg,
+)
 
 PROTOCOL_VERSION = "1"
 
-LIFECYCLE = "market_lifecycle_v2"
-ORDERBOOK = "orderbook_delta"
-STATUS = "recorder_status"
+LIFECYCLE = LIFECYCLE_CHANNEL
+ORDERBOOK = DELTA_MSG
+"""Kalshi's book channel, named after its delta message."""
+STATUS = STATUS_CHANNEL
 SERVED_CHANNELS = frozenset({LIFECYCLE, ORDERBOOK, STATUS})
 KNOWN_CHANNELS = frozenset(
     {
-        "orderbook_delta",
+        ORDERBOOK,
         "ticker",
         "ticker_v2",
         "trade",
         "fill",
         "market_positions",
-        "market_lifecycle_v2",
-        "multivariate_market_lifecycle",
+        LIFECYCLE,
+        MVE_LIFECYCLE_CHANNEL,
         "multivariate",
         "communications",
         "order_group_updates",
@@ -139,9 +147,8 @@ class Consumer:
         state = self.fanout.state
         rs = state.record_seq
         last = {str(s.sid): s.seq for s in self.subs.values()}
-        self._status_frame(
-            "tap_lagged", {"dropped": dropped, "last_seqs": last, "record_seq": rs}, rs, True
-        )
+        msg = {"dropped": dropped, "last_seqs": last, "record_seq": rs}
+        self._status_frame(StatusMessage.LAGGED, msg, rs, True)
         for sub in self.subs.values():
             if sub.channel != ORDERBOOK:
                 continue
@@ -167,10 +174,10 @@ class Consumer:
         snapshot follows when the recorder re-anchors it."""
         if m.state is Validity.VALID:
             msg = orjson.dumps(self.fanout.snapshot_msg(m))
-            self._push(self._envelope("orderbook_snapshot", sub, msg, rs, True), refill)
+            self._push(self._envelope(SNAPSHOT_MSG, sub, msg, rs, True), refill)
         elif self.extended and refill:
             self._status_frame(
-                "tap_book_state",
+                StatusMessage.BOOK_STATE,
                 {"market_ticker": m.ticker, "state": m.state.value, "reason": m.reason},
                 rs,
                 refill,
@@ -298,7 +305,7 @@ class Consumer:
                 if self.fanout.visible(t)
             },
         }
-        self._push(self._envelope("tap_hello", sub, orjson.dumps(hello), rs, True), True)
+        self._push(self._envelope(StatusMessage.HELLO, sub, orjson.dumps(hello), rs, True), True)
 
     def _one_sid(self, params: dict[str, Any]) -> Sub:
         sid = params.get("sid")
@@ -404,7 +411,7 @@ class Fanout:
         for c in self.consumers:
             if c.extended:
                 seqs = {str(s.sid): s.seq for s in c.subs.values()}
-                c._status_frame("tap_mark", {"seqs": seqs}, rs, False)
+                c._status_frame(StatusMessage.MARK, {"seqs": seqs}, rs, False)
 
     # ------------------------------------------------------------------ Publisher
     def snapshot(self, m: Market, row: tuple[Any, ...]) -> None:
@@ -417,7 +424,7 @@ class Fanout:
                 if sub.channel == ORDERBOOK and sub.wants(m.ticker):
                     if msg is None:
                         msg = orjson.dumps(self.snapshot_msg(m))
-                    c._push(c._envelope("orderbook_snapshot", sub, msg, rs, True))
+                    c._push(c._envelope(SNAPSHOT_MSG, sub, msg, rs, True))
 
     def delta(self, m: Market, row: tuple[Any, ...]) -> None:
         if not self.consumers:
@@ -430,7 +437,7 @@ class Fanout:
                 if sub.channel == ORDERBOOK and (sub.all_markets or ticker in sub.tickers):
                     if msg is None:
                         msg = orjson.dumps(orjson.loads(row[RAW])["msg"])
-                    c._push(c._envelope("orderbook_delta", sub, msg, rs, True))
+                    c._push(c._envelope(DELTA_MSG, sub, msg, rs, True))
 
     def lifecycle(self, row: tuple[Any, ...]) -> None:
         if not self.consumers:

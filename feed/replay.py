@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 from websockets.asyncio.server import ServerConnection
 
+from feed.events import StatusMessage
 from feed.fanout import Fanout
 from feed.server import Listening, pump, start_server
 from feed.source import SessionFiles, pick_session, read_rows
@@ -149,7 +150,8 @@ class Replayer:
                     await asyncio.sleep(0)
             fan.mark()
             if fan.state.ended is None:
-                fan.status("tap_session_end", {"reason": "end_of_data"}, fan.state.record_seq)
+                end = {"reason": "end_of_data"}
+                fan.status(StatusMessage.SESSION_END, end, fan.state.record_seq)
             self.finished += 1
 
         player = asyncio.create_task(play())
