@@ -10,8 +10,8 @@ What happens:
    times, TCP reset), handshake refusals (the first one and for a while after each drop), seq gaps,
    duplicate frames, malformed frames, subscribe errors, delayed (reordered) lifecycle notices,
    output stalls (then everything at once) and bursts of book changes; and the uncertain points
-   of the protocol at their harder variant (``docs/protocol.md`` §9): lifecycle notices lost on a live
-   connection, asynchronous errors 10/17/25 ending a sid, a 4000-4999 close, error 16 for a
+   of the protocol (``docs/protocol.md`` §9) at their harder variant: lifecycle notices lost on a
+   live connection, asynchronous errors 10/17/25 ending a sid, a 4000-4999 close, error 16 for a
    market in its first second, get_snapshot without ``ok``, replies without ``id``, repeat
    subscribes merged into the existing sid, empty pongs, REST times in whole seconds from a
    clock 2 s behind.
@@ -102,8 +102,9 @@ def soak_faults(seconds: float) -> FaultConfig:
 
 
 def soak_protocol() -> ProtocolOptions:
-    """The uncertain points of the protocol (``docs/protocol.md`` §9), each at the variant that is harder for a
-    client (the variant matrix plays each alone; the soak plays them together with faults)."""
+    """The uncertain points of the protocol (``docs/protocol.md`` §9), each at the variant that
+    is harder for a client (the variant matrix plays each alone; the soak plays them together
+    with faults)."""
     return ProtocolOptions(
         get_snapshot_ok="none",
         reply_id="sid_replies",
