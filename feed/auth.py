@@ -1,6 +1,6 @@
 """Who may connect to a tap or a replay (sans-I/O: headers in, refusal reason or None out).
 
-Why this policy (issue 13): on loopback an actor is a local process, so any well-formed Kalshi
+Why this policy: on loopback an actor is a local process, so any well-formed Kalshi
 signature headers (what an unmodified Kalshi client sends) or none at all are accepted; the
 signature is not verified, because the tap must never need the exchange key. Beyond loopback a
 shared token is required (``Authorization: Bearer <token>`` or ``?token=``), compared in constant

@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 
+from feed.book import apply_delta
 from schemas.units import PRICE_SCALE
 
 
@@ -41,15 +42,9 @@ class Book:
             levels, is_ask, yes_price = self.bids, False, price
         else:
             levels, is_ask, yes_price = self.asks, True, PRICE_SCALE - price
-        old = levels.get(yes_price, 0)
-        new = old + delta
+        new = apply_delta(levels, yes_price, delta)
         self._best = None
-        if new > 0:
-            levels[yes_price] = new
-        else:
-            levels.pop(yes_price, None)
-            new = 0
-        return is_ask, yes_price, old, new
+        return is_ask, yes_price, new - delta, max(new, 0)
 
     def size(self, is_ask: bool, yes_price: int) -> int:
         return (self.asks if is_ask else self.bids).get(yes_price, 0)

@@ -1,4 +1,4 @@
-"""Paper only: no code path in the project can place a real order (design invariant 11).
+"""Paper only: no code path in the project can place a real order (ARCHITECTURE.md, Invariants).
 
 Three checks: (1) no source file outside the tests names an exchange order or portfolio endpoint,
 an order-placing WebSocket command or FIX order message, and the exchange-facing packages never
