@@ -8,14 +8,25 @@ each side is cached and only recomputed (lazily) when the best level itself goes
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import StrEnum
 
 from schemas.units import PRICE_SCALE
 
-NEGATIVE_SIZE = "negative_size"
-"""A delta took a level below zero: the level is removed (same as clamping to 0) and the book is
-no longer trustworthy; the caller records an anomaly and resyncs."""
-UNKNOWN_SIDE = "unknown_side"
-"""A delta named a side other than ``yes``/``no``: nothing is applied."""
+
+class BookProblem(StrEnum):
+    """Why a market's book is not, or may not be, the exchange's: the ``what`` of its ``anomaly``
+    record. Each is followed by a resync (with backoff), except a first ``CROSSED_BOOK``."""
+
+    # A delta took a level below zero: the level is removed (same as clamping to 0).
+    NEGATIVE_SIZE = "negative_size"
+    UNKNOWN_SIDE = "unknown_side"  # a delta named a side other than yes/no: nothing applied
+    CROSSED_BOOK = "crossed_book"  # best yes + best no > $1 (may be a pair of deltas in flight)
+    CROSSED_PERSISTS = "crossed_persists"  # still crossed after the grace period
+    DELTA_BEFORE_SNAPSHOT = "delta_before_snapshot"  # deltas, but its snapshot never came
+    INEXACT_VALUE = "inexact_value"  # a value that cannot be stored exactly (kept raw)
+    BAD_SNAPSHOT = "bad_snapshot"  # a snapshot that cannot be read
+    NO_SNAPSHOT = "no_snapshot"  # on a sid, but no snapshot for two command deadlines
+
 
 _STALE = -1  # cached best unknown; recompute on read (prices are never negative in a book)
 
@@ -42,8 +53,8 @@ class OrderBook:
         """Forget every level (e.g. before a resync)."""
         self.apply_snapshot({}, {})
 
-    def apply_delta(self, side: str, price: int, delta: int) -> str | None:
-        """Add ``delta`` to the level at ``price``; returns an anomaly name or None.
+    def apply_delta(self, side: str, price: int, delta: int) -> BookProblem | None:
+        """Add ``delta`` to the level at ``price``; returns what went wrong, or None.
 
         A result of 0 removes the level; below 0 also removes it and returns ``NEGATIVE_SIZE``.
         """
@@ -54,7 +65,7 @@ class OrderBook:
             levels = self.no
             best = self._best_no
         else:
-            return UNKNOWN_SIDE
+            return BookProblem.UNKNOWN_SIDE
         size = levels.get(price, 0) + delta
         if size > 0:
             levels[price] = size
@@ -66,7 +77,7 @@ class OrderBook:
                 del levels[price]
                 if price == best:
                     best = _STALE if levels else None
-            anomaly = NEGATIVE_SIZE if size < 0 else None
+            anomaly = BookProblem.NEGATIVE_SIZE if size < 0 else None
         if side == "yes":
             self._best_yes = best
         else:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 ENDPOINTS = {
-    # Legacy hosts "remain supported" per the 2026 docs; the protocol notes default to them.
+    # Legacy hosts "remain supported" per the 2026 docs (docs/protocol.md §1).
     "prod": (
         "wss://api.elections.kalshi.com/trade-api/ws/v2",
         "https://api.elections.kalshi.com/trade-api/v2",
@@ -63,12 +63,12 @@ class Settings:
     max_markets_per_sid: int = 200  # below the reported 256 cap; one gap re-snapshots <= 200 books
     max_tickers_per_command: int = 100  # peers saw connections killed by huge subscribe bursts
     debounce_s: float = 0.005  # batch markets created together into one command
-    # Pacing (issue 11, notes §5): "a few commands per second" sustained, bursts allowed. Peers saw
-    # ~2.9k commands in a burst kill a connection. 10/s with a burst of 20: a storm of creations
-    # still becomes few commands (markets created meanwhile ride in the next, batched, command),
-    # while ~6 commands/s of ordinary traffic never waits for a token. Measured: 5/s (burst 10)
-    # made joins at 10 creations/s wait up to 400 ms (p99) for a token; 10/s keeps p99 ~20 ms
-    # (BENCHMARKS.md, bench.recorder_latency).
+    # Pacing (issue 11, docs/protocol.md §6): "a few commands per second" sustained, bursts
+    # allowed. Peers saw ~2.9k commands in a burst kill a connection. 10/s with a burst of 20: a
+    # storm of creations still becomes few commands (markets created meanwhile ride in the next,
+    # batched, command), while ~6 commands/s of ordinary traffic never waits for a token.
+    # Measured: 5/s (burst 10) made joins at 10 creations/s wait up to 400 ms (p99) for a token;
+    # 10/s keeps p99 ~20 ms (BENCHMARKS.md, bench.recorder_latency).
     min_command_interval_s: float = 0.1
     command_burst: int = 20
     # Every command that expects an answer gets one within this, or the sid is freed and the truth
@@ -84,14 +84,16 @@ class Settings:
     # seconds and the exchange's clock differs from ours (measured from the REST Date header, to
     # the second, and added to this margin).
     clock_skew_margin_s: float = 30.0
-    flush_interval_s: float = 0.1  # invariant 7: kill -9 loses at most ~100 ms
-    fsync_interval_s: float = 1.0  # invariant 7: power loss loses at most ~1 s
+    # Crash safety (ARCHITECTURE.md, Invariants): kill -9 loses at most the flush interval,
+    # power loss at most the fsync interval.
+    flush_interval_s: float = 0.1
+    fsync_interval_s: float = 1.0
     roll_seconds: float = 3600.0  # a day is ~24 files per session, not thousands
     roll_bytes: int = 256 * 2**20
     disk_limit_bytes: int | None = None  # treat the data dir as full beyond this (tests, quotas)
     ping_interval_s: float = 10.0  # our own pings; the exchange pings every 10 s too
     # Keep-alive watches inbound silence, not pong payloads (the exchange's pong may be empty):
-    # nothing at all (frame, ping, pong) for 30 s = dead connection (notes §5: "> ~30 s").
+    # nothing at all (frame, ping, pong) for 30 s = dead connection (docs/protocol.md §6).
     silence_timeout_s: float = 30.0
     # A 4000-4999 close (auth, policy) this many times in a row ends the run with exit 2; one may
     # be a server restart, three are a person's problem.

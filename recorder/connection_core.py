@@ -13,7 +13,7 @@ carry out, in order: ``Send`` a command, ``Record`` a decision, hand a ``Lifecyc
 app, ``LifecycleLive`` (the lifecycle feed is subscribed: reconcile now), ``Reconnect`` (the
 connection is silent: drop it), ``Fatal`` (stop the run with exit 2).
 
-What it guarantees, whatever the exchange sends (protocol notes, and their uncertain points):
+What it guarantees, whatever the exchange sends (docs/protocol.md, and its uncertain points, §9):
 
 * nothing raises on exchange input; replies without ``id`` are matched by sid and type;
 * every command that expects an answer has a deadline (``SubscriptionManager.expire``);
@@ -30,14 +30,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, assert_never
 
 from recorder import protocol
 from recorder import subscriptions as sm
-from recorder.book import OrderBook
+from recorder.book import BookProblem, OrderBook
 from recorder.sequence import OK, SeqTracker, SeqVerdict
-from recorder.subscriptions import Command, SubscriptionManager
+from recorder.subscriptions import Command, LifeState, SubscriptionManager
 from schemas import decisions as dc
+from schemas.decisions import ResyncMethod, TimeoutThen
 from schemas.log import Decision
 
 LIFECYCLE_TYPES = protocol.LIFECYCLE_TYPES
@@ -306,7 +307,7 @@ class ConnectionCore:
                 del self._resync_due[ticker]
                 sid = self.subs.sid_of(ticker)
                 if sid is not None and ticker in self.books:
-                    out += self._request_snapshot(sid, [ticker], now_ns, "get_snapshot")
+                    out += self._request_snapshot(sid, [ticker], now_ns)
         if now_ns - self._last_audit_ns >= _NS:
             self._last_audit_ns = now_ns
             out += self._audit(now_ns)
@@ -314,7 +315,9 @@ class ConnectionCore:
             for ticker, since in list(self._crossed_since.items()):
                 if now_ns - since >= self._crossed_ns and ticker in self.anchored:
                     del self._crossed_since[ticker]
-                    out += self._anomaly(ticker, self.subs.sid_of(ticker), "crossed_persists", "")
+                    out += self._anomaly(
+                        ticker, self.subs.sid_of(ticker), BookProblem.CROSSED_PERSISTS, ""
+                    )
                     out += self._resync_with_backoff(ticker, now_ns)
         if (
             self._dirty
@@ -344,8 +347,8 @@ class ConnectionCore:
             if now_ns - since >= limit:
                 waiting[ticker] = now_ns
                 detail = f"no snapshot on sid {sid} for {(now_ns - since) // _NS}s"
-                out += self._anomaly(ticker, sid, "no_snapshot", detail)
-                out += self._request_snapshot(sid, [ticker], now_ns, "get_snapshot")
+                out += self._anomaly(ticker, sid, BookProblem.NO_SNAPSHOT, detail)
+                out += self._request_snapshot(sid, [ticker], now_ns)
         return out
 
     def overdue(self, now_ns: int) -> list[Command]:
@@ -442,7 +445,7 @@ class ConnectionCore:
     def _after_reply(self, events: list[sm.Event]) -> list[Effect]:
         self._dirty = True
         out = self._events(events, None) if events else []
-        live = self.carries_lifecycle and self.subs.lifecycle_state() == "live"
+        live = self.carries_lifecycle and self.subs.lifecycle_state() is LifeState.LIVE
         if live and not self._live_reported:
             self._live_reported = True
             out.append(LifecycleLive(self.epoch))
@@ -493,14 +496,16 @@ class ConnectionCore:
             if ticker in self.books and ticker not in self.resyncing:
                 # Its sid carries deltas but its snapshot never came (lost, or an exchange that
                 # sends none after add_markets): ask for one rather than wait for ever.
-                what = "delta_before_snapshot"
+                what = BookProblem.DELTA_BEFORE_SNAPSHOT
                 out = (out or []) + self._bad_book(ticker, sid, what, f"seq {seq}", now_ns)
             return out or _NOTHING
         side, price, delta = f.side, f.price, f.delta
         if f.malformed or side is None or price is None or delta is None:
             # Cannot be applied exactly: kept raw by the shell; the book is no longer the truth.
             detail = f.problem or "missing side, price or size"
-            out = (out or []) + self._bad_book(ticker, sid, "inexact_value", detail, now_ns)
+            out = (out or []) + self._bad_book(
+                ticker, sid, BookProblem.INEXACT_VALUE, detail, now_ns
+            )
             return out
         book = self.books[ticker]
         problem = book.apply_delta(side, price, delta)
@@ -512,7 +517,7 @@ class ConnectionCore:
         sid: int | None,
         seq: int | None,
         book: OrderBook,
-        problem: str | None,
+        problem: BookProblem | None,
         now_ns: int,
         out: list[Effect] | None = None,
     ) -> Sequence[Effect]:
@@ -521,10 +526,14 @@ class ConnectionCore:
         elif book.crossed():
             if ticker not in self._crossed_since:  # once per episode, not once per delta
                 self._crossed_since[ticker] = now_ns
-                out = (out or []) + self._anomaly(ticker, sid, "crossed_book", f"seq {seq}")
+                out = (out or []) + self._anomaly(
+                    ticker, sid, BookProblem.CROSSED_BOOK, f"seq {seq}"
+                )
             elif now_ns - self._crossed_since[ticker] >= self._crossed_ns:
                 del self._crossed_since[ticker]
-                out = (out or []) + self._anomaly(ticker, sid, "crossed_persists", f"seq {seq}")
+                out = (out or []) + self._anomaly(
+                    ticker, sid, BookProblem.CROSSED_PERSISTS, f"seq {seq}"
+                )
                 out += self._resync_with_backoff(ticker, now_ns)
         elif ticker in self._crossed_since:
             del self._crossed_since[ticker]
@@ -554,11 +563,13 @@ class ConnectionCore:
         if book is None:
             return out  # a market we no longer want; the frame is recorded anyway
         if f.malformed:
-            return out + self._bad_book(ticker, sid, "bad_snapshot", f.problem or "", now_ns)
+            return out + self._bad_book(
+                ticker, sid, BookProblem.BAD_SNAPSHOT, f.problem or "", now_ns
+            )
         try:
             yes, no = protocol.snapshot_levels(f.body)
         except ValueError as exc:
-            return out + self._bad_book(ticker, sid, "bad_snapshot", str(exc), now_ns)
+            return out + self._bad_book(ticker, sid, BookProblem.BAD_SNAPSHOT, str(exc), now_ns)
         book.apply_snapshot(yes, no)
         self.anchored.add(ticker)
         self.resyncing.discard(ticker)
@@ -566,11 +577,11 @@ class ConnectionCore:
         self._crossed_since.pop(ticker, None)
         if book.crossed():
             self._crossed_since[ticker] = now_ns
-            out += self._anomaly(ticker, sid, "crossed_book", "snapshot crossed")
+            out += self._anomaly(ticker, sid, BookProblem.CROSSED_BOOK, "snapshot crossed")
         return out
 
     def _bad_book(
-        self, ticker: str, sid: int | None, what: str, detail: str, now_ns: int
+        self, ticker: str, sid: int | None, what: BookProblem, detail: str, now_ns: int
     ) -> list[Effect]:
         """The book of ``ticker`` cannot be trusted: one anomaly, unanchor, resync with backoff."""
         out: list[Effect] = []
@@ -606,7 +617,7 @@ class ConnectionCore:
         sid = self.subs.sid_of(ticker)
         if sid is None:
             return []  # not on a sid yet: its subscribe brings a snapshot
-        return self._request_snapshot(sid, [ticker], now_ns, "get_snapshot")
+        return self._request_snapshot(sid, [ticker], now_ns)
 
     def _seq_verdict(self, sid: int, v: SeqVerdict, now_ns: int) -> list[Effect]:
         """The rare path of a seq check: first frame, gap, or stale."""
@@ -622,31 +633,35 @@ class ConnectionCore:
             chosen = [t for t in tickers if t in self.books]
             for t in chosen:
                 self._resync_due.pop(t, None)
-            out += self._request_snapshot(sid, chosen, now_ns, "get_snapshot")
+            out += self._request_snapshot(sid, chosen, now_ns)
             return out
         if v.is_stale:
             return [self._record(dc.StaleSeq(sid=sid, last=v.last, got=v.got), sid)]
         return []
 
-    def _request_snapshot(
-        self, sid: int, tickers: list[str], now_ns: int, method: str
-    ) -> list[Effect]:
+    def _request_snapshot(self, sid: int, tickers: list[str], now_ns: int) -> list[Effect]:
+        """Fresh snapshots of ``tickers`` of ``sid``: ``get_snapshot``, or in fallback mode (no
+        ``update_subscription``) unsubscribe + subscribe of the sid."""
         if not tickers:
             return []
-        out = self._unanchor(sid, tickers, "resubscribe" if self.subs.fallback else method)
+        fallback = self.subs.fallback
+        method = ResyncMethod.RESUBSCRIBE if fallback else ResyncMethod.GET_SNAPSHOT
+        out = self._unanchor(sid, tickers, method)
         cmds = self.subs.request_snapshot(sid, tickers, self.next_id, now_ns)
         out += [Send(c) for c in cmds]
         self._dirty = True
         return out
 
-    def _unanchor(self, sid: int, tickers: list[str], method: str) -> list[Effect]:
+    def _unanchor(self, sid: int, tickers: list[str], method: ResyncMethod) -> list[Effect]:
         for t in tickers:
             self.anchored.discard(t)
             self.resyncing.add(t)
         self.counters.resyncs += 1
         return [self._record(dc.Resync(sid=sid, market_tickers=tickers, method=method), sid)]
 
-    def _anomaly(self, ticker: str, sid: int | None, what: str, detail: str) -> list[Effect]:
+    def _anomaly(
+        self, ticker: str, sid: int | None, what: BookProblem, detail: str
+    ) -> list[Effect]:
         self.counters.anomalies += 1
         return [
             self._record(
@@ -672,54 +687,56 @@ class ConnectionCore:
     def _events(self, events: list[sm.Event], now_ns: int | None) -> list[Effect]:
         out: list[Effect] = []
         for ev in events:
-            if isinstance(ev, sm.SidAssigned):
-                if not ev.tickers:
-                    self.seq.forget(ev.sid)
-                out.append(
-                    self._record(
-                        dc.Subscription(
-                            sid=ev.sid, channel=ev.channel, market_tickers=sorted(ev.tickers)
-                        ),
-                        ev.sid,
+            match ev:
+                case sm.SidAssigned():
+                    if not ev.tickers:
+                        self.seq.forget(ev.sid)
+                    held = sorted(ev.tickers)
+                    sub = dc.Subscription(sid=ev.sid, channel=ev.channel, market_tickers=held)
+                    out.append(self._record(sub, ev.sid))
+                case sm.NeedsResubscribe():
+                    # The manager already planned unsubscribe + subscribe of that sid.
+                    held = [t for t in ev.tickers if t in self.books]
+                    out += self._unanchor(ev.sid, held, ResyncMethod.RESUBSCRIBE)
+                case sm.TimedOut():
+                    out += self._timed_out(ev)
+                case sm.Merged():
+                    merged = dc.SubscriptionMerged(
+                        cmd_id=ev.cmd_id, sid=ev.sid, market_tickers=list(ev.tickers), how=ev.how
                     )
-                )
-            elif isinstance(ev, sm.NeedsResubscribe):
-                # The manager already planned unsubscribe + subscribe of that sid.
-                out += self._unanchor(
-                    ev.sid, [t for t in ev.tickers if t in self.books], "resubscribe"
-                )
-            elif isinstance(ev, sm.TimedOut):
-                self.counters.timeouts += 1
-                c = ev.command
-                timeout = dc.CommandTimeout(
-                    cmd_id=c.cmd_id,
-                    cmd=c.cmd,
-                    purpose=c.purpose,
-                    sid=c.sid,
-                    market_tickers=list(c.tickers),
-                    waited_ms=ev.waited_ns // 1_000_000,
-                    then=ev.then,
-                    action=c.action,
-                )
-                out.append(self._record(timeout, c.sid))
-                if ev.then in ("resubscribe", "drop_sid") and c.sid is not None:
-                    held = [t for t in self.subs.tickers_of(c.sid) if t in self.books]
-                    gone = [t for t in c.tickers if t in self.books and t not in held]
-                    if held or gone:
-                        out += self._unanchor(c.sid, held + gone, "resubscribe")
-            elif isinstance(ev, sm.Merged):
-                out.append(
-                    self._record(
-                        dc.SubscriptionMerged(
-                            cmd_id=ev.cmd_id,
-                            sid=ev.sid,
-                            market_tickers=list(ev.tickers),
-                            how=ev.how,
-                        ),
-                        ev.sid,
-                    )
-                )
-            else:  # Fallback, CapLowered, MarketNotFound, CommandFailed, GaveUp
-                out.append(self._record(dc.Anomaly(what=type(ev).__name__, detail=repr(ev))))
+                    out.append(self._record(merged, ev.sid))
+                case (
+                    sm.Fallback()
+                    | sm.CapLowered()
+                    | sm.MarketNotFound()
+                    | sm.CommandFailed()
+                    | sm.GaveUp()
+                ):
+                    out.append(self._record(dc.Anomaly(what=type(ev).__name__, detail=repr(ev))))
+                case _:
+                    assert_never(ev)
         self._dirty = True
+        return out
+
+    def _timed_out(self, ev: sm.TimedOut) -> list[Effect]:
+        """A command went unanswered: record it; if its sid is dropped or resubscribed, the
+        books it carried are no longer anchored."""
+        self.counters.timeouts += 1
+        c = ev.command
+        timeout = dc.CommandTimeout(
+            cmd_id=c.cmd_id,
+            cmd=c.cmd,
+            purpose=c.purpose,
+            sid=c.sid,
+            market_tickers=list(c.tickers),
+            waited_ms=ev.waited_ns // 1_000_000,
+            then=ev.then,
+            action=c.action,
+        )
+        out: list[Effect] = [self._record(timeout, c.sid)]
+        if ev.then in (TimeoutThen.RESUBSCRIBE, TimeoutThen.DROP_SID) and c.sid is not None:
+            held = [t for t in self.subs.tickers_of(c.sid) if t in self.books]
+            gone = [t for t in c.tickers if t in self.books and t not in held]
+            if held or gone:
+                out += self._unanchor(c.sid, held + gone, ResyncMethod.RESUBSCRIBE)
         return out

@@ -1,12 +1,12 @@
 """The lifecycle state machine: which markets join and leave the session, and why (pure).
 
-Design invariant 4 and issue 4: ``created`` joins a wanted market, ``determined`` leaves it,
+The lifecycle rules (ARCHITECTURE.md, Invariants) and issue 4: ``created`` joins a wanted market, ``determined`` leaves it,
 everything else (``settled``, ``activated``, ``deactivated``, ``close_date_updated``, unknown types)
 is only recorded — the caller records *every* lifecycle frame before asking this module anything,
 so "no action" never means "lost". Duplicates are harmless and events for markets this session
 never joined are ignored here.
 
-Three more inputs cover what the WebSocket feed cannot tell us (protocol notes §6, §10: lifecycle
+Three more inputs cover what the WebSocket feed cannot tell us (docs/protocol.md §8, §9: lifecycle
 events can be missed, opens and closes are silent):
 
 * ``adopt`` — ``--adopt-open-markets``: markets already open at start, joined mid-lifecycle;
@@ -37,7 +37,7 @@ from schemas.decisions import (
     SkipReason,
 )
 
-# REST `status` vocabularies (notes §6): the current one and the older / filter words.
+# REST `status` vocabularies (docs/protocol.md §8): the current one and the older / filter words.
 PRE_OPEN_STATUSES = frozenset({"initialized", "unopened"})
 OPEN_STATUSES = frozenset({"active", "open"})
 PAUSED_STATUSES = frozenset({"inactive", "paused"})

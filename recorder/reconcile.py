@@ -8,7 +8,7 @@ One pass asks two questions (issue 11, "Discovery that cannot miss a market"):
 2. What is the status of every market we hold a book for? ``GET /markets?tickers=a,b,...`` in
    batches; a market the listing leaves out is asked for by ``GET /markets/{ticker}``.
 
-The filters are marked uncertain in the protocol notes (§7.1). When the exchange rejects one with
+The filters are marked uncertain in docs/protocol.md (§7, §9). When the exchange rejects one with
 HTTP 400, that filter is dropped for the rest of the run (``fallbacks`` says which) and the pass
 falls back: status-by-status listings instead of ``min_created_ts``, one ``GET /markets/{ticker}``
 per market instead of ``tickers``, no ``mve_filter`` (MVE markets are then filtered locally by the

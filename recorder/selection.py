@@ -37,8 +37,9 @@ def series_of(ticker: str) -> str:
 def event_of(ticker: str) -> str:
     """Best-effort event ticker: the part before the last ``-``.
 
-    The protocol notes (§8) warn this split is wrong for some series; callers pass the real
-    ``additional_metadata.event_ticker`` / REST ``event_ticker`` whenever they have it.
+    Ticker shapes are not a documented grammar and this split is wrong for some series: callers
+    pass the real ``additional_metadata.event_ticker`` / REST ``event_ticker`` whenever they have
+    it.
     """
     return ticker.rsplit("-", 1)[0] if "-" in ticker else ticker
 

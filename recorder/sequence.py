@@ -1,6 +1,6 @@
 """Per-sid sequence tracking for one WebSocket connection, pure and I/O-free.
 
-``seq`` is per subscription (sid) and shared by every market of that sid (protocol notes §4.7).
+``seq`` is per subscription (sid) and shared by every market of that sid (docs/protocol.md §5).
 Data frames are checked for contiguity; ``ok``/``unsubscribed`` replies that carry a seq either
 consume a value or echo the last one (disputed), so the single rule ``last = max(last, seq)``
 covers both and never reports a gap. Nothing is ever dropped here: the verdict only tells the

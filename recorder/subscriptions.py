@@ -6,9 +6,10 @@ clock: the asyncio shell calls ``want``/``unwant`` as markets join and leave, ca
 few ms (that is the debounce and the pacing), sends and records the returned ``Command``s, and feeds
 every reply back (``on_subscribed``/``on_ok``/``on_unsubscribed``/``on_error``). Replies return
 events; ``SidAssigned`` is emitted whenever a sid's market set changes, which is what the
-``subscription`` decision record needs so sids can be rebuilt from the log alone (invariant 3).
+``subscription`` decision record needs so sids can be rebuilt from the log alone
+(every command and decision is a record: ARCHITECTURE.md, Invariants).
 
-Rules, and the incident or note behind each (protocol notes §3, §4.7, §5, §10; design "Lessons"):
+Rules, and the incident or protocol fact behind each (docs/protocol.md §3, §5, §6, §9):
 
 * Batch: all pending changes go out in few commands — ``update_subscription add_markets`` into sids
   with room, ``subscribe`` with up to ``max_tickers_per_command`` markets for new sids. Bursts of
@@ -39,10 +40,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
-ORDERBOOK_CHANNEL = "orderbook_delta"
-LIFECYCLE_CHANNEL = "market_lifecycle_v2"
+from schemas.decisions import MergeHow, TimeoutThen
+from schemas.wire import DELTA_MSG, LIFECYCLE_CHANNEL
+from schemas.wire import MVE_LIFECYCLE_CHANNEL as MVE_LIFECYCLE_CHANNEL  # for recorder.connection
+
+ORDERBOOK_CHANNEL = DELTA_MSG  # the order-book channel is named after its frames
 
 FALLBACK_CODES = frozenset({5, 12, 13, 15})
 """Errors to ``update_subscription`` meaning "this exchange does not do that": unknown command,
@@ -53,18 +58,57 @@ CODE_UNKNOWN_SID = 7
 CODE_MARKET_NOT_FOUND = 16
 CODE_MARKET_LIMIT = 26
 CODE_ALREADY_SUBSCRIBED = 6
-MVE_LIFECYCLE_CHANNEL = "multivariate_market_lifecycle"
 
-PURPOSE_JOIN = "join"
-PURPOSE_LEAVE = "leave"
-PURPOSE_RESYNC = "resync"
-PURPOSE_RESUBSCRIBE = "resubscribe"
-PURPOSE_LIFECYCLE = "lifecycle"
-PURPOSE_CLEANUP = "cleanup"
+
+class Purpose(StrEnum):
+    """Why a command was sent: the ``purpose`` of ``command_timeout`` records, and the shell's
+    sending priority (lifecycle first, then joins, resyncs, resubscribes)."""
+
+    JOIN = "join"  # markets joined: ``subscribe`` or ``add_markets``
+    LEAVE = "leave"  # markets left: ``delete_markets``, or ``unsubscribe`` of the whole sid
+    RESYNC = "resync"  # fresh snapshots: ``get_snapshot``
+    RESUBSCRIBE = "resubscribe"  # a broken sid: unsubscribed, its markets subscribed again
+    LIFECYCLE = "lifecycle"  # the global lifecycle channels
+    CLEANUP = "cleanup"  # a sid the exchange may hold but we do not (a lost reply): unsubscribe
+
+
+class Cmd(StrEnum):
+    """The commands this manager sends (the wire's ``cmd``)."""
+
+    SUBSCRIBE = "subscribe"
+    UNSUBSCRIBE = "unsubscribe"
+    UPDATE_SUBSCRIPTION = "update_subscription"
+
+
+class UpdateAction(StrEnum):
+    """The ``action`` of an ``update_subscription``."""
+
+    ADD_MARKETS = "add_markets"
+    DELETE_MARKETS = "delete_markets"
+    GET_SNAPSHOT = "get_snapshot"
+
+
+class LifeState(StrEnum):
+    """Where one lifecycle channel's subscription stands."""
+
+    OFF = "off"  # not wanted (before ``start_lifecycle``, after ``reset``)
+    PENDING = "pending"  # wanted: the next ``plan()`` subscribes it
+    INFLIGHT = "inflight"  # its subscribe (or unsubscribe) awaits an answer
+    LIVE = "live"  # subscribed: its events arrive
+    RESUBSCRIBE = "resubscribe"  # its sid broke (10/17/25): unsubscribe, then subscribe again
+
+
+# The names recorder.connection still uses for its sending priority (same members).
+PURPOSE_JOIN = Purpose.JOIN
+PURPOSE_RESYNC = Purpose.RESYNC
+PURPOSE_RESUBSCRIBE = Purpose.RESUBSCRIBE
+PURPOSE_LIFECYCLE = Purpose.LIFECYCLE
+
 TRAILING_OK_HOLD_NS = 500_000_000
 """On an exchange whose replies carry no ``id``, a sid whose ``get_snapshot`` completed by its
 snapshots waits this long before its next command: an ``ok`` for the snapshot may still follow
-(notes §3.3, uncertain), and taken for the next command's answer it would shift every match."""
+(docs/protocol.md §9, uncertain), and taken for the next command's answer it would shift every
+match."""
 
 _BACKOFF_FIRST_NS = 100_000_000  # 100 ms: enough for a "too many requests" (27) to clear
 _BACKOFF_MAX_NS = 10_000_000_000  # 10 s: a market should not wait longer than that to be retried
@@ -75,21 +119,41 @@ class Command:
     """A command to send: ``message()`` is the JSON object; the rest explains it for the log."""
 
     cmd_id: int
-    cmd: str
+    cmd: Cmd
     params: dict[str, Any]
-    purpose: str
+    purpose: Purpose
     tickers: tuple[str, ...] = ()
     sid: int | None = None
 
     @property
-    def action(self) -> str | None:
-        """``update_subscription`` action (add_markets|delete_markets|get_snapshot), else None."""
+    def action(self) -> UpdateAction | None:
+        """The ``update_subscription`` action, else None."""
         action = self.params.get("action")
-        return action if isinstance(action, str) else None
+        return None if action is None else UpdateAction(action)
 
     def message(self) -> dict[str, Any]:
         """The wire envelope ``{"id", "cmd", "params"}``."""
         return {"id": self.cmd_id, "cmd": self.cmd, "params": self.params}
+
+
+def _subscribe(
+    cmd_id: int, channel: str, purpose: Purpose, tickers: tuple[str, ...] = ()
+) -> Command:
+    params: dict[str, Any] = {"channels": [channel]}
+    if tickers:
+        params["market_tickers"] = list(tickers)
+    return Command(cmd_id, Cmd.SUBSCRIBE, params, purpose, tickers)
+
+
+def _unsubscribe(cmd_id: int, sid: int, purpose: Purpose, tickers: tuple[str, ...] = ()) -> Command:
+    return Command(cmd_id, Cmd.UNSUBSCRIBE, {"sids": [sid]}, purpose, tickers, sid)
+
+
+def _update(
+    cmd_id: int, sid: int, action: UpdateAction, tickers: tuple[str, ...], purpose: Purpose
+) -> Command:
+    params = {"sids": [sid], "market_tickers": list(tickers), "action": action}
+    return Command(cmd_id, Cmd.UPDATE_SUBSCRIPTION, params, purpose, tickers, sid)
 
 
 @dataclass(frozen=True)
@@ -144,8 +208,8 @@ class CommandFailed:
     """A command got an error; ``retrying`` says whether the manager will plan it again."""
 
     cmd_id: int | None
-    cmd: str | None
-    purpose: str | None
+    cmd: Cmd | None
+    purpose: Purpose | None
     code: int | None
     message: str
     tickers: tuple[str, ...]
@@ -161,7 +225,7 @@ class GaveUp:
     sid: int | None
     code: int | None
     message: str
-    purpose: str
+    purpose: Purpose
 
 
 @dataclass(frozen=True)
@@ -171,7 +235,7 @@ class TimedOut:
     sid unsubscribed, its markets subscribed again), ``drop_sid`` (sid taken as gone)."""
 
     command: Command
-    then: str
+    then: TimeoutThen
     waited_ns: int
 
 
@@ -184,7 +248,7 @@ class Merged:
     cmd_id: int
     sid: int | None
     tickers: tuple[str, ...]
-    how: str
+    how: MergeHow
 
 
 Event = (
@@ -211,7 +275,7 @@ class _Retry:
 
 @dataclass
 class _Lifecycle:
-    state: str = "off"  # off | pending | inflight | live | resubscribe
+    state: LifeState = LifeState.OFF
     sid: int | None = None
     retry: _Retry = field(default_factory=_Retry)
 
@@ -289,8 +353,8 @@ class SubscriptionManager:
         """Subscribe these lifecycle channels (global, no tickers) with the next ``plan()``."""
         for channel in channels:
             life = self._lifecycles.setdefault(channel, _Lifecycle())
-            if life.state == "off":
-                life.state = "pending"
+            if life.state is LifeState.OFF:
+                life.state = LifeState.PENDING
 
     # -- views --------------------------------------------------------------------------------
 
@@ -309,10 +373,10 @@ class SubscriptionManager:
         """The ``market_lifecycle_v2`` sid once subscribed (None before, and after reset)."""
         return self._lifecycles[LIFECYCLE_CHANNEL].sid
 
-    def lifecycle_state(self, channel: str = LIFECYCLE_CHANNEL) -> str:
-        """off | pending | inflight | live | resubscribe."""
+    def lifecycle_state(self, channel: str = LIFECYCLE_CHANNEL) -> LifeState:
+        """Where the subscription of lifecycle ``channel`` stands."""
         life = self._lifecycles.get(channel)
-        return "off" if life is None else life.state
+        return LifeState.OFF if life is None else life.state
 
     @property
     def sids(self) -> dict[int, tuple[str, ...]]:
@@ -359,7 +423,9 @@ class SubscriptionManager:
             and not self._snapshots
             and not self._unplaced
             and not self._orphans
-            and all(life.state in ("off", "live") for life in self._lifecycles.values())
+            and all(
+                life.state in (LifeState.OFF, LifeState.LIVE) for life in self._lifecycles.values()
+            )
         )
 
     # -- planning -----------------------------------------------------------------------------
@@ -369,10 +435,8 @@ class SubscriptionManager:
     ) -> Command:
         """The lifecycle subscribe of ``channel`` (no tickers: the channel is global)."""
         life = self._lifecycles.setdefault(channel, _Lifecycle())
-        life.state = "inflight"
-        return self._register(
-            Command(next_id(), "subscribe", {"channels": [channel]}, PURPOSE_LIFECYCLE)
-        )
+        life.state = LifeState.INFLIGHT
+        return self._register(_subscribe(next_id(), channel, Purpose.LIFECYCLE))
 
     def plan(self, next_id: Callable[[], int], now_ns: int | None = None) -> list[Command]:
         """Commands that move the exchange towards the wanted state; registers them in flight.
@@ -390,11 +454,7 @@ class SubscriptionManager:
             if sid not in self._busy:
                 del self._orphans[sid]
                 self._retire(sid)
-                commands.append(
-                    self._register(
-                        Command(next_id(), "unsubscribe", {"sids": [sid]}, PURPOSE_CLEANUP, (), sid)
-                    )
-                )
+                commands.append(self._register(_unsubscribe(next_id(), sid, Purpose.CLEANUP)))
         for sid in list(self._sids):
             command = self._plan_sid(sid, next_id, now_ns)
             if command is not None:
@@ -487,45 +547,45 @@ class SubscriptionManager:
             del self._trailing_ok[sid]
         return events
 
-    def _timed_out(self, command: Command, acked: bool = False) -> str:
-        if command.purpose == PURPOSE_LIFECYCLE:
+    def _timed_out(self, command: Command, acked: bool = False) -> TimeoutThen:
+        if command.purpose == Purpose.LIFECYCLE:
             life = self._lifecycles.setdefault(_channel_of(command), _Lifecycle())
-            if command.cmd == "subscribe":
+            if command.cmd == Cmd.SUBSCRIBE:
                 self._remember_failed(command)  # a late ``subscribed`` is still taken
-                life.state = "pending"
+                life.state = LifeState.PENDING
                 self._bump(life.retry, limited=False)
-                return "retry"
+                return TimeoutThen.RETRY
             if command.sid is not None:
                 self._orphans[command.sid] = None
-            life.state, life.sid = "pending", None
-            return "resubscribe"
-        if command.purpose == PURPOSE_CLEANUP:
+            life.state, life.sid = LifeState.PENDING, None
+            return TimeoutThen.RESUBSCRIBE
+        if command.purpose == Purpose.CLEANUP:
             if command.sid is not None:
                 # Unknown whether it went: its next frame (if any) makes it a stray again.
                 self._retired.pop(command.sid, None)
-            return "drop_sid"
-        if command.cmd == "subscribe":
+            return TimeoutThen.DROP_SID
+        if command.cmd == Cmd.SUBSCRIBE:
             self._remember_failed(command)
             for ticker in command.tickers:
                 # Never give up on a market for want of an answer: retry with backoff.
                 self._bump(self._retry.setdefault(ticker, _Retry()), limited=False)
-            return "retry"
+            return TimeoutThen.RETRY
         sid = command.sid
         if sid is None or sid not in self._sids:
-            return "drop_sid"
-        if command.cmd == "unsubscribe":
+            return TimeoutThen.DROP_SID
+        if command.cmd == Cmd.UNSUBSCRIBE:
             self._drop_sid(sid)
             self._orphans[sid] = None
-            return "drop_sid"
-        if command.action == "get_snapshot" and not acked:
+            return TimeoutThen.DROP_SID
+        if command.action is UpdateAction.GET_SNAPSHOT and not acked:
             retry = self._sid_retry.setdefault(sid, _Retry())
             if self._bump(retry):
                 self._snapshots.setdefault(sid, {}).update(dict.fromkeys(command.tickers))
-                return "snapshot"
+                return TimeoutThen.SNAPSHOT
         # add/delete without an answer (or snapshots that never come): which markets the sid
         # holds is unknown; unsubscribing it and subscribing its wanted markets again is certain.
         self._resubscribe.add(sid)
-        return "resubscribe"
+        return TimeoutThen.RESUBSCRIBE
 
     def _forget_command(self, cmd_id: int) -> None:
         command = self._inflight.pop(cmd_id, None)
@@ -550,7 +610,8 @@ class SubscriptionManager:
 
     def snapshot_arrived(self, sid: int | None, ticker: str, now_ns: int | None = None) -> None:
         """An ``orderbook_snapshot`` for ``ticker`` on ``sid``: a ``get_snapshot`` waiting for it
-        is done once all its snapshots are in, whether or not an ``ok`` follows (notes §3.3)."""
+        is done once all its snapshots are in, whether or not an ``ok`` follows (docs/protocol.md
+        §9)."""
         if sid is None:
             return
         cmd_id = self._busy.get(sid)
@@ -580,7 +641,7 @@ class SubscriptionManager:
             return
         if any(life.sid == sid for life in self._lifecycles.values()):
             return
-        if any(c.cmd == "subscribe" for c in self._inflight.values()):
+        if any(c.cmd == Cmd.SUBSCRIBE for c in self._inflight.values()):
             return  # it may be the sid of a subscribe whose reply is still on its way
         self._orphans[sid] = None
 
@@ -620,7 +681,7 @@ class SubscriptionManager:
         return [SidAssigned(sid, ORDERBOOK_CHANNEL, tuple(held))]
 
     def _identify(self, ticker: str, sid: int) -> list[Event]:
-        command = self._oldest(lambda c: c.cmd == "subscribe" and ticker in c.tickers)
+        command = self._oldest(lambda c: c.cmd == Cmd.SUBSCRIBE and ticker in c.tickers)
         if command is not None:
             self._forget_command(command.cmd_id)
         else:
@@ -662,9 +723,9 @@ class SubscriptionManager:
             command = self._inflight.get(cmd_id)
         else:
             command = self._oldest(
-                lambda c: c.cmd == "subscribe" and (channel is None or _channel_of(c) == channel)
+                lambda c: c.cmd == Cmd.SUBSCRIBE and (channel is None or _channel_of(c) == channel)
             )
-            if command is not None and command.purpose != PURPOSE_LIFECYCLE:
+            if command is not None and command.purpose != Purpose.LIFECYCLE:
                 # Which of the order-book subscribes in flight is it? Lost commands and replies
                 # make "the oldest" a guess; the first snapshot on the sid names its markets.
                 self._unknown_sids[sid] = None
@@ -679,15 +740,15 @@ class SubscriptionManager:
             late = self._failed_subscribes.pop(cmd_id, None) if cmd_id is not None else None
             if late is None:
                 return []
-            if late.purpose != PURPOSE_LIFECYCLE and sid in self._sids:
+            if late.purpose != Purpose.LIFECYCLE and sid in self._sids:
                 return []
             command = late
-        if command.purpose == PURPOSE_LIFECYCLE:
+        if command.purpose == Purpose.LIFECYCLE:
             life = self._lifecycles.setdefault(_channel_of(command), _Lifecycle())
-            if life.state == "live" and life.sid is not None and life.sid != sid:
+            if life.state is LifeState.LIVE and life.sid is not None and life.sid != sid:
                 self._orphans[sid] = None  # a second subscription of the same feed: drop it
                 return []
-            life.state = "live"
+            life.state = LifeState.LIVE
             life.sid = sid
             life.retry = _Retry()
             return [SidAssigned(sid, channel or _channel_of(command), ())]
@@ -707,7 +768,7 @@ class SubscriptionManager:
             self._unplaced.pop(ticker, None)
         events: list[Event] = []
         if merged:
-            events.append(Merged(command.cmd_id, sid, command.tickers, "existing_sid"))
+            events.append(Merged(command.cmd_id, sid, command.tickers, MergeHow.EXISTING_SID))
         events.append(SidAssigned(sid, channel or ORDERBOOK_CHANNEL, tuple(held)))
         if sid in self._broken:
             # Its terminal error overtook this reply: resubscribe it right away.
@@ -739,24 +800,24 @@ class SubscriptionManager:
             busy = self._busy.get(sid)
             command = self._inflight.get(busy) if busy is not None else None
             if command is None:
-                command = self._oldest(lambda c: c.cmd == "subscribe")
+                command = self._oldest(lambda c: c.cmd == Cmd.SUBSCRIBE)
         else:
             if self._trailing_ok:
                 del self._trailing_ok[next(iter(self._trailing_ok))]
                 return []
             listed = None if market_tickers is None else set(market_tickers)
             command = self._oldest(
-                lambda c: c.cmd in ("update_subscription", "subscribe") and _fits(c, listed)
+                lambda c: c.cmd in (Cmd.UPDATE_SUBSCRIPTION, Cmd.SUBSCRIBE) and _fits(c, listed)
             )
         if command is None:
             return []
-        if command.cmd == "subscribe":
+        if command.cmd == Cmd.SUBSCRIBE:
             if sid is not None:
                 return self.on_subscribed(command.cmd_id, None, sid, now_ns)
-            return self._merged(command, market_tickers, "ok_without_sid", now_ns)
-        if command.cmd == "unsubscribe":
+            return self._merged(command, market_tickers, MergeHow.OK_WITHOUT_SID, now_ns)
+        if command.cmd == Cmd.UNSUBSCRIBE:
             return self.on_unsubscribed(command.cmd_id, [] if sid is None else [sid])
-        if command.action == "get_snapshot" and self._snap_left.get(command.cmd_id):
+        if command.action is UpdateAction.GET_SNAPSHOT and self._snap_left.get(command.cmd_id):
             # Acknowledged, but done only when its snapshots are in: an exchange that does not
             # hold the market on that sid acks and sends none (the deadline then resubscribes).
             self._snap_acked.add(command.cmd_id)
@@ -770,9 +831,9 @@ class SubscriptionManager:
         if before is None:
             return []
         batch = set(command.tickers)
-        if command.action == "add_markets":
+        if command.action is UpdateAction.ADD_MARKETS:
             after = {**before, **dict.fromkeys(command.tickers)}
-        elif command.action == "delete_markets":
+        elif command.action is UpdateAction.DELETE_MARKETS:
             after = {t: None for t in before if t not in batch}
         else:  # get_snapshot changes nothing; its ack's list may be just the requested markets
             self._sid_retry.pop(command.sid, None)
@@ -787,13 +848,13 @@ class SubscriptionManager:
         return self._set_sid(command.sid, after)
 
     def _merged(
-        self, command: Command, reported: Iterable[str] | None, how: str, now_ns: int | None
+        self, command: Command, reported: Iterable[str] | None, how: MergeHow, now_ns: int | None
     ) -> list[Event]:
         """A subscribe answered without a new sid: merged into one we (may) already hold."""
         self._forget_command(command.cmd_id)
-        if command.purpose == PURPOSE_LIFECYCLE:
+        if command.purpose == Purpose.LIFECYCLE:
             life = self._lifecycles.setdefault(_channel_of(command), _Lifecycle())
-            life.state = "live"  # its frames are recognised by type; the sid stays unknown
+            life.state = LifeState.LIVE  # its frames are recognised by type; the sid stays unknown
             life.retry = _Retry()
             return [Merged(command.cmd_id, life.sid, (), how)]
         listed = set(reported) if reported is not None else None
@@ -835,7 +896,7 @@ class SubscriptionManager:
             for sid in sids:
                 busy = self._busy.get(sid)
                 candidate = self._inflight.get(busy) if busy is not None else None
-                if candidate is not None and candidate.cmd == "unsubscribe":
+                if candidate is not None and candidate.cmd == Cmd.UNSUBSCRIBE:
                     command = candidate
                     break
         if command is None or command.sid is None:
@@ -876,35 +937,35 @@ class SubscriptionManager:
             return []
         self._forget_command(command.cmd_id)
 
-        if code == CODE_ALREADY_SUBSCRIBED and command.cmd == "subscribe":
+        if code == CODE_ALREADY_SUBSCRIBED and command.cmd == Cmd.SUBSCRIBE:
             # Older servers: "duplicate subscription attempt" — the markets are already there.
-            return self._merged(command, None, "error_6", now_ns)
+            return self._merged(command, None, MergeHow.ERROR_6, now_ns)
 
-        if command.purpose == PURPOSE_LIFECYCLE:
+        if command.purpose == Purpose.LIFECYCLE:
             life = self._lifecycles.setdefault(_channel_of(command), _Lifecycle())
-            if command.cmd == "subscribe":
+            if command.cmd == Cmd.SUBSCRIBE:
                 # The lifecycle feed is the point of the recorder: never give up on it.
-                life.state = "pending"
+                life.state = LifeState.PENDING
                 retrying = self._bump(life.retry, limited=False)
             else:  # unsubscribing a broken lifecycle sid: it is gone either way
-                life.state, life.sid = "pending", None
+                life.state, life.sid = LifeState.PENDING, None
                 retrying = True
             return [self._failed(command, code, message, retrying)]
 
-        if command.purpose == PURPOSE_CLEANUP:
+        if command.purpose == Purpose.CLEANUP:
             return [self._failed(command, code, message, False)]
 
-        if command.cmd == "unsubscribe" and command.sid is not None:
+        if command.cmd == Cmd.UNSUBSCRIBE and command.sid is not None:
             if code == CODE_UNKNOWN_SID:
                 return self._drop_sid(command.sid)
             return self._retry_sid(command, command.sid, code, message)
 
-        if command.cmd == "update_subscription" and command.sid is not None:
+        if command.cmd == Cmd.UPDATE_SUBSCRIPTION and command.sid is not None:
             if code == CODE_UNKNOWN_SID:
                 return [self._failed(command, code, message, True), *self._drop_sid(command.sid)]
             if _refuses_update(code, message):
                 return self._enter_fallback(command, code, message)
-        if code == CODE_MARKET_LIMIT and command.action in (None, "add_markets"):
+        if code == CODE_MARKET_LIMIT and command.action in (None, UpdateAction.ADD_MARKETS):
             return self._lower_cap(command, code, message)
         if code == CODE_MARKET_NOT_FOUND:
             if market_ticker is not None and market_ticker in command.tickers:
@@ -926,10 +987,10 @@ class SubscriptionManager:
         self._inflight[command.cmd_id] = command
         if command.sid is not None:
             self._busy[command.sid] = command.cmd_id
-        if command.cmd == "subscribe" or command.action == "add_markets":
+        if command.cmd == Cmd.SUBSCRIBE or command.action is UpdateAction.ADD_MARKETS:
             for ticker in command.tickers:
                 self._adding[ticker] = command.cmd_id
-        if command.action == "get_snapshot":
+        if command.action is UpdateAction.GET_SNAPSHOT:
             self._snap_left[command.cmd_id] = set(command.tickers)
         return command
 
@@ -938,22 +999,13 @@ class SubscriptionManager:
     ) -> Command | None:
         if not _due(life.retry, now_ns):
             return None
-        if life.state == "pending":
+        if life.state is LifeState.PENDING:
             return self.lifecycle_subscribe(next_id, channel)
-        if life.state == "resubscribe" and life.sid is not None:
+        if life.state is LifeState.RESUBSCRIBE and life.sid is not None:
             if life.sid in self._busy:
                 return None
-            life.state = "inflight"
-            return self._register(
-                Command(
-                    next_id(),
-                    "unsubscribe",
-                    {"sids": [life.sid]},
-                    PURPOSE_LIFECYCLE,
-                    (),
-                    life.sid,
-                )
-            )
+            life.state = LifeState.INFLIGHT
+            return self._register(_unsubscribe(next_id(), life.sid, Purpose.LIFECYCLE))
         return None
 
     def _plan_sid(self, sid: int, next_id: Callable[[], int], now_ns: int | None) -> Command | None:
@@ -967,7 +1019,7 @@ class SubscriptionManager:
                 return None
             del self._trailing_ok[sid]
         if sid in self._resubscribe:
-            return self._unsubscribe(sid, next_id, PURPOSE_RESUBSCRIBE)
+            return self._unsubscribe(sid, next_id, Purpose.RESUBSCRIBE)
         extras = [
             t
             for t in held
@@ -978,17 +1030,10 @@ class SubscriptionManager:
             if len(extras) == len(held) or self.fallback:
                 # Fallback: the only way to drop part of a sid is to drop all of it; the markets
                 # still wanted become pending and are subscribed again (fresh snapshots).
-                return self._unsubscribe(sid, next_id, PURPOSE_LEAVE)
+                return self._unsubscribe(sid, next_id, Purpose.LEAVE)
             batch = tuple(extras[: self.max_tickers_per_command])
             return self._register(
-                Command(
-                    next_id(),
-                    "update_subscription",
-                    {"sids": [sid], "market_tickers": list(batch), "action": "delete_markets"},
-                    PURPOSE_LEAVE,
-                    batch,
-                    sid,
-                )
+                _update(next_id(), sid, UpdateAction.DELETE_MARKETS, batch, Purpose.LEAVE)
             )
         wanted_snapshots = self._snapshots.pop(sid, None)
         if wanted_snapshots:
@@ -999,21 +1044,12 @@ class SubscriptionManager:
                 if rest:
                     self._snapshots[sid] = dict.fromkeys(rest)
                 return self._register(
-                    Command(
-                        next_id(),
-                        "update_subscription",
-                        {"sids": [sid], "market_tickers": list(batch), "action": "get_snapshot"},
-                        PURPOSE_RESYNC,
-                        batch,
-                        sid,
-                    )
+                    _update(next_id(), sid, UpdateAction.GET_SNAPSHOT, batch, Purpose.RESYNC)
                 )
         return None
 
-    def _unsubscribe(self, sid: int, next_id: Callable[[], int], purpose: str) -> Command:
-        return self._register(
-            Command(next_id(), "unsubscribe", {"sids": [sid]}, purpose, tuple(self._sids[sid]), sid)
-        )
+    def _unsubscribe(self, sid: int, next_id: Callable[[], int], purpose: Purpose) -> Command:
+        return self._register(_unsubscribe(next_id(), sid, purpose, tuple(self._sids[sid])))
 
     def _plan_adds(self, next_id: Callable[[], int], now_ns: int | None) -> list[Command]:
         todo = [
@@ -1039,29 +1075,14 @@ class SubscriptionManager:
                 batch, todo = tuple(todo[:room]), todo[room:]
                 commands.append(
                     self._register(
-                        Command(
-                            next_id(),
-                            "update_subscription",
-                            {"sids": [sid], "market_tickers": list(batch), "action": "add_markets"},
-                            PURPOSE_JOIN,
-                            batch,
-                            sid,
-                        )
+                        _update(next_id(), sid, UpdateAction.ADD_MARKETS, batch, Purpose.JOIN)
                     )
                 )
         size = min(self.cap, self.max_tickers_per_command)
         for start in range(0, len(todo), size):
             batch = tuple(todo[start : start + size])
             commands.append(
-                self._register(
-                    Command(
-                        next_id(),
-                        "subscribe",
-                        {"channels": [ORDERBOOK_CHANNEL], "market_tickers": list(batch)},
-                        PURPOSE_JOIN,
-                        batch,
-                    )
-                )
+                self._register(_subscribe(next_id(), ORDERBOOK_CHANNEL, Purpose.JOIN, batch))
             )
         return commands
 
@@ -1092,7 +1113,7 @@ class SubscriptionManager:
         self._retire(sid)
         for channel, life in self._lifecycles.items():
             if life.sid == sid:
-                life.state, life.sid = "pending", None
+                life.state, life.sid = LifeState.PENDING, None
                 return [SidAssigned(sid, channel, ())]
         held = self._sids.pop(sid, None)
         self._resubscribe.discard(sid)
@@ -1119,12 +1140,12 @@ class SubscriptionManager:
         if code in RESUBSCRIBE_CODES and sid is not None:
             for life in self._lifecycles.values():
                 if life.sid == sid:
-                    life.state = "resubscribe"
+                    life.state = LifeState.RESUBSCRIBE
                     return [NeedsResubscribe(sid, (), code, message)]
             if sid in self._sids:
                 self._resubscribe.add(sid)
                 return [NeedsResubscribe(sid, tuple(self._sids[sid]), code, message)]
-            if any(c.cmd == "subscribe" for c in self._inflight.values()):
+            if any(c.cmd == Cmd.SUBSCRIBE for c in self._inflight.values()):
                 # Possibly the sid of a subscribe whose reply has not arrived yet.
                 self._broken[sid] = (code, message)
                 while len(self._broken) > 1000:
@@ -1138,7 +1159,7 @@ class SubscriptionManager:
             events.append(Fallback(code, message, command.cmd_id))
         events.append(self._failed(command, code, message, True))
         sid = command.sid
-        if command.action == "get_snapshot" and sid is not None and sid in self._sids:
+        if command.action is UpdateAction.GET_SNAPSHOT and sid is not None and sid in self._sids:
             self._resubscribe.add(sid)
         # A refused add leaves its markets pending (now planned as subscribes); a refused delete
         # leaves them on the sid, which the fallback plan unsubscribes as a whole.
@@ -1167,11 +1188,14 @@ class SubscriptionManager:
             MarketNotFound(ticker, command.cmd_id),
         ]
         sid = command.sid
-        if sid is not None and command.action in ("delete_markets", "get_snapshot"):
+        if sid is not None and command.action in (
+            UpdateAction.DELETE_MARKETS,
+            UpdateAction.GET_SNAPSHOT,
+        ):
             held = self._sids.get(sid)
             if held is not None and ticker in held:
                 events += self._set_sid(sid, {t: None for t in held if t != ticker})
-        if command.action == "get_snapshot" and sid is not None and sid in self._sids:
+        if command.action is UpdateAction.GET_SNAPSHOT and sid is not None and sid in self._sids:
             rest = [t for t in command.tickers if t != ticker]
             self._snapshots.setdefault(sid, {}).update(dict.fromkeys(rest))
         return events
@@ -1179,7 +1203,7 @@ class SubscriptionManager:
     def _retry_tickers(
         self, command: Command, code: int | None, message: str, unlimited: bool = False
     ) -> list[Event]:
-        if command.cmd == "subscribe":
+        if command.cmd == Cmd.SUBSCRIBE:
             self._remember_failed(command)
         given_up: list[str] = []
         for ticker in command.tickers:
@@ -1187,13 +1211,13 @@ class SubscriptionManager:
             if not self._bump(retry, limited=not unlimited):
                 given_up.append(ticker)
         sid = command.sid
-        if command.action == "get_snapshot" and sid is not None and sid in self._sids:
+        if command.action is UpdateAction.GET_SNAPSHOT and sid is not None and sid in self._sids:
             again = [t for t in command.tickers if t not in given_up]
             if again:
                 self._snapshots.setdefault(sid, {}).update(dict.fromkeys(again))
         events: list[Event] = [self._failed(command, code, message, not given_up)]
         if given_up:
-            if command.action in ("delete_markets", "get_snapshot"):
+            if command.action in (UpdateAction.DELETE_MARKETS, UpdateAction.GET_SNAPSHOT):
                 # Next rung of the ladder: unsubscribe the whole sid and subscribe again.
                 if sid is not None and sid in self._sids:
                     self._resubscribe.add(sid)
@@ -1252,11 +1276,11 @@ def _due(retry: _Retry | None, now_ns: int | None) -> bool:
 
 def _fits(command: Command, listed: set[str] | None) -> bool:
     """Could an ``ok`` listing ``listed`` (a sid's markets after the command) answer it?"""
-    if command.purpose == PURPOSE_LIFECYCLE:
+    if command.purpose == Purpose.LIFECYCLE:
         return listed is None  # a merged lifecycle subscribe lists no markets
-    if listed is None or command.action == "get_snapshot":
+    if listed is None or command.action is UpdateAction.GET_SNAPSHOT:
         return True
-    if command.action == "delete_markets":
+    if command.action is UpdateAction.DELETE_MARKETS:
         return not listed.intersection(command.tickers)
     return listed.issuperset(command.tickers)  # subscribe (merged) or add_markets
 

@@ -208,7 +208,7 @@ def test_undocumented_and_duplicate_events_are_recorded_only(
 def test_every_protocol_variant_records_without_false_gaps(
     make_sim: SimFactory, tmp_path: Path, options: dict[str, object]
 ) -> None:
-    """The uncertain points of the protocol notes, each either way: no false gap, nothing
+    """The uncertain points of docs/protocol.md (§9), each either way: no false gap, nothing
     malformed, every created market joined and given a book."""
     sim = make_sim(protocol=ProtocolOptions(**options))  # type: ignore[arg-type]
     data = tmp_path / "data"

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recorder.book import NEGATIVE_SIZE, UNKNOWN_SIDE, OrderBook
+from recorder.book import BookProblem, OrderBook
 
 prices = st.integers(1, 999_999)
 small_prices = st.sampled_from([8_500, 10_000, 220_000, 540_000, 541_000, 560_000, 990_000])
@@ -38,16 +38,16 @@ def test_basic_book() -> None:
 def test_negative_size_removes_level() -> None:
     b = OrderBook()
     b.apply_snapshot({500_000: 100}, {})
-    assert b.apply_delta("yes", 500_000, -150) == NEGATIVE_SIZE
+    assert b.apply_delta("yes", 500_000, -150) == BookProblem.NEGATIVE_SIZE
     assert b.yes == {} and b.best_yes_bid() is None
-    assert b.apply_delta("no", 300_000, -1) == NEGATIVE_SIZE  # level never existed
+    assert b.apply_delta("no", 300_000, -1) == BookProblem.NEGATIVE_SIZE  # level never existed
     assert b.no == {}
 
 
 def test_unknown_side_changes_nothing() -> None:
     b = OrderBook()
     b.apply_snapshot({500_000: 100}, {400_000: 100})
-    assert b.apply_delta("maybe", 500_000, 10) == UNKNOWN_SIDE
+    assert b.apply_delta("maybe", 500_000, 10) == BookProblem.UNKNOWN_SIDE
     assert b.yes == {500_000: 100} and b.no == {400_000: 100}
     with pytest.raises(ValueError):
         b.top_n("maybe", 1)
@@ -88,7 +88,7 @@ def test_matches_reference_model(
         else:
             model[side].pop(price, None)
         anomaly = book.apply_delta(side, price, delta)
-        assert anomaly == (NEGATIVE_SIZE if size < 0 else None)
+        assert anomaly == (BookProblem.NEGATIVE_SIZE if size < 0 else None)
         assert book.yes == model["yes"] and book.no == model["no"]
         assert 0 not in book.yes.values() and 0 not in book.no.values()
         best_yes = max(model["yes"], default=None)

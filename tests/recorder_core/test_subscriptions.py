@@ -1,6 +1,6 @@
 """SubscriptionManager against a small reference model of the exchange (pure logic, no sockets).
 
-``FakeExchange`` applies each command the way the protocol notes describe (§3: subscribe creates a
+``FakeExchange`` applies each command the way docs/protocol.md describes it (§3: subscribe creates a
 sid, update_subscription adds/deletes/snapshots on one sid, unsubscribe drops it; errors 7, 13, 16,
 26) and queues the replies, which the tests deliver in any order.
 """

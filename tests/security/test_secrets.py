@@ -1,4 +1,4 @@
-"""Secrets stay secret (design invariant 9): the private key never reaches the recorder's output,
+"""Secrets stay secret (ARCHITECTURE.md, Invariants: secrets stay secret): the private key never reaches the recorder's output,
 a record, a sealed segment or ``--print-config``; key files others can read are refused; database
 passwords never reach materialize's messages."""
 
