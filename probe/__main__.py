@@ -1,4 +1,6 @@
-"""``kalshi-probe``: ask the exchange every question the protocol notes leave open (< 60 s).
+"""``kalshi-probe``: ask the exchange every open protocol question (< 60 s).
+
+The questions are the uncertain points of ``docs/protocol.md`` §9.
 
 Uses the recorder's key settings (``KALSHI_API_KEY_ID``, ``KALSHI_PRIVATE_KEY_PATH``, ``KALSHI_ENV``
 or the flags) and the recorder's signer. Read-only: subscription commands and public market-data
@@ -29,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kalshi-probe",
         description="Ask the Kalshi exchange, read-only and in under a minute, every question the "
-        "protocol notes leave open; write a JSON report and print a table.",
+        "protocol leaves open (docs/protocol.md §9); write a JSON report and print a table.",
     )
     a = p.add_argument
     a(

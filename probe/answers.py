@@ -1,4 +1,5 @@
-"""The open questions of the protocol notes, and how each answer is read off the raw frames.
+"""The protocol's open questions (``docs/protocol.md`` §9), and how each answer is read off the
+raw frames.
 
 Plain functions over a :class:`~probe.transcript.Transcript`: no sockets, no clock. Each answer
 carries a machine ``value`` (the words :mod:`simulator.profile` maps to switches), a one-line
@@ -34,13 +35,20 @@ import email.utils
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from typing import Any
 
-from probe.script import LIFECYCLE_CHANNEL, LIFECYCLE_TYPES, MVE_CHANNEL, REPLY_TYPES
+from probe.script import LIFECYCLE_TYPES, ORDERBOOK_CHANNEL, REPLY_TYPES
 from probe.transcript import Entry, Transcript
+from recorder.subscriptions import CODE_MARKET_NOT_FOUND, RESUBSCRIBE_CODES
+from schemas.wire import (
+    DELTA_MSG,
+    LIFECYCLE_CHANNEL,
+    MVE_LIFECYCLE_CHANNEL,
+    SNAPSHOT_MSG,
+    rfc3339_ms,
+)
 
-ASYNC_ERROR_CODES = frozenset({10, 17, 25})  # arrive on a live sid, not as a command's reply
+ASYNC_ERROR_CODES = RESUBSCRIBE_CODES  # arrive on a live sid, not as a command's reply
 SIDE_KEYS = {"fp": ("yes_dollars_fp", "no_dollars_fp"), "legacy": ("yes", "no")}
 _RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.(\d+))?(?:Z|[+-]\d\d:\d\d)$")
 
@@ -138,7 +146,7 @@ def get_snapshot_ok(t: Transcript) -> Answer:
     out, replies = asked
     oks = [e["n"] for e, f in replies if f.get("type") == "ok"]
     errors = [e["n"] for e, f in replies if f.get("type") == "error"]
-    snaps = [e["n"] for e, f in _window(t, out) if f.get("type") == "orderbook_snapshot"]
+    snaps = [e["n"] for e, f in _window(t, out) if f.get("type") == SNAPSHOT_MSG]
     ev = [out["n"], *oks, *errors, *snaps[:2]]
     if errors:
         return _unknown("get_snapshot_ok", q, "the command got an error", ev)
@@ -262,7 +270,7 @@ def empty_side(t: Transcript) -> Answer:
     omit, empty = [], []
     for e, f in t.ws_in():
         msg = f.get("msg")
-        if f.get("type") != "orderbook_snapshot" or not isinstance(msg, dict):
+        if f.get("type") != SNAPSHOT_MSG or not isinstance(msg, dict):
             continue
         keys = SIDE_KEYS["legacy" if any(k in msg for k in ("yes", "no", "yes_dollars")) else "fp"]
         for k in keys:
@@ -402,8 +410,8 @@ def end_cursor(t: Transcript) -> Answer:
 
 def _iso_ms(s: str) -> int | None:
     try:
-        return int(datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp() * 1000)
-    except ValueError:
+        return rfc3339_ms(s)
+    except (ValueError, OverflowError):
         return None
 
 
@@ -520,7 +528,11 @@ def mve_channel(t: Transcript) -> Answer:
         msg = _msg(f)
         return Answer("mve_channel", q, "error", f"error {msg.get('code')}", ev)
     sid = _sid_of(f)
-    seen = [e["n"] for e, g in t.ws_in() if g.get("sid") == sid and g.get("type") == MVE_CHANNEL]
+    seen = [
+        e["n"]
+        for e, g in t.ws_in()
+        if g.get("sid") == sid and g.get("type") == MVE_LIFECYCLE_CHANNEL
+    ]
     return Answer(
         "mve_channel", q, "subscribed", f"subscribed; {len(seen)} MVE notices", ev + seen[:2]
     )
@@ -539,7 +551,7 @@ def mve_share(t: Transcript) -> Answer:
         if isinstance(msg, dict) and msg.get("event_type") == "created":
             if f.get("type") == LIFECYCLE_CHANNEL:
                 regular.append(e["n"])
-            elif f.get("type") == MVE_CHANNEL:
+            elif f.get("type") == MVE_LIFECYCLE_CHANNEL:
                 mve.append(e["n"])
     total = len(regular) + len(mve)
     if not total:
@@ -570,7 +582,7 @@ def seq_start(t: Transcript) -> Answer:
         for _, f in t.ws_in()
         if f.get("type") == "subscribed"
         and isinstance(f.get("msg"), dict)
-        and f["msg"].get("channel") == "orderbook_delta"
+        and f["msg"].get("channel") == ORDERBOOK_CHANNEL
         and (sid := _sid_of(f)) is not None
     }
     for e, f in t.ws_in():
@@ -590,7 +602,7 @@ def wire_format(t: Transcript) -> Answer:
     q = "Which wire format do book messages use?"
     for e, f in t.ws_in():
         msg = f.get("msg")
-        if f.get("type") not in ("orderbook_snapshot", "orderbook_delta"):
+        if f.get("type") not in (SNAPSHOT_MSG, DELTA_MSG):
             continue
         if not isinstance(msg, dict):
             continue
@@ -636,7 +648,7 @@ def young_market(t: Transcript) -> Answer:
         f = replies[0][1]
         age = (out["t_ms"] - notice["t_ms"]) / 1000
         code = f["msg"].get("code") if isinstance(f.get("msg"), dict) else None
-        if f.get("type") == "error" and code == 16:
+        if f.get("type") == "error" and code == CODE_MARKET_NOT_FOUND:
             low = age
         elif f.get("type") != "error":
             high = age

@@ -18,7 +18,15 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.wire import DELTA_MSG, LIFECYCLE_CHANNEL, LIFECYCLE_MSG_TYPES, MVE_LIFECYCLE_CHANNEL
+from recorder.subscriptions import CODE_MARKET_NOT_FOUND
+from schemas.units import parse_price
+from schemas.wire import (
+    DELTA_MSG,
+    LIFECYCLE_CHANNEL,
+    LIFECYCLE_MSG_TYPES,
+    MVE_LIFECYCLE_CHANNEL,
+    SNAPSHOT_MSG,
+)
 
 # Every WebSocket command the probe may send, and the update_subscription actions among them.
 ALLOWED_COMMANDS = frozenset(
@@ -32,8 +40,7 @@ MAX_ACTIONS = 60  # the script below uses at most 50; the shell refuses to go be
 # Names the probe uses for things that must not exist on the exchange.
 NO_SUCH_CHANNEL = "kalshi_probe_no_such_channel"
 NO_SUCH_MARKET = "KALSHI-PROBE-NO-SUCH-MARKET"
-MVE_CHANNEL = MVE_LIFECYCLE_CHANNEL
-ORDERBOOK_CHANNEL = DELTA_MSG
+ORDERBOOK_CHANNEL = DELTA_MSG  # the order-book channel is named after its delta frames
 REPLY_TYPES = frozenset({"subscribed", "ok", "unsubscribed", "error"})
 LIFECYCLE_TYPES = frozenset({*LIFECYCLE_MSG_TYPES, "event_lifecycle", "event_fee_update"})
 """Every lifecycle-like frame the probe classifies (the recorded ones and the event-level ones)."""
@@ -138,11 +145,16 @@ def check_allowed(action: Action) -> None:
 
 
 def _empty_price(v: Any) -> bool:
+    """A REST best-bid field that says "no bid": absent, or zero (cents or a dollar string)."""
     if v is None:
         return True
+    if isinstance(v, float):  # not what the exchange sends; a JSON 0.0 still means no bid
+        return v == 0.0
+    if not isinstance(v, str | int):
+        return False
     try:
-        return float(v) == 0.0
-    except (TypeError, ValueError):
+        return parse_price(v) == 0
+    except ValueError:
         return False
 
 
@@ -181,7 +193,7 @@ def is_reply_to(f: dict[str, Any], cmd_id: int) -> bool:
 def _snapshot_tickers(frames: Frames) -> set[str]:
     out = set()
     for f in frames:
-        if f.get("type") == "orderbook_snapshot":
+        if f.get("type") == SNAPSHOT_MSG:
             msg = f.get("msg")
             if isinstance(msg, dict) and isinstance(msg.get("market_ticker"), str):
                 out.add(msg["market_ticker"])
@@ -220,7 +232,7 @@ def lifecycle_seen(frames: Frames) -> bool:
 
 
 def mve_seen(frames: Frames) -> bool:
-    return any(f.get("type") == MVE_CHANNEL for f in frames)
+    return any(f.get("type") == MVE_LIFECYCLE_CHANNEL for f in frames)
 
 
 def created_tickers(frames: Frames) -> list[str]:
@@ -319,7 +331,7 @@ def script(plan: Plan) -> Generator[Action, Any, None]:
         frames = yield c
         for _ in range(YOUNG_RETRIES):
             # markets listed a moment ago may still be "not found" on the WebSocket side
-            if error_code(frames, c.body["id"]) != 16:
+            if error_code(frames, c.body["id"]) != CODE_MARKET_NOT_FOUND:
                 break
             yield Wait("subscribe_book_wait", plan.young_retry_s)
             c = cmd(
@@ -390,7 +402,7 @@ def script(plan: Plan) -> Generator[Action, Any, None]:
     for sid in _new_sids(frames, c.body["id"]):  # accepted after all: give it back
         known_sids.add(sid)
         yield cmd("unsubscribe_unknown_market", "unsubscribe", {"sids": [sid]}, replied)
-    c = cmd("subscribe_mve", "subscribe", {"channels": [MVE_CHANNEL]}, replied)
+    c = cmd("subscribe_mve", "subscribe", {"channels": [MVE_LIFECYCLE_CHANNEL]}, replied)
     frames = yield c
     mve_sids = _new_sids(frames, c.body["id"])
     yield cmd("list_subscriptions", "list_subscriptions", None, replied)
@@ -410,7 +422,7 @@ def script(plan: Plan) -> Generator[Action, Any, None]:
                 lambda i: replied_and_snapshots(i, [young[0]]),
             )
             frames = yield c
-            if error_code(frames, c.body["id"]) != 16:
+            if error_code(frames, c.body["id"]) != CODE_MARKET_NOT_FOUND:
                 break
     if mve_sids and not seen_mve:
         # the share of MVE creations is a question too: give them a short while

@@ -55,20 +55,20 @@ class Transcript:
             self._parsed[n] = value
         return self._parsed[n]
 
-    def ws_in(self) -> Iterator[tuple[Entry, dict[str, Any]]]:
-        """Inbound ws frames that are JSON objects, in arrival order."""
+    def _ws(self, direction: str) -> Iterator[tuple[Entry, dict[str, Any]]]:
         for e in self.entries:
-            if e["kind"] == "ws" and e["dir"] == "in":
+            if e["kind"] == "ws" and e["dir"] == direction:
                 obj = self.parsed(e)
                 if isinstance(obj, dict):
                     yield e, obj
 
+    def ws_in(self) -> Iterator[tuple[Entry, dict[str, Any]]]:
+        """Inbound ws frames that are JSON objects, in arrival order."""
+        return self._ws("in")
+
     def ws_out(self) -> Iterator[tuple[Entry, dict[str, Any]]]:
-        for e in self.entries:
-            if e["kind"] == "ws" and e["dir"] == "out":
-                obj = self.parsed(e)
-                if isinstance(obj, dict):
-                    yield e, obj
+        """Our ws commands that are JSON objects, in the order sent."""
+        return self._ws("out")
 
     def rest_pairs(self) -> Iterator[tuple[Entry, Entry | None]]:
         """Each REST request with its response (None if it never came)."""
