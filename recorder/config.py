@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -253,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_NUMBERS: dict[str, tuple[Callable[[Any], Any], type | tuple[type, ...], str]] = {
+    "int": (int, int, "an integer"),  # a TOML float is not an int: refused, never truncated
+    "float": (float, (int, float), "a number"),
+}
+"""Numeric field types: converter, the TOML types taken as they are (bool never), what to say."""
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
@@ -283,24 +289,16 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
             return value.strip().lower() in _TRUE
         bad("true or false")
-    if base == "int":
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
+    if base in _NUMBERS:
+        convert, accepted, expected = _NUMBERS[base]
+        if isinstance(value, accepted) and not isinstance(value, bool):
+            return convert(value)
         if isinstance(value, str):
             try:
-                return int(value.strip())
+                return convert(value.strip())
             except ValueError:
                 pass
-        bad("an integer")
-    if base == "float":
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        bad("a number")
+        bad(expected)
     if base == "Path":
         if isinstance(value, str) and value:
             return Path(value).expanduser()

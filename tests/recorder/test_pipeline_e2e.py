@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import orjson
 import psycopg
 import pytest
 
+from bench.verify import truth_books
 from schemas.units import parse_price, parse_size
 from simulator.faults import FaultConfig
 from tests.recorder.harness import (
@@ -49,15 +49,6 @@ def _counts(fetch: Any) -> dict[str, Any]:
         "gaps": fetch("SELECT count(*) FROM rl_sequence_gaps WHERE kind = 'gap'"),
         "mode": fetch("SELECT bool_and(lifecycle_mode) FROM rl_orderbook_sessions"),
     }
-
-
-def _truth_books(truth: Path) -> dict[tuple[str, int], list[dict[str, Any]]]:
-    """(ticker, exchange ms) -> the true book after each change at that ms, in order."""
-    out: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
-    for line in (truth / "books.jsonl").read_bytes().splitlines():
-        b = orjson.loads(line)
-        out[(b["ticker"], b["t_ns"] // 1_000_000)].append(b)
-    return out
 
 
 def _top(levels: list[list[str]]) -> list[tuple[int, int]]:
@@ -136,7 +127,7 @@ def test_recorded_data_loads_exactly_once_and_training_rows_match_truth(
         .fetchall()
     ]
     assert train, "some market's whole life was captured"
-    truth = _truth_books(tmp_path / "truth")
+    truth = truth_books(tmp_path / "truth")
     # the i-th delta frame of (ticker, ts_ms) in the log is the i-th true change at that ms
     by_seq: dict[int, tuple[str, int, int]] = {}
     seen: dict[tuple[str, int], int] = defaultdict(int)

@@ -10,6 +10,7 @@ import pytest
 
 from schemas.tables import DOCUMENTED_EVENT_TYPES
 from simulator.faults import FaultConfig
+from simulator.server import SimulatorThread
 from simulator.wire import ProtocolOptions
 from tests.recorder.harness import (
     decisions,
@@ -40,17 +41,23 @@ def _assert_prefix_of_truth(rows: list[dict], truth_dir: Path) -> int:
     return total
 
 
-def test_whole_lives_are_captured_in_one_session(make_sim: SimFactory, tmp_path: Path) -> None:
-    sim = make_sim()
+def _record(sim: SimulatorThread, tmp_path: Path, seconds: str) -> tuple[list[dict], int]:
+    """Run the recorder CLI against ``sim`` for ``seconds`` into ``tmp_path/data``, stop the
+    simulator, and return the log's rows and how many frames matched the ground truth."""
     data = tmp_path / "data"
-    proc = run_recorder(sim, data, "--duration", "6")
+    proc = run_recorder(sim, data, "--duration", seconds)
     sim.stop()
     assert proc.returncode == 0, proc.stderr
     rows = read_log(data)
+    return rows, _assert_prefix_of_truth(rows, tmp_path / "truth")
+
+
+def test_whole_lives_are_captured_in_one_session(make_sim: SimFactory, tmp_path: Path) -> None:
+    rows, matched = _record(make_sim(), tmp_path, "6")
     assert len({r["session_id"] for r in rows}) == 1
     seqs = [r["record_seq"] for r in rows]
     assert seqs == list(range(1, len(rows) + 1))
-    assert _assert_prefix_of_truth(rows, tmp_path / "truth") > 100
+    assert matched > 100
 
     joined = {d["market_ticker"]: d for d in decisions(rows, "market_joined")}
     left = {d["market_ticker"]: d for d in decisions(rows, "market_left")}
@@ -85,19 +92,14 @@ def test_whole_lives_are_captured_in_one_session(make_sim: SimFactory, tmp_path:
         )
         assert pos[("market_joined", t)] < first_snap
     assert decisions(rows, "session_end")[0]["reason"] == "duration"
-    assert not list((data / "live").rglob("*.arrows"))
+    assert not list((tmp_path / "data" / "live").rglob("*.arrows"))
 
 
 def test_gaps_are_recorded_and_resynced_without_dropping_frames(
     make_sim: SimFactory, tmp_path: Path
 ) -> None:
-    sim = make_sim(faults=FaultConfig(gap_rate=0.02, duplicate_rate=0.01, malformed_rate=0.01))
-    data = tmp_path / "data"
-    proc = run_recorder(sim, data, "--duration", "6")
-    sim.stop()
-    assert proc.returncode == 0, proc.stderr
-    rows = read_log(data)
-    _assert_prefix_of_truth(rows, tmp_path / "truth")
+    faults = FaultConfig(gap_rate=0.02, duplicate_rate=0.01, malformed_rate=0.01)
+    rows, _ = _record(make_sim(faults=faults), tmp_path, "6")
     gaps = decisions(rows, "gap")
     assert gaps, "the simulator skipped seqs; the recorder must notice"
     assert all(g["got"] > g["expected"] for g in gaps)
@@ -181,12 +183,7 @@ def test_reconnect_resubscribes_and_reconciles(make_sim: SimFactory, tmp_path: P
 def test_undocumented_and_duplicate_events_are_recorded_only(
     make_sim: SimFactory, tmp_path: Path
 ) -> None:
-    sim = make_sim(generator=lively(undocumented_event_prob=1.0))
-    data = tmp_path / "data"
-    proc = run_recorder(sim, data, "--duration", "4")
-    sim.stop()
-    assert proc.returncode == 0, proc.stderr
-    rows = read_log(data)
+    rows, _ = _record(make_sim(generator=lively(undocumented_event_prob=1.0)), tmp_path, "4")
     types = Counter(r["event_type"] for r in rows if r["msg_type"] == "market_lifecycle_v2")
     documented = set(DOCUMENTED_EVENT_TYPES)
     assert set(types) - documented, types
@@ -211,12 +208,7 @@ def test_every_protocol_variant_records_without_false_gaps(
     """The uncertain points of docs/protocol.md (§9), each either way: no false gap, nothing
     malformed, every created market joined and given a book."""
     sim = make_sim(protocol=ProtocolOptions(**options))  # type: ignore[arg-type]
-    data = tmp_path / "data"
-    proc = run_recorder(sim, data, "--duration", "5")
-    sim.stop()
-    assert proc.returncode == 0, proc.stderr
-    rows = read_log(data)
-    _assert_prefix_of_truth(rows, tmp_path / "truth")
+    rows, _ = _record(sim, tmp_path, "5")
     assert not decisions(rows, "gap"), "a false gap: replies' seqs were misread"
     assert not any(r["malformed"] for r in rows)
     joins = [r for r in rows if r["msg_type"] == "market_joined"]

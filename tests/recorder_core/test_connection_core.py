@@ -333,13 +333,19 @@ def test_inexact_value_is_one_anomaly_and_a_resync_with_backoff() -> None:
     assert d.core.anchored == {"A"} and d.book_is_true("A")
 
 
-def test_negative_size_and_bad_snapshot_resync() -> None:
-    d = started()
+def after_one_delta(delta: dict[str, str], **cfg: Any) -> tuple[Driver, list[str]]:
+    """Market A anchored, then ``delta`` delivered: the driver, and the anomalies recorded."""
+    d = started(**cfg)
     d.want("A")
     d.settle(0.5)
-    d.ex.inject("A", {"price_dollars": "0.0300", "delta_fp": "-5.00", "side": "no"})
+    d.ex.inject("A", delta)
     d.deliver()
-    assert [a["what"] for a in d.decisions(Decision.ANOMALY)] == ["negative_size"]
+    return d, [a["what"] for a in d.decisions(Decision.ANOMALY)]
+
+
+def test_negative_size_and_bad_snapshot_resync() -> None:
+    d, anomalies = after_one_delta({"price_dollars": "0.0300", "delta_fp": "-5.00", "side": "no"})
+    assert anomalies == ["negative_size"]
     d.settle(0.5)
     assert d.core.anchored == {"A"} and d.book_is_true("A")
     d.ex.inject("A", {"yes_dollars_fp": [["x", "1"]]}, kind="orderbook_snapshot")
@@ -351,12 +357,9 @@ def test_negative_size_and_bad_snapshot_resync() -> None:
 
 
 def test_a_crossed_book_that_persists_is_resynced() -> None:
-    d = started(crossed_grace_s=1.0)
-    d.want("A")
-    d.settle(0.5)
-    d.ex.inject("A", {"price_dollars": "0.9900", "delta_fp": "1.00", "side": "yes"})
-    d.deliver()
-    assert [a["what"] for a in d.decisions(Decision.ANOMALY)] == ["crossed_book"]
+    crossing = {"price_dollars": "0.9900", "delta_fp": "1.00", "side": "yes"}
+    d, anomalies = after_one_delta(crossing, crossed_grace_s=1.0)
+    assert anomalies == ["crossed_book"]
     d.tick(0.5)
     assert not d.decisions(Decision.RESYNC)
     d.settle(1.0)
