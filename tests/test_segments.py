@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recorder.segments import LiveFile, SessionLock, read_live, recover, rows_to_batch, seal
+from recorder.segments import SessionLock, read_live, recover, seal
 from schemas.catalog import (
     ParquetOptions,
     live_part_path,
@@ -20,6 +20,7 @@ from schemas.catalog import (
     sealed_segments,
 )
 from schemas.log import LOG_COLUMNS, LOG_SCHEMA, SCHEMA_VERSION, SCHEMA_VERSION_KEY
+from tests.support.live import write_live as support_write_live
 
 SESSION = 1_760_000_000_000_042
 T0 = 1_772_323_200 * 10**9  # 2026-03-01 00:00:00 UTC
@@ -67,16 +68,9 @@ def write_live(
     close: bool = False,
 ) -> tuple[Path, list[int]]:
     """Write a live part; returns its path and the byte offset after each batch."""
-    live = LiveFile(live_part_path(data_dir, session, part), compression=compression)
-    ends = []
-    for rows in batches:
-        live.write(rows_to_batch(rows))
-        ends.append(live.bytes)
-    if close:
-        live.close()
-    else:
-        live.abandon()  # like a crash: no end-of-stream marker
-    return live.path, ends
+    path = live_part_path(data_dir, session, part)
+    ends = support_write_live(path, batches, compression=compression, close=close)
+    return path, ends[1:]
 
 
 def sealed_rows(data_dir: Path) -> list[tuple[Any, ...]]:

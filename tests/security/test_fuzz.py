@@ -11,6 +11,7 @@ sends) and the live-log reader (whatever a crash or a bad disk leaves in ``live/
 
 from __future__ import annotations
 
+import itertools
 import json
 import tempfile
 from pathlib import Path
@@ -22,11 +23,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recorder.protocol import parse_frame
-from recorder.segments import LiveFile, read_live, recover, rows_to_batch, seal
+from recorder.segments import read_live, recover, rows_to_batch, seal
 from recorder.session import SessionLog
 from recorder.writer import SegmentWriter
 from schemas.log import LOG_SCHEMA
 from tests.support.frames import FIELD_KEYS, FRAME_TYPES
+from tests.support.live import write_live
 
 SESSION = 1 << 40
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -87,9 +89,7 @@ def test_any_bytes_parse_and_round_trip_verbatim_through_live_and_seal(raws: lis
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         live = data / "live" / f"session_id={SESSION}" / "part-00001.arrows"
-        lf = LiveFile(live, compression="lz4")
-        lf.write(batch)
-        lf.close()
+        write_live(live, [rows], compression="lz4", close=True)
         assert read_live(live).rows == len(raws)
         sealed = seal(live, data)
         assert sealed is not None and sealed.rows == len(raws)
@@ -117,19 +117,14 @@ def test_any_bytes_round_trip_through_the_segment_writer(raws: list[bytes]) -> N
 
 
 def _live_file(path: Path, batches: list[list[bytes]], compression: str | None) -> list[int]:
-    """Write a live stream of these batches (not closed: as a crash leaves it); returns the
-    file size after each batch."""
-    lf = LiveFile(path, compression=compression)
-    ends = [lf.bytes]
-    seq = 0
-    for raws in batches:
-        rows = _rows(raws)
-        rows = [(r[0], seq + i + 1, *r[2:]) for i, r in enumerate(rows)]
-        seq += len(rows)
-        lf.write(rows_to_batch(rows))
-        ends.append(lf.bytes)
-    lf.abandon()
-    return ends
+    """A live stream of these frames, one batch per list, ``record_seq`` running on across
+    batches, not closed (as a crash leaves it); returns the file size after the schema and after
+    each batch."""
+    rows = _rows([raw for raws in batches for raw in raws])
+    cuts = list(itertools.accumulate((len(raws) for raws in batches), initial=0))
+    return write_live(
+        path, [rows[a:b] for a, b in itertools.pairwise(cuts)], compression=compression
+    )
 
 
 batches_st = st.lists(st.lists(frames, min_size=1, max_size=5), min_size=1, max_size=5)
