@@ -51,7 +51,8 @@ from schemas.units import parse_price, parse_size
 from simulator.faults import FaultConfig
 from simulator.server import SimConfig, start_in_thread
 from simulator.wire import ProtocolOptions
-from tests.recorder.harness import ROOT, ground_truth_frames, received_by_epoch, recorder_cmd
+from tests.feed.tap_run import recorder_with_tap
+from tests.recorder.harness import ROOT, ground_truth_frames, received_by_epoch
 from tests.support.sim import lively
 
 SDK_SCRIPT = r"""
@@ -275,55 +276,43 @@ def live_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
     )
     keys = {"key_id": sim.key_id, "private_key_path": str(sim.private_key_path)}
     data = base / "data"
+    events_a: list[FeedEvent] = []
+    b_events: list[FeedEvent] = []
+    progress = [0]
     # the recorder's own --tap; --tap-wait holds the recording until consumer A has subscribed
-    cmd = recorder_cmd(sim, data, "--duration", "180", "--tap", "127.0.0.1:0", "--tap-wait", "60")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env
-    )
     try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()
-        if not first:
-            raise AssertionError(proc.stderr.read() if proc.stderr else "no output")
-        url = json.loads(first)["tap_url"]
-        events_a: list[FeedEvent] = []
-        b_events: list[FeedEvent] = []
-        progress = [0]
+        with recorder_with_tap(sim, data, "--duration", "180", "--tap-wait", "60") as (proc, url):
 
-        async def run() -> tuple[Any, ...]:
-            a = asyncio.create_task(_consumer_a(url, events_a, progress))
-            while not any(isinstance(e, Hello) for e in events_a):  # A is subscribed first
-                await asyncio.sleep(0.01)
-                if a.done():
-                    a.result()
-            b = asyncio.create_task(_consumer_b(url, progress, b_events))
-            sdk = asyncio.create_task(run_sdk(url, keys))
-            bad = await _bad_input(url)
-            churn = await _churn(url)
-            sdk_out = await sdk
+            async def run() -> tuple[Any, ...]:
+                a = asyncio.create_task(_consumer_a(url, events_a, progress))
+                while not any(isinstance(e, Hello) for e in events_a):  # A is subscribed first
+                    await asyncio.sleep(0.01)
+                    if a.done():
+                        a.result()
+                b = asyncio.create_task(_consumer_b(url, progress, b_events))
+                sdk = asyncio.create_task(run_sdk(url, keys))
+                bad = await _bad_input(url)
+                churn = await _churn(url)
+                sdk_out = await sdk
 
-            def b_recovered() -> bool:
-                lag = next((i for i, e in enumerate(b_events) if isinstance(e, Lagged)), None)
-                return lag is not None and len(b_events) - lag > 500
+                def b_recovered() -> bool:
+                    lag = next((i for i, e in enumerate(b_events) if isinstance(e, Lagged)), None)
+                    return lag is not None and len(b_events) - lag > 500
 
-            deadline = asyncio.get_running_loop().time() + 120
-            while not (b_recovered() and progress[0] > 10_000):
-                if asyncio.get_running_loop().time() > deadline:
-                    raise AssertionError("consumer B did not lag and recover within 120 s")
-                if b.done():
-                    b.result()
-                await asyncio.sleep(0.05)
-            proc.send_signal(signal.SIGINT)  # a graceful stop: session_end reaches A and B
-            await a
-            return await b, bad, churn, sdk_out
+                deadline = asyncio.get_running_loop().time() + 120
+                while not (b_recovered() and progress[0] > 10_000):
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise AssertionError("consumer B did not lag and recover within 120 s")
+                    if b.done():
+                        b.result()
+                    await asyncio.sleep(0.05)
+                proc.send_signal(signal.SIGINT)  # a graceful stop: session_end reaches A and B
+                await a
+                return await b, bad, churn, sdk_out
 
-        b_books, bad, churn, sdk = asyncio.run(asyncio.wait_for(run(), 240))
-        out, err = proc.communicate(timeout=60)
+            b_books, bad, churn, sdk = asyncio.run(asyncio.wait_for(run(), 240))
+            out, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
         sim.stop()
     assert proc.returncode == 0, err[-3000:]
     run_ = LiveRun(
@@ -455,9 +444,11 @@ def _comparable(events: list[FeedEvent]) -> list[FeedEvent]:
     return [e for e in events if not isinstance(e, Hello | RecordMark | SessionEnded)]
 
 
-def test_replay_gives_the_same_events_message_for_message(live_run: LiveRun) -> None:
+def _replayed(cfg: ReplayConfig) -> list[FeedEvent]:
+    """Every event a ``feed.Client`` gets from a replay with ``cfg``, up to the session end."""
+
     async def replay() -> list[FeedEvent]:
-        _, listening = await start_replay(ReplayConfig(live_run.data, speed=None))
+        _, listening = await start_replay(cfg)
         out: list[FeedEvent] = []
         try:
             async with Client(listening.url, depth=DEPTH) as c:
@@ -469,7 +460,11 @@ def test_replay_gives_the_same_events_message_for_message(live_run: LiveRun) -> 
             listening.server.close()
         return out
 
-    events = asyncio.run(asyncio.wait_for(replay(), 120))
+    return asyncio.run(asyncio.wait_for(replay(), 120))
+
+
+def test_replay_gives_the_same_events_message_for_message(live_run: LiveRun) -> None:
+    events = _replayed(ReplayConfig(live_run.data, speed=None))
     hello = events[0]
     assert isinstance(hello, Hello) and hello.mode == "replay"
     live = _comparable(live_run.events_a)
@@ -483,21 +478,7 @@ def test_replay_from_a_time_and_of_some_markets(live_run: LiveRun) -> None:
     some = {joined[1].market_ticker, joined[2].market_ticker}
     mid_ns = next(r[2] for r in live_run.rows if r[1] == joined[2].record_seq)
 
-    async def replay() -> list[FeedEvent]:
-        cfg = ReplayConfig(live_run.data, start_ns=mid_ns, markets=frozenset(some))
-        _, listening = await start_replay(cfg)
-        out: list[FeedEvent] = []
-        try:
-            async with Client(listening.url, depth=DEPTH) as c:
-                async for ev in c:
-                    out.append(ev)
-                    if isinstance(ev, SessionEnded):
-                        break
-        finally:
-            listening.server.close()
-        return out
-
-    events = asyncio.run(asyncio.wait_for(replay(), 120))
+    events = _replayed(ReplayConfig(live_run.data, start_ns=mid_ns, markets=frozenset(some)))
     books = [e for e in events if isinstance(e, BookUpdate)]
     assert books and {e.market_ticker for e in books} <= some
     live_after = [

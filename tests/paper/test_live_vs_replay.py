@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,7 +20,8 @@ from paper.drivers import RunResult, run_feed, run_replay
 from paper.log import read
 from paper.policies import SpreadCapture, TakeOnce
 from simulator.server import SimConfig, start_in_thread
-from tests.recorder.harness import ROOT, recorder_cmd
+from tests.feed.tap_run import recorder_with_tap
+from tests.recorder.harness import ROOT
 from tests.support.sim import lively
 
 
@@ -75,36 +75,20 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
         )
     )
     data = base / "data"
-    cmd = recorder_cmd(
-        sim,
-        data,
+    args = (
         "--duration",
         "10",
-        "--tap",
-        "127.0.0.1:0",
         "--tap-wait",  # hold the recording until we are subscribed
         "60",
         "--tap-max-queue",  # never lagged: the comparison needs every event
         "1000000",
     )
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env
-    )
     try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()
-        if not first:
-            raise AssertionError(proc.stderr.read() if proc.stderr else "recorder printed nothing")
-        url = json.loads(first)["tap_url"]
-        live = asyncio.run(
-            asyncio.wait_for(run_feed(url, TakeThenQuote(), log_dir="auto", idle_timeout_s=60), 120)
-        )
-        _, err = proc.communicate(timeout=60)
+        with recorder_with_tap(sim, data, *args) as (proc, url):
+            feed = run_feed(url, TakeThenQuote(), log_dir="auto", idle_timeout_s=60)
+            live = asyncio.run(asyncio.wait_for(feed, 120))
+            _, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
         sim.stop()
     assert proc.returncode == 0, err[-3000:]
     replay = asyncio.run(

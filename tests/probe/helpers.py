@@ -101,14 +101,22 @@ class Cell:
     report: dict[str, Any] | None = None
 
 
-def start_cell(cell: Cell, keys_dir: Path) -> None:
-    cell.cfg = sim_config(cell.switches, keys_dir)
-    cell.sim = start_in_thread(cell.cfg)
-    cell.sim.create_market()  # never trades: a listed market with empty book sides
+def probe_cells(cells: list[Cell], keys_dir: Path) -> None:
+    """Start a simulator per cell (playing its switches), probe them all concurrently (the waits
+    overlap), and stop them; each cell keeps its config, probe run and report."""
+    try:
+        for cell in cells:
+            cell.cfg = sim_config(cell.switches, keys_dir)
+            cell.sim = start_in_thread(cell.cfg)
+            cell.sim.create_market()  # never trades: a listed market with empty book sides
+        asyncio.run(_probe_all(cells))
+    finally:
+        for cell in cells:
+            if cell.sim is not None:
+                cell.sim.stop()
 
 
-async def probe_cells(cells: list[Cell]) -> None:
-    """Probe every cell's simulator concurrently (the waits overlap)."""
+async def _probe_all(cells: list[Cell]) -> None:
 
     async def one(cell: Cell) -> None:
         assert cell.sim is not None

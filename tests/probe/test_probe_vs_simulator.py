@@ -7,7 +7,6 @@ probe's waits overlap and the module costs a few seconds, not a few per cell.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from probe.answers import analyze
 from probe.script import ALLOWED_ACTIONS, ALLOWED_COMMANDS, ALLOWED_REST
 from probe.transcript import Transcript
 from simulator.profile import switches_from_report
-from tests.probe.helpers import Cell, ServerLog, mismatches, observed, probe_cells, start_cell
+from tests.probe.helpers import Cell, ServerLog, mismatches, observed, probe_cells
 
 REST_FILTERS = ("tickers", "min_created_ts", "mve_filter")
 
@@ -86,14 +85,7 @@ def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def probed(keys_dir: Path) -> Iterator[tuple[dict[str, Cell], ServerLog]]:
     cells = [Cell(c.name, dict(c.switches)) for c in CELLS]
     with pytest.MonkeyPatch.context() as mp, observed(mp) as log:
-        try:
-            for c in cells:
-                start_cell(c, keys_dir)
-            asyncio.run(probe_cells(cells))
-        finally:
-            for c in cells:
-                if c.sim is not None:
-                    c.sim.stop()
+        probe_cells(cells, keys_dir)
         yield {c.name: c for c in cells}, log
 
 

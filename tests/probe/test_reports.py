@@ -3,7 +3,6 @@ answers re-derive from its raw frames, and it maps to a valid simulator profile.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from probe.report import FORBIDDEN, PROBE_VERSION, load_report, reanalyze
 from simulator.profile import load_profile, switches_from_report
 from simulator.switches import config_from_switches
-from tests.probe.helpers import Cell, mismatches, probe_cells, start_cell
+from tests.probe.helpers import Cell, mismatches, probe_cells
 
 REPORTS = Path(__file__).resolve().parents[2] / "probe" / "reports"
 FILES = sorted(REPORTS.glob("*.json"))
@@ -41,14 +40,7 @@ def test_each_report_round_trips_through_the_simulator(
     switches (the probe and the simulator are inverses), for every committed report at once."""
     keys = tmp_path_factory.mktemp("roundtrip-keys")
     cells = [Cell(p.name, load_profile(p)) for p in FILES]
-    try:
-        for c in cells:
-            start_cell(c, keys)
-        asyncio.run(probe_cells(cells))
-    finally:
-        for c in cells:
-            if c.sim is not None:
-                c.sim.stop()
+    probe_cells(cells, keys)
     for c in cells:
         assert c.report is not None and c.cfg is not None
         again = switches_from_report(c.report)
