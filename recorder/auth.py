@@ -1,7 +1,8 @@
 """Kalshi request signing (RSA-PSS over ``timestamp_ms + METHOD + path``).
 
 The key is loaded once and kept only as a ``cryptography`` key object; it is never formatted into a
-message, a record or an exception (secrets stay secret: ARCHITECTURE.md, Invariants). Errors name the file and what to do about it.
+message, a record or an exception (secrets stay secret: ARCHITECTURE.md, Invariants). Errors name
+the file and what to do about it.
 """
 
 from __future__ import annotations

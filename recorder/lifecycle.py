@@ -1,10 +1,10 @@
 """The lifecycle state machine: which markets join and leave the session, and why (pure).
 
-The lifecycle rules (ARCHITECTURE.md, Invariants) and issue 4: ``created`` joins a wanted market, ``determined`` leaves it,
-everything else (``settled``, ``activated``, ``deactivated``, ``close_date_updated``, unknown types)
-is only recorded — the caller records *every* lifecycle frame before asking this module anything,
-so "no action" never means "lost". Duplicates are harmless and events for markets this session
-never joined are ignored here.
+The lifecycle rules (ARCHITECTURE.md, Invariants) and issue 4: ``created`` joins a wanted market,
+``determined`` leaves it, everything else (``settled``, ``activated``, ``deactivated``,
+``close_date_updated``, unknown types) is only recorded — the caller records *every* lifecycle frame
+before asking this module anything, so "no action" never means "lost". Duplicates are harmless and
+events for markets this session never joined are ignored here.
 
 Three more inputs cover what the WebSocket feed cannot tell us (docs/protocol.md §8, §9: lifecycle
 events can be missed, opens and closes are silent):
@@ -21,14 +21,16 @@ typed decision declared in ``schemas.decisions``).
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from recorder.selection import MarketFilter
 from schemas.decisions import (
+    DecisionPayload,
     JoinReason,
     LeaveReason,
     MarketJoined,
@@ -66,9 +68,30 @@ SKIP_SHARD = SkipReason.SHARD
 SKIP_ALREADY_OPEN = SkipReason.ALREADY_OPEN
 
 
+class _Decision:
+    """An action that is also a decision record: its fields are the decision struct's, with
+    ``ticker`` written as ``market_ticker`` (so each payload field is declared once, in
+    ``schemas.decisions``, and checked against it when the struct is built)."""
+
+    __slots__ = ()
+    DECISION: ClassVar[type[DecisionPayload]]
+
+    def record(self) -> DecisionPayload:
+        """The typed decision (``market_joined``, ``market_left`` or ``market_skipped``)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(cast(Any, self))}
+        values["market_ticker"] = values.pop("ticker")
+        return self.DECISION(**values)
+
+    def payload(self) -> dict[str, Any]:
+        """The decision's JSON payload."""
+        return self.record().payload()
+
+
 @dataclass(frozen=True, slots=True)
-class Join:
+class Join(_Decision):
     """Open this market's order book; the session's participation in it starts now."""
+
+    DECISION = MarketJoined
 
     ticker: str
     reason: JoinReason | str
@@ -77,57 +100,28 @@ class Join:
     open_ts: int | None = None
     close_ts: int | None = None
 
-    def record(self) -> MarketJoined:
-        """The ``market_joined`` decision."""
-        return MarketJoined(
-            market_ticker=self.ticker,
-            reason=self.reason,
-            mid_lifecycle=self.mid_lifecycle,
-            late_by_ms=self.late_by_ms,
-            open_ts=self.open_ts,
-            close_ts=self.close_ts,
-        )
-
-    def payload(self) -> dict[str, Any]:
-        """The decision's JSON payload."""
-        return self.record().payload()
-
 
 @dataclass(frozen=True, slots=True)
-class Leave:
+class Leave(_Decision):
     """Close this market's order book; the participation ends now."""
 
+    DECISION = MarketLeft
     ticker: str
     reason: LeaveReason | str
 
-    def record(self) -> MarketLeft:
-        """The ``market_left`` decision."""
-        return MarketLeft(market_ticker=self.ticker, reason=self.reason)
-
-    def payload(self) -> dict[str, Any]:
-        """The decision's JSON payload."""
-        return self.record().payload()
-
 
 @dataclass(frozen=True, slots=True)
-class Skip:
+class Skip(_Decision):
     """A market we saw born but do not record (its lifecycle events are still recorded).
 
     ``reason`` is in the contract's vocabulary (filtered|shard|already_open); ``detail`` keeps the
     finer cause (``"mve"`` is reported as ``filtered`` with ``detail="mve"``).
     """
 
+    DECISION = MarketSkipped
     ticker: str
     reason: SkipReason | str
     detail: str | None = None
-
-    def record(self) -> MarketSkipped:
-        """The ``market_skipped`` decision."""
-        return MarketSkipped(market_ticker=self.ticker, reason=self.reason, detail=self.detail)
-
-    def payload(self) -> dict[str, Any]:
-        """The decision's JSON payload."""
-        return self.record().payload()
 
 
 Action = Join | Leave | Skip

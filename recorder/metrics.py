@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from http import HTTPStatus
 
 from prometheus_client import (
@@ -52,42 +53,30 @@ class Metrics:
     def __init__(self, log_counts: Callable[[], tuple[int, int]] = lambda: (0, 0)) -> None:
         r = self.registry = CollectorRegistry()
         r.register(_LogCounters(log_counts))
-        self.lifecycle = Counter(
-            "recorder_lifecycle_events", "market_lifecycle_v2 events received", registry=r
+        counter = partial(Counter, registry=r)
+        gauge = partial(Gauge, registry=r)
+        self.lifecycle = counter("recorder_lifecycle_events", "market_lifecycle_v2 events received")
+        self.commands = counter("recorder_commands_sent", "Commands sent to the exchange")
+        self.errors = counter("recorder_error_replies", "error replies from the exchange")
+        self.gaps = counter("recorder_seq_gaps", "Forward sequence gaps detected")
+        self.resyncs = counter("recorder_resyncs", "Re-snapshot requests sent")
+        self.anomalies = counter("recorder_book_anomalies", "Impossible book states seen")
+        self.reconnects = counter("recorder_reconnects", "Successful reconnects")
+        self.joined = gauge("recorder_markets_joined", "Markets currently recorded")
+        self.queue_depth = gauge(
+            "recorder_writer_queue_depth", "Batches waiting for the disk writer"
         )
-        self.commands = Counter(
-            "recorder_commands_sent", "Commands sent to the exchange", registry=r
+        self.pending_rows = gauge(
+            "recorder_writer_pending_rows", "Rows not yet handed to the writer thread"
         )
-        self.errors = Counter(
-            "recorder_error_replies", "error replies from the exchange", registry=r
+        self.bytes_written = gauge("recorder_bytes_written", "Bytes written to live files")
+        self.segments = gauge("recorder_segments_sealed", "Segments sealed this session")
+        self.last_lifecycle = gauge(
+            "recorder_last_lifecycle_timestamp_seconds", "Unix time of the last lifecycle message"
         )
-        self.gaps = Counter("recorder_seq_gaps", "Forward sequence gaps detected", registry=r)
-        self.resyncs = Counter("recorder_resyncs", "Re-snapshot requests sent", registry=r)
-        self.anomalies = Counter(
-            "recorder_book_anomalies", "Impossible book states seen", registry=r
-        )
-        self.reconnects = Counter("recorder_reconnects", "Successful reconnects", registry=r)
-        self.joined = Gauge("recorder_markets_joined", "Markets currently recorded", registry=r)
-        self.queue_depth = Gauge(
-            "recorder_writer_queue_depth", "Batches waiting for the disk writer", registry=r
-        )
-        self.pending_rows = Gauge(
-            "recorder_writer_pending_rows", "Rows not yet handed to the writer thread", registry=r
-        )
-        self.bytes_written = Gauge(
-            "recorder_bytes_written", "Bytes written to live files", registry=r
-        )
-        self.segments = Gauge(
-            "recorder_segments_sealed", "Segments sealed this session", registry=r
-        )
-        self.last_lifecycle = Gauge(
-            "recorder_last_lifecycle_timestamp_seconds",
-            "Unix time of the last lifecycle message",
-            registry=r,
-        )
-        self.connected = Gauge("recorder_connections_up", "Connections currently open", registry=r)
-        self.disk_free = Gauge(
-            "recorder_data_dir_free_bytes", "Free bytes on the data directory's disk", registry=r
+        self.connected = gauge("recorder_connections_up", "Connections currently open")
+        self.disk_free = gauge(
+            "recorder_data_dir_free_bytes", "Free bytes on the data directory's disk"
         )
 
 

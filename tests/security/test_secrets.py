@@ -1,6 +1,6 @@
-"""Secrets stay secret (ARCHITECTURE.md, Invariants: secrets stay secret): the private key never reaches the recorder's output,
-a record, a sealed segment or ``--print-config``; key files others can read are refused; database
-passwords never reach materialize's messages."""
+"""Secrets stay secret (ARCHITECTURE.md, Invariants): the private key never
+reaches the recorder's output, a record, a sealed segment or ``--print-config``; key files others
+can read are refused; database passwords never reach materialize's messages."""
 
 from __future__ import annotations
 
