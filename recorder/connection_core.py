@@ -35,6 +35,7 @@ from typing import Any, assert_never
 from recorder import protocol
 from recorder import subscriptions as sm
 from recorder.book import BookProblem, OrderBook
+from recorder.config import Settings
 from recorder.sequence import OK, SeqTracker, SeqVerdict
 from recorder.subscriptions import Command, LifeState, SubscriptionManager
 from schemas import decisions as dc
@@ -100,19 +101,21 @@ _NOTHING: tuple[Effect, ...] = ()
 
 @dataclass(frozen=True)
 class CoreSettings:
-    """The knobs of the core; ``recorder.config.Settings`` gives each default with its reason."""
+    """The knobs of the core. Their defaults are ``recorder.config.Settings``' (declared there
+    once, each with its reason)."""
 
-    max_markets_per_sid: int = 200
-    max_tickers_per_command: int = 100
-    command_timeout_s: float = 10.0
-    new_market_grace_s: float = 30.0
-    silence_timeout_s: float = 30.0
-    resync_backoff_initial_s: float = 0.5
-    resync_backoff_max_s: float = 30.0
-    crossed_grace_s: float = 2.0
-    fatal_close_repeats: int = 3
-    stable_after_s: float = 60.0
-    replan_every_s: float = 0.1
+    max_markets_per_sid: int = Settings.max_markets_per_sid
+    max_tickers_per_command: int = Settings.max_tickers_per_command
+    command_timeout_s: float = Settings.command_timeout_s
+    new_market_grace_s: float = Settings.new_market_grace_s
+    silence_timeout_s: float = Settings.silence_timeout_s
+    resync_backoff_initial_s: float = Settings.resync_backoff_initial_s
+    resync_backoff_max_s: float = Settings.resync_backoff_max_s
+    crossed_grace_s: float = Settings.crossed_grace_s
+    fatal_close_repeats: int = Settings.fatal_close_repeats
+    # A connection that lived this long was not refused: a 4000-4999 close starts a new count.
+    stable_after_s: float = Settings.backoff_reset_after_s
+    replan_every_s: float = 0.1  # plan at least this often: retries and backoffs come due
     lifecycle_channels: tuple[str, ...] = (sm.LIFECYCLE_CHANNEL,)
 
 

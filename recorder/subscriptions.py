@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from recorder.config import Settings
 from schemas.decisions import MergeHow, TimeoutThen
 from schemas.wire import DELTA_MSG, LIFECYCLE_CHANNEL
 from schemas.wire import MVE_LIFECYCLE_CHANNEL as MVE_LIFECYCLE_CHANNEL  # for recorder.connection
@@ -292,11 +293,11 @@ class SubscriptionManager:
 
     def __init__(
         self,
-        max_markets_per_sid: int = 200,
-        max_tickers_per_command: int = 100,
+        max_markets_per_sid: int = Settings.max_markets_per_sid,
+        max_tickers_per_command: int = Settings.max_tickers_per_command,
         max_retries: int = 8,
-        command_timeout_s: float = 10.0,
-        new_market_grace_s: float = 30.0,
+        command_timeout_s: float = Settings.command_timeout_s,
+        new_market_grace_s: float = Settings.new_market_grace_s,
     ) -> None:
         if max_markets_per_sid < 1 or max_tickers_per_command < 1:
             raise ValueError("max_markets_per_sid and max_tickers_per_command must be >= 1")
