@@ -303,7 +303,7 @@ class ConnectionCore:
         if self.subs.has_timers:
             events = self.subs.expire(now_ns)
             if events:
-                out += self._events(events, now_ns)
+                out += self._events(events)
         if self._resync_due:
             due = [t for t, at in self._resync_due.items() if at <= now_ns]
             for ticker in due:
@@ -447,7 +447,7 @@ class ConnectionCore:
 
     def _after_reply(self, events: list[sm.Event]) -> list[Effect]:
         self._dirty = True
-        out = self._events(events, None) if events else []
+        out = self._events(events) if events else []
         live = self.carries_lifecycle and self.subs.lifecycle_state() is LifeState.LIVE
         if live and not self._live_reported:
             self._live_reported = True
@@ -490,7 +490,7 @@ class ConnectionCore:
         if sid is not None and self.subs.sid_of(ticker) != sid:
             events = self.subs.observe(ticker, sid)
             if events:
-                out = (out or []) + self._events(events, now_ns)
+                out = (out or []) + self._events(events)
             if self.subs.sid_of(ticker) != sid:
                 # Another sid's copy of this market (a lost reply or unsubscribe): not applied.
                 self.subs.stray(sid)
@@ -555,7 +555,7 @@ class ConnectionCore:
         if ticker is None:
             return out
         if sid is not None and self.subs.sid_of(ticker) != sid:
-            out += self._events(self.subs.observe(ticker, sid), now_ns)
+            out += self._events(self.subs.observe(ticker, sid))
             if self.subs.sid_of(ticker) != sid:
                 # Not the sid this market's book follows: never anchor on it.
                 self.subs.stray(sid)
@@ -687,7 +687,8 @@ class ConnectionCore:
         """``conn``/``epoch`` are the record's columns (the shell writes them), not payload."""
         return Record(d.KIND, d.payload(), sid, market_ticker)
 
-    def _events(self, events: list[sm.Event], now_ns: int | None) -> list[Effect]:
+    def _events(self, events: list[sm.Event]) -> list[Effect]:
+        """The subscription manager's events as records (and unanchored books)."""
         out: list[Effect] = []
         for ev in events:
             match ev:

@@ -53,20 +53,6 @@ UNDETERMINED_STATUSES = PRE_OPEN_STATUSES | TRADING_STATUSES | CLOSED_STATUSES
 """Not yet determined: a ``created`` event would have joined such a market and kept it until
 ``determined`` (closed markets can reopen), so reconcile joins missed ones in any of these."""
 
-# The vocabularies are declared with the decision payloads (schemas.decisions); these names stay
-# for readers of this module.
-JOIN_CREATED = JoinReason.CREATED
-JOIN_ADOPTED = JoinReason.ADOPTED
-JOIN_LATE = JoinReason.LATE
-JOIN_REST_DISCOVERY = JoinReason.REST_DISCOVERY
-LEAVE_DETERMINED = LeaveReason.DETERMINED
-LEAVE_RECONCILED = LeaveReason.RECONCILED_DETERMINED
-LEAVE_REST_GONE = LeaveReason.REST_GONE
-LEAVE_SHUTDOWN = LeaveReason.SHUTDOWN
-SKIP_FILTERED = SkipReason.FILTERED
-SKIP_SHARD = SkipReason.SHARD
-SKIP_ALREADY_OPEN = SkipReason.ALREADY_OPEN
-
 
 class _Decision:
     """An action that is also a decision record: its fields are the decision struct's, with
@@ -210,7 +196,7 @@ class LifecycleRules:
                 event_ticker if isinstance(event_ticker, str) else None,
                 Join(
                     ticker,
-                    JOIN_CREATED,
+                    JoinReason.CREATED,
                     mid_lifecycle=False,
                     open_ts=_int_or_none(fields.get("open_ts")),
                     close_ts=_int_or_none(fields.get("close_ts")),
@@ -224,7 +210,7 @@ class LifecycleRules:
                 if ticker not in self._left:
                     self._left[ticker] = now_ns + self._forget_ns
                 return []
-            return self._leave(ticker, LEAVE_DETERMINED)
+            return self._leave(ticker, LeaveReason.DETERMINED)
         # settled, activated, deactivated, close_date_updated, price_level_structure_updated,
         # metadata_updated and types nobody has documented yet: recorded by the caller only.
         return []
@@ -250,7 +236,7 @@ class LifecycleRules:
         actions: list[Action] = []
         for ticker, market in self._open_unjoined(markets):
             actions += self._join_if_wanted(
-                ticker, _event_ticker(market), _rest_join(ticker, market, JOIN_ADOPTED, True)
+                ticker, _event_ticker(market), _rest_join(ticker, market, JoinReason.ADOPTED, True)
             )
         return actions
 
@@ -264,7 +250,7 @@ class LifecycleRules:
         for ticker, market in self._open_unjoined(markets):
             wanted, _why = self.filter.decide(ticker, _event_ticker(market))
             if wanted:
-                actions.append(Skip(ticker, SKIP_ALREADY_OPEN))
+                actions.append(Skip(ticker, SkipReason.ALREADY_OPEN))
         return actions
 
     def reconcile(
@@ -298,7 +284,7 @@ class LifecycleRules:
             status = _status(market)
             if ticker in self._joined:
                 if status in DETERMINED_STATUSES:
-                    actions += self._leave(ticker, LEAVE_RECONCILED)
+                    actions += self._leave(ticker, LeaveReason.RECONCILED_DETERMINED)
                 continue
             if ticker in self._left or status not in UNDETERMINED_STATUSES:
                 continue
@@ -314,7 +300,7 @@ class LifecycleRules:
             actions += self._join_if_wanted(
                 ticker,
                 _event_ticker(market),
-                _rest_join(ticker, market, JOIN_LATE, mid, late_by_ms),
+                _rest_join(ticker, market, JoinReason.LATE, mid, late_by_ms),
             )
         return actions
 
@@ -340,16 +326,16 @@ class LifecycleRules:
             actions += self._join_if_wanted(
                 ticker,
                 _event_ticker(market),
-                _rest_join(ticker, market, JOIN_REST_DISCOVERY, True),
+                _rest_join(ticker, market, JoinReason.REST_DISCOVERY, True),
                 rejoin=True,
             )
         for ticker in [t for t in self._joined if t not in still_open]:
-            actions += self._leave(ticker, LEAVE_REST_GONE)
+            actions += self._leave(ticker, LeaveReason.REST_GONE)
         return actions
 
     def shutdown(self) -> list[Action]:
         """Graceful stop: every joined market leaves with reason ``shutdown``."""
-        return [a for t in list(self._joined) for a in self._leave(t, LEAVE_SHUTDOWN)]
+        return [a for t in list(self._joined) for a in self._leave(t, LeaveReason.SHUTDOWN)]
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -363,9 +349,9 @@ class LifecycleRules:
             if ticker in self._skipped:
                 return []
             self._skipped[ticker] = self._now_ns + self._forget_ns
-            if why == SKIP_SHARD:
-                return [Skip(ticker, SKIP_SHARD)]
-            return [Skip(ticker, SKIP_FILTERED, None if why == SKIP_FILTERED else why)]
+            if why == SkipReason.SHARD:
+                return [Skip(ticker, SkipReason.SHARD)]
+            return [Skip(ticker, SkipReason.FILTERED, None if why == SkipReason.FILTERED else why)]
         self._left.pop(ticker, None)
         self._joined[ticker] = join
         return [join]

@@ -21,12 +21,14 @@ import hashlib
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
 
+from schemas.decisions import SkipReason
+
 MVE_PREFIX = "KXMVE"
 """Multivariate (combo) markets: numerous, rarely traded, and not on ``market_lifecycle_v2``."""
 
-SKIP_FILTERED = "filtered"
-SKIP_SHARD = "shard"
-SKIP_MVE = "mve"
+MVE = "mve"
+"""``decide``'s reason for a multivariate market without ``--include-mve``: recorded as a
+``filtered`` skip with this detail."""
 
 
 def series_of(ticker: str) -> str:
@@ -120,18 +122,20 @@ class MarketFilter:
             "include_mve": self.include_mve,
         }
 
-    def decide(self, ticker: str, event_ticker: str | None = None) -> tuple[bool, str | None]:
+    def decide(
+        self, ticker: str, event_ticker: str | None = None
+    ) -> tuple[bool, SkipReason | str | None]:
         """``(True, None)`` if wanted, else ``(False, reason)`` with reason filtered|shard|mve."""
         if not self.include_mve and is_mve(ticker):
-            return False, SKIP_MVE
+            return False, MVE
         names = _names(ticker, event_ticker)
         if self.exclude and _any_match(names, self.exclude):
-            return False, SKIP_FILTERED
+            return False, SkipReason.FILTERED
         if self.include and not _any_match(names, self.include):
-            return False, SKIP_FILTERED
+            return False, SkipReason.FILTERED
         index, count = self.shard
         if count > 1 and shard_of(ticker, count) != index:
-            return False, SKIP_SHARD
+            return False, SkipReason.SHARD
         return True, None
 
     def wants(self, ticker: str, event_ticker: str | None = None) -> bool:
