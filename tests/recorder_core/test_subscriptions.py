@@ -11,6 +11,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -589,3 +590,42 @@ def test_any_sequence_converges_to_the_wanted_set(
     assert not any(isinstance(e, GaveUp) for e in h.events)
     assert h.m.lifecycle_sid in h.ex.lifecycle
     assert all(len(ts) <= cap for ts in h.ex.sids.values())
+
+
+def test_commands_reach_the_wire_in_the_exchange_vocabulary() -> None:
+    """Commands carry enums (``Cmd``, ``UpdateAction``, ``Purpose``); on the wire and in the log
+    they must be the exchange's plain strings, in the documented envelope."""
+    m = SubscriptionManager(max_markets_per_sid=3, max_tickers_per_command=2)
+    ids = itertools.count(1)
+    for t in ("A", "B", "C"):
+        m.want(t)
+    first, second = m.plan(lambda: next(ids))
+    m.on_subscribed(first.cmd_id, "orderbook_delta", 5)
+    m.on_subscribed(second.cmd_id, "orderbook_delta", 6)
+    m.want("D")
+    (add,) = m.plan(lambda: next(ids))
+    m.on_ok(add.cmd_id, 5, ["A", "B", "D"])
+    (snap,) = m.request_snapshot(5, ["B"], lambda: next(ids))
+    m.unwant("C")
+    (unsub,) = m.plan(lambda: next(ids))
+    wire = [orjson.loads(orjson.dumps(c.message())) for c in (first, add, snap, unsub)]
+    assert wire == [
+        {
+            "id": 1,
+            "cmd": "subscribe",
+            "params": {"channels": ["orderbook_delta"], "market_tickers": ["A", "B"]},
+        },
+        {
+            "id": 3,
+            "cmd": "update_subscription",
+            "params": {"sids": [5], "market_tickers": ["D"], "action": "add_markets"},
+        },
+        {
+            "id": 4,
+            "cmd": "update_subscription",
+            "params": {"sids": [5], "market_tickers": ["B"], "action": "get_snapshot"},
+        },
+        {"id": 5, "cmd": "unsubscribe", "params": {"sids": [6]}},
+    ]
+    purposes = [orjson.dumps(c.purpose) for c in (first, add, snap, unsub)]
+    assert purposes == [b'"join"', b'"join"', b'"resync"', b'"leave"']
