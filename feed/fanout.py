@@ -68,24 +68,61 @@ DEFAULT_MAX_QUEUE = 10_000
 MAX_COMMAND_BYTES = 1 << 20
 
 
-def _error(cmd_id: int | None, code: int, text: str, ticker: str | None = None) -> bytes:
-    msg: dict[str, Any] = {"code": code, "msg": text}
-    if ticker is not None:
-        msg["market_ticker"] = ticker
-    body: dict[str, Any] = {"type": "error", "msg": msg}
-    if cmd_id is not None:
-        body = {"id": cmd_id, **body}
-    return orjson.dumps(body)
+ERRORS = {
+    1: "Unable to process message",
+    2: "Params required",
+    3: "Channels required",
+    4: "Subscription IDs required",
+    5: "Unknown command",
+    7: "Unknown subscription ID",
+    8: "Unknown channel name",
+    11: "Invalid parameter",
+    12: "Exactly one subscription ID is required",
+    13: "Unsupported action",
+    14: "Market Ticker required",
+    15: "Action required",
+    16: "Market not found",
+}
+"""The exchange's error codes the tap answers with, and their texts (``docs/protocol.md`` §3)."""
 
 
 class CommandError(Exception):
-    """A command the exchange would refuse: ``code`` is Kalshi's error code."""
+    """A command the exchange would refuse: ``code`` is Kalshi's error code; ``detail`` follows
+    the code's text after a colon."""
 
-    def __init__(self, code: int, text: str, ticker: str | None = None) -> None:
-        super().__init__(text)
+    def __init__(self, code: int, detail: str | None = None, ticker: str | None = None) -> None:
         self.code = code
-        self.text = text
+        self.text = ERRORS[code] if detail is None else f"{ERRORS[code]}: {detail}"
         self.ticker = ticker
+        super().__init__(self.text)
+
+    def frame(self, cmd_id: int | None) -> bytes:
+        """The ``error`` frame, with the command's ``id`` when it had one."""
+        msg: dict[str, Any] = {"code": self.code, "msg": self.text}
+        if self.ticker is not None:
+            msg["market_ticker"] = self.ticker
+        body: dict[str, Any] = {"type": "error", "msg": msg}
+        if cmd_id is not None:
+            body = {"id": cmd_id, **body}
+        return orjson.dumps(body)
+
+
+def _params(params: Any) -> dict[str, Any]:
+    if not isinstance(params, dict):
+        raise CommandError(2)
+    return params
+
+
+def _command(raw: bytes | str) -> dict[str, Any]:
+    if len(raw) > MAX_COMMAND_BYTES:
+        raise CommandError(1, "command too large")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise CommandError(1, "not JSON") from None
+    if not isinstance(body, dict):
+        raise CommandError(1, "expected a JSON object")
+    return body
 
 
 @dataclass(slots=True)
@@ -192,23 +229,14 @@ class Consumer:
     # ------------------------------------------------------------------ commands
     def handle(self, raw: bytes | str) -> None:
         """One command from the client; replies (and snapshots) go to the queue. Never raises."""
-        if len(raw) > MAX_COMMAND_BYTES:
-            self._push(_error(None, 1, "Unable to process message: command too large"), True)
-            return
+        cmd_id: int | None = None
         try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            self._push(_error(None, 1, "Unable to process message: not JSON"), True)
-            return
-        if not isinstance(body, dict):
-            self._push(_error(None, 1, "Unable to process message: expected a JSON object"), True)
-            return
-        cmd_id = body.get("id")
-        if type(cmd_id) is not int:
-            cmd_id = None
-        cmd = body.get("cmd")
-        params = body.get("params")
-        try:
+            body = _command(raw)
+            cmd_id = body.get("id")
+            if type(cmd_id) is not int:
+                cmd_id = None
+            cmd = body.get("cmd")
+            params = body.get("params")
             if cmd == "subscribe":
                 self._subscribe(cmd_id, params)
             elif cmd == "unsubscribe":
@@ -219,9 +247,9 @@ class Consumer:
                 listing = [{"channel": s.channel, "sid": s.sid} for s in self.subs.values()]
                 self._reply({"id": cmd_id, "type": "ok", "msg": listing})
             else:
-                raise CommandError(5, f"Unknown command: {cmd!r}")
+                raise CommandError(5, repr(cmd))
         except CommandError as exc:
-            self._push(_error(cmd_id, exc.code, exc.text, exc.ticker), True)
+            self._push(exc.frame(cmd_id), True)
 
     def _reply(self, obj: dict[str, Any]) -> None:
         if obj.get("id") is None:
@@ -233,37 +261,34 @@ class Consumer:
         many = params.get("market_tickers")
         if one is None and many is None:
             if required:
-                raise CommandError(14, "Market Ticker required")
+                raise CommandError(14)
             return []
         tickers: list[str] = []
         if one is not None:
             if not isinstance(one, str):
-                raise CommandError(11, "Invalid parameter: market_ticker must be a string")
+                raise CommandError(11, "market_ticker must be a string")
             tickers.append(one)
         if many is not None:
             if not isinstance(many, list) or not all(isinstance(t, str) for t in many):
-                raise CommandError(11, "Invalid parameter: market_tickers must be a string list")
+                raise CommandError(11, "market_tickers must be a string list")
             tickers.extend(many)
         if required and not tickers:
-            raise CommandError(14, "Market Ticker required")
+            raise CommandError(14)
         for t in tickers:
             if not self.fanout.visible(t) or t not in self.fanout.state.markets:
-                raise CommandError(16, "Market not found", t)
+                raise CommandError(16, ticker=t)
         return list(dict.fromkeys(tickers))
 
-    def _subscribe(self, cmd_id: int | None, params: Any) -> None:
-        if not isinstance(params, dict):
-            raise CommandError(2, "Params required")
+    def _subscribe(self, cmd_id: int | None, raw_params: Any) -> None:
+        params = _params(raw_params)
         channels = params.get("channels")
         if not isinstance(channels, list) or not channels:
-            raise CommandError(3, "Channels required")
+            raise CommandError(3)
         for ch in channels:
             if not isinstance(ch, str) or ch not in KNOWN_CHANNELS | SERVED_CHANNELS:
-                raise CommandError(8, f"Unknown channel name: {ch!r}")
+                raise CommandError(8, repr(ch))
             if ch not in SERVED_CHANNELS:
-                raise CommandError(
-                    8, f"Unknown channel name: {ch!r} is not served by this tap (see its spec)"
-                )
+                raise CommandError(8, f"{ch!r} is not served by this tap (docs/tap-protocol.md)")
         all_markets = params.get("all_markets") is True
         tickers: list[str] = []
         if ORDERBOOK in channels and not all_markets:
@@ -311,26 +336,25 @@ class Consumer:
         sid = params.get("sid")
         sids = params.get("sids")
         if (sid is None) == (sids is None):
-            raise CommandError(12, "Exactly one subscription ID is required")
+            raise CommandError(12)
         if sids is not None:
             if not isinstance(sids, list) or len(sids) != 1:
-                raise CommandError(12, "Exactly one subscription ID is required")
+                raise CommandError(12)
             sid = sids[0]
         if type(sid) is not int or sid not in self.subs:
-            raise CommandError(7, f"Unknown subscription ID: {sid!r}")
+            raise CommandError(7, repr(sid))
         return self.subs[sid]
 
-    def _update(self, cmd_id: int | None, params: Any) -> None:
-        if not isinstance(params, dict):
-            raise CommandError(2, "Params required")
+    def _update(self, cmd_id: int | None, raw_params: Any) -> None:
+        params = _params(raw_params)
         action = params.get("action")
         if action is None:
-            raise CommandError(15, "Action required")
+            raise CommandError(15)
         if action not in ("add_markets", "delete_markets", "get_snapshot"):
-            raise CommandError(13, f"Unsupported action: {action!r}")
+            raise CommandError(13, repr(action))
         sub = self._one_sid(params)
         if sub.channel != ORDERBOOK:
-            raise CommandError(13, f"Unsupported action: {action} on a {sub.channel} sid")
+            raise CommandError(13, f"{action} on a {sub.channel} sid")
         tickers = self._tickers(params, required=True)
         state = self.fanout.state
         rs = state.record_seq
@@ -356,15 +380,14 @@ class Consumer:
         for t in new:
             self._send_book(sub, state.markets[t], rs, refill=True)
 
-    def _unsubscribe(self, cmd_id: int | None, params: Any) -> None:
-        if not isinstance(params, dict):
-            raise CommandError(2, "Params required")
+    def _unsubscribe(self, cmd_id: int | None, raw_params: Any) -> None:
+        params = _params(raw_params)
         sids = params.get("sids")
         if not isinstance(sids, list) or not sids:
-            raise CommandError(4, "Subscription IDs required")
+            raise CommandError(4)
         for sid in sids:
             if type(sid) is not int or sid not in self.subs:
-                raise CommandError(7, f"Unknown subscription ID: {sid!r}")
+                raise CommandError(7, repr(sid))
         for sid in sids:
             sub = self.subs.pop(sid)
             sub.seq += 1

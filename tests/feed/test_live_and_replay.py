@@ -279,9 +279,11 @@ def live_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
     events_a: list[FeedEvent] = []
     b_events: list[FeedEvent] = []
     progress = [0]
-    # the recorder's own --tap; --tap-wait holds the recording until consumer A has subscribed
+    # the recorder's own --tap; --tap-wait holds the recording until consumer A has subscribed;
+    # A's queue is never full on a busy machine (B lowers its own bound with ?max_queue=64)
+    args = ("--duration", "180", "--tap-wait", "60", "--tap-max-queue", "10000000")
     try:
-        with recorder_with_tap(sim, data, "--duration", "180", "--tap-wait", "60") as (proc, url):
+        with recorder_with_tap(sim, data, *args) as (proc, url):
 
             async def run() -> tuple[Any, ...]:
                 a = asyncio.create_task(_consumer_a(url, events_a, progress))
@@ -374,6 +376,7 @@ def test_live_books_equal_the_true_books_whenever_the_tap_says_valid(live_run: L
 
 def test_every_recorded_delta_reached_the_live_consumer_in_order(live_run: LiveRun) -> None:
     """A followed every market from record 1: it got every delta the tap's book applied."""
+    assert not any(isinstance(e, Lagged) for e in live_run.events_a), "A was lagged: frames lost"
     got = [
         e.record_seq
         for e in live_run.events_a
