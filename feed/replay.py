@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from feed.fanout import Fanout
 from feed.server import Listening, pump, start_server
 from feed.source import SessionFiles, pick_session, read_rows
 from feed.state import KIND, MSG_TYPE, RAW, RECORD_SEQ, RECV_NS, NullPublisher
+from schemas.wire import TS_SECONDS_MAX
 
 log = logging.getLogger("feed.replay")
 
@@ -50,14 +51,17 @@ class ReplayConfig:
     """None = as fast as possible."""
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def parse_time(text: str) -> int:
     """``--from``/``--to``: ISO 8601 (UTC if no offset), or Unix s / ms / ns -> ns since epoch."""
     t = text.strip()
     if t.lstrip("-").isdigit():
         v = int(t)
-        if abs(v) < 10**11:
+        if abs(v) < TS_SECONDS_MAX:
             return v * 1_000_000_000
-        if abs(v) < 10**14:
+        if abs(v) < TS_SECONDS_MAX * 1000:
             return v * 1_000_000
         return v
     try:
@@ -68,7 +72,7 @@ def parse_time(text: str) -> int:
         ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+    return (dt - _EPOCH) // timedelta(microseconds=1) * 1000  # exact: no float seconds
 
 
 def parse_speed(text: str) -> float | None:

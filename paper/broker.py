@@ -41,7 +41,7 @@ from paper.fees import (
 )
 from paper.fillmodel import ConservativeFillModel, FillModel, Resting
 from paper.orders import Cancel, Order, TimeInForce, as_yes
-from schemas.units import PRICE_SCALE
+from schemas.units import PRICE_SCALE, SIZE_SCALE
 
 NS = 1_000_000_000
 
@@ -439,7 +439,8 @@ class Broker:
 
     def _settle(self, m: MarketState, value: int, t_ns: int) -> Report:
         pos = m.position
-        payout = value * pos // 100 if pos > 0 else (PRICE_SCALE - value) * -pos // 100
+        per_contract = value if pos > 0 else PRICE_SCALE - value  # a NO contract pays 1 - value
+        payout = per_contract * abs(pos) // SIZE_SCALE
         self.cash += payout
         m.position = 0
         self._held.discard(m.ticker)

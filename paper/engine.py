@@ -23,6 +23,8 @@ from feed.events import (
 )
 from paper.actor import Actor, Decision, observe
 from paper.broker import NS, Broker, Report
+from paper.fees import FINE_PER_DOLLAR
+from schemas.units import PRICE_SCALE
 
 
 class PolicyError(Exception):
@@ -154,7 +156,7 @@ class PaperSession:
         return {
             "events": self.events,
             "cash": self.broker.cash,
-            "equity": float(self.broker.equity()) / 1e6,
-            "fees_paid_usd": self.broker.fees_paid_fine / 1e8,
+            "equity": float(self.broker.equity()) / PRICE_SCALE,
+            "fees_paid_usd": self.broker.fees_paid_fine / FINE_PER_DOLLAR,
             "positions": {t: m.position for t, m in self.broker.markets.items() if m.position},
         }

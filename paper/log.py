@@ -31,6 +31,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from schemas.catalog import fsync_dir, iter_live_batches
+from schemas.units import PRICE_SCALE
 
 if TYPE_CHECKING:  # the log depends on no engine at run time (materialize imports paper.load)
     from paper.engine import Row
@@ -76,7 +77,7 @@ _Q = Decimal("0.000000001")
 
 
 def _usd(micro: Fraction) -> Decimal:
-    return (Decimal(micro.numerator) / Decimal(micro.denominator) / 1_000_000).quantize(_Q)
+    return (Decimal(micro.numerator) / Decimal(micro.denominator) / PRICE_SCALE).quantize(_Q)
 
 
 def to_record(run_id: int, seq: int, session_id: int | None, row: Row) -> dict[str, Any]:

@@ -3,6 +3,7 @@ its Kalshi commands, the client's continuity checks, and the handshake policy.""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -14,6 +15,7 @@ from feed.auth import refusal
 from feed.client import Client, FeedError
 from feed.events import BookUpdate, Lagged, Validity
 from feed.fanout import Fanout
+from feed.replay import parse_time
 from feed.state import TapState
 from schemas.log import LOG_COLUMNS
 from schemas.units import parse_price, parse_size
@@ -352,3 +354,23 @@ def test_legacy_delta_time_feeds_the_client_clock() -> None:
     assert delta_ts_ms({"ts": 1_771_083_000}) == 1_771_083_000_000
     assert delta_ts_ms({"ts": "yesterday"}) is None
     assert delta_ts_ms({}) is None
+
+
+# ----------------------------------------------------------------------------- replay times
+
+
+@given(st.integers(min_value=-(10**17), max_value=4 * 10**18))
+def test_replay_times_in_iso_are_exact_to_the_microsecond(ns: int) -> None:
+    us = ns // 1000
+    dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
+    assert parse_time(dt.isoformat()) == us * 1000
+    assert parse_time(dt.replace(tzinfo=None).isoformat()) == us * 1000  # no offset: UTC
+
+
+def test_replay_times_as_unix_numbers_are_seconds_ms_or_ns_by_size() -> None:
+    s = 1_795_967_975
+    assert parse_time(str(s)) == s * 10**9
+    assert parse_time(str(s * 1000 + 123)) == (s * 1000 + 123) * 10**6
+    assert parse_time(str(s * 10**9 + 7)) == s * 10**9 + 7
+    with pytest.raises(ValueError, match="ISO 8601"):
+        parse_time("yesterday")
