@@ -116,9 +116,17 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> int:
     return proc.returncode
 
 
+PROFILE_ENV = "BENCH_PROFILE"
+"""If set, the recorder runs under ``py-spy record -f raw --threads -o $BENCH_PROFILE`` (issue 16's
+profile; ``pip install '.[bench]'``). Sampling costs a little CPU: compare profiles, not rates."""
+
+
 def recorder_cmd(sim: Sim, data_dir: Path, seconds: float, extra: list[str]) -> list[str]:
+    out = os.environ.get(PROFILE_ENV)
+    spy = [str(Path(PY).parent / "py-spy"), "record", "-r", "250", "--threads", "-f", "raw",
+           "-o", out, "--"] if out else []  # fmt: skip
     return [
-        PY, "-m", "recorder",
+        *spy, PY, "-m", "recorder",
         "--ws-url", sim.ws_url, "--rest-url", sim.rest_url,
         "--key-id", sim.key_id, "--private-key", sim.key_path,
         "--data-dir", str(data_dir), "--duration", str(seconds),

@@ -30,7 +30,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,13 @@ from schemas.log import (
     Decision,
     Kind,
 )
+
+SEAL_PARQUET = replace(DEFAULT_PARQUET, compression_level=3)
+"""How the recorder seals: zstd level 3, not the archive's 9. Sealing runs beside the reader on a
+2-core machine, and level 9 cost ~4 µs of CPU per row against ~0.75 µs at level 3 for 23 vs 28
+bytes per delta (target <= 45; issue 16, BENCHMARKS.md). ``kalshi-retention``'s compaction
+writes the days it compacts with ``DEFAULT_PARQUET`` (level 9): the archive's bytes, off the hot
+path."""
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +231,7 @@ def seal(
     live_path: Path,
     data_dir: Path,
     *,
-    options: ParquetOptions = DEFAULT_PARQUET,
+    options: ParquetOptions = SEAL_PARQUET,
     byte_budget: int | None = None,
 ) -> SealResult | None:
     """Seal one closed live part into its Parquet segment and delete the live file.
@@ -393,7 +400,7 @@ def _seal_crash_end(data_dir: Path, session_id: int, part: int, record_seq: int)
 
 
 def recover(
-    data_dir: Path, *, options: ParquetOptions = DEFAULT_PARQUET, end_marker: bool = False
+    data_dir: Path, *, options: ParquetOptions = SEAL_PARQUET, end_marker: bool = False
 ) -> RecoveryReport:
     """Seal every live part left by earlier (crashed) runs; run it before recording starts.
 

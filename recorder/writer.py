@@ -1,24 +1,27 @@
 """The disk side of the session log: a background writer the event loop hands rows to.
 
-Design invariant 6 says the network reader never waits for the disk, invariant 7 that a
-``kill -9`` loses at most one flush interval. ``SegmentWriter`` meets both with two threads and one
+The reader never waits for the disk, and a ``kill -9`` loses at most one flush interval (crash
+safety, ARCHITECTURE.md, Invariants). ``SegmentWriter`` meets both with three threads and one
 bounded queue::
 
-    event loop --append(row)--> pending (deque) --hand-off thread, every flush_interval-->
-        bounded queue of RecordBatches (max_queue_batches) --disk thread--> live/ IPC stream
-        (write(2) per batch = flushed to the OS; fsync every fsync_interval)
-        --roll--> sealed Parquet
+    event loop --append_delta / append--> pending rows as columns (recorder.log_columns)
+        --hand-off thread, every flush_interval--> bounded queue of RecordBatches
+        (max_queue_batches) --disk thread--> live/ IPC stream (write(2) per batch = flushed to
+        the OS; fsync every fsync_interval) --roll--> seal thread --> sealed Parquet
 
 How "bounded queue" is honoured without ever dropping or blocking:
 
-* ``append`` is one ``deque.append`` (atomic under the GIL, no lock, no syscall);
-* every ``flush_interval`` the hand-off thread moves pending rows into RecordBatches on the queue,
+* appending a row is a few ``array``/``list`` appends (no lock, no syscall; see
+  ``recorder.log_columns`` for why that is thread-safe);
+* every ``flush_interval`` the hand-off thread takes pending rows as RecordBatches onto the queue,
   but only while the queue has room. When the disk thread falls behind (slow fsync, a long seal) and
-  the queue is full, the rows simply *stay pending in memory*: nothing is dropped and ``append``
+  the queue is full, the rows simply *stay pending in memory*: nothing is dropped and appending
   never blocks. The state is loud: ``backlog`` turns True, ``stats.backlog_events`` counts the
   ticks it happened, ``stats.queue_depth``/``pending_rows`` show its size, and a ``logging.warning``
   is emitted at most every ``BACKLOG_WARN_EVERY_S`` seconds — the asyncio shell polls these and
   records a ``Decision.WRITER_BACKLOG``. Memory, not data, is what a long backlog costs.
+* the seal thread turns each closed live part into Parquet while the disk thread goes on with the
+  next part, so a long seal never stalls the live stream.
 
 Errors (ENOSPC, EROFS, EACCES, any ``OSError``) in the threads stop the writer: it refuses further
 rows, leaves every sealed segment untouched and the current live part in ``live/`` (sealed by
@@ -35,16 +38,15 @@ import os
 import queue
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from recorder.segments import LiveFile, SessionLock, rows_to_batch, seal
+from recorder.log_columns import LogColumns
+from recorder.segments import SEAL_PARQUET, LiveFile, SessionLock, seal
 from schemas.catalog import (
-    DEFAULT_PARQUET,
     ParquetOptions,
     live_part_path,
     live_session_dir,
@@ -57,13 +59,10 @@ log = logging.getLogger(__name__)
 BACKLOG_WARN_EVERY_S = 5.0
 """A backlog lasts as long as the disk is slow; one warning per few seconds is loud, not spam."""
 
-MAX_BATCH_ROWS = 64 * 1024
-CONVERT_SLICE_ROWS = 512
-"""Rows converted per GIL hold: converting a 1,600-row batch in one go held the GIL for up to
-117 ms under load and stalled the event loop (lifecycle -> command latency); slices of 512 with a
-yield between keep each hold short."""
-"""Cap on rows per RecordBatch so a drained backlog becomes several moderate batches (bounded
-conversion time, and a torn tail after a crash costs at most one such batch)."""
+MAX_BATCH_ROWS = 16 * 1024
+"""Cap on rows per RecordBatch, so a drained backlog becomes several moderate batches: each is
+built in ~3 ms holding the GIL at most ~1 ms at a time (lifecycle -> command latency), and a torn
+tail after a crash costs at most one such batch."""
 
 _STOP = object()
 
@@ -174,7 +173,7 @@ class SegmentWriter:
         max_queue_batches: int = 64,
         disk_limit_bytes: int | None = None,
         live_compression: str | None = "lz4",
-        parquet: ParquetOptions = DEFAULT_PARQUET,
+        parquet: ParquetOptions = SEAL_PARQUET,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.session_id = session_id
@@ -186,7 +185,7 @@ class SegmentWriter:
         self.live_compression = live_compression
         self.parquet = parquet
 
-        self._pending: deque[tuple[Any, ...]] = deque()
+        self._pending = LogColumns(session_id)
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue_batches)
         self._capacity = max_queue_batches
         self._accepting = False
@@ -252,7 +251,22 @@ class SegmentWriter:
         """
         if not self._accepting:
             raise self.error or WriterError("log writer is not running (not started or stopped)")
-        self._pending.append(row)
+        self._pending.append_row(row)
+
+    def append_delta(
+        self,
+        record_seq: int,
+        recv_ns: int,
+        conn: int,
+        epoch: int,
+        raw: bytes,
+        d: tuple[int, int, str, str, int, int, int],
+    ) -> None:
+        """Queue one ``orderbook_delta`` row without building it (the hot path; see
+        ``recorder.log_columns``). Same promises as ``append``."""
+        if not self._accepting:
+            raise self.error or WriterError("log writer is not running (not started or stopped)")
+        self._pending.append_delta(record_seq, recv_ns, conn, epoch, raw, d)
 
     @property
     def backlog(self) -> bool:
@@ -322,19 +336,19 @@ class SegmentWriter:
 
     def _handoff(self, *, final: bool) -> None:
         pending = self._pending
-        while pending and not self.failed.is_set():
+        while len(pending) and not self.failed.is_set():
             if self._queue.full() and not final:
                 self._note_backlog()
                 return
-            n = min(len(pending), MAX_BATCH_ROWS)
-            pop = pending.popleft
-            rows = [pop() for _ in range(n)]
-            batch = _to_batch_yielding(rows)
+            batch = pending.take(MAX_BATCH_ROWS)
+            if batch is None:
+                break
+            time.sleep(0)  # let the reader have the GIL between batches
             if final:
                 self._put_blocking(batch)
             else:
                 self._queue.put_nowait(batch)  # only this thread puts: room was checked
-        if self._backlogged and not pending:  # everything handed over: caught up
+        if self._backlogged and not len(pending):  # everything handed over: caught up
             self._backlogged = False
             log.info("log writer caught up (queue depth %d)", self._queue.qsize())
 
@@ -517,14 +531,3 @@ class SegmentWriter:
         self._accepting = False
         self.failed.set()
         self._stop_evt.set()
-
-
-def _to_batch_yielding(rows: list[tuple[Any, ...]]) -> pa.RecordBatch:
-    """``rows_to_batch`` in slices, letting the event loop run between them (GIL hand-over)."""
-    if len(rows) <= CONVERT_SLICE_ROWS:
-        return rows_to_batch(rows)
-    parts = []
-    for i in range(0, len(rows), CONVERT_SLICE_ROWS):
-        parts.append(rows_to_batch(rows[i : i + CONVERT_SLICE_ROWS]))
-        time.sleep(0)  # release the GIL: the asyncio reader must not wait on the writer
-    return pa.concat_batches(parts)
