@@ -131,33 +131,43 @@ def _sid_of(f: dict[str, Any]) -> int | None:
     return None
 
 
-def _unknown(key: str, question: str, why: str, evidence: list[int] | None = None) -> Answer:
-    return Answer(key, question, "unknown", why, evidence or [])
+@dataclass(frozen=True)
+class _Question:
+    """One question: its key and text, said once; calling it gives an answer."""
+
+    key: str
+    text: str
+
+    def __call__(self, value: Any, summary: str, evidence: list[int]) -> Answer:
+        return Answer(self.key, self.text, value, summary, evidence)
+
+    def unknown(self, why: str, evidence: list[int] | None = None) -> Answer:
+        return Answer(self.key, self.text, "unknown", why, evidence or [])
 
 
 # ---- the questions ---------------------------------------------------------------------------
 
 
 def get_snapshot_ok(t: Transcript) -> Answer:
-    q = "Does get_snapshot get an ok?"
+    a = _Question("get_snapshot_ok", "Does get_snapshot get an ok?")
     asked = _asked(t, "get_snapshot")
     if asked is None:
-        return _unknown("get_snapshot_ok", q, "not asked (no market to subscribe to)")
+        return a.unknown("not asked (no market to subscribe to)")
     out, replies = asked
     oks = [e["n"] for e, f in replies if f.get("type") == "ok"]
     errors = [e["n"] for e, f in replies if f.get("type") == "error"]
     snaps = [e["n"] for e, f in _window(t, out) if f.get("type") == SNAPSHOT_MSG]
     ev = [out["n"], *oks, *errors, *snaps[:2]]
     if errors:
-        return _unknown("get_snapshot_ok", q, "the command got an error", ev)
+        return a.unknown("the command got an error", ev)
     if oks and snaps:
         when = "before" if oks[0] < snaps[0] else "after"
-        return Answer("get_snapshot_ok", q, when, f"yes, {when} the snapshot", ev)
+        return a(when, f"yes, {when} the snapshot", ev)
     if oks:
-        return Answer("get_snapshot_ok", q, "before", "yes (no snapshot came)", ev)
+        return a("before", "yes (no snapshot came)", ev)
     if snaps:
-        return Answer("get_snapshot_ok", q, "none", "no: only the snapshot came", ev)
-    return _unknown("get_snapshot_ok", q, "neither an ok nor a snapshot came", ev)
+        return a("none", "no: only the snapshot came", ev)
+    return a.unknown("neither an ok nor a snapshot came", ev)
 
 
 def _carries_sid(f: dict[str, Any]) -> bool:
@@ -169,7 +179,7 @@ def _carries_sid(f: dict[str, Any]) -> bool:
 
 
 def reply_id(t: Transcript) -> Answer:
-    q = "Do replies carry id?"
+    a = _Question("reply_id", "Do replies carry id?")
     sid_with: list[int] = []
     sid_without: list[int] = []
     other_with: list[int] = []
@@ -186,21 +196,23 @@ def reply_id(t: Transcript) -> Answer:
     without = sid_without + other_without
     ev = sorted(without[:4] + with_id[:2])
     if not with_id and not without:
-        return _unknown("reply_id", q, "no reply received")
+        return a.unknown("no reply received")
     if not without:
-        return Answer("reply_id", q, "always", f"yes: all {len(with_id)} replies", ev)
+        return a("always", f"yes: all {len(with_id)} replies", ev)
     if not with_id:
-        return Answer("reply_id", q, "never", f"no: none of {len(without)} replies", ev)
+        return a("never", f"no: none of {len(without)} replies", ev)
     if not sid_with and not other_without:
-        return Answer("reply_id", q, "sid_replies", "not on subscribed/ok/unsubscribed", ev)
-    return Answer("reply_id", q, "mixed", f"{len(without)} of {len(t.entries)} without", ev)
+        return a("sid_replies", "not on subscribed/ok/unsubscribed", ev)
+    return a("mixed", f"{len(without)} of {len(t.entries)} without", ev)
 
 
 def repeat_subscribe(t: Transcript) -> Answer:
-    q = "Does a repeat subscribe merge, get a new sid, or get an error?"
+    a = _Question(
+        "repeat_subscribe", "Does a repeat subscribe merge, get a new sid, or get an error?"
+    )
     found = _out_command(t, "repeat_subscribe")
     if found is None:
-        return _unknown("repeat_subscribe", q, "not asked (no market to subscribe to)")
+        return a.unknown("not asked (no market to subscribe to)")
     out, body = found
     known = {
         s
@@ -213,17 +225,17 @@ def repeat_subscribe(t: Transcript) -> Answer:
         kind = f.get("type")
         if kind == "error":
             msg = _msg(f)
-            return Answer("repeat_subscribe", q, "error", f"error {msg.get('code')}", ev)
+            return a("error", f"error {msg.get('code')}", ev)
         sid = _sid_of(f)
         if kind == "subscribed" and sid is not None and sid not in known:
-            return Answer("repeat_subscribe", q, "new_sid", f"new sid {sid}", ev)
+            return a("new_sid", f"new sid {sid}", ev)
         if kind in ("subscribed", "ok"):
-            return Answer("repeat_subscribe", q, "merged", f"{kind} on existing sid {sid}", ev)
-    return Answer("repeat_subscribe", q, "no_reply", "no reply (merged silently?)", ev)
+            return a("merged", f"{kind} on existing sid {sid}", ev)
+    return a("no_reply", "no reply (merged silently?)", ev)
 
 
 def reply_seq(t: Transcript) -> Answer:
-    q = "Do ok/unsubscribed replies consume or echo a seq?"
+    a = _Question("reply_seq", "Do ok/unsubscribed replies consume or echo a seq?")
     last: dict[int, int] = {}
     verdicts: list[tuple[int, str]] = []
     unsequenced: list[int] = []
@@ -242,31 +254,31 @@ def reply_seq(t: Transcript) -> Answer:
     ev = [n for n, _ in verdicts[:4]] + unsequenced[:2]
     if not verdicts:
         if unsequenced:
-            return Answer("reply_seq", q, "absent", "replies carry no seq", ev)
-        return _unknown("reply_seq", q, "no sequenced reply after a sequenced frame")
+            return a("absent", "replies carry no seq", ev)
+        return a.unknown("no sequenced reply after a sequenced frame")
     if kinds == {"consume"}:
-        return Answer("reply_seq", q, "consume", f"consume ({len(verdicts)} replies)", ev)
+        return a("consume", f"consume ({len(verdicts)} replies)", ev)
     if kinds == {"echo"}:
-        return Answer("reply_seq", q, "echo", f"echo ({len(verdicts)} replies)", ev)
-    return Answer("reply_seq", q, "mixed", ", ".join(v for _, v in verdicts), ev)
+        return a("echo", f"echo ({len(verdicts)} replies)", ev)
+    return a("mixed", ", ".join(v for _, v in verdicts), ev)
 
 
 def lifecycle_seq(t: Transcript) -> Answer:
-    q = "Do lifecycle messages carry a seq?"
+    a = _Question("lifecycle_seq", "Do lifecycle messages carry a seq?")
     seen = [(e["n"], "seq" in f) for e, f in t.ws_in() if f.get("type") in LIFECYCLE_TYPES]
     if not seen:
-        return _unknown("lifecycle_seq", q, "no lifecycle message arrived while listening")
+        return a.unknown("no lifecycle message arrived while listening")
     ev = [n for n, _ in seen[:3]]
     flags = {s for _, s in seen}
     if flags == {True}:
-        return Answer("lifecycle_seq", q, "yes", f"yes ({len(seen)} messages)", ev)
+        return a("yes", f"yes ({len(seen)} messages)", ev)
     if flags == {False}:
-        return Answer("lifecycle_seq", q, "no", f"no ({len(seen)} messages)", ev)
-    return Answer("lifecycle_seq", q, "mixed", "on some messages only", ev)
+        return a("no", f"no ({len(seen)} messages)", ev)
+    return a("mixed", "on some messages only", ev)
 
 
 def empty_side(t: Transcript) -> Answer:
-    q = "Is an empty book side omitted or []?"
+    a = _Question("empty_side", "Is an empty book side omitted or []?")
     omit, empty = [], []
     for e, f in t.ws_in():
         msg = f.get("msg")
@@ -280,29 +292,29 @@ def empty_side(t: Transcript) -> Answer:
                 empty.append(e["n"])
     ev = sorted(set(omit[:2] + empty[:2]))
     if omit and empty:
-        return Answer("empty_side", q, "mixed", "both seen", ev)
+        return a("mixed", "both seen", ev)
     if omit:
-        return Answer("empty_side", q, "omit", "omitted (key absent)", ev)
+        return a("omit", "omitted (key absent)", ev)
     if empty:
-        return Answer("empty_side", q, "empty_list", "[] (key present, empty)", ev)
-    return _unknown("empty_side", q, "every snapshot had both sides")
+        return a("empty_list", "[] (key present, empty)", ev)
+    return a.unknown("every snapshot had both sides")
 
 
 def pong(t: Transcript) -> Answer:
-    q = "What do the pongs carry?"
+    a = _Question("pong", "What do the pongs carry?")
     ping = next((e for e in t.entries if e["kind"] == "ping" and e["dir"] == "out"), None)
     if ping is None:
-        return _unknown("pong", q, "no ping sent")
+        return a.unknown("no ping sent")
     after = [e for e in t.entries[ping["n"] + 1 :] if e["kind"] == "pong" and e["dir"] == "in"]
     if not after:
-        return Answer("pong", q, "none", "no pong came", [ping["n"]])
+        return a("none", "no pong came", [ping["n"]])
     first = after[0]
     ev = [ping["n"], first["n"]]
     if first["data_hex"] == ping["data_hex"]:
-        return Answer("pong", q, "echo", f"our payload ({ping['data']!r})", ev)
+        return a("echo", f"our payload ({ping['data']!r})", ev)
     if first["data_hex"] == "":
-        return Answer("pong", q, "empty", "an empty payload", ev)
-    return Answer("pong", q, "other", f"another payload ({first['data']!r})", ev)
+        return a("empty", "an empty payload", ev)
+    return a("other", f"another payload ({first['data']!r})", ev)
 
 
 def _rest(t: Transcript, step: str) -> tuple[Entry, Entry | None] | None:
@@ -330,7 +342,7 @@ FILTER_CHECKS: dict[str, Callable[[dict[str, str], list[dict[str, Any]]], bool |
 
 
 def rest_filters(t: Transcript) -> Answer:
-    q = "Which REST filters are accepted?"
+    a = _Question("rest_filters", "Which REST filters are accepted?")
     value: dict[str, str] = {}
     ev: list[int] = []
     for name, check in FILTER_CHECKS.items():
@@ -351,8 +363,8 @@ def rest_filters(t: Transcript) -> Answer:
             honored = check(params, ms)
             value[name] = "accepted" if honored is None else "honored" if honored else "ignored"
     if not value:
-        return Answer("rest_filters", q, {}, "not asked", [])
-    return Answer("rest_filters", q, value, ", ".join(f"{k} {v}" for k, v in value.items()), ev)
+        return a({}, "not asked", [])
+    return a(value, ", ".join(f"{k} {v}" for k, v in value.items()), ev)
 
 
 def _frac_digits(s: str) -> int | None:
@@ -363,7 +375,7 @@ def _frac_digits(s: str) -> int | None:
 
 
 def rest_time_precision(t: Transcript) -> Answer:
-    q = "What precision does each REST time field have?"
+    a = _Question("rest_time_precision", "What precision does each REST time field have?")
     digits: dict[str, int] = {}
     ev: list[int] = []
     for _out, resp in t.rest_pairs():
@@ -380,32 +392,30 @@ def rest_time_precision(t: Transcript) -> Answer:
                 ):
                     digits[k] = max(d, digits.get(k, 0))
     if not digits:
-        return Answer("rest_time_precision", q, {}, "no market listed", ev[:3])
+        return a({}, "no market listed", ev[:3])
     parts = [f"{k} {v}" for k, v in sorted(digits.items())]
-    return Answer("rest_time_precision", q, dict(sorted(digits.items())), ", ".join(parts), ev[:3])
+    return a(dict(sorted(digits.items())), ", ".join(parts), ev[:3])
 
 
 def end_cursor(t: Transcript) -> Answer:
-    q = "What is the end-of-pagination cursor?"
+    a = _Question("end_cursor", "What is the end-of-pagination cursor?")
     pair = _rest(t, "rest_last_page")
     if pair is None or pair[1] is None or pair[1].get("status") != 200:
-        return _unknown(
-            "end_cursor", q, "no single-page listing answered", [pair[0]["n"]] if pair else []
-        )
+        return a.unknown("no single-page listing answered", [pair[0]["n"]] if pair else [])
     out, resp = pair
     assert resp is not None  # checked above
     body = t.parsed(resp)
     ev = [out["n"], resp["n"]]
     if not isinstance(body, dict):
-        return _unknown("end_cursor", q, "the listing was not a JSON object", ev)
+        return a.unknown("the listing was not a JSON object", ev)
     if "cursor" not in body:
-        return Answer("end_cursor", q, "absent", "no cursor key", ev)
+        return a("absent", "no cursor key", ev)
     c = body["cursor"]
     if c is None:
-        return Answer("end_cursor", q, "null", "null", ev)
+        return a("null", "null", ev)
     if c == "":
-        return Answer("end_cursor", q, "empty_string", '""', ev)
-    return Answer("end_cursor", q, "more_pages", "the page was not the last", ev)
+        return a("empty_string", '""', ev)
+    return a("more_pages", "the page was not the last", ev)
 
 
 def _iso_ms(s: str) -> int | None:
@@ -419,7 +429,7 @@ def clock_offset_ms(t: Transcript) -> Answer:
     """Bounds on (exchange clock - ours). An exchange time stamp of something that already
     happened, received at our t_recv, gives offset >= ts - t_recv; an HTTP Date header (whole
     seconds, stamped between our send and receive) gives both bounds."""
-    q = "How far apart are the exchange's clock and ours?"
+    a = _Question("clock_offset_ms", "How far apart are the exchange's clock and ours?")
     lows: list[tuple[int, int]] = []
     highs: list[tuple[int, int]] = []
     for out, resp in t.rest_pairs():
@@ -456,13 +466,13 @@ def clock_offset_ms(t: Transcript) -> Answer:
     ev = [x[1] for x in (low, high) if x is not None]
     value = {"estimate": None, "low": low[0] if low else None, "high": high[0] if high else None}
     if low is None and high is None:
-        return Answer("clock_offset_ms", q, value, "no exchange time stamp seen", [])
+        return a(value, "no exchange time stamp seen", [])
     if low is not None and high is not None:
         value["estimate"] = (low[0] + high[0]) // 2
-        return Answer("clock_offset_ms", q, value, f"{low[0]}..{high[0]} ms", ev)
+        return a(value, f"{low[0]}..{high[0]} ms", ev)
     value["estimate"] = low[0] if low is not None else high[0] if high is not None else None
     side = "at least" if low is not None else "at most"
-    return Answer("clock_offset_ms", q, value, f"{side} {value['estimate']} ms", ev)
+    return a(value, f"{side} {value['estimate']} ms", ev)
 
 
 ERROR_CASES = {
@@ -474,7 +484,7 @@ ERROR_CASES = {
 
 
 def errors(t: Transcript) -> Answer:
-    q = "What shapes do the error codes we can elicit take?"
+    a = _Question("errors", "What shapes do the error codes we can elicit take?")
     value: dict[str, Any] = {}
     ev: list[int] = []
     for case, step in ERROR_CASES.items():
@@ -511,38 +521,38 @@ def errors(t: Transcript) -> Answer:
         }
         ev.append(pair[1]["n"])
     parts = [f"{k} {v.get('code') or v.get('status') or v.get('type')}" for k, v in value.items()]
-    return Answer("errors", q, value, ", ".join(parts) or "not asked", ev)
+    return a(value, ", ".join(parts) or "not asked", ev)
 
 
 def mve_channel(t: Transcript) -> Answer:
-    q = "Is there a multivariate_market_lifecycle channel?"
+    a = _Question("mve_channel", "Is there a multivariate_market_lifecycle channel?")
     asked = _asked(t, "subscribe_mve")
     if asked is None:
-        return _unknown("mve_channel", q, "not asked")
+        return a.unknown("not asked")
     out, replies = asked
     ev = [out["n"], *(e["n"] for e, _ in replies[:1])]
     if not replies:
-        return Answer("mve_channel", q, "no_reply", "no reply", ev)
+        return a("no_reply", "no reply", ev)
     f = replies[0][1]
     if f.get("type") == "error":
         msg = _msg(f)
-        return Answer("mve_channel", q, "error", f"error {msg.get('code')}", ev)
+        return a("error", f"error {msg.get('code')}", ev)
     sid = _sid_of(f)
     seen = [
         e["n"]
         for e, g in t.ws_in()
         if g.get("sid") == sid and g.get("type") == MVE_LIFECYCLE_CHANNEL
     ]
-    return Answer(
-        "mve_channel", q, "subscribed", f"subscribed; {len(seen)} MVE notices", ev + seen[:2]
-    )
+    return a("subscribed", f"subscribed; {len(seen)} MVE notices", ev + seen[:2])
 
 
 def mve_share(t: Transcript) -> Answer:
-    q = "What share of new markets are MVE (announced on their own channel)?"
+    a = _Question(
+        "mve_share", "What share of new markets are MVE (announced on their own channel)?"
+    )
     found = _out_command(t, "subscribe_mve")
     if found is None:
-        return _unknown("mve_share", q, "the MVE channel was not asked")
+        return a.unknown("the MVE channel was not asked")
     regular, mve = [], []
     for e, f in t.ws_in():  # both channels are live only after the MVE subscribe
         msg = f.get("msg")
@@ -555,19 +565,17 @@ def mve_share(t: Transcript) -> Answer:
                 mve.append(e["n"])
     total = len(regular) + len(mve)
     if not total:
-        return _unknown("mve_share", q, "no market was created while we listened")
+        return a.unknown("no market was created while we listened")
     share = round(len(mve) / total, 2)
-    return Answer("mve_share", q, share, f"{len(mve)} of {total} created", (mve[:2] + regular[:2]))
+    return a(share, f"{len(mve)} of {total} created", (mve[:2] + regular[:2]))
 
 
 def close_code(t: Transcript) -> Answer:
-    q = "Which close code ends the connection?"
+    a = _Question("close_code", "Which close code ends the connection?")
     close = next((e for e in t.entries if e["kind"] == "close" and e["dir"] == "in"), None)
     if close is None:
-        return Answer("close_code", q, None, "no close frame received", [])
-    return Answer(
-        "close_code",
-        q,
+        return a(None, "no close frame received", [])
+    return a(
         close.get("code"),
         f"{close.get('code')} {close.get('reason') or ''}".strip(),
         [close["n"]],
@@ -575,7 +583,7 @@ def close_code(t: Transcript) -> Answer:
 
 
 def seq_start(t: Transcript) -> Answer:
-    q = "Which seq does a new subscription start at?"
+    a = _Question("seq_start", "Which seq does a new subscription start at?")
     firsts: dict[int, tuple[int, int]] = {}
     book_sids = {
         sid
@@ -590,16 +598,16 @@ def seq_start(t: Transcript) -> Answer:
         if sid in book_sids and isinstance(seq, int) and sid not in firsts:
             firsts[sid] = (seq, e["n"])
     if not firsts:
-        return _unknown("seq_start", q, "no sequenced frame on a book subscription")
+        return a.unknown("no sequenced frame on a book subscription")
     values = sorted({s for s, _ in firsts.values()})
     ev = [n for _, n in list(firsts.values())[:3]]
     if len(values) > 1:
-        return Answer("seq_start", q, "mixed", f"first seqs {values}", ev)
-    return Answer("seq_start", q, values[0], f"{values[0]}", ev)
+        return a("mixed", f"first seqs {values}", ev)
+    return a(values[0], f"{values[0]}", ev)
 
 
 def wire_format(t: Transcript) -> Answer:
-    q = "Which wire format do book messages use?"
+    a = _Question("wire_format", "Which wire format do book messages use?")
     for e, f in t.ws_in():
         msg = f.get("msg")
         if f.get("type") not in (SNAPSHOT_MSG, DELTA_MSG):
@@ -607,10 +615,10 @@ def wire_format(t: Transcript) -> Answer:
         if not isinstance(msg, dict):
             continue
         if any(k in msg for k in ("yes", "no", "price", "delta")):
-            return Answer("wire_format", q, "legacy", "legacy (integer cents)", [e["n"]])
+            return a("legacy", "legacy (integer cents)", [e["n"]])
         if any(k in msg for k in ("yes_dollars_fp", "no_dollars_fp", "delta_fp")):
-            return Answer("wire_format", q, "current", "current (_dollars/_fp strings)", [e["n"]])
-    return _unknown("wire_format", q, "no book message with a level arrived")
+            return a("current", "current (_dollars/_fp strings)", [e["n"]])
+    return a.unknown("no book message with a level arrived")
 
 
 def young_market(t: Transcript) -> Answer:
@@ -618,10 +626,10 @@ def young_market(t: Transcript) -> Answer:
 
     A rejection sent r ms after the notice arrived shows the window is longer than r (the market
     was created before its notice arrived); the first acceptance bounds it from above."""
-    q = "Is a market just created 'not found' (error 16) for a while?"
+    a = _Question("young_market", "Is a market just created 'not found' (error 16) for a while?")
     tries = [(e, o) for e, o in t.ws_out() if e["step"] == "young_market"]
     if not tries:
-        return _unknown("young_market", q, "no market was created while we listened")
+        return a.unknown("no market was created while we listened")
     first_cmd = tries[0][1]
     ticker = ((first_cmd.get("params") or {}).get("market_tickers") or [None])[0]
     notice = next(
@@ -636,7 +644,7 @@ def young_market(t: Transcript) -> Answer:
         None,
     )
     if notice is None:
-        return _unknown("young_market", q, "the created notice is missing", [tries[0][0]["n"]])
+        return a.unknown("the created notice is missing", [tries[0][0]["n"]])
     low: float | None = None
     high: float | None = None
     ev = [notice["n"]]
@@ -655,12 +663,12 @@ def young_market(t: Transcript) -> Answer:
             break
     value = {"not_found_after_s": low, "accepted_after_s": high}
     if low is None and high is not None:
-        return Answer("young_market", q, value, "no: accepted at once", ev)
+        return a(value, "no: accepted at once", ev)
     if low is not None and high is not None:
-        return Answer("young_market", q, value, f"yes: for {low:.1f}..{high:.1f} s", ev)
+        return a(value, f"yes: for {low:.1f}..{high:.1f} s", ev)
     if low is not None:
-        return Answer("young_market", q, value, f"yes: still after {low:.1f} s", ev)
-    return Answer("young_market", q, value, "no answer", ev)
+        return a(value, f"yes: still after {low:.1f} s", ev)
+    return a(value, "no answer", ev)
 
 
 QUESTIONS: tuple[Callable[[Transcript], Answer], ...] = (
