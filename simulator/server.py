@@ -9,10 +9,10 @@ Everything protocol-shaped lives in the sans-I/O modules (``exchange``, ``market
 
 ``start_in_thread(cfg)`` runs the same thing on a background event loop for synchronous code.
 
-Outbound frames bypass ``websockets``' per-message ``send()``: a writer task encodes a batch of
-text frames (server frames are unmasked, compression is off) into one buffer and writes it inside
-``send_context()``, which keeps websockets' state checks and flow control. That is what lets one
-process approach 100k msgs/s; per-message ``send()`` costs several times more.
+WebSocket connections are ``simulator.websocket.WsConnection``: websockets' sans-I/O protocol on
+a transport of our own. A writer task per connection writes each batch of frames in one go, then
+waits for the transport to drain (backpressure); that is what lets one process approach 100k
+msgs/s, where per-message ``send()`` costs several times more.
 """
 
 from __future__ import annotations
@@ -20,11 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import http
 import logging
 import random
 import shutil
-import struct
 import tempfile
 import threading
 import time
@@ -34,12 +32,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
-import orjson
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConcurrencyError, ConnectionClosed
-from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.server import ServerProtocol
 
 from simulator import auth, rest
 from simulator.book import Book, fp_levels
@@ -47,6 +40,8 @@ from simulator.exchange import Exchange, Session
 from simulator.faults import FaultConfig, FaultCounters
 from simulator.groundtruth import GroundTruth
 from simulator.market import Engine, GenConfig, Market
+from simulator.websocket import WsConnection, json_response
+from simulator.websocket import ws_text_frame as ws_text_frame  # bench.simulator_throughput
 from simulator.wire import ProtocolOptions
 
 log = logging.getLogger("simulator")
@@ -91,50 +86,10 @@ class Stats:
     live_markets: int = 0
 
 
-_H2 = struct.Struct("!BB").pack
-_H4 = struct.Struct("!BBH").pack
-_H10 = struct.Struct("!BBQ").pack
-
-
-def ws_text_frame(text: str) -> bytes:
-    """One unmasked, final, text frame (RFC 6455 §5.2) as a server sends it."""
-    p = text.encode()
-    n = len(p)
-    if n < 126:
-        return _H2(0x81, n) + p
-    if n < 65_536:
-        return _H4(0x81, 126, n) + p
-    return _H10(0x81, 127, n) + p
-
-
-class _EmptyPongProtocol(ServerProtocol):
-    """Answers a client's Ping with an empty Pong, as the notes say the exchange may (§5: "Clients
-    may also ping; server pongs (empty payload)"), instead of echoing it as RFC 6455 asks."""
-
-    on_ping: Callable[[], None] | None = None
-
-    def recv_frame(self, frame: Frame) -> None:
-        if frame.opcode is Opcode.PING:
-            self.send_frame(Frame(Opcode.PONG, b""))
-            if self.on_ping is not None:
-                self.on_ping()
-            return
-        super().recv_frame(frame)
-
-
-class _EmptyPongConnection(ServerConnection):
-    """websockets builds the Sans-I/O protocol before the connection and offers no factory for
-    it; the subclass adds no state, so switching the instance's class here is safe."""
-
-    def __init__(self, protocol: ServerProtocol, *args: Any, **kw: Any) -> None:
-        protocol.__class__ = _EmptyPongProtocol
-        super().__init__(protocol, *args, **kw)
-
-
 class _Conn:
     __slots__ = ("opened", "session", "stalled_until", "tasks", "wake", "ws")
 
-    def __init__(self, ws: ServerConnection, session: Session, opened: float) -> None:
+    def __init__(self, ws: WsConnection, session: Session, opened: float) -> None:
         self.ws = ws
         self.session = session
         self.wake = asyncio.Event()
@@ -170,11 +125,12 @@ class Simulator:
         self.key_id = ""
         self.private_key_path = Path()
         self._tmp_keys: Path | None = None
-        self._ws_server: Server | None = None
+        self._ws_server: asyncio.Server | None = None
         self._rest_server: asyncio.Server | None = None
         self._clock_task: asyncio.Task[None] | None = None
         self._conns: dict[int, _Conn] = {}
-        self._auth_by_conn: dict[ServerConnection, bool] = {}
+        self._auth_by_conn: dict[WsConnection, bool] = {}
+        self._by_ws: dict[WsConnection, _Conn] = {}
         self._reject_until = 0.0
         self._gt: GroundTruth | None = None
         self._fault_rng = random.Random(cfg.seed * 104_729 + 3)
@@ -213,15 +169,9 @@ class Simulator:
         self._loop = asyncio.get_running_loop()
         self._t0 = self._loop.time()
         self._pump()
-        self._ws_server = await serve(
-            self._handler,
-            cfg.host,
-            cfg.port,
-            process_request=self._process_request,
-            ping_interval=None,  # our own pings carry the exchange's b"heartbeat" payload
-            compression=None,
-            max_size=1 << 20,
-            create_connection=_EmptyPongConnection if cfg.protocol.pong == "empty" else None,
+        empty_pong = cfg.protocol.pong == "empty"
+        self._ws_server = await self._loop.create_server(
+            lambda: WsConnection(self, empty_pong), cfg.host, cfg.port
         )
         ws_port = self._ws_server.sockets[0].getsockname()[1]
         legacy = cfg.protocol.legacy
@@ -250,7 +200,7 @@ class Simulator:
         if self._ws_server is not None:
             self._ws_server.close()
             for st in list(self._conns.values()):
-                st.ws.transport.abort()
+                st.ws.abort()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._ws_server.wait_closed(), 5)
         if self._rest_server is not None:
@@ -266,34 +216,25 @@ class Simulator:
 
     # ---- handshake ------------------------------------------------------------------------
 
-    def _json_response(
-        self, conn: ServerConnection, status: int, code: str, message: str
-    ) -> Response:
-        resp = conn.respond(
-            http.HTTPStatus(status), orjson.dumps({"code": code, "message": message}).decode()
-        )
-        del resp.headers["Content-Type"]
-        resp.headers["Content-Type"] = "application/json"
-        return resp
-
-    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+    def ws_handshake(self, conn: WsConnection, request: Request) -> Response | None:
+        """Refuse by fault knob or failed authentication, else accept (``WsConnection`` hook)."""
         path = request.path.split("?", 1)[0]
         if path != WS_PATH:
-            return self._json_response(
-                conn, 404, "not_found", f"no WebSocket endpoint at {path}; use {WS_PATH}"
+            return json_response(
+                conn.protocol, 404, "not_found", f"no WebSocket endpoint at {path}; use {WS_PATH}"
             )
         self.stats.handshakes += 1
         f = self.cfg.faults
         if self.stats.handshakes <= f.reject_first_n or self._loop.time() < self._reject_until:
             self.faults.rejected_handshakes += 1
             if f.reject_status == 429:
-                resp = self._json_response(
-                    conn, 429, "too_many_requests", "simulated rate limit; retry later"
+                resp = json_response(
+                    conn.protocol, 429, "too_many_requests", "simulated rate limit; retry later"
                 )
                 resp.headers["Retry-After"] = "1"
                 return resp
-            return self._json_response(
-                conn, 503, "service_unavailable", "simulated outage; retry later"
+            return json_response(
+                conn.protocol, 503, "service_unavailable", "simulated outage; retry later"
             )
         headers = request.headers
         if self.cfg.allow_unauthenticated and not any(
@@ -313,40 +254,49 @@ class Simulator:
             )
         except auth.AuthError as e:
             log.info("handshake rejected: %s", e.message)
-            return self._json_response(conn, e.status, e.code, e.message)
+            return json_response(conn.protocol, e.status, e.code, e.message)
         self._auth_by_conn[conn] = True
         return None
 
     # ---- connections ----------------------------------------------------------------------
 
-    async def _handler(self, ws: ServerConnection) -> None:
-        authenticated = self._auth_by_conn.pop(ws, True)
+    def ws_open(self, conn: WsConnection) -> None:
+        """A handshake succeeded: a protocol session, a writer and a pinger for it."""
+        authenticated = self._auth_by_conn.pop(conn, True)
         self._pump()  # deliver pending events before a snapshot can be taken
         session = self.exchange.open_session(authenticated)
-        if isinstance(ws.protocol, _EmptyPongProtocol):
-            ws.protocol.on_ping = self._count_empty_pong
-        st = _Conn(ws, session, self._loop.time())
+        st = _Conn(conn, session, self._loop.time())
         self._conns[session.conn_id] = st
+        self._by_ws[conn] = st
         self.stats.connections_total += 1
         self.stats.connections_open += 1
         st.tasks.append(asyncio.create_task(self._writer(st)))
         if self.cfg.ping_interval > 0:
             st.tasks.append(asyncio.create_task(self._pinger(st)))
-        try:
-            async for msg in ws:
-                self._pump()
-                session.receive(msg)
-                st.wake.set()
-        except ConnectionClosed:
-            pass
-        finally:
-            for t in st.tasks:
-                t.cancel()
-            self._conns.pop(session.conn_id, None)
-            self.exchange.close_session(session.conn_id)
-            self.stats.connections_open -= 1
-            if self._gt is not None:
-                self._gt.close_conn(session.conn_id)
+
+    def ws_message(self, conn: WsConnection, message: str | bytes) -> None:
+        st = self._by_ws[conn]
+        self._pump()
+        st.session.receive(message)
+        st.wake.set()
+
+    def ws_closed(self, conn: WsConnection) -> None:
+        self._auth_by_conn.pop(conn, None)
+        st = self._by_ws.pop(conn, None)
+        if st is None:
+            return
+        for t in st.tasks:
+            t.cancel()
+        conn_id = st.session.conn_id
+        self._conns.pop(conn_id, None)
+        self.exchange.close_session(conn_id)
+        self.stats.connections_open -= 1
+        if self._gt is not None:
+            self._gt.close_conn(conn_id)
+
+    def ws_empty_pong(self) -> None:
+        self.faults.empty_pongs += 1
+        self.exchange.effects.append({"effect": "empty_pong", "t_ms": self.engine.now_ms})
 
     async def _writer(self, st: _Conn) -> None:
         ws = st.ws
@@ -354,39 +304,25 @@ class Simulator:
         gt = self._gt
         stats = self.stats
         conn_id = session.conn_id
-        try:
-            while True:
-                await st.wake.wait()
-                st.wake.clear()
-                delay = st.stalled_until - self._loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                frames = session.take()
-                if not frames:
-                    continue
-                payload = b"".join([ws_text_frame(f) for f in frames])
-                if gt is not None:
-                    gt.frames(conn_id, time.time_ns(), frames)
-                stats.frames_sent += len(frames)
-                stats.bytes_sent += len(payload)
-                async with ws.send_context():
-                    ws.transport.write(payload)
-        except ConnectionClosed:
-            pass
+        while ws.is_open:
+            await st.wake.wait()
+            st.wake.clear()
+            delay = st.stalled_until - self._loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            frames = session.take()
+            if not frames or not ws.is_open:
+                continue
+            if gt is not None:
+                gt.frames(conn_id, time.time_ns(), frames)
+            stats.frames_sent += len(frames)
+            stats.bytes_sent += ws.send_texts(frames)
+            await ws.drain()
 
     async def _pinger(self, st: _Conn) -> None:
-        try:
-            while True:
-                await asyncio.sleep(self.cfg.ping_interval)
-                # if the previous heartbeat is still unanswered, don't stack another
-                with contextlib.suppress(ConcurrencyError):
-                    await st.ws.ping(b"heartbeat")
-        except ConnectionClosed:
-            pass
-
-    def _count_empty_pong(self) -> None:
-        self.faults.empty_pongs += 1
-        self.exchange.effects.append({"effect": "empty_pong", "t_ms": self.engine.now_ms})
+        while st.ws.is_open:
+            await asyncio.sleep(self.cfg.ping_interval)
+            st.ws.ping(b"heartbeat")
 
     def _close_with_code(self, st: _Conn, code: int, reason: str = "simulated close") -> None:
         """Close with a close frame carrying ``code`` (4000-4999: the exchange's own codes)."""
@@ -400,7 +336,7 @@ class Simulator:
                 "reason": reason,
             }
         )
-        st.tasks.append(asyncio.create_task(st.ws.close(code, reason)))
+        st.ws.close(code, reason)
 
     def _drop(self, st: _Conn) -> None:
         self.faults.drops += 1
@@ -414,10 +350,9 @@ class Simulator:
         )
         self._reject_until = self._loop.time() + self.cfg.faults.reject_after_drop_s
         if self.cfg.faults.drop_mode == "abort":
-            st.ws.transport.abort()
+            st.ws.abort()
         else:
-            task = asyncio.create_task(st.ws.close(1011, "simulated failure"))
-            st.tasks.append(task)
+            st.ws.close(1011, "simulated failure")
 
     # ---- the clock ------------------------------------------------------------------------
 
@@ -584,6 +519,10 @@ class Simulator:
         self._pump()
         return n
 
+    def paused_writers(self) -> int:
+        """How many connections' writers wait for their client to read (backpressure)."""
+        return sum(1 for st in self._conns.values() if st.ws.write_paused)
+
     def market(self, ticker: str) -> Market:
         return self.engine.market(ticker)
 
@@ -635,6 +574,7 @@ _CONTROL = frozenset(
         "drop_connections",
         "close_connections",
         "async_error",
+        "paused_writers",
         "effect_log",
         "market_json",
         "book",
@@ -692,6 +632,12 @@ class SimulatorThread:
             meth = getattr(self.sim, name)
             return lambda *a, **kw: self.call(lambda: meth(*a, **kw))
         return getattr(self.sim, name)
+
+    def __enter__(self) -> SimulatorThread:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def stop(self) -> None:
         if self._thread.is_alive() and self._stop_evt is not None:
