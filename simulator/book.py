@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from schemas.units import PRICE_SCALE, SIZE_SCALE, parse_price, parse_size
+
 PIPS_PER_DOLLAR = 10_000
 PIPS_PER_CENT = 100
+MICROS_PER_PIP = PRICE_SCALE // PIPS_PER_DOLLAR
+assert SIZE_SCALE == 100  # sizes here are hundredths of a contract: schemas.units' centi-contracts
 
 # Price grids by price_level_structure (notes §4.8). NO bids use the same grid mirrored
 # (1 - p), and every grid here is symmetric, so one tuple serves both sides.
@@ -34,6 +38,19 @@ PRICE_RANGES: dict[str, list[dict[str, str]]] = {
         {"start": "0.9000", "end": "1.0000", "step": "0.0010"},
     ],
 }
+
+
+def to_pips(price: str | int) -> int:
+    """A dollar string ("0.4500") or int cents (45), parsed exactly by ``schemas.units``."""
+    micros = parse_price(price)
+    if micros % MICROS_PER_PIP:
+        raise ValueError(f"price {price!r} is finer than the simulator's grid; use 4 decimals")
+    return micros // MICROS_PER_PIP
+
+
+def to_hundredths(size: str | int) -> int:
+    """A contract count ("10.00", "-2.5", 10), parsed exactly by ``schemas.units``."""
+    return parse_size(size)
 
 
 def price_str(p: int) -> str:

@@ -25,14 +25,21 @@ from typing import Any
 
 import orjson
 
+from schemas.wire import (
+    DELTA_MSG,
+    LIFECYCLE_CHANNEL,
+    LIFECYCLE_MSG_TYPES,
+    MVE_LIFECYCLE_CHANNEL,
+    SNAPSHOT_MSG,
+)
 from simulator.faults import FaultConfig, FaultCounters
-from simulator.market import LIFECYCLE_CHANNEL, MVE_CHANNEL, Delta, Engine, Notice
+from simulator.market import Delta, Engine, Notice
 from simulator.wire import ProtocolOptions, data_frame, delta_body, notice_body, snapshot_body
 
-ORDERBOOK = "orderbook_delta"
+ORDERBOOK = DELTA_MSG  # the book channel is named after its delta message
 LIFECYCLE = LIFECYCLE_CHANNEL
-MVE = MVE_CHANNEL
-NOTICE_CHANNELS = (LIFECYCLE, MVE)
+MVE = MVE_LIFECYCLE_CHANNEL
+NOTICE_CHANNELS = LIFECYCLE_MSG_TYPES  # channels whose messages are lifecycle notices
 # The asyncapi channel enum (notes §3.1). Channels we do not model are accepted and stay silent,
 # as a real but quiet channel would; anything else is error 8.
 KNOWN_CHANNELS = frozenset(
@@ -43,7 +50,7 @@ KNOWN_CHANNELS = frozenset(
         "fill",
         "market_positions",
         LIFECYCLE,
-        "multivariate_market_lifecycle",
+        MVE,
         "multivariate",
         "communications",
         "order_group_updates",
@@ -54,7 +61,6 @@ KNOWN_CHANNELS = frozenset(
 PRIVATE_CHANNELS = frozenset(
     {ORDERBOOK, "fill", "market_positions", "communications", "order_group_updates", "user_orders"}
 )
-LIFECYCLE_KINDS = frozenset({LIFECYCLE, "event_lifecycle", "event_fee_update"})
 
 ERRORS = {
     1: "Unable to process message",
@@ -225,7 +231,7 @@ class Session:
 
     def send_snapshot(self, sub: Sub, ticker: str) -> None:
         m = self.engine.markets[ticker]
-        self.emit(sub, "orderbook_snapshot", snapshot_body(m, self.opts), True)
+        self.emit(sub, SNAPSHOT_MSG, snapshot_body(m, self.opts), True)
 
     # ---- inbound --------------------------------------------------------------------------
 
@@ -565,7 +571,7 @@ class Exchange:
                         if body is None:
                             body = delta_body(ev, legacy, self._offset_ms)
                         for sub in subs:
-                            s.emit(sub, "orderbook_delta", body, True)
+                            s.emit(sub, DELTA_MSG, body, True)
             else:
                 assert isinstance(ev, Notice)
                 self._emitted_notices += 1

@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas.wire import LIFECYCLE_CHANNEL, MVE_LIFECYCLE_CHANNEL
 from simulator.book import GRIDS, PRICE_RANGES, Book
 
 _UNIT = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "ms": 0.001}
@@ -87,43 +88,35 @@ class GenConfig:
     mve_fraction: float = 0.0  # share of new events that are MVE combos (KXMVE..., §4.4)
 
 
+@dataclass(slots=True, eq=False)
 class Delta:
-    """One book change (the payload of an ``orderbook_delta``)."""
+    """One book change (the payload of an ``orderbook_delta``): price in pips, delta in
+    hundredths of a contract."""
 
-    __slots__ = ("delta", "market", "price", "side", "ts_ms")
-
-    def __init__(self, market: Market, side: str, price: int, delta: int, ts_ms: int) -> None:
-        self.market = market
-        self.side = side
-        self.price = price
-        self.delta = delta
-        self.ts_ms = ts_ms
+    market: Market
+    side: str
+    price: int
+    delta: int
+    ts_ms: int
 
 
-LIFECYCLE_CHANNEL = "market_lifecycle_v2"
-MVE_CHANNEL = "multivariate_market_lifecycle"
 MVE_PREFIX = "KXMVE"
+# Notice types besides the lifecycle channels' own (schemas.wire declares those)
+EVENT_LIFECYCLE = "event_lifecycle"
+EVENT_FEE_UPDATE = "event_fee_update"
 
 
+@dataclass(slots=True, eq=False)
 class Notice:
     """A message on a lifecycle channel: ``kind`` is the wire ``type``, ``channel`` the channel
-    that carries it (MVE markets and events only on ``multivariate_market_lifecycle``, §4.4)."""
+    that carries it (MVE markets and events only on ``multivariate_market_lifecycle``,
+    docs/protocol.md §4)."""
 
-    __slots__ = ("channel", "kind", "msg", "ticker", "ts_ms")
-
-    def __init__(
-        self,
-        kind: str,
-        ticker: str,
-        msg: dict[str, Any],
-        ts_ms: int,
-        channel: str = LIFECYCLE_CHANNEL,
-    ) -> None:
-        self.kind = kind
-        self.ticker = ticker
-        self.msg = msg
-        self.ts_ms = ts_ms
-        self.channel = channel
+    kind: str
+    ticker: str
+    msg: dict[str, Any]
+    ts_ms: int
+    channel: str = LIFECYCLE_CHANNEL
 
 
 Event = Delta | Notice
@@ -257,7 +250,8 @@ class Engine:
         m.updated_ms = self.now_ms
         self.notices_emitted += 1
         if m.mve:
-            self.out.append(Notice(MVE_CHANNEL, m.ticker, msg, self.now_ms, MVE_CHANNEL))
+            ch = MVE_LIFECYCLE_CHANNEL
+            self.out.append(Notice(ch, m.ticker, msg, self.now_ms, ch))
         else:
             self.out.append(Notice(LIFECYCLE_CHANNEL, m.ticker, msg, self.now_ms))
 
@@ -287,6 +281,23 @@ class Engine:
 
     # ---- creation -------------------------------------------------------------------------
 
+    def _new_event_notice(
+        self, event_ticker: str, series: str, title: str, subtitle: str, collateral: str, mve: bool
+    ) -> None:
+        """Register an event and announce it (``event_lifecycle``) on its markets' channel."""
+        self.events[event_ticker] = {"event_ticker": event_ticker, "series_ticker": series}
+        self.notices_emitted += 1
+        msg = {
+            "event_ticker": event_ticker,
+            "exchange_index": 0,
+            "title": title,
+            "subtitle": subtitle,
+            "collateral_return_type": collateral,
+            "series_ticker": series,
+        }
+        channel = MVE_LIFECYCLE_CHANNEL if mve else LIFECYCLE_CHANNEL
+        self.out.append(Notice(EVENT_LIFECYCLE, event_ticker, msg, self.now_ms, channel))
+
     def _new_event(self, n_markets: int, mve: bool = False) -> list[Market]:
         rng = self.rng
         cfg = self.cfg
@@ -298,23 +309,13 @@ class Engine:
         tm = time.gmtime(t)
         code = f"{tm.tm_year % 100:02d}{_MONTHS[tm.tm_mon - 1]}{tm.tm_mday:02d}"
         event_ticker = f"{series}-{code}S{self._event_counter:05d}"
-        self.events[event_ticker] = {"event_ticker": event_ticker, "series_ticker": series}
-        self.notices_emitted += 1
-        self.out.append(
-            Notice(
-                "event_lifecycle",
-                event_ticker,
-                {
-                    "event_ticker": event_ticker,
-                    "exchange_index": 0,
-                    "title": f"{title} ({code})?",
-                    "subtitle": f"Simulated event {self._event_counter}",
-                    "collateral_return_type": "MECNET" if n_markets > 1 else "",
-                    "series_ticker": series,
-                },
-                self.now_ms,
-                MVE_CHANNEL if mve else LIFECYCLE_CHANNEL,
-            )
+        self._new_event_notice(
+            event_ticker,
+            series,
+            f"{title} ({code})?",
+            f"Simulated event {self._event_counter}",
+            "MECNET" if n_markets > 1 else "",
+            mve,
         )
         lifetime_ms = int(cfg.lifetime.sample(rng) * 1000)
         open_ms = self.now_ms + int(cfg.open_delay.sample(rng) * 1000)
@@ -597,7 +598,7 @@ class Engine:
         self.notices_emitted += 1
         self.out.append(
             Notice(
-                "event_fee_update",
+                EVENT_FEE_UPDATE,
                 event_ticker,
                 {
                     "event_ticker": event_ticker,
@@ -639,23 +640,8 @@ class Engine:
         if ticker is None:
             ticker = f"{event_ticker}-T{self._event_counter}"
         if event_ticker not in self.events:
-            self.events[event_ticker] = {"event_ticker": event_ticker, "series_ticker": "KXTEST"}
-            self.notices_emitted += 1
-            self.out.append(
-                Notice(
-                    "event_lifecycle",
-                    event_ticker,
-                    {
-                        "event_ticker": event_ticker,
-                        "exchange_index": 0,
-                        "title": f"Test event {event_ticker}",
-                        "subtitle": "control API",
-                        "collateral_return_type": "",
-                        "series_ticker": "KXTEST",
-                    },
-                    self.now_ms,
-                    MVE_CHANNEL if mve else LIFECYCLE_CHANNEL,
-                )
+            self._new_event_notice(
+                event_ticker, "KXTEST", f"Test event {event_ticker}", "control API", "", mve
             )
         open_ms = self.now_ms + int(open_in_s * 1000)
         m = self._make_market(

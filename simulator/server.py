@@ -28,14 +28,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
 from websockets.http11 import Request, Response
 
 from simulator import auth, rest
-from simulator.book import Book, fp_levels
+from simulator.book import Book, fp_levels, to_hundredths, to_pips
 from simulator.exchange import Exchange, Session
 from simulator.faults import FaultConfig, FaultCounters
 from simulator.groundtruth import GroundTruth
@@ -96,18 +95,6 @@ class _Conn:
         self.stalled_until = 0.0
         self.opened = opened
         self.tasks: list[asyncio.Task[None]] = []
-
-
-def _to_pips(price: str | Decimal | int) -> int:
-    """Dollar string/Decimal ("0.4500") or int cents (45) -> pips."""
-    if isinstance(price, int):
-        return price * 100
-    return int(Decimal(price) * 10_000)
-
-
-def _to_hundredths(size: str | Decimal | int | float) -> int:
-    """Contracts ("10.00", 10, -2.5) -> hundredths of a contract."""
-    return int((Decimal(str(size)) * 100).to_integral_value())
 
 
 class Simulator:
@@ -485,13 +472,10 @@ class Simulator:
     ) -> None:
         self._ctl(lambda: self.engine.event_fee_update(event_ticker, fee_type, multiplier))
 
-    def push_delta(
-        self, ticker: str, side: str, price: str | Decimal | int, delta: str | Decimal | int | float
-    ) -> None:
+    def push_delta(self, ticker: str, side: str, price: str | int, delta: str | int) -> None:
         """Change one level: price as dollars ("0.4500") or int cents; delta in contracts."""
-        self._ctl(
-            lambda: self.engine.push_delta(ticker, side, _to_pips(price), _to_hundredths(delta))
-        )
+        pips, hundredths = to_pips(price), to_hundredths(delta)
+        self._ctl(lambda: self.engine.push_delta(ticker, side, pips, hundredths))
 
     def drop_connections(self) -> int:
         """Fault: drop every open connection now; returns how many."""
