@@ -13,18 +13,32 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from schemas.decisions import (
+    DecisionPayload,
+    Disconnected,
+    EndReason,
+    Gap,
+    LeaveReason,
+    MarketLeft,
+    Recovered,
+    SessionEnd,
+    read_decision,
+)
 from schemas.log import Decision
 from schemas.units import parse_price, parse_size
 
 LIFECYCLE = "market_lifecycle_v2"
 DELTA = "orderbook_delta"
 SNAPSHOT = "orderbook_snapshot"
+P = TypeVar("P", bound=DecisionPayload)
+# a market left because it was determined: by its notice, or by REST when the notice was lost
+_LEFT_AS_DETERMINED = (LeaveReason.DETERMINED, LeaveReason.RECONCILED_DETERMINED)
 MATCH_SLACK_NS = 50_000_000  # clock slack when matching a recorded epoch to a simulator connection
 
 
@@ -166,12 +180,18 @@ def read_segments(data: Path, report: Report) -> list[dict[str, Any]]:
     return rows
 
 
-def _decision(r: dict[str, Any]) -> dict[str, Any]:
+def _decision(r: dict[str, Any], struct: type[P]) -> P:
+    """A decision record's payload as its struct: the fields ``schemas.decisions`` declares, read
+    the way the loader and training read them. A payload that does not read is a recorder bug:
+    ``ValueError`` naming the record."""
+    where = f"session {r['session_id']} record {r['record_seq']}"
     try:
-        d = orjson.loads(r["raw"])
-    except orjson.JSONDecodeError:
-        return {}
-    return d if isinstance(d, dict) else {}
+        d = read_decision(r["msg_type"], r["raw"])
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    if not isinstance(d, struct):
+        raise ValueError(f"{where}: a {r['msg_type']} decision, not {struct.KIND}")
+    return d
 
 
 # ------------------------------------------------------------------------------- (a) frames
@@ -207,7 +227,7 @@ def _epochs(
         elif r["kind"] == "decision" and r["msg_type"] == Decision.DISCONNECTED:
             ep = by_key.get(key)
             if ep is not None:
-                ep.disconnected = str(_decision(r).get("reason", ""))
+                ep.disconnected = _decision(r, Disconnected).reason
                 ep.end_ns = r["recv_ns"]
     # which process wrote which session: by the process's lifetime
     proc_of: dict[int, ProcRun] = {}
@@ -340,12 +360,12 @@ def check_lifecycle(rows: list[dict[str, Any]], report: Report) -> None:
         by_session[r["session_id"]].append(r)
     for sid, rs in by_session.items():
         joined: dict[str, int] = {}  # ticker -> index of its market_joined record
-        left: dict[str, tuple[int, str]] = {}
+        left: dict[str, tuple[int, LeaveReason | str]] = {}
         for i, r in enumerate(rs):
             if r["kind"] == "decision" and r["msg_type"] == Decision.MARKET_JOINED:
                 joined.setdefault(r["market_ticker"], i)
             elif r["kind"] == "decision" and r["msg_type"] == Decision.MARKET_LEFT:
-                left.setdefault(r["market_ticker"], (i, str(_decision(r).get("reason"))))
+                left.setdefault(r["market_ticker"], (i, _decision(r, MarketLeft).reason))
         report.joined += len(joined)
         for i, r in enumerate(rs):
             if not (r["kind"] == "in" and r["msg_type"] == LIFECYCLE and not r["malformed"]):
@@ -365,13 +385,13 @@ def check_lifecycle(rows: list[dict[str, Any]], report: Report) -> None:
             elif ev == "determined" and t in joined:
                 report.determined_received += 1
                 lv = left.get(t)
-                if lv is not None and lv[1] in ("determined", "reconciled_determined"):
+                if lv is not None and lv[1] in _LEFT_AS_DETERMINED:
                     report.left_determined += 1
                     continue
                 if tail_of_kill:
                     report.join_leave_excused += 1
                     continue
-                how = "never left" if lv is None else f"left as {lv[1]!r}"
+                how = "never left" if lv is None else f"left as {str(lv[1])!r}"
                 report.fail(f"session {sid}: {t} determined (record {r['record_seq']}) but {how}")
 
 
@@ -472,18 +492,18 @@ def _gap_spans(rows: list[dict[str, Any]]) -> dict[tuple[int, str], list[tuple[i
     for i, r in enumerate(rows):
         if not (r["kind"] == "decision" and r["msg_type"] == Decision.GAP):
             continue
-        d = _decision(r)
+        d = _decision(r, Gap)
         start = r["record_seq"]
         for x in reversed(rows[max(0, i - 50) : i]):  # the frame that revealed the gap
             if (
                 x["session_id"] == r["session_id"]
                 and x["kind"] == "in"
-                and x["sid"] == d.get("sid")
-                and x["seq"] == d.get("got")
+                and x["sid"] == d.sid
+                and x["seq"] == d.got
             ):
                 start = x["record_seq"]
                 break
-        for t in d.get("market_tickers") or []:
+        for t in d.market_tickers:
             # a snapshot is a whole book: the first one at or after the revealing frame ends it
             # (when the revealing frame is itself that market's snapshot, the span is empty)
             later = [s for s in snaps[(r["session_id"], t)] if s >= start]
@@ -595,7 +615,8 @@ def check_sessions(rows: list[dict[str, Any]], report: Report) -> None:
     named: set[int] = set()
     for r in rows:
         if r["kind"] == "decision" and r["msg_type"] == Decision.RECOVERED:
-            named.update(int(s) for s in _decision(r).get("sessions") or [] if s < r["session_id"])
+            recovered = _decision(r, Recovered).sessions
+            named.update(int(s) for s in recovered if s < r["session_id"])
     report.sessions_ended = len(ended)
     report.sessions_recovered = len(named & set(sessions))
     report.killed_sessions = len(set(sessions) - ended)
@@ -653,7 +674,11 @@ def verify(run: SoakRun) -> Report:
 
 
 def _is_crash_end(r: dict[str, Any]) -> bool:
-    return r["msg_type"] == Decision.SESSION_END and _decision(r).get("reason") == "crash"
+    return (
+        r["kind"] == "decision"
+        and r["msg_type"] == Decision.SESSION_END
+        and _decision(r, SessionEnd).reason == EndReason.CRASH
+    )
 
 
 # ------------------------------------------------------------------------------------ output
