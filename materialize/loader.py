@@ -1,4 +1,5 @@
-"""Load sealed segments into the tables, exactly once per segment (design invariant 8).
+"""Load sealed segments into the tables, exactly once per segment (materialize is exactly-once and
+read-only towards the log: ARCHITECTURE.md, Invariants).
 
 How exactly-once holds:
 
@@ -21,8 +22,10 @@ After the segments, :func:`finalize` derives what no single segment can decide (
 crash ends of logs older than the crash end marker, crash-closed participation, each session's
 completed markets and the settled rows' settlement values), idempotently.
 
-Only ``segments/`` is read, never ``live/``. The mapping from log records to rows is a pure
-function (:func:`transform`) so it is tested without a database.
+Only ``segments/`` is read, never ``live/``. The mapping from log records to rows is
+``schemas.mapping``'s SQL (the analyst views run the same text), run over each segment by an
+in-memory DuckDB in :func:`transform`, a function of the segment alone, so it is tested without a
+database.
 
 Bad input never stops the run: an unreadable or corrupt file, an unknown schema version, or a
 segment the database rejects (duplicate key, bad value) is reported with its path and reason and
@@ -43,13 +46,12 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
 import duckdb
-import orjson
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -73,7 +75,17 @@ from materialize.targets import (
 )
 from schemas.catalog import version_problem
 from schemas.log import LOG_SCHEMA, SCHEMA_VERSION_KEY, Decision, Kind
-from schemas.mapping import GAP_DECISIONS, RECORD_SQL, SESSION_LOG
+from schemas.mapping import (
+    CARRY_SQL,
+    DECISION_FAULTS_SQL,
+    DECISION_SQL,
+    GAP_DECISIONS,
+    LAST_RECORD_SQL,
+    RECORD_SQL,
+    SESSION_DECISIONS,
+    SESSION_LAST_RECORD,
+    SESSION_LOG,
+)
 from schemas.tables import (
     COMPLETED_MARKETS,
     DELTAS,
@@ -83,7 +95,6 @@ from schemas.tables import (
     LIFECYCLE_EVENTS,
     LOADED_SEGMENTS,
     PARTICIPATION,
-    PREVIOUS_ENDED,
     SESSIONS,
     SNAPSHOTS,
     arrow_schema,
@@ -94,17 +105,6 @@ COMPLETION_EVENTS = ("created", "determined", "settled")
 CRASH = "crash"
 """``session_end`` reason written for a killed session, and the leave reason of its open markets."""
 QUARANTINE_DIR = "quarantine"
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-_DECISIONS_USED = {
-    Decision.SESSION_START,
-    Decision.SESSION_END,
-    Decision.RECOVERED,
-    Decision.MARKET_JOINED,
-    Decision.MARKET_LEFT,
-}
-"""Decisions mapped here in Python: they open and close rows across segments (UPDATEs)."""
 
 
 class BadSegment(Exception):
@@ -135,25 +135,6 @@ class SegmentRows:
 
     def row_counts(self) -> dict[str, int]:
         return {name: t.num_rows for name, t in self.tables.items()}
-
-
-def ns_to_datetime(ns: int) -> datetime:
-    """Exact to the microsecond (TIMESTAMPTZ resolution); no float rounding."""
-    return _EPOCH + timedelta(microseconds=ns // 1000)
-
-
-def _int(v: Any) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
-
-
-def _str(v: Any) -> str | None:
-    return v if isinstance(v, str) else None
-
-
-def _str_list(v: Any) -> list[str] | None:
-    if not isinstance(v, list):
-        return None
-    return [str(x) for x in v]
 
 
 def _count(mask: pa.ChunkedArray | pa.Array) -> int:
@@ -244,168 +225,69 @@ _LAST_RECORD = (
 )
 
 
-def session_vocabulary(payload: dict[str, Any], lifecycle_mode: bool) -> dict[str, Any]:
-    """``environment`` (discovery mode), ``exchange_env`` and the restart columns of a
-    ``session_start`` payload, for both shapes the recorder has written.
-
-    Since issue 12: ``environment`` is ``lifecycle_discovery``/``rest_discovery``, ``exchange_env``
-    the exchange and ``previous_session`` the run before on this data directory (``null``: none).
-    Before: ``environment`` was the exchange and there was no ``previous_session``; the discovery
-    mode then follows from ``lifecycle_mode`` and the restart columns are derived later
-    (``restart_source = "derived"``, see :func:`finalize`).
-    """
-    env = _str(payload.get("environment"))
-    if env in (DISCOVERY_LIFECYCLE, DISCOVERY_REST):
-        environment, exchange_env = env, _str(payload.get("exchange_env"))
-    else:
-        environment = DISCOVERY_LIFECYCLE if lifecycle_mode else DISCOVERY_REST
-        exchange_env = env
-    out: dict[str, Any] = {
-        "environment": environment,
-        "exchange_env": exchange_env,
-        "restarted": None,
-        "previous_session_id": None,
-        "previous_session_ended": None,
-        "previous_end_reason": None,
-        "restart_source": "derived",
-    }
-    if "previous_session" in payload:
-        prev = payload.get("previous_session")
-        out["restart_source"] = "recorder"
-        out["restarted"] = isinstance(prev, dict)
-        if isinstance(prev, dict):
-            ended = _str(prev.get("ended"))
-            out["previous_session_id"] = _int(prev.get("session_id"))
-            out["previous_session_ended"] = ended if ended in PREVIOUS_ENDED else "unknown"
-            out["previous_end_reason"] = _str(prev.get("end_reason"))
-    return out
+_READS = {
+    SESSIONS: {Decision.SESSION_START.value},
+    PARTICIPATION: {Decision.MARKET_JOINED.value, Decision.MARKET_LEFT.value},
+}
+"""The decisions whose rows ``DECISION_SQL`` opens per table (without them, no rows)."""
 
 
-def _decisions(table: pa.Table, malformed: Counter[str]) -> tuple[pa.Table, pa.Table, list[Update]]:
-    """Sessions and participation from the decision records, in record order."""
+def _decision_rows(
+    table: pa.Table, malformed: Counter[str]
+) -> tuple[pa.Table, pa.Table, list[Update]]:
+    """Sessions and participation of one segment: ``schemas.mapping.DECISION_SQL`` run over the
+    segment (the views run the same text over the whole log), and as updates what the segment
+    says of rows an earlier segment opened (``CARRY_SQL``): a session's end, recoveries and last
+    record, a market's leave. Decisions the mapping cannot use are counted as malformed."""
     is_dec = pc.and_(
         pc.equal(table["kind"], Kind.DECISION.value),
-        pc.is_in(table["msg_type"], pa.array(sorted(d.value for d in _DECISIONS_USED))),
+        pc.is_in(table["msg_type"], pa.array([d.value for d in SESSION_DECISIONS])),
     )
-    dec = table.filter(is_dec).sort_by("record_seq")
-    cols = {
-        c: dec[c].to_pylist()
-        for c in ("session_id", "record_seq", "recv_ns", "conn", "epoch", "sid", "msg_type", "raw")
-    }
-    sessions: dict[int, dict[str, Any]] = {}
-    pending_recovered: dict[int, list[str]] = {}
-    parts: list[dict[str, Any]] = []
-    open_parts: dict[tuple[int, str], dict[str, Any]] = {}
-    updates: list[Update] = []
-    for i in range(dec.num_rows):
-        session_id = cols["session_id"][i]
-        recv_ns = cols["recv_ns"][i]
-        name = cols["msg_type"][i]
-        try:
-            p = orjson.loads(cols["raw"][i])
-        except orjson.JSONDecodeError:
-            p = None
-        if not isinstance(p, dict):
-            malformed[f"decision:{name}"] += 1
-            continue
-        at = ns_to_datetime(recv_ns)
-        if name == Decision.SESSION_START:
-            mode = p.get("lifecycle_mode")
-            if not isinstance(mode, bool):
-                malformed[f"decision:{name}"] += 1
-                continue
-            config = p.get("config")
-            sessions[session_id] = {
-                "session_id": session_id,
-                "started_at": at,
-                "ended_at": None,
-                "end_reason": None,
-                "lifecycle_mode": mode,
-                "host": _str(p.get("host")),
-                "shard": _str(p.get("shard")),
-                "version": _str(p.get("version")),
-                "config": None if config is None else orjson.dumps(config).decode(),
-                "recovered_from": pending_recovered.pop(session_id, None),
-                "last_record_at": None,
-                **session_vocabulary(p, mode),
-            }
-        elif name == Decision.SESSION_END:
-            reason = _str(p.get("reason"))
-            if session_id in sessions:
-                sessions[session_id].update(ended_at=at, end_reason=reason)
-            else:
-                updates.append(
-                    Update("session_end_without_start", _SET_ENDED, (at, reason, session_id))
-                )
-        elif name == Decision.RECOVERED:
-            # Which crashed runs this session recovered: their session ids (or, failing that,
-            # the leftover files) as text, appended if a session recovers more than once.
-            found = _str_list(p.get("sessions")) or _str_list(p.get("files")) or []
-            if session_id in sessions:
-                row = sessions[session_id]
-                row["recovered_from"] = (row["recovered_from"] or []) + found
-            elif found:
-                pending_recovered.setdefault(session_id, []).extend(found)
-        elif name == Decision.MARKET_JOINED:
-            ticker = _str(p.get("market_ticker"))
-            if ticker is None:
-                malformed[f"decision:{name}"] += 1
-                continue
-            row = {
-                "session_id": session_id,
-                "market_ticker": ticker,
-                "joined_at": at,
-                "left_at": None,
-                "join_reason": _str(p.get("reason")) or "unknown",
-                "leave_reason": None,
-                "mid_lifecycle": p.get("mid_lifecycle") is True,
-                "late_by_ms": _int(p.get("late_by_ms")),
-            }
-            parts.append(row)
-            open_parts[(session_id, ticker)] = row
-        elif name == Decision.MARKET_LEFT:
-            ticker = _str(p.get("market_ticker"))
-            if ticker is None:
-                malformed[f"decision:{name}"] += 1
-                continue
-            reason = _str(p.get("reason"))
-            joined = open_parts.pop((session_id, ticker), None)
-            if joined is not None:
-                joined.update(left_at=at, leave_reason=reason)
-            else:
-                updates.append(
-                    Update(
-                        "market_left_without_join",
-                        _CLOSE_PARTICIPATION,
-                        (at, reason, session_id, ticker, session_id, ticker, at),
-                    )
-                )
-    for session_id, found in pending_recovered.items():
-        updates.append(Update("recovered_without_start", _ADD_RECOVERED, (found, session_id)))
-    # Session ends go after recovered-appends so neither depends on the other's order.
-    updates.sort(key=lambda u: u.what != "recovered_without_start")
-    # How far each session's recording went (a crash's end marker is written by the next start,
-    # so session_end records do not count): crash-closed participation ends there.
-    body = table.filter(pc.not_equal(table["msg_type"], Decision.SESSION_END.value))
-    if body.num_rows:
-        last = body.group_by("session_id").aggregate([("recv_ns", "max")])
-        for session_id, last_ns in zip(
-            last["session_id"].to_pylist(), last["recv_ns_max"].to_pylist(), strict=True
-        ):
-            last_at = ns_to_datetime(last_ns)
-            if session_id in sessions:
-                sessions[session_id]["last_record_at"] = last_at
-            else:
-                updates.append(
-                    Update(
-                        "last_record_without_start", _LAST_RECORD, (last_at, session_id, last_at)
-                    )
-                )
-    return (
-        pa.Table.from_pylist(list(sessions.values()), schema=arrow_schema(SESSIONS)),
-        pa.Table.from_pylist(parts, schema=arrow_schema(PARTICIPATION)),
-        updates,
-    )
+    decisions = table.filter(is_dec)  # a few records: the statements below scan only these
+    con = _mapper()
+    try:
+        con.register(SESSION_LOG, table)
+        con.register(SESSION_LAST_RECORD, con.sql(LAST_RECORD_SQL).to_arrow_table())
+        con.register(SESSION_LOG, decisions)
+        # Planning a statement costs more than mapping a small segment: a statement none of
+        # whose decisions are in the segment is not run (its answer is empty).
+        present = set(decisions["msg_type"].unique().to_pylist())
+        sessions, parts = (
+            con.sql(DECISION_SQL[name]).to_arrow_table().cast(arrow_schema(name))
+            if present & _READS[name]
+            else arrow_schema(name).empty_table()
+            for name in (SESSIONS, PARTICIPATION)
+        )
+        carried = con.sql(CARRY_SQL[SESSIONS]).to_arrow_table().to_pylist()
+        leaves = []
+        if present & _READS[PARTICIPATION]:
+            leaves = con.sql(CARRY_SQL[PARTICIPATION]).to_arrow_table().to_pylist()
+        if present:
+            for name, n in con.sql(DECISION_FAULTS_SQL).fetchall():
+                malformed[f"decision:{name}"] += n
+    finally:
+        for relation in (SESSION_LOG, SESSION_LAST_RECORD):
+            with contextlib.suppress(duckdb.Error):
+                con.unregister(relation)
+    # Recovered-appends go first, so that neither they nor the ends depend on the other's order.
+    updates = [
+        Update("recovered_without_start", _ADD_RECOVERED, (s["recovered_from"], s["session_id"]))
+        for s in carried
+        if s["recovered_from"]
+    ]
+    for lv in leaves:
+        at, sid, ticker = lv["left_at"], lv["session_id"], lv["market_ticker"]
+        params = (at, lv["leave_reason"], sid, ticker, sid, ticker, at)
+        updates.append(Update("market_left_without_join", _CLOSE_PARTICIPATION, params))
+    for s in carried:
+        if s["ended"]:
+            params = (s["ended_at"], s["end_reason"], s["session_id"])
+            updates.append(Update("session_end_without_start", _SET_ENDED, params))
+    for s in carried:
+        if (at := s["last_record_at"]) is not None:
+            params = (at, s["session_id"], at)
+            updates.append(Update("last_record_without_start", _LAST_RECORD, params))
+    return sessions, parts, updates
 
 
 def transform(table: pa.Table) -> SegmentRows:
@@ -413,7 +295,7 @@ def transform(table: pa.Table) -> SegmentRows:
     malformed: Counter[str] = Counter()
     flagged = pc.and_(pc.equal(table["kind"], Kind.IN.value), table["malformed"])
     malformed["flagged_frames"] += _count(flagged)
-    sessions, parts, updates = _decisions(table, malformed)
+    sessions, parts, updates = _decision_rows(table, malformed)
     records = _record_rows(table, malformed)
     tables = {
         SESSIONS: sessions,

@@ -4,23 +4,24 @@ Every statement reads a relation named ``session_log`` with the ``schemas.log.LO
 Two users run the same text:
 
 * ``materialize.loader`` runs :data:`RECORD_SQL` (the tables whose rows each come from one log
-  record: lifecycle events, snapshots, deltas, gaps) over each segment in an in-memory DuckDB,
-  and COPYs the result;
-* ``materialize.views`` runs :data:`RECORD_SQL` and :data:`LOG_SQL` (the tables that span records
-  and segments: sessions, participation, completed markets, and lifecycle events with the settled
-  rows' settlement values filled in) as views over every sealed segment.
-
-What spans segments is decided incrementally by the loader (``loader._decisions`` and
-``loader.finalize``, with UPDATEs of rows loaded earlier) and here over the whole log at once;
-``tests/materialize/test_session_records.py`` pins the two to each other on every scenario.
+  record: lifecycle events, snapshots, deltas, gaps) and :data:`DECISION_SQL` (the session and
+  participation rows a segment's decisions open) over each segment in an in-memory DuckDB, and
+  COPYs the result. What a segment says of rows an earlier segment opened (a session's end, a
+  market's leave) comes from :data:`CARRY_SQL` and is applied as UPDATEs; ``loader.finalize``
+  derives what spans sessions (crash ends, restart flags, crash-closed participation, completed
+  markets);
+* ``materialize.views`` runs :data:`RECORD_SQL` and :data:`LOG_SQL` as views over every sealed
+  segment: the same per-record and decision statements over the whole log, plus in SQL what
+  ``loader.finalize`` derives. ``tests/materialize/test_session_records.py`` pins the views to
+  the loaded tables on every scenario.
 
 Snapshot levels are parsed in SQL with ``schemas.wire.snapshot_levels``' rules and exact decimals
 with ``schemas.units``' (digits shifted as text, never a float or a rounding cast): this is the one
 second language the project keeps, pinned to the Python by
 ``tests/analysts/test_views.py::test_snapshot_levels_are_exact_and_match_the_recorder`` and
-``test_fixed_point_sql_matches_units``. One known difference: a number written with ``_``
-separators or non-ASCII digits (which Python's ``Decimal`` accepts and no exchange sends) makes the
-SQL leave that snapshot out.
+``test_fixed_point_sql_matches_units``. One known difference: a number written with
+non-ASCII digits (which Python's ``Decimal`` accepts and no exchange sends) makes the SQL leave
+that snapshot out (both refuse ``_`` digit separators).
 """
 
 from __future__ import annotations
@@ -33,13 +34,13 @@ from schemas.tables import (
     DISCOVERY_REST,
     DOCUMENTED_EVENT_TYPES,
     GAPS,
-    JSON_TYPES,
     LIFECYCLE_EVENTS,
     PARTICIPATION,
+    PREVIOUS_ENDED,
     SESSIONS,
     SNAPSHOTS,
-    SQL_TYPES,
     TABLE,
+    sql_type,
 )
 from schemas.wire import DELTA_MSG, LIFECYCLE_MSG_TYPES, SNAPSHOT_MSG
 
@@ -48,7 +49,14 @@ SESSION_LOG = "session_log"
 
 GAP_DECISIONS = (Decision.GAP, Decision.STALE_SEQ, Decision.LOSS)
 """Decisions that become ``rl_sequence_gaps`` rows."""
-_INT64_MAX = 2**63 - 1
+SESSION_DECISIONS = (
+    Decision.SESSION_START,
+    Decision.SESSION_END,
+    Decision.RECOVERED,
+    Decision.MARKET_JOINED,
+    Decision.MARKET_LEFT,
+)
+"""Decisions that open and close ``rl_orderbook_sessions`` and ``rl_market_participation`` rows."""
 
 # (format, yes key, no key) in snapshot_levels' order of preference; "cents" is the legacy form.
 _SNAPSHOT_FORMATS = (
@@ -68,7 +76,7 @@ def _in_list(values: tuple[str, ...] | list[str]) -> str:
 
 
 def _ts(ns_expr: str) -> str:
-    """ns since epoch -> TIMESTAMPTZ, floored to the microsecond like ``loader.ns_to_datetime``.
+    """ns since epoch -> TIMESTAMPTZ, floored to the microsecond.
 
     Integer arithmetic only, independent of the connection's TimeZone setting."""
     return f"(TIMESTAMPTZ '1970-01-01 00:00:00+00' + to_microseconds(({ns_expr}) // 1000))"
@@ -79,12 +87,12 @@ def _jtype(key: str) -> str:
 
 
 def _jstr(key: str) -> str:
-    """A JSON string field, else NULL (``loader._str``)."""
+    """A JSON string field, else NULL."""
     return f"(CASE WHEN {_jtype(key)} = 'VARCHAR' THEN json_extract_string(p, '$.{key}') END)"
 
 
 def _jint(key: str) -> str:
-    """A JSON integer field within BIGINT, else NULL (``loader._int``: no bools, no floats)."""
+    """A JSON integer field within BIGINT, else NULL (no bools, no floats)."""
     return (
         f"(CASE WHEN {_jtype(key)} IN ('BIGINT', 'UBIGINT') "
         f"THEN TRY_CAST(json_extract_string(p, '$.{key}') AS BIGINT) END)"
@@ -99,27 +107,57 @@ def _jtrue(key: str) -> str:
 
 
 def _jstr_list(key: str) -> str:
-    """A JSON array as VARCHAR[] (``loader._str_list``), else NULL."""
+    """A JSON array as VARCHAR[] (its items as text), else NULL."""
     return f"(CASE WHEN {_jtype(key)} = 'ARRAY' THEN json_extract_string(p, '$.{key}[*]') END)"
 
 
-def _decisions(names: tuple[str, ...] | list[str]) -> str:
-    """Decision records of these names whose payload is a JSON object, payload as ``p``."""
+SESSION_LAST_RECORD = "session_last_record"
+"""The relation of :data:`LAST_RECORD_SQL`'s rows that :data:`DECISION_SQL` and :data:`CARRY_SQL`
+read for ``SESSIONS`` (the views compute it inline)."""
+LAST_RECORD_SQL = f"""
+SELECT session_id, max(recv_ns) AS last_ns
+FROM {SESSION_LOG} WHERE msg_type <> {_lit(Decision.SESSION_END.value)}
+GROUP BY session_id"""
+"""How far each session's recording went: its last record's receive time. A crash's end marker
+is written by the next start, so ``session_end`` records do not count (crash-closed
+participation ends there)."""
+
+
+_REQUIRED: dict[str, str] = {
+    Decision.SESSION_START.value: f"{_jtype('lifecycle_mode')} = 'BOOLEAN'",
+    Decision.MARKET_JOINED.value: f"{_jstr('market_ticker')} IS NOT NULL",
+    Decision.MARKET_LEFT.value: f"{_jstr('market_ticker')} IS NOT NULL",
+}
+"""What a decision's payload must hold to be used, besides being a JSON object; a record without
+it is left out and counted as malformed (``DECISION_FAULTS_SQL``)."""
+
+
+def _payloads(names: tuple[str, ...] | list[str]) -> str:
+    """Decision records of these names, payload as ``p`` (NULL unless a JSON object)."""
     return f"""(
-    SELECT session_id, record_seq, recv_ns, conn, epoch, sid, msg_type, p
+    SELECT session_id, record_seq, recv_ns, conn, epoch, sid, msg_type,
+           CASE WHEN json_valid(t) THEN
+               CASE WHEN json_type(CAST(t AS JSON)) = 'OBJECT' THEN CAST(t AS JSON) END
+           END AS p
     FROM (
-        SELECT *, CASE WHEN json_valid(t) THEN
-                      CASE WHEN json_type(CAST(t AS JSON)) = 'OBJECT' THEN CAST(t AS JSON) END
-                  END AS p
-        FROM (
-            SELECT session_id, record_seq, recv_ns, conn, epoch, sid, msg_type,
-                   TRY(decode(raw)) AS t
-            FROM {SESSION_LOG}
-            WHERE kind = {_lit(Kind.DECISION.value)} AND msg_type IN {_in_list(list(names))}
-        )
+        SELECT session_id, record_seq, recv_ns, conn, epoch, sid, msg_type,
+               TRY(decode(raw)) AS t
+        FROM {SESSION_LOG}
+        WHERE kind = {_lit(Kind.DECISION.value)} AND msg_type IN {_in_list(list(names))}
     )
-    WHERE p IS NOT NULL
 )"""
+
+
+def _usable(names: tuple[str, ...] | list[str]) -> str:
+    """The payload is a JSON object holding what its decision requires (:data:`_REQUIRED`)."""
+    whens = " ".join(f"WHEN {_lit(n)} THEN {c}" for n, c in _REQUIRED.items() if n in names)
+    need = f"coalesce(CASE msg_type {whens} ELSE true END, false)" if whens else "true"
+    return f"(p IS NOT NULL AND {need})"
+
+
+def _decisions(names: tuple[str, ...] | list[str]) -> str:
+    """Decision records of these names whose payload is usable, payload as ``p``."""
+    return f"(SELECT * FROM {_payloads(names)} WHERE {_usable(names)})"
 
 
 # Python's Decimal() grammar for finite numbers (ASCII digits, no underscores): sign, digits with
@@ -298,17 +336,13 @@ SELECT session_id,
 FROM {_decisions(list(GAP_DECISIONS))}"""
 
 
-def _sessions_sql() -> str:
-    """One row per run, as ``loader`` + ``loader.finalize`` build it: the specification's
-    vocabulary, a ``crash`` end inferred for a run another one recovered, restart flags (from the
-    recorder's ``previous_session`` or derived), and where the recording stopped."""
-    starts = _decisions([Decision.SESSION_START])
-    ends = _decisions([Decision.SESSION_END])
-    recovered = _decisions([Decision.RECOVERED])
-    new_env = _in_list((DISCOVERY_LIFECYCLE, DISCOVERY_REST))
+def _session_ctes(last_record: str) -> str:
+    """What a relation's own decisions say of each session: its (last valid) start, its last end,
+    what it recovered (in record order); and its last record, read from ``last_record``
+    (:data:`LAST_RECORD_SQL`'s rows: a relation name or a parenthesised query)."""
     prev = "json_type(p, '$.previous_session')"
     return f"""
-WITH starts AS (
+starts AS (
     SELECT session_id, recv_ns,
            json_extract_string(p, '$.lifecycle_mode') = 'true' AS lifecycle_mode,
            {_jstr("environment")} AS env,
@@ -325,100 +359,143 @@ WITH starts AS (
                 END AS prev_id,
            {_jstr("previous_session.ended")} AS prev_ended,
            {_jstr("previous_session.end_reason")} AS prev_end_reason
-    FROM {starts}
-    WHERE {_jtype("lifecycle_mode")} = 'BOOLEAN'
+    FROM {_decisions([Decision.SESSION_START])}
     QUALIFY row_number() OVER (PARTITION BY session_id ORDER BY record_seq DESC) = 1
 ),
 ends AS (
     SELECT session_id, recv_ns, {_jstr("reason")} AS end_reason
-    FROM {ends}
+    FROM {_decisions([Decision.SESSION_END])}
     QUALIFY row_number() OVER (PARTITION BY session_id ORDER BY record_seq DESC) = 1
 ),
 found AS (
     SELECT session_id, record_seq,
            CASE WHEN len(coalesce({_jstr_list("sessions")}, [])) > 0 THEN {_jstr_list("sessions")}
                 ELSE coalesce({_jstr_list("files")}, []) END AS found
-    FROM {recovered}
+    FROM {_decisions([Decision.RECOVERED])}
 ),
 recovered AS (
-    SELECT session_id, flatten(list(found ORDER BY record_seq)) AS recovered_from
+    SELECT session_id, CAST(flatten(list(found ORDER BY record_seq)) AS VARCHAR[]) AS found
     FROM found WHERE len(found) > 0
     GROUP BY session_id
 ),
-last_record AS (
-    SELECT session_id, max(recv_ns) AS last_ns
-    FROM {SESSION_LOG} WHERE msg_type <> {_lit(Decision.SESSION_END.value)}
-    GROUP BY session_id
-),
-base AS (
-    SELECT s.*, e.recv_ns AS end_ns, e.end_reason, r.recovered_from
-    FROM starts s LEFT JOIN ends e USING (session_id) LEFT JOIN recovered r USING (session_id)
-),
+last_record AS (SELECT session_id, last_ns FROM {last_record})"""
+
+
+def _session_rows_sql(last_record: str = SESSION_LAST_RECORD) -> str:
+    """One row per session started in the relation, with what the relation says of it: the
+    specification's vocabulary (both payload shapes the recorder has written), the restart
+    columns the recorder wrote (``restart_source = 'recorder'``; else NULL and ``'derived'``),
+    its end and last record if they are in the relation too."""
+    new_env = _in_list((DISCOVERY_LIFECYCLE, DISCOVERY_REST))
+    return f"""
+WITH {_session_ctes(last_record)}
+SELECT s.session_id,
+       {_ts("s.recv_ns")} AS started_at,
+       CASE WHEN e.recv_ns IS NOT NULL THEN {_ts("e.recv_ns")} END AS ended_at,
+       e.end_reason,
+       s.lifecycle_mode,
+       CASE WHEN s.env IN {new_env} THEN s.env
+            WHEN s.lifecycle_mode THEN {_lit(DISCOVERY_LIFECYCLE)}
+            ELSE {_lit(DISCOVERY_REST)} END AS environment,
+       s.host,
+       s.shard,
+       s.version,
+       s.config,
+       r.found AS recovered_from,
+       CASE WHEN s.env IN {new_env} THEN s.exchange_env_new ELSE s.env END AS exchange_env,
+       CASE WHEN s.from_recorder THEN s.prev_given END AS restarted,
+       CASE WHEN s.from_recorder THEN s.prev_id END AS previous_session_id,
+       CASE WHEN s.prev_given THEN
+                CASE WHEN s.prev_ended IN {_in_list(PREVIOUS_ENDED)} THEN s.prev_ended
+                     ELSE 'unknown' END
+            END AS previous_session_ended,
+       CASE WHEN s.from_recorder THEN s.prev_end_reason END AS previous_end_reason,
+       CASE WHEN s.from_recorder THEN 'recorder' ELSE 'derived' END AS restart_source,
+       CASE WHEN l.last_ns IS NOT NULL THEN {_ts("l.last_ns")} END AS last_record_at
+FROM starts s
+LEFT JOIN ends e USING (session_id)
+LEFT JOIN recovered r USING (session_id)
+LEFT JOIN last_record l USING (session_id)"""
+
+
+def _session_carry_sql() -> str:
+    """What the relation says of sessions started before it (in an earlier segment): the end,
+    what was recovered, the last record. The loader applies these to the rows loaded earlier."""
+    return f"""
+WITH {_session_ctes(SESSION_LAST_RECORD)},
+ids AS (
+    SELECT session_id FROM ends
+    UNION SELECT session_id FROM recovered
+    UNION SELECT session_id FROM last_record
+)
+SELECT i.session_id,
+       CASE WHEN e.recv_ns IS NOT NULL THEN {_ts("e.recv_ns")} END AS ended_at,
+       e.recv_ns IS NOT NULL AS ended,
+       e.end_reason,
+       r.found AS recovered_from,
+       CASE WHEN l.last_ns IS NOT NULL THEN {_ts("l.last_ns")} END AS last_record_at
+FROM ids i
+LEFT JOIN ends e USING (session_id)
+LEFT JOIN recovered r USING (session_id)
+LEFT JOIN last_record l USING (session_id)
+WHERE i.session_id NOT IN (SELECT session_id FROM starts)
+ORDER BY i.session_id"""
+
+
+def _sessions_sql() -> str:
+    """One row per run over the whole log, as the loader's rows plus ``loader.finalize`` make
+    it: a ``crash`` end inferred for a run another one recovered that has no end of its own, and
+    restart flags derived where the recorder did not write them (the previous session is the
+    last one it recovered that exists, else the latest earlier one of the same host and
+    shard)."""
+    return f"""
+WITH own AS ({_project(SESSIONS, _session_rows_sql(f"({LAST_RECORD_SQL})"))}),
 named AS (  -- (recovering session, recovered session id, position), ids that are numbers only
-    SELECT b.session_id, b.recv_ns, CAST(u.x AS BIGINT) AS other, u.i
-    FROM base b, LATERAL (
-        SELECT unnest(b.recovered_from) AS x, generate_subscripts(b.recovered_from, 1) AS i) u
+    SELECT o.session_id, o.started_at, CAST(u.x AS BIGINT) AS other, u.i
+    FROM own o, LATERAL (
+        SELECT unnest(o.recovered_from) AS x, generate_subscripts(o.recovered_from, 1) AS i) u
     WHERE regexp_full_match(u.x, '-?[0-9]+')
 ),
-inferred AS (  -- a run another one recovered, with no end of its own: a crash
-    SELECT n.other AS session_id, min(n.recv_ns) AS at_ns
-    FROM named n JOIN base d ON d.session_id = n.other
-    WHERE d.end_ns IS NULL AND n.other <> n.session_id
+inferred AS (
+    SELECT n.other AS session_id, min(n.started_at) AS at
+    FROM named n JOIN own d ON d.session_id = n.other
+    WHERE d.ended_at IS NULL AND n.other <> n.session_id
     GROUP BY n.other
 ),
 ended AS (
-    SELECT b.*,
-           coalesce(b.end_ns, i.at_ns) AS ended_ns,
-           CASE WHEN b.end_ns IS NOT NULL THEN b.end_reason
-                WHEN i.at_ns IS NOT NULL THEN 'crash' END AS final_reason,
-           lag(b.session_id) OVER w AS lag_id,
-           lag(b.end_ns) OVER w AS lag_end_ns
-    FROM base b LEFT JOIN inferred i USING (session_id)
-    WINDOW w AS (PARTITION BY b.host, b.shard ORDER BY b.recv_ns, b.session_id)
+    SELECT o.* REPLACE (
+               coalesce(o.ended_at, i.at) AS ended_at,
+               CASE WHEN o.ended_at IS NOT NULL THEN o.end_reason
+                    WHEN i.at IS NOT NULL THEN 'crash' END AS end_reason),
+           lag(o.session_id) OVER w AS lag_id
+    FROM own o LEFT JOIN inferred i USING (session_id)
+    WINDOW w AS (PARTITION BY o.host, o.shard ORDER BY o.started_at, o.session_id)
 ),
 rec_prev AS (  -- the last recovered session that exists
     SELECT n.session_id, arg_max(n.other, n.i) AS prev_id
-    FROM named n JOIN base d ON d.session_id = n.other
+    FROM named n JOIN own d ON d.session_id = n.other
     GROUP BY n.session_id
 ),
 rec_any AS (SELECT DISTINCT session_id FROM named),
 derived AS (
-    SELECT e.*, coalesce(rp.prev_id, e.lag_id) AS d_prev_id, ra.session_id IS NOT NULL AS any_rec
+    SELECT e.*, rp.prev_id IS NOT NULL AS prev_recovered,
+           coalesce(rp.prev_id, e.lag_id) AS d_prev_id, ra.session_id IS NOT NULL AS any_rec
     FROM ended e LEFT JOIN rec_prev rp USING (session_id) LEFT JOIN rec_any ra USING (session_id)
 )
-SELECT d.session_id,
-       {_ts("d.recv_ns")} AS started_at,
-       CASE WHEN d.ended_ns IS NOT NULL THEN {_ts("d.ended_ns")} END AS ended_at,
-       d.final_reason AS end_reason,
-       d.lifecycle_mode,
-       CASE WHEN d.env IN {new_env} THEN d.env
-            WHEN d.lifecycle_mode THEN {_lit(DISCOVERY_LIFECYCLE)}
-            ELSE {_lit(DISCOVERY_REST)} END AS environment,
-       d.host,
-       d.shard,
-       d.version,
-       d.config,
-       CAST(d.recovered_from AS VARCHAR[]) AS recovered_from,
-       CASE WHEN d.env IN {new_env} THEN d.exchange_env_new ELSE d.env END AS exchange_env,
-       CASE WHEN d.from_recorder THEN d.prev_given
+SELECT d.* REPLACE (
+       CASE WHEN d.restart_source = 'recorder' THEN d.restarted
             ELSE d.d_prev_id IS NOT NULL OR d.any_rec END AS restarted,
-       CASE WHEN d.from_recorder THEN d.prev_id ELSE d.d_prev_id END AS previous_session_id,
-       CASE WHEN d.from_recorder THEN
-                CASE WHEN NOT d.prev_given THEN NULL
-                     WHEN d.prev_ended IN ('clean', 'crash', 'unknown') THEN d.prev_ended
-                     ELSE 'unknown' END
+       CASE WHEN d.restart_source = 'recorder' THEN d.previous_session_id
+            ELSE d.d_prev_id END AS previous_session_id,
+       CASE WHEN d.restart_source = 'recorder' THEN d.previous_session_ended
             WHEN d.d_prev_id IS NULL THEN CASE WHEN d.any_rec THEN 'crash' END
-            WHEN list_contains(d.recovered_from, CAST(d.d_prev_id AS VARCHAR))
-                 OR p.final_reason = 'crash' THEN 'crash'
-            WHEN p.final_reason IS NULL THEN 'unknown'
+            WHEN d.prev_recovered OR p.end_reason = 'crash' THEN 'crash'
+            WHEN p.end_reason IS NULL THEN 'unknown'
             ELSE 'clean' END AS previous_session_ended,
-       CASE WHEN d.from_recorder THEN d.prev_end_reason
-            WHEN d.d_prev_id IS NOT NULL THEN p.final_reason END AS previous_end_reason,
-       CASE WHEN d.from_recorder THEN 'recorder' ELSE 'derived' END AS restart_source,
-       CASE WHEN l.last_ns IS NOT NULL THEN {_ts("l.last_ns")} END AS last_record_at
+       CASE WHEN d.restart_source = 'recorder' THEN d.previous_end_reason
+            ELSE p.end_reason END AS previous_end_reason)
 FROM derived d
-LEFT JOIN ended p ON p.session_id = d.d_prev_id
-LEFT JOIN last_record l ON l.session_id = d.session_id"""
+LEFT JOIN ended p ON p.session_id = d.d_prev_id"""
 
 
 def _lifecycle_sql() -> str:
@@ -519,20 +596,18 @@ WHERE kind = {_lit(Kind.IN.value)} AND msg_type IN {_in_list(LIFECYCLE_MSG_TYPES
   AND event_type IS NOT NULL AND market_ticker IS NOT NULL"""
 
 
-def _participation_sql() -> str:
-    joins = _decisions([Decision.MARKET_JOINED])
-    leaves = _decisions([Decision.MARKET_LEFT])
-    # A leave closes the latest join of that market before it: each join takes the first leave
-    # after it, unless the market was joined again first (then that later join takes it).
+def _participation_ctes() -> str:
+    """Joins and leaves of a relation, each join matched with the leave that closes it: a leave
+    closes the latest join of that market before it, so each join takes the first leave after it
+    unless the market was joined again first (then that later join takes it)."""
     return f"""
-WITH joins AS (
+joins AS (
     SELECT session_id, record_seq, recv_ns,
            {_jstr("market_ticker")} AS market_ticker,
            coalesce(nullif({_jstr("reason")}, ''), 'unknown') AS join_reason,
            {_jtrue("mid_lifecycle")} AS mid_lifecycle,
            {_jint("late_by_ms")} AS late_by_ms
-    FROM {joins}
-    WHERE {_jstr("market_ticker")} IS NOT NULL
+    FROM {_decisions([Decision.MARKET_JOINED])}
 ),
 joins_next AS (
     SELECT *, lead(record_seq) OVER (
@@ -542,52 +617,63 @@ joins_next AS (
 leaves AS (
     SELECT session_id, record_seq AS leave_seq, recv_ns AS leave_ns,
            {_jstr("market_ticker")} AS market_ticker, {_jstr("reason")} AS leave_reason
-    FROM {leaves}
-    WHERE {_jstr("market_ticker")} IS NOT NULL
+    FROM {_decisions([Decision.MARKET_LEFT])}
 ),
 matched AS (
-    SELECT j.*, l.leave_seq, l.leave_ns, l.leave_reason
+    SELECT j.*, l.leave_seq, l.leave_ns, l.leave_reason,
+           coalesce(l.leave_seq < j.next_join_seq, l.leave_seq IS NOT NULL) AS closed
     FROM joins_next j
     ASOF LEFT JOIN leaves l
       ON j.session_id = l.session_id AND j.market_ticker = l.market_ticker
      AND l.leave_seq > j.record_seq
-),
-parts AS (
-    SELECT session_id,
-           market_ticker,
-           {_ts("recv_ns")} AS joined_at,
-           CASE WHEN leave_seq IS NOT NULL AND (next_join_seq IS NULL OR leave_seq < next_join_seq)
-                THEN {_ts("leave_ns")} END AS left_at,
-           join_reason,
-           CASE WHEN leave_seq IS NOT NULL AND (next_join_seq IS NULL OR leave_seq < next_join_seq)
-                THEN leave_reason END AS leave_reason,
-           mid_lifecycle,
-           late_by_ms
-    FROM matched
-)
--- A crashed session's markets still open are closed where its recording stopped (as
--- loader.finalize does): "which markets are active" never counts a dead session's.
-SELECT r.session_id,
-       r.market_ticker,
-       r.joined_at,
+)"""
+
+
+def _participation_rows_sql() -> str:
+    """One row per join in the relation, closed if its leave is in the relation too."""
+    return f"""
+WITH {_participation_ctes()}
+SELECT session_id,
+       market_ticker,
+       {_ts("recv_ns")} AS joined_at,
+       CASE WHEN closed THEN {_ts("leave_ns")} END AS left_at,
+       join_reason,
+       CASE WHEN closed THEN leave_reason END AS leave_reason,
+       mid_lifecycle,
+       late_by_ms
+FROM matched"""
+
+
+def _participation_carry_sql() -> str:
+    """Leaves that close no join of the relation, in record order: each closes the latest
+    participation of its market opened before it (by an earlier segment)."""
+    return f"""
+WITH {_participation_ctes()}
+SELECT l.session_id, l.market_ticker, {_ts("l.leave_ns")} AS left_at, l.leave_reason
+FROM leaves l
+ANTI JOIN (SELECT session_id, leave_seq FROM matched WHERE closed) m USING (session_id, leave_seq)
+ORDER BY l.session_id, l.leave_seq"""
+
+
+def _participation_sql() -> str:
+    """Participation over the whole log: a crashed session's markets still open are closed where
+    its recording stopped (as ``loader.finalize`` does), so "which markets are active" never
+    counts a dead session's. Reads the ``SESSIONS`` view."""
+    return f"""
+SELECT r.* REPLACE (
        CASE WHEN r.left_at IS NULL AND s.end_reason = 'crash'
             THEN greatest(r.joined_at, coalesce(s.last_record_at, s.ended_at))
             ELSE r.left_at END AS left_at,
-       r.join_reason,
        CASE WHEN r.left_at IS NULL AND s.end_reason = 'crash' THEN 'crash'
-            ELSE r.leave_reason END AS leave_reason,
-       r.mid_lifecycle,
-       r.late_by_ms
-FROM parts r LEFT JOIN {SESSIONS} s USING (session_id)"""
+            ELSE r.leave_reason END AS leave_reason)
+FROM ({DECISION_SQL[PARTICIPATION]}) r LEFT JOIN {SESSIONS} s USING (session_id)"""
 
 
 def _project(table: str, sql: str) -> str:
     """``sql`` with exactly ``table``'s declared columns, in order, in their declared DuckDB
     types (``schemas.tables``): the views and the loaded tables cannot differ in shape."""
     cols = ", ".join(
-        f"CAST({c.name} AS {JSON_TYPES['duckdb'] if c.json else SQL_TYPES['duckdb'][c.type]}) "
-        f"AS {c.name}"
-        for c in TABLE[table].columns
+        f"CAST({c.name} AS {sql_type(c, 'duckdb')}) AS {c.name}" for c in TABLE[table].columns
     )
     return f"SELECT {cols} FROM ({sql})"
 
@@ -599,6 +685,30 @@ RECORD_SQL: dict[str, str] = {
     GAPS: _project(GAPS, _gaps_sql()),
 }
 """Per-record tables: each row comes from one log record, so a segment maps on its own."""
+
+DECISION_SQL: dict[str, str] = {
+    SESSIONS: _project(SESSIONS, _session_rows_sql()),
+    PARTICIPATION: _project(PARTICIPATION, _participation_rows_sql()),
+}
+"""The rows a relation's own decisions open, as far as the relation alone can tell. The loader
+runs these over each segment and carries the rest across segments (:data:`CARRY_SQL`,
+``loader.finalize``); the views run them over the whole log and derive the rest in SQL
+(:data:`LOG_SQL`)."""
+
+CARRY_SQL: dict[str, str] = {
+    SESSIONS: _session_carry_sql(),
+    PARTICIPATION: _participation_carry_sql(),
+}
+"""What a relation says of rows an earlier segment opened: session ends, recoveries and last
+records of sessions started before it; leaves of markets joined before it."""
+
+DECISION_FAULTS_SQL = f"""
+SELECT msg_type, count(*) AS n
+FROM {_payloads(SESSION_DECISIONS)}
+WHERE NOT {_usable(SESSION_DECISIONS)}
+GROUP BY msg_type"""
+"""Per decision name, the :data:`SESSION_DECISIONS` records the mapping leaves out (payload not a
+JSON object, or without what :data:`_REQUIRED` asks)."""
 
 LOG_SQL: dict[str, str] = {
     SESSIONS: _project(SESSIONS, _sessions_sql()),
