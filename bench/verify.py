@@ -32,10 +32,8 @@ from schemas.decisions import (
 )
 from schemas.log import Decision
 from schemas.units import parse_price, parse_size
+from schemas.wire import DELTA_MSG, LIFECYCLE_CHANNEL, SNAPSHOT_MSG
 
-LIFECYCLE = "market_lifecycle_v2"
-DELTA = "orderbook_delta"
-SNAPSHOT = "orderbook_snapshot"
 P = TypeVar("P", bound=DecisionPayload)
 # a market left because it was determined: by its notice, or by REST when the notice was lost
 _LEFT_AS_DETERMINED = (LeaveReason.DETERMINED, LeaveReason.RECONCILED_DETERMINED)
@@ -368,7 +366,8 @@ def check_lifecycle(rows: list[dict[str, Any]], report: Report) -> None:
                 left.setdefault(r["market_ticker"], (i, _decision(r, MarketLeft).reason))
         report.joined += len(joined)
         for i, r in enumerate(rs):
-            if not (r["kind"] == "in" and r["msg_type"] == LIFECYCLE and not r["malformed"]):
+            lifecycle = r["msg_type"] == LIFECYCLE_CHANNEL  # not MVE: opt-in, off in the soak
+            if not (r["kind"] == "in" and lifecycle and not r["malformed"]):
                 continue
             t, ev = r["market_ticker"], r["event_type"]
             # the decision follows the frame in the same event-loop turn: only a kill can cut
@@ -475,7 +474,7 @@ def _delta_index(rows: list[dict[str, Any]]) -> dict[tuple[int, int], tuple[str,
         if prev is not None and r["seq"] <= prev:
             continue  # duplicate / stale
         last_seq[k] = r["seq"]
-        if r["msg_type"] == DELTA and r["ts_ms"] is not None and r["price"] is not None:
+        if r["msg_type"] == DELTA_MSG and r["ts_ms"] is not None and r["price"] is not None:
             key = (r["session_id"], r["market_ticker"], r["ts_ms"])
             out[(r["session_id"], r["record_seq"])] = (r["market_ticker"], r["ts_ms"], seen[key])
             seen[key] += 1
@@ -487,7 +486,7 @@ def _gap_spans(rows: list[dict[str, Any]]) -> dict[tuple[int, str], list[tuple[i
     spans: dict[tuple[int, str], list[tuple[int, int]]] = defaultdict(list)
     snaps: dict[tuple[int, str], list[int]] = defaultdict(list)
     for r in rows:
-        if r["msg_type"] == SNAPSHOT and r["market_ticker"] and not r["malformed"]:
+        if r["msg_type"] == SNAPSHOT_MSG and r["market_ticker"] and not r["malformed"]:
             snaps[(r["session_id"], r["market_ticker"])].append(r["record_seq"])
     for i, r in enumerate(rows):
         if not (r["kind"] == "decision" and r["msg_type"] == Decision.GAP):
@@ -582,12 +581,12 @@ def check_books(rows: list[dict[str, Any]], data: Path, truth_dir: Path, report:
             "rl_orderbook_deltas": sum(
                 1
                 for r in rows
-                if r["kind"] == "in" and r["msg_type"] == DELTA and r["price"] is not None
+                if r["kind"] == "in" and r["msg_type"] == DELTA_MSG and r["price"] is not None
             ),
             "rl_orderbook_snapshots": sum(
                 1
                 for r in rows
-                if r["kind"] == "in" and r["msg_type"] == SNAPSHOT and not r["malformed"]
+                if r["kind"] == "in" and r["msg_type"] == SNAPSHOT_MSG and not r["malformed"]
             ),
             "rl_market_participation": sum(
                 1 for r in rows if r["msg_type"] == Decision.MARKET_JOINED
