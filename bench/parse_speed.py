@@ -11,9 +11,14 @@ inflates it less than wall time), best of ``--repeat``:
 
 * ``careful``: ``parse_frame`` + ``SessionLog.frame_in`` + ``ConnectionCore.frame`` (the reader
   before issue 16);
-* ``fast``: ``decode_delta`` + ``SessionLog.delta_in`` + ``ConnectionCore.delta`` (the reader now);
-* ``writer``: ``recorder.segments.rows_to_batch`` of those rows in slices of 512 (the hand-off
-  thread's share, which holds the GIL too).
+* ``fast``: ``decode_delta`` + ``SessionLog.delta_in`` + ``ConnectionCore.delta`` into a list of
+  row tuples (issue 16's first step);
+* ``wire``: the reader now, from socket bytes: WebSocket frames in 64 KiB reads through
+  ``recorder.framing.FrameSplitter`` and ``recorder.connection.frame_handler``, rows kept as
+  columns (``recorder.log_columns``);
+* ``writer rows``: ``recorder.segments.rows_to_batch`` of the row tuples in slices of 512 (the
+  hand-off thread's share before, which holds the GIL too); ``writer columns``:
+  ``LogColumns.take`` of the same rows in batches of 16 Ki (now).
 
 Sizes are drawn from ~50,000 distinct strings, as on the simulator's feed.
 
@@ -31,7 +36,10 @@ from typing import Any
 import orjson
 
 from recorder import protocol
+from recorder.connection import frame_handler
 from recorder.connection_core import ConnectionCore, CoreSettings, Send
+from recorder.framing import FrameSplitter
+from recorder.log_columns import LogColumns
 from recorder.protocol import decode_delta, parse_frame
 from recorder.segments import rows_to_batch
 from recorder.session import SessionLog
@@ -175,6 +183,42 @@ def delta_stream(n: int, tickers: list[str], first_seq: int, seed: int = 7) -> l
     return frames
 
 
+def ws_frames(frames: list[bytes], read_bytes: int = 64 * 1024) -> list[bytes]:
+    """``frames`` as a server's unmasked text frames, cut into socket-sized reads."""
+    out = []
+    for p in frames:
+        n = len(p)
+        head = bytes([0x81, n]) if n < 126 else bytes([0x81, 126]) + n.to_bytes(2, "big")
+        out.append(head + p)
+    stream = b"".join(out)
+    return [stream[i : i + read_bytes] for i in range(0, len(stream), read_bytes)]
+
+
+def wire_cost(n: int, repeat: int) -> tuple[float, float]:
+    """CPU µs per frame of the reader from socket bytes, and of the writer's ``take``."""
+    tickers = [f"KXHIGHNY-26JAN{d:02d}-B{40 + d}.5" for d in range(1, 41)]
+    best = best_take = float("inf")
+    for _ in range(repeat):
+        protocol._price_memo.clear()
+        protocol._size_memo.clear()
+        core, seq = _anchored_core(tickers)
+        reads = ws_frames(delta_stream(n, tickers, seq))
+        cols = LogColumns(1)
+        handle = frame_handler(core, SessionLog(1, cols), 0, lambda e: None, lambda: None)
+        splitter = FrameSplitter()
+        start = time.process_time()
+        for chunk in reads:
+            splitter.feed(chunk, handle, lambda frame: True)
+        best = min(best, time.process_time() - start)
+        if core.anchored != set(tickers) or len(cols) != n:
+            raise RuntimeError("bench stream broke a book on the wire path")
+        start = time.process_time()
+        while cols.take(16 * 1024) is not None:
+            pass
+        best_take = min(best_take, time.process_time() - start)
+    return best / n * 1e6, best_take / n * 1e6
+
+
 def reader_cost(n: int, repeat: int) -> dict[str, float]:
     """CPU µs per frame of the reader's careful and fast paths and of the writer's conversion."""
     tickers = [f"KXHIGHNY-26JAN{d:02d}-B{40 + d}.5" for d in range(1, 41)]
@@ -217,6 +261,7 @@ def reader_cost(n: int, repeat: int) -> dict[str, float]:
             rows_to_batch(rows[i : i + 512])
         best = min(best, time.process_time() - start)
     out["writer"] = best / len(rows) * 1e6
+    out["wire"], out["take"] = wire_cost(n, repeat)
     return out
 
 
@@ -239,7 +284,9 @@ def main() -> None:
         f"reader careful     {cost['careful']:>12.2f} CPU µs/frame (parse_frame, frame_in, frame)"
     )
     print(f"reader fast        {cost['fast']:>12.2f} CPU µs/frame (decode_delta, delta_in, delta)")
-    print(f"writer conversion  {cost['writer']:>12.2f} CPU µs/row (rows_to_batch)")
+    print(f"reader wire        {cost['wire']:>12.2f} CPU µs/frame (FrameSplitter, frame_handler)")
+    print(f"writer rows        {cost['writer']:>12.2f} CPU µs/row (rows_to_batch)")
+    print(f"writer columns     {cost['take']:>12.2f} CPU µs/row (LogColumns.take)")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
 
 import orjson
@@ -461,40 +461,47 @@ class BookConnection:
         await pump(ws, self._frame_handler(), stop)
 
     def _frame_handler(self) -> Callable[[bytes], None]:
-        """One frame: recorded verbatim first, then given to the core; its effects carried out."""
-        slog = self.log
-        parse = protocol.parse_frame
-        decode_delta = protocol.decode_delta
-        delta_in = slog.delta_in
-        frame_in = slog.frame_in
-        core = self.core
-        core_frame = core.frame
-        core_delta = core.delta
-        wake = self._wake
-        apply = self._apply
-        index = self.index
-        epoch = self.core.epoch
-        wall = time.time_ns
-        mono = time.monotonic_ns
+        return frame_handler(self.core, self.log, self.index, self._apply, self._wake.set)
 
-        def handle(raw: bytes) -> None:
-            now = wall()
-            d = decode_delta(raw)  # most frames: a delta, typed without a dict or a Frame
-            if d is not None:
-                delta_in(index, epoch, raw, d, now)
-                effects = core_delta(d, mono())
-                if effects is None:  # not the next seq of an anchored book: the careful path
-                    effects = core_frame(parse(raw), mono())
-            else:
-                f = parse(raw)
-                frame_in(index, epoch, raw, f, now)
-                effects = core_frame(f, mono())
-            if effects:
-                apply(effects)
-            if core.dirty:
-                wake.set()  # a reply or snapshot may let the next command go
 
-        return handle
+def frame_handler(
+    core: ConnectionCore,
+    slog: SessionLog,
+    index: int,
+    apply: Callable[[Sequence[Effect]], None],
+    on_dirty: Callable[[], None],
+) -> Callable[[bytes], None]:
+    """The reader's work on one frame: record it verbatim first, then give it to the core, and
+    carry out its effects (``apply``); ``on_dirty`` when a reply or snapshot may let the next
+    command go. One function for the connection and ``bench.parse_speed``."""
+    parse = protocol.parse_frame
+    decode_delta = protocol.decode_delta
+    delta_in = slog.delta_in
+    frame_in = slog.frame_in
+    core_frame = core.frame
+    core_delta = core.delta
+    epoch = core.epoch
+    wall = time.time_ns
+    mono = time.monotonic_ns
+
+    def handle(raw: bytes) -> None:
+        now = wall()
+        d = decode_delta(raw)  # most frames: a delta, typed without a dict or a Frame
+        if d is not None:
+            delta_in(index, epoch, raw, d, now)
+            effects = core_delta(d, mono())
+            if effects is None:  # not the next seq of an anchored book: the careful path
+                effects = core_frame(parse(raw), mono())
+        else:
+            f = parse(raw)
+            frame_in(index, epoch, raw, f, now)
+            effects = core_frame(f, mono())
+        if effects:
+            apply(effects)
+        if core.dirty:
+            on_dirty()
+
+    return handle
 
 
 async def pump(

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from recorder.log_columns import DeltaAppender
 from recorder.protocol import DeltaFields, Frame
 from schemas.log import Decision, Kind
 
@@ -29,11 +30,6 @@ def new_session_id() -> int:
 
 class RowSink(Protocol):
     def append(self, row: tuple[Any, ...]) -> None: ...
-
-
-DeltaSink = Callable[[int, int, int, int, bytes, DeltaFields], None]
-"""``(record_seq, recv_ns, conn, epoch, raw, fields)``: a sink's way to take a delta row without
-the row being built (``SegmentWriter.append_delta``; issue 16)."""
 
 
 _NO_TYPED = (None,) * 11
@@ -61,7 +57,7 @@ class SessionLog:
         self.commands_out = 0
         self.decisions: dict[str, int] = {}
         self.observer: RowObserver | None = None
-        self._delta_sink: DeltaSink | None = getattr(sink, "append_delta", None)
+        self._delta_sink: DeltaAppender | None = getattr(sink, "append_delta", None)
 
     def frame_in(self, conn: int, epoch: int, raw: bytes, f: Frame, recv_ns: int) -> None:
         self.record_seq += 1

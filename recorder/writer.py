@@ -186,9 +186,12 @@ class SegmentWriter:
         self.parquet = parquet
 
         self._pending = LogColumns(session_id)
+        self._pending.refusal = WriterError("log writer is not running (not started)")
+        self.append_delta = self._pending.append_delta
+        """Queue one ``orderbook_delta`` row without building it (the hot path, straight into
+        ``recorder.log_columns``); same promises as ``append``."""
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue_batches)
         self._capacity = max_queue_batches
-        self._accepting = False
         self._stop_evt = threading.Event()
         self.failed = threading.Event()
         """Set when the writer stopped on an error (``error`` says why)."""
@@ -233,7 +236,7 @@ class SegmentWriter:
             raise WriterError(
                 f"session {self.session_id} is already being written under {self.data_dir}"
             )
-        self._accepting = True
+        self._pending.refusal = None
         for name, target in (
             ("handoff", self._handoff_loop),
             ("disk", self._disk_loop),
@@ -249,24 +252,7 @@ class SegmentWriter:
         Raises ``WriterError`` once the writer has failed or been stopped: silently accepting rows
         that can no longer be written would be silent loss.
         """
-        if not self._accepting:
-            raise self.error or WriterError("log writer is not running (not started or stopped)")
         self._pending.append_row(row)
-
-    def append_delta(
-        self,
-        record_seq: int,
-        recv_ns: int,
-        conn: int,
-        epoch: int,
-        raw: bytes,
-        d: tuple[int, int, str, str, int, int, int],
-    ) -> None:
-        """Queue one ``orderbook_delta`` row without building it (the hot path; see
-        ``recorder.log_columns``). Same promises as ``append``."""
-        if not self._accepting:
-            raise self.error or WriterError("log writer is not running (not started or stopped)")
-        self._pending.append_delta(record_seq, recv_ns, conn, epoch, raw, d)
 
     @property
     def backlog(self) -> bool:
@@ -307,7 +293,7 @@ class SegmentWriter:
         """Drain every pending row, seal the live part and return all segments sealed by this
         writer. If the writer had failed, returns what was sealed before the failure (``error``
         says what happened). Raises ``WriterError`` if draining takes longer than ``timeout``."""
-        self._accepting = False
+        self._refuse(WriterError("log writer is not running (stopped)"))
         self._stop_evt.set()
         deadline = time.monotonic() + timeout
         for t in self._threads:
@@ -508,6 +494,10 @@ class SegmentWriter:
             self._bytes_sealed += result.path.stat().st_size
             log.info("sealed %s (%d rows)", result.path, result.rows)
 
+    def _refuse(self, err: WriterError) -> None:
+        """From now on appending raises (the first reason, or the failure, wins)."""
+        self._pending.refusal = self.error or err
+
     def _fail(self, exc: BaseException) -> None:
         if isinstance(exc, OSError):
             err = describe_os_error(exc)
@@ -528,6 +518,6 @@ class SegmentWriter:
         if self.error is None:
             self.error = err
             log.error("%s", err)
-        self._accepting = False
+        self._refuse(err)
         self.failed.set()
         self._stop_evt.set()
