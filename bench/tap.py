@@ -254,13 +254,14 @@ def replay_speed(data: Path) -> dict[str, Any]:
     rows = list(read_rows(pick_session(data, None)))
     feed_rows_s = len(rows) / secs
 
+    from feed.state import DELTA, KIND, MALFORMED, MSG_TYPE, PRICE, RAW, SIDE, TICKER
     from materialize.book_replay import ACT_DELTA, ACT_SNAPSHOT, ReplayInput, replay
-    from schemas.wire import snapshot_levels
+    from schemas.wire import DELTA_MSG, SNAPSHOT_MSG, snapshot_levels
 
     per: dict[str, list[tuple[Any, ...]]] = {}
     for r in rows:
-        if r[3] == "in" and r[6] in ("orderbook_delta", "orderbook_snapshot") and not r[11]:
-            per.setdefault(r[10], []).append(r)
+        if r[KIND] == "in" and r[MSG_TYPE] in (DELTA_MSG, SNAPSHOT_MSG) and not r[MALFORMED]:
+            per.setdefault(r[TICKER], []).append(r)
     act: list[int] = []
     is_yes: list[bool] = []
     price: list[int] = []
@@ -268,17 +269,17 @@ def replay_speed(data: Path) -> dict[str, Any]:
     snaps: dict[int, Any] = {}
     for _, events in sorted(per.items()):
         for r in events:
-            if r[6] == "orderbook_snapshot":
-                snaps[len(act)] = snapshot_levels(r[12])
+            if r[MSG_TYPE] == SNAPSHOT_MSG:
+                snaps[len(act)] = snapshot_levels(r[RAW])
                 act.append(ACT_SNAPSHOT)
                 is_yes.append(True)
                 price.append(0)
                 delta.append(0)
-            elif r[14] is not None and r[15] is not None:
+            elif r[PRICE] is not None and r[DELTA] is not None:
                 act.append(ACT_DELTA)
-                is_yes.append(r[13] == "yes")
-                price.append(r[14])
-                delta.append(r[15])
+                is_yes.append(r[SIDE] == "yes")
+                price.append(r[PRICE])
+                delta.append(r[DELTA])
     inp = ReplayInput(act, is_yes, price, delta, snaps)
     core = {}
     for k in (0, 1, 10):  # the tap's observer alone, in-process: what the recorder pays per row
