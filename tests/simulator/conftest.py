@@ -19,8 +19,5 @@ def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def sim(keys_dir: Path) -> Iterator[SimulatorThread]:
-    handle = start_in_thread(quiet_config(keys_dir=keys_dir))
-    try:
+    with start_in_thread(quiet_config(keys_dir=keys_dir)) as handle:
         yield handle
-    finally:
-        handle.stop()

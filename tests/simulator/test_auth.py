@@ -77,13 +77,10 @@ def test_stale_timestamp_rejected(sim: SimulatorThread) -> None:
 
 
 def test_skew_is_configurable(keys_dir: Path) -> None:
-    handle = start_in_thread(quiet_config(keys_dir=keys_dir, max_skew_s=300))
-    try:
+    with start_in_thread(quiet_config(keys_dir=keys_dir, max_skew_s=300)) as handle:
         old = int(time.time() * 1000) - 60_000
         with Client(handle, auth_headers(handle.private_key_path, handle.key_id, old)) as c:
             assert c.subscribe(["market_lifecycle_v2"])["type"] == "subscribed"
-    finally:
-        handle.stop()
 
 
 def test_wrong_path_is_404(sim: SimulatorThread) -> None:

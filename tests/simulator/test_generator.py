@@ -6,17 +6,19 @@ from pathlib import Path
 from typing import Any
 
 from simulator.book import GRIDS
-from simulator.market import Delta, Dist, Engine, GenConfig, Notice
+from simulator.market import Delta, Engine, GenConfig, Notice
 from simulator.server import SimConfig, start_in_thread
 from tests.simulator.helpers import Client
+from tests.support.sim import lively
 
-FAST = GenConfig(
+# short lives (tests.support.sim) with every rarer event made common
+FAST = lively(
     create_rate=5,
     initial_markets=10,
-    lifetime=Dist("1:3"),
-    open_delay=Dist("0:0.5"),
-    determine_delay=Dist("0.1:0.5"),
-    settle_delay=Dist("0.1:0.5"),
+    lifetime="1:3",
+    open_delay="0:0.5",
+    determine_delay="0.1:0.5",
+    settle_delay="0.1:0.5",
     delta_rate=2_000,
     deactivate_prob=0.3,
     close_update_prob=0.3,
@@ -89,17 +91,13 @@ def test_same_seed_same_frames_over_the_wire(keys_dir: Path) -> None:
         cfg = SimConfig(
             seed=11, keys_dir=keys_dir, autostart=False, start_time=1_767_225_600.0, generator=FAST
         )
-        sim = start_in_thread(cfg)
-        try:
-            with Client(sim) as c:
-                c.subscribe(["market_lifecycle_v2"])
-                tickers = sim.tickers()
-                c.subscribe(["orderbook_delta"], market_tickers=tickers[:5])
-                sim.advance(200)
-                c.send("list_subscriptions")
-                c.until(lambda m: m.get("id") == 3)
-                runs.append(c.frames)
-        finally:
-            sim.stop()
+        with start_in_thread(cfg) as sim, Client(sim) as c:
+            c.subscribe(["market_lifecycle_v2"])
+            tickers = sim.tickers()
+            c.subscribe(["orderbook_delta"], market_tickers=tickers[:5])
+            sim.advance(200)
+            c.send("list_subscriptions")
+            c.until(lambda m: m.get("id") == 3)
+            runs.append(c.frames)
     assert len(runs[0]) > 50
     assert runs[0] == runs[1]

@@ -16,8 +16,7 @@ from tests.simulator.helpers import Client, http_get, quiet_config
 
 def test_ground_truth_matches_client(keys_dir: Path, tmp_path: Path) -> None:
     gt = tmp_path / "gt"
-    sim = start_in_thread(quiet_config(keys_dir=keys_dir, ground_truth=gt))
-    try:
+    with start_in_thread(quiet_config(keys_dir=keys_dir, ground_truth=gt)) as sim:
         t = sim.create_market("KXGT-1", fractional=True)
         with Client(sim) as c:
             c.subscribe(["market_lifecycle_v2"])
@@ -31,8 +30,6 @@ def test_ground_truth_matches_client(keys_dir: Path, tmp_path: Path) -> None:
             c.until(lambda m: m.get("id") == 3)
             received = list(c.frames)
             book = sim.book(t)
-    finally:
-        sim.stop()
     rows = [json.loads(x) for x in (gt / "conn-1.jsonl").read_text().splitlines()]
     assert [r["frame"] for r in rows] == received
     assert all(r["conn"] == 1 and isinstance(r["t_ns"], int) for r in rows)

@@ -154,8 +154,9 @@ def test_third_party_clients(interop_python: str, keys_dir: Path) -> None:
     )
     # kalshi-sdk drops snapshots missing a side key and ignores ok frames: its switches.
     proto = ProtocolOptions(empty_side="empty_list", reply_seq="echo")
-    sim = start_in_thread(SimConfig(seed=5, keys_dir=keys_dir, generator=gen, protocol=proto))
-    try:
+    with start_in_thread(
+        SimConfig(seed=5, keys_dir=keys_dir, generator=gen, protocol=proto)
+    ) as sim:
         tickers = sim.tickers()
         info = {
             "ws_url": sim.ws_url,
@@ -172,8 +173,6 @@ def test_third_party_clients(interop_python: str, keys_dir: Path) -> None:
         )
         assert r.returncode == 0, r.stderr[-3000:]
         out = json.loads(r.stdout.strip().splitlines()[-1])
-    finally:
-        sim.stop()
     assert out["rest_tickers"][: len(tickers)] == tickers
     assert out["rest_open"] >= 1
     assert out["rest_market"] == tickers[0]

@@ -147,8 +147,7 @@ def test_unsubscribe(sim: SimulatorThread, two_markets: tuple[str, str]) -> None
 
 
 def test_reply_seq_echo_switch(keys_dir: Path) -> None:
-    sim = _start(keys_dir, reply_seq="echo")
-    try:
+    with _start(keys_dir, reply_seq="echo") as sim:
         a = sim.create_market("KXE-1")
         with Client(sim) as c:
             sid = c.subscribe([OB], market_tickers=[a])["msg"]["sid"]
@@ -165,8 +164,6 @@ def test_reply_seq_echo_switch(keys_dir: Path) -> None:
             )
             assert c.recv()["seq"] == snap["seq"]
             assert c.recv()["seq"] == snap["seq"] + 1
-    finally:
-        sim.stop()
 
 
 def _err(c: Client, cmd: str, params: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
@@ -246,8 +243,7 @@ def test_not_json_is_error_1(sim: SimulatorThread) -> None:
 
 
 def test_market_limit_error_26(keys_dir: Path) -> None:
-    sim = _start(keys_dir, max_markets_per_sub=2)
-    try:
+    with _start(keys_dir, max_markets_per_sub=2) as sim:
         ts = [sim.create_market(f"KXL-{i}") for i in range(3)]
         with Client(sim) as c:
             assert _err(c, "subscribe", {"channels": [OB], "market_tickers": ts})["code"] == 26
@@ -259,14 +255,11 @@ def test_market_limit_error_26(keys_dir: Path) -> None:
                 {"sid": sid, "market_tickers": ts[2:], "action": "add_markets"},
             )
             assert msg["code"] == 26
-    finally:
-        sim.stop()
 
 
 def test_duplicate_subscribe_switch(keys_dir: Path) -> None:
     for mode in ("error", "new_sid"):
-        sim = _start(keys_dir, duplicate_subscribe=mode)
-        try:
+        with _start(keys_dir, duplicate_subscribe=mode) as sim:
             a = sim.create_market("KXD-1")
             with Client(sim) as c:
                 first = c.subscribe([LC])["msg"]["sid"]
@@ -279,19 +272,14 @@ def test_duplicate_subscribe_switch(keys_dir: Path) -> None:
                 else:
                     again = c.subscribe([LC])
                     assert again["type"] == "subscribed" and again["msg"]["sid"] not in (first, ob)
-        finally:
-            sim.stop()
 
 
 def test_auth_required_error_9(keys_dir: Path) -> None:
-    sim = start_in_thread(quiet_config(keys_dir=keys_dir, allow_unauthenticated=True))
-    try:
+    with start_in_thread(quiet_config(keys_dir=keys_dir, allow_unauthenticated=True)) as sim:
         a = sim.create_market("KXU-1")
         with Client(sim, headers={}) as c:
             assert c.subscribe([LC])["type"] == "subscribed"
             assert _err(c, "subscribe", {"channels": [OB], "market_tickers": [a]})["code"] == 9
-    finally:
-        sim.stop()
 
 
 def test_lifecycle_events_and_fields(sim: SimulatorThread) -> None:
@@ -352,33 +340,25 @@ def test_lifecycle_events_and_fields(sim: SimulatorThread) -> None:
 
 
 def test_lifecycle_seq_switch(keys_dir: Path) -> None:
-    sim = _start(keys_dir, lifecycle_seq=True)
-    try:
-        with Client(sim) as c:
-            c.subscribe([LC])
-            sim.create_market("KXS-1")
-            a, b = c.recv_n(2)
-            assert b["seq"] == a["seq"] + 1
-    finally:
-        sim.stop()
+    with _start(keys_dir, lifecycle_seq=True) as sim, Client(sim) as c:
+        c.subscribe([LC])
+        sim.create_market("KXS-1")
+        a, b = c.recv_n(2)
+        assert b["seq"] == a["seq"] + 1
 
 
 def test_empty_side_switch_and_subpenny_fractional(keys_dir: Path) -> None:
-    sim = _start(keys_dir, empty_side="empty_list")
-    try:
+    with _start(keys_dir, empty_side="empty_list") as sim:
         t = sim.create_market("KXF-1", price_level_structure="tapered_deci_cent", fractional=True)
         sim.push_delta(t, "yes", "0.0450", "2.5")
         with Client(sim) as c:
             c.subscribe([OB], market_tickers=[t])
             snap = c.recv()["msg"]
             assert snap["yes_dollars_fp"] == [["0.0450", "2.50"]] and snap["no_dollars_fp"] == []
-    finally:
-        sim.stop()
 
 
 def test_legacy_format(keys_dir: Path) -> None:
-    sim = start_in_thread(quiet_config(keys_dir=keys_dir, legacy=True))
-    try:
+    with start_in_thread(quiet_config(keys_dir=keys_dir, legacy=True)) as sim:
         t = sim.create_market("KXOLD-1")
         sim.push_delta(t, "yes", 45, 100)
         with Client(sim) as c:
@@ -394,8 +374,6 @@ def test_legacy_format(keys_dir: Path) -> None:
             sim.create_market("KXOLD-2")
             created = c.until(lambda m: m["type"] == LC)[-1]["msg"]
             assert "price_level_structure" not in created and "exchange_index" not in created
-    finally:
-        sim.stop()
 
 
 def test_server_sends_heartbeat_pings(keys_dir: Path) -> None:
@@ -407,8 +385,7 @@ def test_server_sends_heartbeat_pings(keys_dir: Path) -> None:
 
     from tests.simulator.helpers import auth_headers
 
-    sim = start_in_thread(quiet_config(keys_dir=keys_dir, ping_interval=0.1))
-    try:
+    with start_in_thread(quiet_config(keys_dir=keys_dir, ping_interval=0.1)) as sim:
         u = urlsplit(sim.ws_url)
         assert u.hostname and u.port
         s = socket.create_connection((u.hostname, u.port), timeout=10)
@@ -432,5 +409,3 @@ def test_server_sends_heartbeat_pings(keys_dir: Path) -> None:
         assert rest[0] == 0x89 and rest[1] == len(b"heartbeat")  # FIN + ping, unmasked
         assert rest[2:11] == b"heartbeat"
         s.close()
-    finally:
-        sim.stop()

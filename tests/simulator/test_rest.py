@@ -90,11 +90,8 @@ def test_orderbook(sim: SimulatorThread) -> None:
 
 
 def test_legacy_orderbook(keys_dir: Path) -> None:
-    sim = start_in_thread(quiet_config(keys_dir=keys_dir, legacy=True))
-    try:
+    with start_in_thread(quiet_config(keys_dir=keys_dir, legacy=True)) as sim:
         t = sim.create_market("KXOB-2")
         sim.push_delta(t, "no", 55, 3)
         _status, body = http_get(f"{sim.rest_url}/markets/{t}/orderbook")
         assert body["orderbook"]["yes"] is None and body["orderbook"]["no"] == [[55, 3]]
-    finally:
-        sim.stop()

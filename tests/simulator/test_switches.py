@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import urllib.parse
 import urllib.request
@@ -38,17 +39,15 @@ T0 = 1_767_225_600.0  # quiet_config's virtual start, 2026-01-01T00:00:00Z
 
 @pytest.fixture
 def start(keys_dir: Path, tmp_path: Path) -> Iterator[Any]:
-    started: list[SimulatorThread] = []
+    """Start quiet simulators with the given switches; all stopped after the test."""
+    with contextlib.ExitStack() as started:
 
-    def make(autostart: bool = False, **switches: Any) -> SimulatorThread:
-        base = quiet_config(keys_dir=keys_dir, autostart=autostart, ground_truth=tmp_path / "gt")
-        h = start_in_thread(config_from_switches(switches, base))
-        started.append(h)
-        return h
+        def make(autostart: bool = False, **switches: Any) -> SimulatorThread:
+            gt = tmp_path / "gt"
+            base = quiet_config(keys_dir=keys_dir, autostart=autostart, ground_truth=gt)
+            return started.enter_context(start_in_thread(config_from_switches(switches, base)))
 
-    yield make
-    for h in started:
-        h.stop()
+        yield make
 
 
 def _effects(sim: SimulatorThread, name: str) -> list[dict[str, Any]]:
@@ -247,14 +246,11 @@ def test_mve_markets_only_on_their_channel(start: Any, tmp_path: Path) -> None:
 def test_generator_mve_fraction(keys_dir: Path) -> None:
     base = quiet_config(keys_dir=keys_dir)
     base.generator.create_rate = 20.0
-    sim = start_in_thread(config_from_switches({"mve_fraction": 1.0}, base))
-    try:
+    with start_in_thread(config_from_switches({"mve_fraction": 1.0}, base)) as sim:
         sim.advance_seconds(0.5)
         tickers = sim.tickers()
         assert tickers and all(t.startswith("KXMVE") for t in tickers)
         assert all(sim.market(t).mve for t in tickers)
-    finally:
-        sim.stop()
 
 
 # ---- REST -----------------------------------------------------------------------------------
