@@ -6,19 +6,17 @@ from pathlib import Path
 from typing import Any
 
 from simulator.book import GRIDS
-from simulator.market import Delta, Engine, GenConfig, Notice
+from simulator.market import Delta, Dist, Engine, GenConfig, Notice
 from simulator.server import SimConfig, start_in_thread
 from tests.simulator.helpers import Client
-from tests.support.sim import lively
 
-# short lives (tests.support.sim) with every rarer event made common
-FAST = lively(
+FAST = GenConfig(
     create_rate=5,
     initial_markets=10,
-    lifetime="1:3",
-    open_delay="0:0.5",
-    determine_delay="0.1:0.5",
-    settle_delay="0.1:0.5",
+    lifetime=Dist("1:3"),
+    open_delay=Dist("0:0.5"),
+    determine_delay=Dist("0.1:0.5"),
+    settle_delay=Dist("0.1:0.5"),
     delta_rate=2_000,
     deactivate_prob=0.3,
     close_update_prob=0.3,
