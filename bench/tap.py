@@ -47,6 +47,18 @@ from bench.recorder_ingest import (
     start_sim,
     steady_rate,
 )
+from feed.events import STATUS_CHANNEL
+from schemas.wire import DELTA_MSG, LIFECYCLE_CHANNEL
+
+SUBSCRIBE_ALL = orjson.dumps(
+    {
+        "id": 1,
+        "cmd": "subscribe",
+        "params": {"channels": [STATUS_CHANNEL, LIFECYCLE_CHANNEL, DELTA_MSG], "all_markets": True},
+    }
+)
+"""What every consumer of this bench asks the tap (or the replay) for: every channel, every
+market."""
 
 # --------------------------------------------------------------------------- child processes
 
@@ -99,18 +111,14 @@ async def _consumers(url: str, n: int, out: Path) -> None:
 
     async def one(i: int) -> None:
         async with connect(url, max_size=None, max_queue=None, compression=None) as ws:
-            params = {
-                "channels": ["recorder_status", "market_lifecycle_v2", "orderbook_delta"],
-                "all_markets": True,
-            }
-            await ws.send(orjson.dumps({"id": 1, "cmd": "subscribe", "params": params}).decode())
+            await ws.send(SUBSCRIBE_ALL.decode())
             with contextlib.suppress(Exception):
                 async for raw in ws:
                     now = time.time_ns()
                     counts[i] += 1
                     body = orjson.loads(raw)
                     t = body.get("type")
-                    if i == 0 and t in ("orderbook_delta", "market_lifecycle_v2"):
+                    if i == 0 and t in (DELTA_MSG, LIFECYCLE_CHANNEL):
                         seen.append((body["record_seq"], now))
                     elif t == "tap_lagged":
                         lagged[i] += 1
@@ -237,11 +245,7 @@ def replay_speed(data: Path) -> dict[str, Any]:
         n = 0
         t0 = time.perf_counter()
         async with connect(listening.url, max_size=None, max_queue=None) as ws:
-            params = {
-                "channels": ["recorder_status", "market_lifecycle_v2", "orderbook_delta"],
-                "all_markets": True,
-            }
-            await ws.send(orjson.dumps({"id": 1, "cmd": "subscribe", "params": params}).decode())
+            await ws.send(SUBSCRIBE_ALL.decode())
             async for raw in ws:
                 n += 1
                 if "tap_session_end" in raw[:40]:
@@ -256,7 +260,7 @@ def replay_speed(data: Path) -> dict[str, Any]:
 
     from feed.state import DELTA, KIND, MALFORMED, MSG_TYPE, PRICE, RAW, SIDE, TICKER
     from materialize.book_replay import ACT_DELTA, ACT_SNAPSHOT, ReplayInput, replay
-    from schemas.wire import DELTA_MSG, SNAPSHOT_MSG, snapshot_levels
+    from schemas.wire import SNAPSHOT_MSG, snapshot_levels
 
     per: dict[str, list[tuple[Any, ...]]] = {}
     for r in rows:
@@ -287,11 +291,8 @@ def replay_speed(data: Path) -> dict[str, Any]:
 
         fan = Fanout("live")
         cs = [fan.add(1 << 30) for _ in range(k)]
-        sub = {"channels": ["recorder_status", "market_lifecycle_v2", "orderbook_delta"]}
         for c in cs:
-            c.handle(
-                orjson.dumps({"id": 1, "cmd": "subscribe", "params": {**sub, "all_markets": True}})
-            )
+            c.handle(SUBSCRIBE_ALL)
         t0 = time.perf_counter()
         for i, r in enumerate(rows):
             fan.on_row(r)
