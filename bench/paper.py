@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from feed.client import Client
-from feed.events import FeedEvent
+from feed.events import BookUpdate, FeedEvent, LifecycleEvent, SessionEnded
 from feed.replay import ReplayConfig, start_replay
 from materialize.demo import make_demo_data
 from paper.drivers import run_replay
@@ -56,7 +56,7 @@ async def _collect(data: Path) -> tuple[list[FeedEvent], float]:
                 if ev is None:
                     break
                 events.append(ev)
-                if type(ev).__name__ == "SessionEnded":
+                if isinstance(ev, SessionEnded):
                     break
     finally:
         listening.server.close()
@@ -64,7 +64,7 @@ async def _collect(data: Path) -> tuple[list[FeedEvent], float]:
 
 
 def _market_events(events: list[FeedEvent]) -> int:
-    return sum(1 for e in events if type(e).__name__ in ("BookUpdate", "LifecycleEvent"))
+    return sum(1 for e in events if isinstance(e, BookUpdate | LifecycleEvent))
 
 
 def run(data: Path, episodes: int, repeat: int = 3) -> None:
