@@ -27,9 +27,9 @@ from materialize.objectstore import (
 from materialize.retention import compact
 from materialize.segments_index import find_segments
 from materialize.targets import DuckDBTarget
-from recorder.segments import live_part_path, read_sealed
+from schemas.catalog import live_part_path, read_sealed
 from schemas.tables import ALL_TABLES, LOADED_SEGMENTS
-from tests.materialize.segmentgen import SESSION_A, build_scenario
+from tests.support.segments import SESSION_A, build_scenario
 
 moto_server = pytest.importorskip(
     "moto.server", reason="moto[server] is not installed (pip install 'moto[server]')"

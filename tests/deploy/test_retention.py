@@ -21,7 +21,8 @@ from materialize.loader import NoProgress, load, table_counts
 from materialize.retention import COMPACTED_FROM_KEY, compact, expire, run
 from materialize.segments_index import find_segments, sha256_file
 from materialize.targets import DuckDBTarget, PostgresTarget
-from recorder.segments import LiveFile, iter_sealed, live_part_path, read_sealed, seal
+from recorder.segments import LiveFile, seal
+from schemas.catalog import live_part_path, read_sealed, sealed_segments
 from schemas.log import LOG_SCHEMA, SCHEMA_VERSION, SCHEMA_VERSION_KEY
 from schemas.tables import (
     ALL_TABLES,
@@ -33,7 +34,8 @@ from schemas.tables import (
     day_bounds_ns,
     day_partition_name,
 )
-from tests.materialize.segmentgen import (
+from tests.materialize.test_partitions import multi_day_log, partition_of_each_row, pg_rows
+from tests.support.segments import (
     SESSION_A,
     SESSION_B,
     T0_NS,
@@ -41,7 +43,6 @@ from tests.materialize.segmentgen import (
     build_scenario,
     write_segments,
 )
-from tests.materialize.test_partitions import multi_day_log, partition_of_each_row, pg_rows
 
 DAY_A = "2026-01-01"  # session A's three segments
 LATER = dt.date(2026, 3, 1)
@@ -213,7 +214,7 @@ def test_archive_keeps_hive_layout_and_content(tmp_path: Path) -> None:
 
 def test_recorder_sealed_segments_compact_and_stay_listable(tmp_path: Path) -> None:
     """Segments named by recorder.segments.seal (part-NNNNN-SEQ) compact into a name that
-    iter_sealed still sorts and read_sealed still reads, rows unchanged."""
+    sealed_segments still sorts and read_sealed still reads, rows unchanged."""
     log = SessionLog(7, start_ns=T0_NS)
     log.session_start()
     for i in range(30):
@@ -225,12 +226,12 @@ def test_recorder_sealed_segments_compact_and_stay_listable(tmp_path: Path) -> N
             lf.write(b)
         lf.close()
         seal(lf.path, tmp_path)
-    originals = list(iter_sealed(tmp_path))
+    originals = list(sealed_segments(tmp_path))
     assert len(originals) == 3
     rows = read_sealed(originals)
     load_all(tmp_path)
     assert run(["--data-dir", str(tmp_path)], today=LATER) == 0
-    (only,) = list(iter_sealed(tmp_path))
+    (only,) = list(sealed_segments(tmp_path))
     assert only.name.startswith("part-00001-") and "-to-" in only.name
     assert read_sealed([only]).equals(rows)
     assert len(find_segments(tmp_path)) == 1
