@@ -277,16 +277,16 @@ def _decision_rows(
     ]
     for lv in leaves:
         at, sid, ticker = lv["left_at"], lv["session_id"], lv["market_ticker"]
-        params = (at, lv["leave_reason"], sid, ticker, sid, ticker, at)
-        updates.append(Update("market_left_without_join", _CLOSE_PARTICIPATION, params))
+        closing = (at, lv["leave_reason"], sid, ticker, sid, ticker, at)
+        updates.append(Update("market_left_without_join", _CLOSE_PARTICIPATION, closing))
     for s in carried:
         if s["ended"]:
-            params = (s["ended_at"], s["end_reason"], s["session_id"])
-            updates.append(Update("session_end_without_start", _SET_ENDED, params))
+            ending = (s["ended_at"], s["end_reason"], s["session_id"])
+            updates.append(Update("session_end_without_start", _SET_ENDED, ending))
     for s in carried:
         if (at := s["last_record_at"]) is not None:
-            params = (at, s["session_id"], at)
-            updates.append(Update("last_record_without_start", _LAST_RECORD, params))
+            last = (at, s["session_id"], at)
+            updates.append(Update("last_record_without_start", _LAST_RECORD, last))
     return sessions, parts, updates
 
 
