@@ -182,10 +182,6 @@ class Broker:
             total += self._value_x200(self.markets[ticker])
         return Fraction(total, 200)
 
-    def position_value(self, m: MarketState) -> Fraction:
-        """What ``m``'s position is worth at the mark, micro-dollars (exact)."""
-        return Fraction(self._value_x200(m), 200)
-
     def _value_x200(self, m: MarketState) -> int:
         """200 × the position's value in micro-dollars: (mark × 2) × centi-contracts is an
         integer, so the sum stays in ints and one ``Fraction`` is built at the end."""

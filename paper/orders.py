@@ -81,10 +81,3 @@ def as_yes(action: Action, side: Side, price: int) -> YesView:
     if side is Side.YES:
         return YesView(buy=action is Action.BUY, price=price)
     return YesView(buy=action is not Action.BUY, price=PRICE_SCALE - price)
-
-
-def from_yes(view: YesView, side: Side) -> tuple[Action, int]:
-    """The inverse of :func:`as_yes`: the action and price of ``view`` written on ``side``."""
-    if side is Side.YES:
-        return (Action.BUY if view.buy else Action.SELL), view.price
-    return (Action.SELL if view.buy else Action.BUY), PRICE_SCALE - view.price

@@ -37,7 +37,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from probe.script import LIFECYCLE_TYPES, ORDERBOOK_CHANNEL, REPLY_TYPES
+from feed.state import LIFECYCLE_CHANNEL_TYPES
+from probe.script import ORDERBOOK_CHANNEL, REPLY_TYPES
 from probe.transcript import Entry, Transcript
 from recorder.subscriptions import CODE_MARKET_NOT_FOUND, RESUBSCRIBE_CODES
 from schemas.wire import (
@@ -265,7 +266,7 @@ def reply_seq(t: Transcript) -> Answer:
 
 def lifecycle_seq(t: Transcript) -> Answer:
     a = _Question("lifecycle_seq", "Do lifecycle messages carry a seq?")
-    seen = [(e["n"], "seq" in f) for e, f in t.ws_in() if f.get("type") in LIFECYCLE_TYPES]
+    seen = [(e["n"], "seq" in f) for e, f in t.ws_in() if f.get("type") in LIFECYCLE_CHANNEL_TYPES]
     if not seen:
         return a.unknown("no lifecycle message arrived while listening")
     ev = [n for n, _ in seen[:3]]

@@ -23,7 +23,6 @@ from schemas.units import parse_price
 from schemas.wire import (
     DELTA_MSG,
     LIFECYCLE_CHANNEL,
-    LIFECYCLE_MSG_TYPES,
     MVE_LIFECYCLE_CHANNEL,
     SNAPSHOT_MSG,
 )
@@ -42,8 +41,6 @@ NO_SUCH_CHANNEL = "kalshi_probe_no_such_channel"
 NO_SUCH_MARKET = "KALSHI-PROBE-NO-SUCH-MARKET"
 ORDERBOOK_CHANNEL = DELTA_MSG  # the order-book channel is named after its delta frames
 REPLY_TYPES = frozenset({"subscribed", "ok", "unsubscribed", "error"})
-LIFECYCLE_TYPES = frozenset({*LIFECYCLE_MSG_TYPES, "event_lifecycle", "event_fee_update"})
-"""Every lifecycle-like frame the probe classifies (the recorded ones and the event-level ones)."""
 PING_DATA = b"kalshi-probe"
 # A market created while we listen is added to the book subscription at once; while the exchange
 # answers error 16 (not found) we retry (every Plan.young_retry_s) at most this many times.
@@ -225,10 +222,6 @@ def snapshots_or_error(cmd_id: int, tickers: list[str]) -> Callable[[Frames], bo
         return set(tickers) <= _snapshot_tickers(frames)
 
     return done
-
-
-def lifecycle_seen(frames: Frames) -> bool:
-    return any(f.get("type") in LIFECYCLE_TYPES for f in frames)
 
 
 def mve_seen(frames: Frames) -> bool:
