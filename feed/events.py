@@ -108,7 +108,9 @@ class BookUpdate:
 
 @dataclass(frozen=True, slots=True)
 class LifecycleEvent:
-    """A ``market_lifecycle_v2`` message as the recorder received it (typed fields + raw msg)."""
+    """A message of the lifecycle channel (``feed.state.LIFECYCLE_CHANNEL_TYPES``) as the recorder
+    received it: typed fields + the raw msg. ``event_type`` is the frame type when the message
+    has none (``event_fee_update``)."""
 
     market_ticker: str
     event_type: str
@@ -126,7 +128,7 @@ class LifecycleEvent:
 
 @dataclass(frozen=True, slots=True)
 class ValidityChange:
-    """The tap says a market's book changed validity (extra channel ``book_state``)."""
+    """The tap says a market's book changed validity (extra channel ``tap_book_state``)."""
 
     market_ticker: str
     state: Validity
