@@ -22,6 +22,7 @@ import random
 import time
 from pathlib import Path
 
+from schemas.wire import DELTA_MSG
 from simulator.exchange import Exchange
 from simulator.faults import FaultConfig, FaultCounters
 from simulator.market import Dist, Engine, GenConfig
@@ -40,6 +41,20 @@ def gen_config(markets: int, rate: float) -> GenConfig:
         never_trade_fraction=0.0,
         max_live_markets=markets + 1,
     )
+
+
+def subscribe_commands(tickers: list[str], per_command: int = 256) -> list[str]:
+    """``orderbook_delta`` subscribe commands for every ticker, ``per_command`` at a time."""
+    return [
+        json.dumps(
+            {
+                "id": i + 1,
+                "cmd": "subscribe",
+                "params": {"channels": [DELTA_MSG], "market_tickers": tickers[i : i + per_command]},
+            }
+        )
+        for i in range(0, len(tickers), per_command)
+    ]
 
 
 def bench_engine(markets: int, seconds: float) -> dict[str, float]:
@@ -61,13 +76,8 @@ def bench_core(markets: int, seconds: float) -> dict[str, float]:
     s = ex.open_session()
     e.start()
     e.take()
-    tickers = list(e.markets)
-    for i in range(0, len(tickers), 256):
-        chunk = json.dumps(tickers[i : i + 256])
-        s.receive(
-            f'{{"id":{i + 1},"cmd":"subscribe","params":{{"channels":["orderbook_delta"],'
-            f'"market_tickers":{chunk}}}}}'
-        )
+    for cmd in subscribe_commands(list(e.markets)):
+        s.receive(cmd)
     s.take()
     frames = 0
     t0 = time.process_time()
@@ -97,28 +107,32 @@ def _client(
     import struct
     from urllib.parse import urlsplit
 
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+    from recorder.auth import signer_from
 
-    key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
-    assert isinstance(key, rsa.RSAPrivateKey)
-    ts = str(int(time.time() * 1000))
-    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
-    sig = base64.b64encode(key.sign((ts + "GET/trade-api/ws/v2").encode(), pss, hashes.SHA256()))
     u = urlsplit(ws_url)
-    assert u.hostname and u.port
+    if not (u.hostname and u.port):
+        raise ValueError(f"simulator URL {ws_url!r} has no host and port")
+    auth = signer_from(key_id, key_path).headers("GET", u.path)
+    lines = [
+        f"GET {u.path} HTTP/1.1",
+        f"Host: {u.netloc}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}",
+        "Sec-WebSocket-Version: 13",
+        *(f"{k}: {v}" for k, v in auth.items()),
+    ]
+    req = "\r\n".join(lines) + "\r\n\r\n"
     sock = socket.create_connection((u.hostname, u.port))
-    req = (
-        f"GET {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
-        f"Sec-WebSocket-Version: 13\r\nKALSHI-ACCESS-KEY: {key_id}\r\n"
-        f"KALSHI-ACCESS-TIMESTAMP: {ts}\r\nKALSHI-ACCESS-SIGNATURE: {sig.decode()}\r\n\r\n"
-    )
     sock.sendall(req.encode())
     buf = b""
     while b"\r\n\r\n" not in buf:
-        buf += sock.recv(65536)
-    assert buf.startswith(b"HTTP/1.1 101"), buf[:200]
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the simulator closed the connection during the handshake")
+        buf += chunk
+    if not buf.startswith(b"HTTP/1.1 101"):
+        raise ConnectionError(f"the simulator refused the handshake: {buf[:200]!r}")
     data = bytearray(buf.split(b"\r\n\r\n", 1)[1])
 
     def send_text(text: str) -> None:
@@ -133,19 +147,8 @@ def _client(
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(p))
         sock.sendall(hdr + mask + masked)
 
-    for i in range(0, len(tickers), 256):
-        send_text(
-            json.dumps(
-                {
-                    "id": i + 1,
-                    "cmd": "subscribe",
-                    "params": {
-                        "channels": ["orderbook_delta"],
-                        "market_tickers": tickers[i : i + 256],
-                    },
-                }
-            )
-        )
+    for cmd in subscribe_commands(tickers):
+        send_text(cmd)
     frames = 0
     counting = False
     t_warm = time.monotonic() + 2.0
