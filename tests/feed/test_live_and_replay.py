@@ -46,8 +46,21 @@ from feed import (
 )
 from feed.replay import ReplayConfig, start_replay
 from feed.source import pick_session, read_rows
-from feed.state import LIFECYCLE_CHANNEL_TYPES
+from feed.state import (
+    CONN,
+    EPOCH,
+    KIND,
+    LIFECYCLE_CHANNEL_TYPES,
+    MALFORMED,
+    MSG_TYPE,
+    RAW,
+    RECORD_SEQ,
+    RECV_NS,
+    TICKER,
+    TS_MS,
+)
 from schemas.units import parse_price, parse_size
+from schemas.wire import DELTA_MSG
 from simulator.faults import FaultConfig
 from simulator.server import SimConfig, start_in_thread
 from simulator.wire import ProtocolOptions
@@ -334,12 +347,17 @@ def _truth_index(rows: list[tuple[Any, ...]], truth: Path) -> dict[int, dict[str
     out: dict[int, dict[str, Any]] = {}
     seen: dict[tuple[str, int], int] = defaultdict(int)
     for r in rows:
-        if r[3] == "in" and r[6] == "orderbook_delta" and not r[11] and r[16] is not None:
-            key = (r[10], r[16])
+        if (
+            r[KIND] == "in"
+            and r[MSG_TYPE] == DELTA_MSG
+            and not r[MALFORMED]
+            and r[TS_MS] is not None
+        ):
+            key = (r[TICKER], r[TS_MS])
             i = seen[key]
             seen[key] += 1
             if i < len(by_ms.get(key, [])):
-                out[r[1]] = by_ms[key][i]
+                out[r[RECORD_SEQ]] = by_ms[key][i]
     return out
 
 
@@ -383,13 +401,15 @@ def test_every_recorded_delta_reached_the_live_consumer_in_order(live_run: LiveR
         if isinstance(e, BookUpdate) and not e.is_snapshot and e.record_seq is not None
     ]
     assert got == sorted(got) and len(got) == len(set(got))
-    recorded_deltas = {r[1] for r in live_run.rows if r[6] == "orderbook_delta" and r[3] == "in"}
+    recorded_deltas = {
+        r[RECORD_SEQ] for r in live_run.rows if r[MSG_TYPE] == DELTA_MSG and r[KIND] == "in"
+    }
     assert set(got) <= recorded_deltas
     lifecycle = [e.record_seq for e in live_run.events_a if isinstance(e, LifecycleEvent)]
     recorded_lifecycle = [
-        r[1]
+        r[RECORD_SEQ]
         for r in live_run.rows
-        if r[3] == "in" and r[6] in LIFECYCLE_CHANNEL_TYPES and not r[11]
+        if r[KIND] == "in" and r[MSG_TYPE] in LIFECYCLE_CHANNEL_TYPES and not r[MALFORMED]
     ]
     assert lifecycle == recorded_lifecycle
 
@@ -407,7 +427,9 @@ def test_a_consumer_that_stops_reading_is_lagged_and_recovers(live_run: LiveRun)
 
 def test_the_recording_holds_every_frame_despite_the_consumers(live_run: LiveRun) -> None:
     sent = ground_truth_frames(live_run.truth)
-    rows = [{"kind": r[3], "conn": r[4], "epoch": r[5], "raw": r[12]} for r in live_run.rows]
+    rows = [
+        {"kind": r[KIND], "conn": r[CONN], "epoch": r[EPOCH], "raw": r[RAW]} for r in live_run.rows
+    ]
     got = received_by_epoch(rows)
     assert len(got) == len(sent)
     total = 0
@@ -479,7 +501,7 @@ def test_replay_gives_the_same_events_message_for_message(live_run: LiveRun) -> 
 def test_replay_from_a_time_and_of_some_markets(live_run: LiveRun) -> None:
     joined = [e for e in live_run.events_a if isinstance(e, MarketJoined)]
     some = {joined[1].market_ticker, joined[2].market_ticker}
-    mid_ns = next(r[2] for r in live_run.rows if r[1] == joined[2].record_seq)
+    mid_ns = next(r[RECV_NS] for r in live_run.rows if r[RECORD_SEQ] == joined[2].record_seq)
 
     events = _replayed(ReplayConfig(live_run.data, start_ns=mid_ns, markets=frozenset(some)))
     books = [e for e in events if isinstance(e, BookUpdate)]
