@@ -50,11 +50,8 @@ async def _collect(data: Path) -> tuple[list[FeedEvent], float]:
     events: list[FeedEvent] = []
     t0 = time.perf_counter()
     try:
-        async with Client(listening.url, depth=64) as feed:
-            while True:
-                ev = await feed.next_event(60)
-                if ev is None:
-                    break
+        async with Client(listening.url, depth=64, timeout_s=60) as feed:
+            async for ev in feed:  # until the session's end (or the replay closes)
                 events.append(ev)
                 if isinstance(ev, SessionEnded):
                     break
