@@ -67,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-regimes", action="store_true", help="constant delta rate")
     w = s.add_argument_group(
         "protocol switches",
-        "one per uncertain point of the protocol notes (section in brackets); defaults = the "
-        "most likely real behaviour, fault-like ones off",
+        "one per uncertain point of the protocol (docs/protocol.md §9; the section of "
+        "docs/protocol.md in brackets); defaults = the most likely real behaviour, fault-like "
+        "ones off",
     )
     w.add_argument(
         "--profile",

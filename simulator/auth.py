@@ -2,7 +2,7 @@
 
 A client must use the same code path against the simulator as against Kalshi, so the simulator
 issues a real RSA key pair (PKCS#8 private key, UUID key id) and verifies the three
-``KALSHI-ACCESS-*`` headers exactly as protocol notes §2 describe: signature over
+``KALSHI-ACCESS-*`` headers exactly as docs/protocol.md §2 describes: signature over
 ``timestamp_ms + METHOD + path`` (query stripped), RSA-PSS / SHA-256 / MGF1(SHA-256) / salt =
 digest length. PSS is randomized, so signatures are checked by verification, never by comparison.
 

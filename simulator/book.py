@@ -2,8 +2,8 @@
 
 Prices are integers in units of $0.0001 ("pips", so "0.4500" is 4500) and sizes integers in
 units of 0.01 contract, because the exchange's grid is decimal: floats would make "0.54" and
-"0.540" two levels (notes §9). Only the encoders produce strings, with exactly 4 price decimals
-and 2 size decimals as the current exchange does (notes §4.5).
+"0.540" two levels. Only the encoders produce strings, with exactly 4 price decimals and 2 size
+decimals as the current exchange does (docs/protocol.md §4).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ PIPS_PER_CENT = 100
 MICROS_PER_PIP = PRICE_SCALE // PIPS_PER_DOLLAR
 assert SIZE_SCALE == 100  # sizes here are hundredths of a contract: schemas.units' centi-contracts
 
-# Price grids by price_level_structure (notes §4.8). NO bids use the same grid mirrored
-# (1 - p), and every grid here is symmetric, so one tuple serves both sides.
+# Price grids by price_level_structure (sub-penny tick grids, docs/protocol.md §4). NO bids use
+# the same grid mirrored (1 - p), and every grid here is symmetric, so one tuple serves both.
 _CENT = tuple(range(100, 10_000, 100))
 _DECI = tuple(range(10, 10_000, 10))
 _TAPERED = (

@@ -2,7 +2,7 @@
 
 No sockets and no clock here. A :class:`Session` is fed inbound text (``receive``) and exchange
 events (via :class:`Exchange`), and accumulates the exact frames to send in ``outbox``; the shell
-writes them. Rules implemented (protocol notes §3, §4.7):
+writes them. Rules implemented (docs/protocol.md §3, §5):
 
 * seq is per sid, shared by all markets of the sid; the snapshot consumes a seq value.
 * ``ok``/``unsubscribed`` replies carry the sid and seq and consume a seq value by default
@@ -40,8 +40,8 @@ ORDERBOOK = DELTA_MSG  # the book channel is named after its delta message
 LIFECYCLE = LIFECYCLE_CHANNEL
 MVE = MVE_LIFECYCLE_CHANNEL
 NOTICE_CHANNELS = LIFECYCLE_MSG_TYPES  # channels whose messages are lifecycle notices
-# The asyncapi channel enum (notes §3.1). Channels we do not model are accepted and stay silent,
-# as a real but quiet channel would; anything else is error 8.
+# The asyncapi channel enum (docs/protocol.md §3, §4). Channels we do not model are accepted and
+# stay silent, as a real but quiet channel would; anything else is error 8.
 KNOWN_CHANNELS = frozenset(
     {
         ORDERBOOK,
@@ -383,8 +383,9 @@ class Session:
                     sub.tickers[t] = None
 
     def _merge(self, cmd_id: Any, sub: Sub, tickers: list[str]) -> None:
-        """A repeat subscribe merged into ``sub`` (notes §4.7): same tickers are a no-op with no
-        fresh snapshot, new ones are added and snapshotted; the reply is an ``ok`` without sid."""
+        """A repeat subscribe merged into ``sub`` (docs/protocol.md §9, "repeat subscribe"): same
+        tickers are a no-op with no fresh snapshot, new ones are added and snapshotted; the reply
+        is an ``ok`` without sid."""
         added = [t for t in tickers if t not in sub.tickers] if sub.channel == ORDERBOOK else []
         for t in added:
             sub.tickers[t] = None

@@ -40,10 +40,11 @@ class FaultConfig:
     burst_size: int = 200
     # lifecycle notices lost on live connections (once, before fan-out); REST stays truthful
     lifecycle_drop_rate: float = 0.0
-    # asynchronous terminal errors on a live sid (notes §3.5): per sid per second; the sid ends
+    # asynchronous terminal errors on a live sid (docs/protocol.md §3): per sid per second; the
+    # sid ends
     async_error_rate: float = 0.0
     async_error_codes: tuple[int, ...] = (10, 17, 25)
-    # close frames with an application code (notes §11: 4000-4999, 4001 = authentication)
+    # close frames with an application code (docs/protocol.md §6: 4000-4999, 4001 = auth)
     close_code: int = 4000
     close_at: tuple[float, ...] = ()  # seconds after start: close every open connection
     close_rate: float = 0.0  # per open connection per second
@@ -58,7 +59,7 @@ class FaultConfig:
             raise ValueError("reject_status must be 429 or 503")
         bad_codes = [c for c in self.async_error_codes if c not in (10, 17, 25)]
         if bad_codes or not self.async_error_codes:
-            raise ValueError("async_error_codes: choose from 10, 17, 25 (notes §3.5)")
+            raise ValueError("async_error_codes: choose from 10, 17, 25 (docs/protocol.md §3)")
         if not (1000 <= self.close_code <= 4999) or self.close_code in (1004, 1005, 1006, 1015):
             raise ValueError("close_code must be a sendable close code, e.g. 4000-4999 or 1011")
         self.async_error_codes = tuple(self.async_error_codes)

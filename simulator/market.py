@@ -5,9 +5,10 @@ advanced in fixed steps (``step_ms``), so the same seed and the same sequence of
 control calls produce the same markets, lifecycle events and book changes, whatever the clients
 do and however late the event loop runs. The shell maps virtual time onto wall time.
 
-Lifecycle follows notes §6: created -> (silent open) -> active -> (occasionally deactivated /
-activated, close_date_updated) -> (silent close) -> determined -> settled. Reactivation cancels all
-resting orders, so the book is emptied with negative deltas; determination does the same.
+Lifecycle follows docs/protocol.md §8: created -> (silent open) -> active -> (occasionally
+deactivated / activated, close_date_updated) -> (silent close) -> determined -> settled.
+Reactivation cancels all resting orders, so the book is emptied with negative deltas;
+determination does the same.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ class GenConfig:
     regimes: bool = True  # quiet/busy periods that scale delta_rate (x0.2 .. x2)
     max_live_markets: int = 10_000  # creation pauses above this many unsettled markets
     legacy: bool = False  # legacy era: whole cents and whole contracts only
-    mve_fraction: float = 0.0  # share of new events that are MVE combos (KXMVE..., §4.4)
+    # share of new events that are MVE combos (KXMVE..., docs/protocol.md §4)
+    mve_fraction: float = 0.0
 
 
 @dataclass(slots=True, eq=False)
@@ -504,7 +506,7 @@ class Engine:
         self._notice(m, "deactivated", is_deactivated=True)
 
     def activate(self, ticker: str) -> None:
-        """Unpause: all resting orders are cancelled, so the book empties (notes §6)."""
+        """Unpause: all resting orders are cancelled, so the book empties (docs/protocol.md §8)."""
         m = self.market(ticker)
         self._notice(m, "activated", is_deactivated=False)
         self._clear_book(m)
@@ -521,7 +523,8 @@ class Engine:
         m.plan += 1
         self._notice(m, "close_date_updated", close_ts=m.close_ms // 1000)
         if m.status == "closed" and m.close_ms > self.now_ms:
-            self.activate(ticker)  # reopen = close_date_updated then activated (notes §6)
+            # reopen = close_date_updated then activated (docs/protocol.md §8)
+            self.activate(ticker)
         if m.status in ("active", "inactive") and m.close_ms <= self.now_ms:
             self._close(m)
         if m.auto:
@@ -588,7 +591,8 @@ class Engine:
         )
 
     def undocumented_event(self, ticker: str) -> None:
-        """An event_type outside the documented enum (this one existed for a while, notes §4.1)."""
+        """An event_type outside the documented enum: new ones appear without notice
+        (docs/protocol.md §4); this one existed for a while."""
         m = self.market(ticker)
         self._notice(m, "fractional_trading_updated", fractional_trading_enabled=m.fractional)
 

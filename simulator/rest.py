@@ -1,4 +1,4 @@
-"""The public market-data REST endpoints a recorder uses for recovery (notes §7).
+"""The public market-data REST endpoints a recorder uses for recovery (docs/protocol.md §7).
 
 ``handle()`` is pure (engine state in, status + JSON body out); ``serve_rest()`` is a minimal
 HTTP/1.1 server on asyncio streams with keep-alive, because SDK clients pool connections and a
@@ -26,7 +26,7 @@ log = logging.getLogger("simulator.rest")
 
 BASE = "/trade-api/v2"
 
-# GET /markets?status= vocabulary (notes §6) -> internal statuses; the REST status names
+# GET /markets?status= vocabulary (docs/protocol.md §7) -> internal statuses; the REST status names
 # themselves are accepted too, because older API versions used them directly.
 STATUS_FILTER: dict[str, tuple[str, ...]] = {
     "unopened": ("initialized",),

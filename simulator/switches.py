@@ -1,12 +1,14 @@
-"""One switch per uncertain point of the protocol notes: names, allowed values, defaults, sections.
+"""One switch per uncertain point of the protocol: names, allowed values, defaults, sections.
 
+Each switch is a row of the table in ``docs/protocol.md`` §9 (what the sources say, how the
+recorder copes); ``section`` names the part of ``docs/protocol.md`` that describes the point.
 The table is the single definition used by ``kalshi-simulator serve`` (one flag per switch, named
-after it with dashes, documented in ``--help`` with the notes' section), by
+after it with dashes, documented in ``--help`` with its section), by
 :func:`config_from_switches` (a dict of switch values -> a serve configuration; the probe maps
 what it saw on the real exchange to such a dict) and by the recorder's variant matrix test.
 
 Defaults are the most likely behaviour of the real exchange; fault-like switches (rates, times)
-default to off. Where the notes give two versions and no evidence favours one, the default is the
+default to off. Where the sources give two versions and no evidence favours one, the default is the
 one the simulator already played before the switch existed, so older recordings and tests keep
 their meaning.
 """
@@ -42,7 +44,7 @@ class Switch:
     where: str  # "protocol" (ProtocolOptions), "faults" (FaultConfig), "generator" (GenConfig)
     kind: str  # CHOICE, BOOL, FLOAT, INT, FLOATS (comma list), INTS, NAMES (comma list)
     allowed: tuple[Any, ...] | str  # the choices, or a description of the range
-    section: str  # where the protocol notes discuss the point
+    section: str  # the sections of docs/protocol.md that describe the point
     help: str
 
     @property
@@ -123,7 +125,7 @@ SWITCHES: tuple[Switch, ...] = (
         "protocol",
         BOOL,
         (False, True),
-        "§4.8",
+        "§4",
         "legacy integer wire format (cents, whole contracts, RFC3339 delta ts)",
     ),
     Switch(
@@ -131,7 +133,7 @@ SWITCHES: tuple[Switch, ...] = (
         "protocol",
         CHOICE,
         ("omit", "empty_list"),
-        "§4.5",
+        "§4",
         "an empty book side in a snapshot: key absent, or an empty list",
     ),
     Switch(
@@ -139,7 +141,7 @@ SWITCHES: tuple[Switch, ...] = (
         "protocol",
         BOOL,
         (False, True),
-        "§4.1, §4.7",
+        "§5, §4",
         "lifecycle/event messages carry a per-sid seq",
     ),
     Switch(
@@ -147,7 +149,7 @@ SWITCHES: tuple[Switch, ...] = (
         "protocol",
         CHOICE,
         ("consume", "echo"),
-        "§4.7",
+        "§5",
         "ok/unsubscribed replies consume a seq value, or echo the sid's last one",
     ),
     Switch(
@@ -155,7 +157,7 @@ SWITCHES: tuple[Switch, ...] = (
         "protocol",
         CHOICE,
         ("new_sid", "error", "merge"),
-        "§3.6, §4.7",
+        "§3, §5",
         "a repeat subscribe to a channel already subscribed: a new sid, error 6, or merged "
         "into the existing sid (an ok without sid; new tickers added and snapshotted)",
     ),
@@ -164,16 +166,16 @@ SWITCHES: tuple[Switch, ...] = (
         "protocol",
         INT,
         ">= 1",
-        "§3.1, §5",
+        "§3, §6",
         "markets per subscription before error 26",
     ),
-    Switch("seq_start", "protocol", INT, ">= 0", "§4.7", "first seq value of a sid"),
+    Switch("seq_start", "protocol", INT, ">= 0", "§5", "first seq value of a sid"),
     Switch(
         "get_snapshot_ok",
         "protocol",
         CHOICE,
         ("before", "after", "none"),
-        "§3.3",
+        "§3",
         "update_subscription get_snapshot: its ok before the snapshots, after them, or none",
     ),
     Switch(
@@ -181,7 +183,7 @@ SWITCHES: tuple[Switch, ...] = (
         "protocol",
         CHOICE,
         ("always", "sid_replies", "never"),
-        "§3.5",
+        "§3",
         "which replies echo the command id: all; all but subscribed/ok/unsubscribed (errors "
         "and list_subscriptions keep it); none",
     ),
@@ -190,7 +192,7 @@ SWITCHES: tuple[Switch, ...] = (
         "protocol",
         CHOICE,
         ("echo", "empty"),
-        "§5",
+        "§6",
         "the pong to a client's ping: echoes its payload (RFC 6455) or is empty",
     ),
     Switch(
@@ -198,7 +200,7 @@ SWITCHES: tuple[Switch, ...] = (
         "protocol",
         FLOAT,
         "seconds >= 0",
-        "§3.6, issue 11",
+        "§3",
         "error 16 (market not found) on subscribe/add_markets for a market created less "
         "than this many seconds ago",
     ),
@@ -207,7 +209,7 @@ SWITCHES: tuple[Switch, ...] = (
         "protocol",
         FLOAT,
         "seconds, may be negative",
-        "§2, §7.1",
+        "§2, §7",
         "exchange clock minus client clock: shifts REST times (and the *_ts filters), the "
         "REST Date header, lifecycle *_ts fields and delta ts_ms",
     ),
@@ -216,7 +218,7 @@ SWITCHES: tuple[Switch, ...] = (
         "protocol",
         CHOICE,
         ("ms", "s"),
-        "§7.1",
+        "§7",
         "REST created/updated/open/close times with milliseconds, or whole seconds (truncated)",
     ),
     Switch(
@@ -224,7 +226,7 @@ SWITCHES: tuple[Switch, ...] = (
         "protocol",
         NAMES,
         _PARAMS,
-        "§7.1",
+        "§7",
         "GET /markets parameters this exchange does not know (comma list), e.g. "
         "min_created_ts,tickers,mve_filter",
     ),
@@ -233,7 +235,7 @@ SWITCHES: tuple[Switch, ...] = (
         "protocol",
         CHOICE,
         ("ignore", "reject"),
-        "§7.1, §7.5",
+        "§7",
         "unknown REST query parameters: silently ignored (the filter does nothing) or 400",
     ),
     Switch(
@@ -241,7 +243,7 @@ SWITCHES: tuple[Switch, ...] = (
         "faults",
         FLOAT,
         "probability 0..1",
-        "§10",
+        "§9",
         "share of lifecycle notices lost on every live connection (REST stays truthful)",
     ),
     Switch(
@@ -249,7 +251,7 @@ SWITCHES: tuple[Switch, ...] = (
         "faults",
         FLOAT,
         "per sid per second",
-        "§3.5, §4.7",
+        "§3, §5",
         "asynchronous terminal errors on a live sid (the sid ends: resubscribe)",
     ),
     Switch(
@@ -257,7 +259,7 @@ SWITCHES: tuple[Switch, ...] = (
         "faults",
         INTS,
         (10, 17, 25),
-        "§3.6",
+        "§3",
         "codes the asynchronous errors carry (comma list of 10, 17, 25)",
     ),
     Switch(
@@ -265,7 +267,7 @@ SWITCHES: tuple[Switch, ...] = (
         "faults",
         INT,
         "1000-4999, e.g. 4000-4999",
-        "§11",
+        "§6",
         "close code of --close-at/--close-rate closes (4001 = authentication)",
     ),
     Switch(
@@ -273,7 +275,7 @@ SWITCHES: tuple[Switch, ...] = (
         "faults",
         FLOATS,
         "seconds after start",
-        "§11",
+        "§6",
         "close every open connection with --close-code at these times (comma list)",
     ),
     Switch(
@@ -281,7 +283,7 @@ SWITCHES: tuple[Switch, ...] = (
         "faults",
         FLOAT,
         "per connection per second",
-        "§11",
+        "§6",
         "close connections with --close-code at this rate",
     ),
     Switch(
@@ -289,7 +291,7 @@ SWITCHES: tuple[Switch, ...] = (
         "generator",
         FLOAT,
         "probability 0..1",
-        "§4.4, §8",
+        "§4",
         "share of new events that are MVE (KXMVE...) combos, announced only on "
         "multivariate_market_lifecycle",
     ),

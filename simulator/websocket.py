@@ -67,9 +67,9 @@ class Hooks(Protocol):
 
 
 class _EmptyPongProtocol(ServerProtocol):
-    """Answers a client's Ping with an empty Pong, as the exchange may (docs/protocol.md §5:
-    "server pongs (empty payload)"), instead of echoing it as RFC 6455 asks. ``recv_frame`` is
-    the one hook of the library used here: breaking the RFC on purpose has no public switch."""
+    """Answers a client's Ping with an empty Pong, as the exchange may (docs/protocol.md §6),
+    instead of echoing it as RFC 6455 asks. ``recv_frame`` is the one undocumented hook of the
+    library used here: breaking the RFC on purpose has no public switch."""
 
     on_ping: Hooks | None = None
 

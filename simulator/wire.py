@@ -1,4 +1,4 @@
-"""Message bodies as the exchange writes them, current and legacy (notes §4.5, §4.8).
+"""Message bodies as the exchange writes them, current and legacy (docs/protocol.md §4).
 
 Bodies are built once per event and spliced into each subscriber's envelope, because sid and seq
 differ per subscription while the payload does not; that keeps fan-out cheap at 100k msgs/s.
@@ -14,7 +14,8 @@ import orjson
 from simulator.book import fp_levels, legacy_cents, legacy_dollars, price_str, size_str
 from simulator.market import Delta, Market, Notice
 
-# Query parameters GET /markets understands (notes §7.1, plus the SDK's min/max_updated_ts).
+# Query parameters GET /markets understands (docs/protocol.md §7, plus the SDK's
+# min/max_updated_ts).
 MARKETS_PARAMS = frozenset(
     {
         "limit",
@@ -38,8 +39,9 @@ MARKETS_PARAMS = frozenset(
 
 @dataclass
 class ProtocolOptions:
-    """Switches for the points the protocol notes mark uncertain; defaults = the most likely
-    behaviour of the current exchange. ``simulator.switches`` documents each with its section."""
+    """Switches for the uncertain points of the protocol (docs/protocol.md §9); defaults = the
+    most likely behaviour of the current exchange. ``simulator.switches`` documents each; the
+    sections below are docs/protocol.md's."""
 
     legacy: bool = False  # legacy integer format (cents + int counts, RFC3339 delta ts)
     empty_side: str = "omit"  # "omit": an empty book side's key is absent; "empty_list": []
@@ -50,17 +52,17 @@ class ProtocolOptions:
     duplicate_subscribe: str = "new_sid"
     max_markets_per_sub: int = 256  # error 26 beyond this
     seq_start: int = 1  # first seq value of a sid
-    # get_snapshot: its ``ok`` "before" the snapshots, "after" them, or "none" at all (§3.3)
+    # get_snapshot: its ``ok`` "before" the snapshots, "after" them, or "none" at all (§3)
     get_snapshot_ok: str = "before"
-    # which replies echo the command id (§3.5): "always", "sid_replies" (subscribed/ok/
+    # which replies echo the command id (§3): "always", "sid_replies" (subscribed/ok/
     # unsubscribed carry none; errors and list_subscriptions still do), "never"
     reply_id: str = "always"
-    pong: str = "echo"  # answer to a client ping: "echo" its payload (RFC 6455) or "empty" (§5)
+    pong: str = "echo"  # answer to a client ping: "echo" its payload (RFC 6455) or "empty" (§6)
     new_market_not_found_s: float = 0.0  # error 16 for a market younger than this (subscribe/add)
     clock_offset_s: float = 0.0  # exchange clock - client clock: REST times, lifecycle *_ts
-    rest_time_precision: str = "ms"  # REST created/updated/open/close times: "ms" or "s" (§7.1)
+    rest_time_precision: str = "ms"  # REST created/updated/open/close times: "ms" or "s" (§7)
     # GET /markets parameters this exchange does not know; unknown ones are "ignore"d (the filter
-    # silently does nothing) or "reject"ed with 400 (§7.1, §7.5)
+    # silently does nothing) or "reject"ed with 400 (§7)
     rest_unsupported_params: tuple[str, ...] = ()
     rest_unknown_params: str = "ignore"
 

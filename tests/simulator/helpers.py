@@ -1,7 +1,7 @@
 """Plain-client helpers for simulator tests: signing, a sync WebSocket client, REST GETs.
 
-Deliberately independent of the recorder: the same code a third party would write from the
-protocol notes (cryptography for RSA-PSS, websockets' sync client, urllib).
+Deliberately independent of the recorder: the same code a third party would write from
+docs/protocol.md (cryptography for RSA-PSS, websockets' sync client, urllib).
 """
 
 from __future__ import annotations
