@@ -123,8 +123,10 @@ class SessionLog:
     def session_start(
         self, *, lifecycle_mode: bool = True, shard: str = "0/1", **fields: Any
     ) -> int:
-        """The pre-issue-12 payload (``environment`` = the exchange); ``fields`` override or add
-        keys, e.g. the new ``environment``, ``exchange_env`` and ``previous_session``."""
+        """The payload of older recorders (``environment`` = the exchange, before it named the
+        discovery mode and ``exchange_env`` the exchange), so loaders keep reading old logs;
+        ``fields`` override or add keys, e.g. today's ``environment``, ``exchange_env`` and
+        ``previous_session`` (``schemas.decisions.SessionStart``)."""
         payload = {
             "environment": "demo",
             "lifecycle_mode": lifecycle_mode,
