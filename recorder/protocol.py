@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, TypeGuard, overload
+from typing import Annotated, Any, Literal, TypeGuard, overload
 
 import msgspec
 import orjson
@@ -364,20 +364,25 @@ def _delta_ts(msg: dict[str, Any], issues: _Issues) -> int | None:
     return None
 
 
-class _DeltaMsg(msgspec.Struct):
+_Int64 = Annotated[int, msgspec.Meta(ge=_INT64_MIN, le=_INT64_MAX)]
+"""msgspec keeps integers beyond 64 bits as Python ints; the log columns are int64, so the range
+is checked while decoding (in C)."""
+
+
+class _DeltaMsg(msgspec.Struct, gc=False):  # gc=False: strings and ints only, no cycles possible
     market_ticker: str
     price_dollars: str
     delta_fp: str
     side: str
-    ts_ms: int
+    ts_ms: _Int64
 
 
-class _Delta(msgspec.Struct):
-    type: str
-    sid: int
-    seq: int
+class _Delta(msgspec.Struct, gc=False):
+    type: Literal["orderbook_delta"]
+    sid: _Int64
+    seq: _Int64
     msg: _DeltaMsg
-    id: Any = None
+    id: None = None  # a reply carrying a delta is not the usual shape: the careful path
 
 
 _decode_delta = msgspec.json.Decoder(_Delta).decode
@@ -402,17 +407,7 @@ def decode_delta(raw: bytes) -> DeltaFields | None:
         d = _decode_delta(raw)
     except _DecodeError:
         return None
-    if d.type != _DELTA or d.id is not None:
-        return None
     m = d.msg
-    sid, seq, ts_ms = d.sid, d.seq, m.ts_ms
-    # msgspec keeps integers beyond 64 bits as Python ints; the log columns are int64.
-    if not (
-        _INT64_MIN <= sid <= _INT64_MAX
-        and _INT64_MIN <= seq <= _INT64_MAX
-        and _INT64_MIN <= ts_ms <= _INT64_MAX
-    ):
-        return None
     text = m.price_dollars
     price = _price_memo.get(text)
     if price is None:
@@ -427,7 +422,7 @@ def decode_delta(raw: bytes) -> DeltaFields | None:
             delta = size_centi(text)
         except ValueError:
             return None
-    return sid, seq, m.market_ticker, m.side, price, delta, ts_ms
+    return d.sid, d.seq, m.market_ticker, m.side, price, delta, m.ts_ms
 
 
 def parse_frame(raw: bytes) -> Frame:
