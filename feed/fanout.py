@@ -113,6 +113,14 @@ def _params(params: Any) -> dict[str, Any]:
     return params
 
 
+def _required_list(params: dict[str, Any], key: str, code: int) -> list[Any]:
+    """``params[key]`` when it is a non-empty list; else error ``code`` (3 channels, 4 sids)."""
+    value = params.get(key)
+    if not isinstance(value, list) or not value:
+        raise CommandError(code)
+    return value
+
+
 def _command(raw: bytes | str) -> dict[str, Any]:
     if len(raw) > MAX_COMMAND_BYTES:
         raise CommandError(1, "command too large")
@@ -281,9 +289,7 @@ class Consumer:
 
     def _subscribe(self, cmd_id: int | None, raw_params: Any) -> None:
         params = _params(raw_params)
-        channels = params.get("channels")
-        if not isinstance(channels, list) or not channels:
-            raise CommandError(3)
+        channels = _required_list(params, "channels", 3)
         for ch in channels:
             if not isinstance(ch, str) or ch not in KNOWN_CHANNELS | SERVED_CHANNELS:
                 raise CommandError(8, repr(ch))
@@ -381,10 +387,7 @@ class Consumer:
             self._send_book(sub, state.markets[t], rs, refill=True)
 
     def _unsubscribe(self, cmd_id: int | None, raw_params: Any) -> None:
-        params = _params(raw_params)
-        sids = params.get("sids")
-        if not isinstance(sids, list) or not sids:
-            raise CommandError(4)
+        sids = _required_list(_params(raw_params), "sids", 4)
         for sid in sids:
             if type(sid) is not int or sid not in self.subs:
                 raise CommandError(7, repr(sid))
