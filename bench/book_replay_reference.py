@@ -1,5 +1,5 @@
 """The previous book replay of the training build (a dict + sorted list per delta, polars forward
-fill; 0.3-0.5M deltas/s), kept verbatim as the oracle of ``materialize.book_replay.replay``: the
+fill; 0.3-0.5M deltas/s), kept as the oracle of ``materialize.book_replay.replay``: the
 equivalence tests (through ``tests/support``) compare the two event by event, and
 ``bench/training_build.py`` measures "before" with it. Not product code, hence here: ``bench/``
 must not import ``tests/``, and the tests may import this.
@@ -16,10 +16,7 @@ import polars as pl
 
 from materialize.book_replay import (
     ABSENT,
-    ACT_DELTA,
-    ACT_INVALID,
-    ACT_PROBE,
-    ACT_SNAPSHOT,
+    Act,
     Levels,
     ReplayInput,
 )
@@ -48,24 +45,33 @@ class _Records:
     depth: list[int]
 
 
+def _threshold(levels: list[int], top_n: int) -> int:
+    """A level with price >= this is in the top N (0: fewer than N levels, all are)."""
+    return levels[-top_n] if len(levels) >= top_n else 0
+
+
+def _capture(rec: _Records, i: int, book: Levels, levels: list[int], total: int, neg: int) -> None:
+    top = levels[-1:neg:-1]
+    rec.idx.append(i)
+    rec.prices.append(top)
+    rec.sizes.append([book[q] for q in top])
+    rec.depth.append(total)
+
+
 def _loop_reference(
     inp: ReplayInput, top_n: int
 ) -> tuple[bytearray, list[int], list[int], _Records, _Records]:
-    """The sequential part. Returns (ok, new level size, side depth, yes records, no records)."""
+    """The sequential part. Returns (ok, new level size, side depth, yes records, no records).
+    Each side's state is indexed by ``k`` (0 yes, 1 no)."""
     n = len(inp.act)
     ok = bytearray(n)
     new_size = [0] * n
     depth = [0] * n
-    yrec = _Records([], [], [], [])
-    nrec = _Records([], [], [], [])
-    yb: Levels = {}
-    nb: Levels = {}
-    ys: list[int] = []
-    ns: list[int] = []
-    ythr = 0  # a level with price >= thr is in the top N (0: fewer than N levels, all are)
-    nthr = 0
-    ytot = 0
-    ntot = 0
+    recs = (_Records([], [], [], []), _Records([], [], [], []))
+    books: list[Levels] = [{}, {}]
+    levels: list[list[int]] = [[], []]
+    thr = [0, 0]
+    tot = [0, 0]
     bad = True
     neg = -top_n - 1
     snaps = inp.snapshots
@@ -75,103 +81,52 @@ def _loop_reference(
     delta = inp.delta
     for i in range(n):
         a = act[i]
-        if a == ACT_DELTA:
+        if a == Act.DELTA:
             if bad:
                 continue
+            k = 0 if is_yes[i] else 1
+            book = books[k]
+            lv = levels[k]
             p = price[i]
-            if is_yes[i]:
-                old = yb.get(p, 0)
-                s = old + delta[i]
-                if s > 0:
-                    yb[p] = s
-                    ytot += s - old
-                    if old == 0:
-                        insort(ys, p)
-                        if p > ythr:
-                            ythr = ys[-top_n] if len(ys) >= top_n else 0
-                            top = ys[-1:neg:-1]
-                            yrec.idx.append(i)
-                            yrec.prices.append(top)
-                            yrec.sizes.append([yb[q] for q in top])
-                            yrec.depth.append(ytot)
-                elif s == 0:
-                    if old:
-                        del yb[p]
-                        del ys[bisect_left(ys, p)]
-                        ytot -= old
-                        if p >= ythr:
-                            ythr = ys[-top_n] if len(ys) >= top_n else 0
-                            top = ys[-1:neg:-1]
-                            yrec.idx.append(i)
-                            yrec.prices.append(top)
-                            yrec.sizes.append([yb[q] for q in top])
-                            yrec.depth.append(ytot)
-                else:
-                    bad = True
-                    continue
-                new_size[i] = s
-                depth[i] = ytot
+            old = book.get(p, 0)
+            s = old + delta[i]
+            if s > 0:
+                book[p] = s
+                tot[k] += s - old
+                if old == 0:
+                    insort(lv, p)
+                    if p > thr[k]:
+                        thr[k] = _threshold(lv, top_n)
+                        _capture(recs[k], i, book, lv, tot[k], neg)
+            elif s == 0:
+                if old:
+                    del book[p]
+                    del lv[bisect_left(lv, p)]
+                    tot[k] -= old
+                    if p >= thr[k]:
+                        thr[k] = _threshold(lv, top_n)
+                        _capture(recs[k], i, book, lv, tot[k], neg)
             else:
-                old = nb.get(p, 0)
-                s = old + delta[i]
-                if s > 0:
-                    nb[p] = s
-                    ntot += s - old
-                    if old == 0:
-                        insort(ns, p)
-                        if p > nthr:
-                            nthr = ns[-top_n] if len(ns) >= top_n else 0
-                            top = ns[-1:neg:-1]
-                            nrec.idx.append(i)
-                            nrec.prices.append(top)
-                            nrec.sizes.append([nb[q] for q in top])
-                            nrec.depth.append(ntot)
-                elif s == 0:
-                    if old:
-                        del nb[p]
-                        del ns[bisect_left(ns, p)]
-                        ntot -= old
-                        if p >= nthr:
-                            nthr = ns[-top_n] if len(ns) >= top_n else 0
-                            top = ns[-1:neg:-1]
-                            nrec.idx.append(i)
-                            nrec.prices.append(top)
-                            nrec.sizes.append([nb[q] for q in top])
-                            nrec.depth.append(ntot)
-                else:
-                    bad = True
-                    continue
-                new_size[i] = s
-                depth[i] = ntot
+                bad = True
+                continue
+            new_size[i] = s
+            depth[i] = tot[k]
             ok[i] = 1
-        elif a == ACT_SNAPSHOT:
-            yl, nl = snaps[i]
-            yb = {p: s for p, s in yl.items() if s > 0}
-            nb = {p: s for p, s in nl.items() if s > 0}
-            ys = sorted(yb)
-            ns = sorted(nb)
-            ythr = ys[-top_n] if len(ys) >= top_n else 0
-            nthr = ns[-top_n] if len(ns) >= top_n else 0
-            ytot = sum(yb.values())
-            ntot = sum(nb.values())
-            top = ys[-1:neg:-1]
-            yrec.idx.append(i)
-            yrec.prices.append(top)
-            yrec.sizes.append([yb[q] for q in top])
-            yrec.depth.append(ytot)
-            top = ns[-1:neg:-1]
-            nrec.idx.append(i)
-            nrec.prices.append(top)
-            nrec.sizes.append([nb[q] for q in top])
-            nrec.depth.append(ntot)
+        elif a == Act.SNAPSHOT:
+            for k, side in enumerate(snaps[i]):
+                book = books[k] = {p: s for p, s in side.items() if s > 0}
+                lv = levels[k] = sorted(book)
+                thr[k] = _threshold(lv, top_n)
+                tot[k] = sum(book.values())
+                _capture(recs[k], i, book, lv, tot[k], neg)
             bad = False
             ok[i] = 1
-        elif a == ACT_INVALID:
+        elif a == Act.INVALID:
             bad = True
-        elif a == ACT_PROBE:
+        elif a == Act.PROBE:
             ok[i] = 0 if bad else 1
-        # ACT_SKIP: nothing
-    return ok, new_size, depth, yrec, nrec
+        # Act.SKIP: nothing
+    return ok, new_size, depth, recs[0], recs[1]
 
 
 def _scattered(n: int, idx: list[int], values: list[int]) -> pl.Series:
@@ -215,7 +170,7 @@ def replay_reference(inp: ReplayInput, top_n: int = 5) -> pl.DataFrame:
             **_side_frame(n, nrec, top_n, "n"),
         }
     )
-    applied = pl.col("ok") & (pl.col("_act") == ACT_DELTA)
+    applied = pl.col("ok") & (pl.col("_act") == Act.DELTA)
     sides = (("y", "yes", applied & pl.col("_yes")), ("n", "no", applied & ~pl.col("_yes")))
     # Stage 1: slot prices as of every event (the slot -> price map changes only at records).
     base = base.with_columns(

@@ -17,7 +17,7 @@ and bit operations); there is no Python loop over events.
    sort by (level, event) puts each level's entries together in order; a segmented cumulative
    sum gives the level's size after every delta. Level ids number levels in price order within
    their (span, side) group.
-2. **Validity.** A span turns invalid at its first ``ACT_INVALID`` event or its first negative
+2. **Validity.** A span turns invalid at its first ``Act.INVALID`` event or its first negative
    level size, whichever comes first; deltas before that point are exactly the applied ones (the
    sizes before a point do not depend on anything after it).
 3. **Top-N sets.** Only a snapshot or a delta that creates or removes a level can change which
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
 import numpy as np
@@ -42,16 +43,25 @@ import numpy.typing as npt
 import polars as pl
 import pyarrow as pa
 
-ACT_SNAPSHOT = 0
-"""Replace the book with the snapshot's levels; the book is valid afterwards."""
-ACT_DELTA = 1
-"""Apply the delta (if the book is valid)."""
-ACT_SKIP = 2
-"""Ignore the event (stale/duplicate seq): no state change, no row."""
-ACT_INVALID = 3
-"""The book is not valid from here until the next snapshot (gap, loss, unanchored delta)."""
-ACT_PROBE = 4
-"""No state change; ``ok`` tells whether the book is valid at this point (e.g. at determination)."""
+
+class Act(IntEnum):
+    """What the replay does with one event: the action code the caller decides per event."""
+
+    SNAPSHOT = 0
+    """Replace the book with the snapshot's levels; the book is valid afterwards."""
+    DELTA = 1
+    """Apply the delta (if the book is valid)."""
+    SKIP = 2
+    """Ignore the event (stale/duplicate seq): no state change, no row."""
+    INVALID = 3
+    """The book is not valid from here until the next snapshot (gap, loss, unanchored delta)."""
+    PROBE = 4
+    """No state change; ``ok`` tells whether the book is valid at this point (e.g. at
+    determination)."""
+
+
+ACT_SNAPSHOT, ACT_DELTA = Act.SNAPSHOT, Act.DELTA
+"""Old names, still imported by ``bench/tap.py``; use :class:`Act`."""
 
 ABSENT = -1  # sentinel for "no level in this slot" while forward-filling (prices/sizes are > 0)
 
@@ -64,7 +74,7 @@ class ReplayInput:
     """Events of one or more markets, grouped by market and in record order within a market.
 
     The per-event columns may be sequences or numpy arrays (numpy is the fast path).
-    ``snapshots[i]`` holds the (yes, no) levels of event ``i`` when ``act[i] == ACT_SNAPSHOT``.
+    ``snapshots[i]`` holds the (yes, no) levels of event ``i`` when ``act[i] == Act.SNAPSHOT``.
     Markets need no separator: every valid span starts with that market's own snapshot.
     """
 
@@ -125,7 +135,7 @@ def replay(inp: ReplayInput, top_n: int = 5) -> pl.DataFrame:
     n = len(act)
 
     # -- spans: span k runs from the k-th snapshot to the next; -1 before the first one.
-    is_snap = act == ACT_SNAPSHOT
+    is_snap = act == Act.SNAPSHOT
     snap_at = np.flatnonzero(is_snap)
     n_span = len(snap_at)
     span = np.cumsum(is_snap, dtype=np.int64) - 1
@@ -146,7 +156,7 @@ def replay(inp: ReplayInput, top_n: int = 5) -> pl.DataFrame:
                     s_size.append(s)
                     tot[side, k] += s
     n_s = len(s_time)
-    d_at = np.flatnonzero((act == ACT_DELTA) & (span >= 0))
+    d_at = np.flatnonzero((act == Act.DELTA) & (span >= 0))
     e_time = np.concatenate([np.array(s_time, dtype=np.int64), d_at])
     e_yes = np.concatenate([np.array(s_yes, dtype=np.bool_), is_yes[d_at]])
     e_price = np.concatenate([np.array(s_price, dtype=np.int64), price[d_at]])
@@ -192,7 +202,7 @@ def replay(inp: ReplayInput, top_n: int = 5) -> pl.DataFrame:
     o_size -= (o_size[first] - o_val[first])[o_level]  # level size after each entry
     del o_val
 
-    # -- validity: a span is bad from its first ACT_INVALID or first negative size.
+    # -- validity: a span is bad from its first Act.INVALID or first negative size.
     bad_from = np.full(n_span + 1, n, dtype=np.int64)
     bad_from[n_span] = -1  # index -1: events before the first snapshot are never valid
     neg = o_size < 0
@@ -200,12 +210,12 @@ def replay(inp: ReplayInput, top_n: int = 5) -> pl.DataFrame:
         neg_at = e_time[order[neg]]
         np.minimum.at(bad_from, span[neg_at], neg_at)
     del e_time
-    inv_at = np.flatnonzero((act == ACT_INVALID) & (span >= 0))
+    inv_at = np.flatnonzero((act == Act.INVALID) & (span >= 0))
     if len(inv_at):
         np.minimum.at(bad_from, span[inv_at], inv_at)
     valid = bad_from[span] > np.arange(n)
-    ok = valid & ((act == ACT_SNAPSHOT) | (act == ACT_DELTA) | (act == ACT_PROBE))
-    applied = valid & (act == ACT_DELTA)
+    ok = valid & ((act == Act.SNAPSHOT) | (act == Act.DELTA) | (act == Act.PROBE))
+    applied = valid & (act == Act.DELTA)
     del valid
 
     # -- per event: the delta's level and new size (back from sorted order).

@@ -81,11 +81,7 @@ import polars as pl
 import pyarrow as pa
 
 from materialize.book_replay import (
-    ACT_DELTA,
-    ACT_INVALID,
-    ACT_PROBE,
-    ACT_SKIP,
-    ACT_SNAPSHOT,
+    Act,
     Levels,
     ReplayInput,
     replay,
@@ -612,13 +608,13 @@ def _session_events(
     mt = pl.col("msg_type")
     act = (
         pl.when(mt == "probe")
-        .then(pl.when(invalidated).then(ACT_INVALID).otherwise(ACT_PROBE))
+        .then(pl.when(invalidated).then(Act.INVALID).otherwise(Act.PROBE))
         .when(pl.col("stale"))
-        .then(ACT_SKIP)
+        .then(Act.SKIP)
         .when(pl.col("is_snap"))
-        .then(ACT_SNAPSHOT)
+        .then(Act.SNAPSHOT)
         .when(mt == SNAPSHOT_MSG)  # unparseable snapshot
-        .then(ACT_INVALID)
+        .then(Act.INVALID)
         .when(
             invalidated
             | pl.col("side").is_null()
@@ -628,8 +624,8 @@ def _session_events(
             | (pl.col("epoch") != pl.col("a_epoch")).fill_null(True)
             | (pl.col("sid") != pl.col("a_sid")).fill_null(True)
         )
-        .then(ACT_INVALID)
-        .otherwise(ACT_DELTA)
+        .then(Act.INVALID)
+        .otherwise(Act.DELTA)
         .cast(pl.Int8)
         .alias("act")
     )
@@ -637,7 +633,7 @@ def _session_events(
     snaps: dict[int, tuple[Levels, Levels]] = {}
     acts = ev["act"]
     rseq = ev["record_seq"]
-    for i in (acts == ACT_SNAPSHOT).arg_true().to_list():
+    for i in (acts == Act.SNAPSHOT).arg_true().to_list():
         levels = parsed[rseq[i]]
         assert levels is not None
         snaps[i] = levels
@@ -698,10 +694,10 @@ def _rows(
         how="horizontal",
     )
     stats = full.group_by("market_ticker").agg(
-        (pl.col("ok") & pl.col("act").is_in([ACT_SNAPSHOT, ACT_DELTA])).sum().alias("updates"),
-        (pl.col("ok") & (pl.col("act") == ACT_DELTA)).sum().alias("deltas"),
-        (pl.col("act") == ACT_SNAPSHOT).sum().alias("snapshots"),
-        (pl.col("ok") & (pl.col("act") == ACT_PROBE)).any().alias("valid_at_end"),
+        (pl.col("ok") & pl.col("act").is_in([Act.SNAPSHOT, Act.DELTA])).sum().alias("updates"),
+        (pl.col("ok") & (pl.col("act") == Act.DELTA)).sum().alias("deltas"),
+        (pl.col("act") == Act.SNAPSHOT).sum().alias("snapshots"),
+        (pl.col("ok") & (pl.col("act") == Act.PROBE)).any().alias("valid_at_end"),
         ((pl.col("msg_type") != "probe") & ~pl.col("ok")).sum().alias("dropped_events"),
     )
     cuts = [
@@ -735,7 +731,7 @@ def _rows(
         },
     )
     rows = (
-        full.filter(pl.col("ok") & pl.col("act").is_in([ACT_SNAPSHOT, ACT_DELTA]))
+        full.filter(pl.col("ok") & pl.col("act").is_in([Act.SNAPSHOT, Act.DELTA]))
         .drop("ok", "act", "msg_type")
         .join(info, on="market_ticker")
         .with_columns(

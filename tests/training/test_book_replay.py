@@ -6,28 +6,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from materialize.book_replay import (
-    ACT_DELTA,
-    ACT_INVALID,
-    ACT_PROBE,
-    ACT_SKIP,
-    ACT_SNAPSHOT,
+    Act,
     Levels,
-    ReplayInput,
     replay,
 )
 from tests.support.oracles import naive_top
+from tests.training.replay_events import replay_input
 
 PRICES = [8_500, 10_000, 400_000, 410_000, 415_500, 420_000, 500_000, 990_000]
 levels = st.dictionaries(st.sampled_from(PRICES), st.integers(1, 5000), max_size=6)
 event = st.one_of(
-    st.tuples(st.just(ACT_SNAPSHOT), levels, levels),
+    st.tuples(st.just(Act.SNAPSHOT), levels, levels),
     st.tuples(
-        st.just(ACT_DELTA),
+        st.just(Act.DELTA),
         st.booleans(),
         st.sampled_from(PRICES),
         st.integers(-3000, 3000).filter(bool),
     ),
-    st.tuples(st.sampled_from([ACT_SKIP, ACT_INVALID, ACT_PROBE])),
+    st.tuples(st.sampled_from([Act.SKIP, Act.INVALID, Act.PROBE])),
 )
 
 
@@ -39,9 +35,9 @@ def _naive(events: list[tuple], top_n: int) -> list[dict | None]:
     out: list[dict | None] = []
     for ev in events:
         a = ev[0]
-        if a == ACT_SNAPSHOT:
+        if a == Act.SNAPSHOT:
             yes, no, bad = dict(ev[1]), dict(ev[2]), False
-        elif a == ACT_DELTA and not bad:
+        elif a == Act.DELTA and not bad:
             book = yes if ev[1] else no
             size = book.get(ev[2], 0) + ev[3]
             if size < 0:
@@ -50,9 +46,9 @@ def _naive(events: list[tuple], top_n: int) -> list[dict | None]:
                 book.pop(ev[2], None)
             else:
                 book[ev[2]] = size
-        elif a == ACT_INVALID:
+        elif a == Act.INVALID:
             bad = True
-        applied = a in (ACT_SNAPSHOT, ACT_PROBE) or (a == ACT_DELTA and not bad)
+        applied = a in (Act.SNAPSHOT, Act.PROBE) or (a == Act.DELTA and not bad)
         if bad or not applied:
             out.append(None)
             continue
@@ -70,15 +66,7 @@ def _naive(events: list[tuple], top_n: int) -> list[dict | None]:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(event, max_size=60), st.integers(1, 4))
 def test_replay_equals_naive_model(events: list[tuple], top_n: int) -> None:
-    act = [e[0] for e in events]
-    inp = ReplayInput(
-        act=act,
-        is_yes=[bool(e[1]) if e[0] == ACT_DELTA else False for e in events],
-        price=[e[2] if e[0] == ACT_DELTA else 0 for e in events],
-        delta=[e[3] if e[0] == ACT_DELTA else 0 for e in events],
-        snapshots={i: (e[1], e[2]) for i, e in enumerate(events) if e[0] == ACT_SNAPSHOT},
-    )
-    got = replay(inp, top_n).to_dicts()
+    got = replay(replay_input(events), top_n).to_dicts()
     want = _naive(events, top_n)
     for i, (g, w) in enumerate(zip(got, want, strict=True)):
         assert g["ok"] == (w is not None), (i, events[: i + 1])
@@ -88,13 +76,7 @@ def test_replay_equals_naive_model(events: list[tuple], top_n: int) -> None:
 
 
 def test_exact_subpenny_and_fractional_levels() -> None:
-    inp = ReplayInput(
-        act=[ACT_SNAPSHOT, ACT_DELTA],
-        is_yes=[False, True],
-        price=[0, 8_500],
-        delta=[0, 250],
-        snapshots={0: ({8_400: 100}, {2_500_00: 1})},
-    )
+    inp = replay_input([(Act.SNAPSHOT, {8_400: 100}, {2_500_00: 1}), (Act.DELTA, True, 8_500, 250)])
     row = replay(inp, 2).row(1, named=True)
     assert (row["yes_bid_price_1"], row["yes_bid_size_1"]) == (8_500, 250)
     assert (row["yes_bid_price_2"], row["yes_bid_size_2"]) == (8_400, 100)

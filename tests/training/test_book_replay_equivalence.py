@@ -2,7 +2,7 @@
 
 Random books with many level creations/removals, wide books (more than 64 price levels per side,
 so the alive-set bitmask spans several words), sub-penny and large prices, invalidation by
-negative sizes and by ``ACT_INVALID``, stale events and probes; list and numpy inputs.
+negative sizes and by ``Act.INVALID``, stale events and probes; list and numpy inputs.
 """
 
 from __future__ import annotations
@@ -14,27 +14,20 @@ import polars as pl
 import pytest
 
 from materialize.book_replay import (
-    ACT_DELTA,
-    ACT_INVALID,
-    ACT_PROBE,
-    ACT_SKIP,
-    ACT_SNAPSHOT,
+    Act,
     Levels,
     ReplayInput,
     replay,
 )
 from tests.support.oracles import replay_reference
+from tests.training.replay_events import Event, replay_input
 
 
-def _random_input(rng: random.Random, n: int, n_prices: int, big: bool) -> ReplayInput:
+def _random_events(rng: random.Random, n: int, n_prices: int, big: bool) -> list[Event]:
     scale = 1_000_003 if big else 1_000
     prices = sorted(rng.sample(range(1, 1_000), n_prices))
     prices = [p * scale for p in prices]
-    act: list[int] = []
-    is_yes: list[bool] = []
-    price: list[int] = []
-    delta: list[int] = []
-    snaps: dict[int, tuple[Levels, Levels]] = {}
+    events: list[Event] = []
     books: tuple[Levels, Levels] = ({}, {})
     for i in range(n):
         r = rng.random()
@@ -43,19 +36,15 @@ def _random_input(rng: random.Random, n: int, n_prices: int, big: bool) -> Repla
             yes = {p: rng.randrange(-2, 30) * 100 for p in rng.sample(prices, k)}
             no = {p: rng.randrange(1, 30) * 100 for p in rng.sample(prices, rng.randrange(k + 1))}
             books = ({p: s for p, s in yes.items() if s > 0}, dict(no))
-            snaps[i] = (yes, no)
-            act.append(ACT_SNAPSHOT)
-            is_yes.append(False)
-            price.append(0)
-            delta.append(0)
+            events.append((Act.SNAPSHOT, yes, no))
             continue
-        a = ACT_DELTA
+        a = Act.DELTA
         if r < 0.015:
-            a = ACT_INVALID
+            a = Act.INVALID
         elif r < 0.025:
-            a = ACT_SKIP
+            a = Act.SKIP
         elif r < 0.035:
-            a = ACT_PROBE
+            a = Act.PROBE
         side = rng.random() < 0.5
         p = rng.choice(prices)
         old = books[0 if side else 1].get(p, 0)
@@ -64,17 +53,14 @@ def _random_input(rng: random.Random, n: int, n_prices: int, big: bool) -> Repla
             d -= 100 if rng.random() < 0.002 else 0
         else:
             d = rng.choice([100, 250, 1, 0]) if rng.random() < 0.1 else 100
-        if a == ACT_DELTA:
+        if a == Act.DELTA:
             book = books[0 if side else 1]
             if old + d > 0:
                 book[p] = old + d
             else:
                 book.pop(p, None)
-        act.append(a)
-        is_yes.append(side)
-        price.append(p)
-        delta.append(d)
-    return ReplayInput(act=act, is_yes=is_yes, price=price, delta=delta, snapshots=snaps)
+        events.append((a, side, p, d))
+    return events
 
 
 def _assert_same(got: pl.DataFrame, want: pl.DataFrame) -> None:
@@ -100,7 +86,7 @@ def _assert_same(got: pl.DataFrame, want: pl.DataFrame) -> None:
     ],
 )
 def test_replay_equals_reference(seed: int, n: int, n_prices: int, top_n: int, big: bool) -> None:
-    inp = _random_input(random.Random(seed), n, n_prices, big)
+    inp = replay_input(_random_events(random.Random(seed), n, n_prices, big))
     want = replay_reference(inp, top_n)
     _assert_same(replay(inp, top_n), want)
     as_numpy = ReplayInput(
@@ -116,49 +102,25 @@ def test_replay_equals_reference(seed: int, n: int, n_prices: int, top_n: int, b
 def test_many_markets_back_to_back() -> None:
     """Markets concatenated (each starting with its snapshot), some with unanchored deltas."""
     rng = random.Random(11)
-    parts = [
-        _random_input(rng, rng.randrange(1, 400), rng.randrange(1, 40), False) for _ in range(60)
-    ]
-    act: list[int] = []
-    is_yes: list[bool] = []
-    price: list[int] = []
-    delta: list[int] = []
-    snaps: dict[int, tuple[Levels, Levels]] = {}
-    for k, part in enumerate(parts):
+    events: list[Event] = []
+    for k in range(60):
         if k % 7 == 3:  # a market whose first events came before its snapshot
-            act += [ACT_INVALID, ACT_INVALID, ACT_PROBE]
-            is_yes += [True, False, False]
-            price += [5_000, 6_000, 0]
-            delta += [100, 200, 0]
-        base = len(act)
-        act += list(part.act)
-        is_yes += list(part.is_yes)
-        price += list(part.price)
-        delta += list(part.delta)
-        snaps.update({base + i: v for i, v in part.snapshots.items()})
-    inp = ReplayInput(act=act, is_yes=is_yes, price=price, delta=delta, snapshots=snaps)
+            events += [(Act.INVALID, True, 5_000, 100), (Act.INVALID, False, 6_000, 200)]
+            events.append((Act.PROBE,))
+        events += _random_events(rng, rng.randrange(1, 400), rng.randrange(1, 40), False)
+    inp = replay_input(events)
     _assert_same(replay(inp, 5), replay_reference(inp, 5))
 
 
 def test_edge_inputs() -> None:
-    for inp in [
-        ReplayInput(act=[], is_yes=[], price=[], delta=[], snapshots={}),
-        ReplayInput(
-            act=[ACT_DELTA, ACT_PROBE, ACT_SKIP],
-            is_yes=[True, False, False],
-            price=[10, 0, 0],
-            delta=[5, 0, 0],
-            snapshots={},
-        ),
-        ReplayInput(
-            act=[ACT_SNAPSHOT, ACT_DELTA, ACT_DELTA, ACT_PROBE],
-            is_yes=[False, True, True, False],
-            price=[0, 10, 10, 0],
-            delta=[0, 5, -5, 0],
-            snapshots={0: ({}, {})},
-        ),
-    ]:
+    cases: list[list[Event]] = [
+        [],
+        [(Act.DELTA, True, 10, 5), (Act.PROBE,), (Act.SKIP,)],
+        [(Act.SNAPSHOT, {}, {}), (Act.DELTA, True, 10, 5), (Act.DELTA, True, 10, -5), (Act.PROBE,)],
+    ]
+    for events in cases:
+        inp = replay_input(events)
         for top_n in (1, 2):
             _assert_same(replay(inp, top_n), replay_reference(inp, top_n))
     with pytest.raises(ValueError):
-        replay(ReplayInput(act=[], is_yes=[], price=[], delta=[], snapshots={}), 0)
+        replay(replay_input([]), 0)
