@@ -53,6 +53,11 @@ def to_hundredths(size: str | int) -> int:
     return parse_size(size)
 
 
+# price_str and size_str are schemas.wire's format_price/format_size for the simulator's units, at
+# twice their speed (every delta frame is built with them); tests/simulator/test_units.py pins
+# them to those.
+
+
 def price_str(p: int) -> str:
     """4-decimal dollar string of a price in pips ("0.4500")."""
     return f"{p // 10_000}.{p % 10_000:04d}"

@@ -142,10 +142,6 @@ class Session:
 
     # ---- outbound -------------------------------------------------------------------------
 
-    @property
-    def lifecycle_subs(self) -> list[Sub]:
-        return self.notice_subs[LIFECYCLE]
-
     def _effect(self, effect: str, **fields: Any) -> None:
         self.effects.append(
             {"effect": effect, "t_ms": self.engine.now_ms, "conn": self.conn_id, **fields}

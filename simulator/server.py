@@ -86,14 +86,13 @@ class Stats:
 
 
 class _Conn:
-    __slots__ = ("opened", "session", "stalled_until", "tasks", "wake", "ws")
+    __slots__ = ("session", "stalled_until", "tasks", "wake", "ws")
 
-    def __init__(self, ws: WsConnection, session: Session, opened: float) -> None:
+    def __init__(self, ws: WsConnection, session: Session) -> None:
         self.ws = ws
         self.session = session
         self.wake = asyncio.Event()
         self.stalled_until = 0.0
-        self.opened = opened
         self.tasks: list[asyncio.Task[None]] = []
 
 
@@ -252,7 +251,7 @@ class Simulator:
         authenticated = self._auth_by_conn.pop(conn, True)
         self._pump()  # deliver pending events before a snapshot can be taken
         session = self.exchange.open_session(authenticated)
-        st = _Conn(conn, session, self._loop.time())
+        st = _Conn(conn, session)
         self._conns[session.conn_id] = st
         self._by_ws[conn] = st
         self.stats.connections_total += 1

@@ -300,11 +300,6 @@ SWITCHES: tuple[Switch, ...] = (
 BY_NAME: dict[str, Switch] = {s.name: s for s in SWITCHES}
 
 
-def allowed_values() -> dict[str, tuple[Any, ...] | str]:
-    """Switch name -> its choices (a tuple) or a description of its range (a string)."""
-    return {s.name: s.allowed for s in SWITCHES}
-
-
 def defaults() -> dict[str, Any]:
     return {s.name: s.default for s in SWITCHES}
 

@@ -90,7 +90,8 @@ class ProtocolOptions:
             )
 
 
-def _rfc3339_ms(ts_ms: int) -> str:
+def _rfc3339_seconds(ts_ms: int) -> str:
+    """A legacy delta's ``ts``: RFC 3339 in whole seconds (``schemas.wire.rfc3339_ms`` reads it)."""
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts_ms // 1000)) + "Z"
 
 
@@ -102,7 +103,7 @@ def delta_body(d: Delta, legacy: bool, offset_ms: int = 0) -> str:
         return (
             f'{{"market_ticker":"{m.ticker}","market_id":"{m.market_id}","price":{d.price // 100},'
             f'"price_dollars":"{price_str(d.price)}","delta":{d.delta // 100},'
-            f'"delta_fp":"{size_str(d.delta)}","side":"{d.side}","ts":"{_rfc3339_ms(ts_ms)}"}}'
+            f'"delta_fp":"{size_str(d.delta)}","side":"{d.side}","ts":"{_rfc3339_seconds(ts_ms)}"}}'
         )
     return (
         f'{{"market_ticker":"{m.ticker}","market_id":"{m.market_id}",'

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simulator.book import price_str, size_str, to_hundredths, to_pips
+from schemas.wire import format_price, format_size
+from simulator.book import MICROS_PER_PIP, price_str, size_str, to_hundredths, to_pips
 
 
 @given(st.integers(min_value=0, max_value=10_000))
@@ -17,6 +18,12 @@ def test_price_strings_parse_back_to_their_pips(pips: int) -> None:
 @given(st.integers(min_value=-(10**9), max_value=10**9))
 def test_size_strings_parse_back_to_their_hundredths(hundredths: int) -> None:
     assert to_hundredths(size_str(hundredths)) == hundredths
+
+
+@given(st.integers(min_value=0, max_value=10**8))
+def test_encoders_are_schemas_formatters(n: int) -> None:
+    assert price_str(n) == format_price(n * MICROS_PER_PIP)
+    assert size_str(n) == format_size(n) and size_str(-n) == format_size(-n)
 
 
 def test_cents_and_exact_strings() -> None:
