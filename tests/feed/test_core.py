@@ -14,13 +14,14 @@ from hypothesis import strategies as st
 from feed.auth import refusal
 from feed.client import Client, FeedError
 from feed.events import BookUpdate, Lagged, Validity
-from feed.fanout import Fanout
+from feed.fanout import MAX_COMMAND_BYTES, Fanout
 from feed.replay import parse_time
 from feed.state import TapState
 from schemas.log import LOG_COLUMNS
 from schemas.units import parse_price, parse_size
 from schemas.wire import (
     CURRENT,
+    DELTA_MSG,
     LEGACY,
     delta_ts_ms,
     format_price,
@@ -28,6 +29,7 @@ from schemas.wire import (
     snapshot_levels,
     snapshot_msg,
 )
+from simulator.exchange import ERRORS as SIMULATOR_ERRORS
 
 # ----------------------------------------------------------------------------- wire
 
@@ -244,6 +246,43 @@ def _cmd(c: Any, client: Client, **body: Any) -> list[dict[str, Any]]:
         if f.get("type") != "error":
             client.on_frame(orjson.dumps(f))
     return frames
+
+
+BAD_COMMANDS: list[tuple[bytes | dict[str, Any], int]] = [
+    (b"not json", 1),
+    (b"[1, 2]", 1),
+    (b"x" * (MAX_COMMAND_BYTES + 1), 1),
+    ({"id": 1, "cmd": "frobnicate"}, 5),
+    ({"id": 2, "cmd": "subscribe"}, 2),
+    ({"id": 3, "cmd": "subscribe", "params": {}}, 3),
+    ({"id": 4, "cmd": "subscribe", "params": {"channels": ["nope"]}}, 8),
+    ({"id": 5, "cmd": "subscribe", "params": {"channels": ["fill"]}}, 8),
+    ({"id": 6, "cmd": "subscribe", "params": {"channels": ["orderbook_delta"]}}, 14),
+    (
+        {"id": 7, "cmd": "subscribe", "params": {"channels": [DELTA_MSG], "market_ticker": 5}},
+        11,
+    ),
+    ({"id": 8, "cmd": "subscribe", "params": {"channels": [DELTA_MSG], "market_ticker": "NO"}}, 16),
+    ({"id": 9, "cmd": "unsubscribe", "params": {"sids": []}}, 4),
+    ({"id": 10, "cmd": "unsubscribe", "params": {"sids": [99]}}, 7),
+    ({"id": 11, "cmd": "update_subscription", "params": {"sid": 1}}, 15),
+    ({"id": 12, "cmd": "update_subscription", "params": {"sid": 1, "action": "x"}}, 13),
+    ({"id": 13, "cmd": "update_subscription", "params": {"action": "get_snapshot"}}, 12),
+]
+
+
+@pytest.mark.parametrize(("command", "code"), BAD_COMMANDS)
+def test_bad_commands_get_the_exchanges_error_code_and_text(
+    command: bytes | dict[str, Any], code: int
+) -> None:
+    """Code and text as the simulator (our model of the exchange) says them; the command's id
+    when it had one."""
+    c = Fanout("live").add()
+    c.handle(command if isinstance(command, bytes) else orjson.dumps(command))
+    [frame] = [orjson.loads(f) for f in c.take()]
+    assert frame["type"] == "error" and frame["msg"]["code"] == code
+    assert frame["msg"]["msg"].partition(":")[0] == SIMULATOR_ERRORS[code]
+    assert frame.get("id") == (command.get("id") if isinstance(command, dict) else None)
 
 
 def test_kalshi_commands_replies_and_seq() -> None:
