@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
 from fractions import Fraction
 from typing import Literal
 
@@ -127,10 +128,22 @@ def phase_cuts(open_ns: int, end_ns: int, policy: PhasePolicy) -> tuple[int, int
     return max(frac[0], absolute[0]), min(frac[1], absolute[1])
 
 
-PHASE_PRE_OPEN = "pre_open"
-PHASE_EARLY = "early"
-PHASE_MIDDLE = "middle"
-PHASE_LATE = "late"
+class Phase(StrEnum):
+    """Where in its life a book state is: the training rows' ``phase`` column."""
+
+    PRE_OPEN = "pre_open"
+    EARLY = "early"
+    MIDDLE = "middle"
+    LATE = "late"
+
+
+PHASE_PRE_OPEN, PHASE_EARLY, PHASE_MIDDLE, PHASE_LATE = (
+    Phase.PRE_OPEN,
+    Phase.EARLY,
+    Phase.MIDDLE,
+    Phase.LATE,
+)
+"""Old names, still imported by ``tests/support/oracles.py``; use :class:`Phase`."""
 
 RULE_NAME = "last_state_per_interval_seeded_grid"
 
@@ -174,12 +187,12 @@ def phase_expr(t: pl.Expr, open_ns: pl.Expr, early_until: pl.Expr, late_from: pl
     ``tests/support/oracles.py`` holds the scalar definition it is tested against."""
     return (
         pl.when(t < open_ns)
-        .then(pl.lit(PHASE_PRE_OPEN))
+        .then(pl.lit(Phase.PRE_OPEN))
         .when(t < early_until)
-        .then(pl.lit(PHASE_EARLY))
+        .then(pl.lit(Phase.EARLY))
         .when(t < late_from)
-        .then(pl.lit(PHASE_MIDDLE))
-        .otherwise(pl.lit(PHASE_LATE))
+        .then(pl.lit(Phase.MIDDLE))
+        .otherwise(pl.lit(Phase.LATE))
     )
 
 
@@ -191,6 +204,6 @@ def interval_expr(t: pl.Expr, open_ns: pl.Expr, offset_ns: pl.Expr, every_ns: in
 def keep_expr(*, market: str, phase: str, interval: str, order: str) -> pl.Expr:
     """True for rows kept: every non-middle row, and the middle row with the greatest ``order``
     in each (market, interval). Apply to valid book states only."""
-    middle = pl.col(phase) == PHASE_MIDDLE
+    middle = pl.col(phase) == Phase.MIDDLE
     last = pl.col(order).filter(middle).max().over(market, interval)
     return ~middle | (pl.col(order) == last)

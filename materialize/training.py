@@ -73,6 +73,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -119,12 +120,16 @@ TOP_N = 5
 
 NS = 1_000_000_000
 
-R_MID_LIFECYCLE = "mid_lifecycle"
-R_NEVER_DETERMINED = "never_determined"
-R_NO_BOOK = "no_book"
-R_UNRECOVERED_GAP = "unrecovered_gap"
-R_TOO_FEW = "too_few_updates"
-R_DEGENERATE = "degenerate_life"
+
+class Exclusion(StrEnum):
+    """Why a market is left out of the training set (the manifest's ``reason``)."""
+
+    MID_LIFECYCLE = "mid_lifecycle"
+    NEVER_DETERMINED = "never_determined"
+    NO_BOOK = "no_book"
+    UNRECOVERED_GAP = "unrecovered_gap"
+    TOO_FEW = "too_few_updates"
+    DEGENERATE = "degenerate_life"
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,11 +282,11 @@ def _markets(ctl: pl.DataFrame) -> list[_Market]:
             None,
         )
         if m.reason != "created" or m.mid_lifecycle:
-            m.exclusion = R_MID_LIFECYCLE
+            m.exclusion = Exclusion.MID_LIFECYCLE
             m.detail = f"joined reason={m.reason!r} mid_lifecycle={m.mid_lifecycle}"
             continue
         if det is None:
-            m.exclusion = R_NEVER_DETERMINED
+            m.exclusion = Exclusion.NEVER_DETERMINED
             m.final = m.session_id in ended or key in left
             continue
         m.det_r = det["record_seq"]
@@ -299,10 +304,10 @@ def _markets(ctl: pl.DataFrame) -> list[_Market]:
             m.end_ns, m.end_source = det["recv_ns"], "determined_recv"
         if m.open_ns is None:
             m.open_ns, m.open_source = None, "missing"
-            m.exclusion = R_DEGENERATE
+            m.exclusion = Exclusion.DEGENERATE
             m.detail = "no created lifecycle event recorded"
         elif m.end_ns <= m.open_ns:
-            m.exclusion = R_DEGENERATE
+            m.exclusion = Exclusion.DEGENERATE
             m.detail = f"end {m.end_ns} <= open {m.open_ns}"
     return list(markets.values())
 
@@ -955,12 +960,12 @@ def build(data_dir: Path, out_dir: Path, policy: TrainingPolicy) -> TrainingSumm
             for m in markets:
                 st = per.get(m.ticker, {"updates": 0, "snapshots": 0, "valid_at_end": False})
                 if not st["snapshots"]:
-                    m.exclusion = R_NO_BOOK
+                    m.exclusion = Exclusion.NO_BOOK
                 elif not st["valid_at_end"]:
-                    m.exclusion = R_UNRECOVERED_GAP
+                    m.exclusion = Exclusion.UNRECOVERED_GAP
                     m.detail = "book invalid at determination (gap/loss without a later snapshot)"
                 elif st["updates"] < policy.min_updates:
-                    m.exclusion = R_TOO_FEW
+                    m.exclusion = Exclusion.TOO_FEW
                     m.detail = f"{st['updates']} valid book states < {policy.min_updates}"
                 if m.exclusion is not None:
                     new_excluded[m.key] = _market_entry(m, st)

@@ -114,7 +114,7 @@ TRAINING_MARKETS_SCHEMA = pa.schema(
         ("session_id", pa.int64()),
         ("market_ticker", pa.string()),
         ("status", pa.string()),  # included | excluded | pending
-        ("reason", pa.string()),  # exclusion reason (materialize.training R_*), else null
+        ("reason", pa.string()),  # exclusion reason (materialize.training.Exclusion), else null
         ("detail", pa.string()),
         ("final", pa.bool_()),
         ("build_id", pa.int64()),

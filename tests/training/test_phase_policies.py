@@ -16,10 +16,7 @@ from hypothesis import strategies as st
 from materialize.__main__ import main
 from materialize.sampling import (
     NS_PER_HOUR,
-    PHASE_EARLY,
-    PHASE_LATE,
-    PHASE_MIDDLE,
-    PHASE_PRE_OPEN,
+    Phase,
     PhasePolicy,
     phase_cuts,
 )
@@ -34,10 +31,10 @@ HOUR = 3600
 def _phase_via_cuts(t: int, open_ns: int, end_ns: int, policy: PhasePolicy) -> str:
     early_until, late_from = phase_cuts(open_ns, end_ns, policy)
     if t < open_ns:
-        return PHASE_PRE_OPEN
+        return Phase.PRE_OPEN
     if t < early_until:
-        return PHASE_EARLY
-    return PHASE_MIDDLE if t < late_from else PHASE_LATE
+        return Phase.EARLY
+    return Phase.MIDDLE if t < late_from else Phase.LATE
 
 
 policies = st.builds(
@@ -72,16 +69,16 @@ def test_boundaries_of_each_policy() -> None:
     end = o + 10 * NS_PER_HOUR  # a ten-hour life
     frac = PhasePolicy()
     assert (frac.early_fraction, frac.late_fraction) == (Fraction(1, 5), Fraction(1, 5))
-    assert phase_of(o - 1, o, end, frac) == PHASE_PRE_OPEN
-    assert phase_of(o + 2 * NS_PER_HOUR - 1, o, end, frac) == PHASE_EARLY
-    assert phase_of(o + 2 * NS_PER_HOUR, o, end, frac) == PHASE_MIDDLE
-    assert phase_of(o + 8 * NS_PER_HOUR - 1, o, end, frac) == PHASE_MIDDLE
-    assert phase_of(o + 8 * NS_PER_HOUR, o, end, frac) == PHASE_LATE
+    assert phase_of(o - 1, o, end, frac) == Phase.PRE_OPEN
+    assert phase_of(o + 2 * NS_PER_HOUR - 1, o, end, frac) == Phase.EARLY
+    assert phase_of(o + 2 * NS_PER_HOUR, o, end, frac) == Phase.MIDDLE
+    assert phase_of(o + 8 * NS_PER_HOUR - 1, o, end, frac) == Phase.MIDDLE
+    assert phase_of(o + 8 * NS_PER_HOUR, o, end, frac) == Phase.LATE
     ab = PhasePolicy(kind="absolute", first_hours=Fraction(1), last_hours=Fraction(6))
-    assert phase_of(o + NS_PER_HOUR - 1, o, end, ab) == PHASE_EARLY
-    assert phase_of(o + NS_PER_HOUR, o, end, ab) == PHASE_MIDDLE
-    assert phase_of(end - 6 * NS_PER_HOUR - 1, o, end, ab) == PHASE_MIDDLE
-    assert phase_of(end - 6 * NS_PER_HOUR, o, end, ab) == PHASE_LATE
+    assert phase_of(o + NS_PER_HOUR - 1, o, end, ab) == Phase.EARLY
+    assert phase_of(o + NS_PER_HOUR, o, end, ab) == Phase.MIDDLE
+    assert phase_of(end - 6 * NS_PER_HOUR - 1, o, end, ab) == Phase.MIDDLE
+    assert phase_of(end - 6 * NS_PER_HOUR, o, end, ab) == Phase.LATE
     un = PhasePolicy(kind="union", first_hours=Fraction(1), last_hours=Fraction(6))
     # early: the wider of [0, 2 h) and [0, 1 h); late: the wider of [8 h, ..) and [4 h, ..)
     assert phase_cuts(o, end, un) == (o + 2 * NS_PER_HOUR, o + 4 * NS_PER_HOUR)
@@ -132,10 +129,10 @@ def test_absolute_windows_are_exact_in_a_build(tmp_path: Path, kind: str) -> Non
     phases = PhasePolicy(kind=kind, first_hours=Fraction(1), last_hours=Fraction(6))  # type: ignore[arg-type]
     rows, manifest = _build(tmp_path, log, phases=phases, middle_every_s=0.001)
     phase = dict(zip(rows["record_seq"], rows["phase"], strict=True))
-    assert phase[marks["early_last"]] == PHASE_EARLY
-    assert phase[marks["middle_first"]] == PHASE_MIDDLE
-    assert phase[marks["middle_last"]] == PHASE_MIDDLE
-    assert phase[marks["late_first"]] == PHASE_LATE
+    assert phase[marks["early_last"]] == Phase.EARLY
+    assert phase[marks["middle_first"]] == Phase.MIDDLE
+    assert phase[marks["middle_last"]] == Phase.MIDDLE
+    assert phase[marks["late_first"]] == Phase.LATE
     assert manifest["policy"]["phase_policy"] == kind
     assert (manifest["policy"]["first_hours"], manifest["policy"]["last_hours"]) == ("1", "6")
 

@@ -10,9 +10,7 @@ import duckdb
 import polars as pl
 
 from materialize.sampling import (
-    PHASE_EARLY,
-    PHASE_LATE,
-    PHASE_MIDDLE,
+    Phase,
     SamplingPolicy,
     grid_offset_ns,
 )
@@ -61,10 +59,10 @@ def test_phase_boundaries_fall_exactly_at_20_and_80_percent(tmp_path: Path) -> N
     determine(log, life)
     _, rows, _ = _build(tmp_path, log, middle_every_s=0.5)
     phase = dict(zip(rows["record_seq"], rows["phase"], strict=True))
-    assert phase[marks["early_last"]] == PHASE_EARLY
-    assert phase[marks["middle_first"]] == PHASE_MIDDLE
-    assert phase[marks["middle_last"]] == PHASE_MIDDLE
-    assert phase[marks["late_first"]] == PHASE_LATE
+    assert phase[marks["early_last"]] == Phase.EARLY
+    assert phase[marks["middle_first"]] == Phase.MIDDLE
+    assert phase[marks["middle_last"]] == Phase.MIDDLE
+    assert phase[marks["late_first"]] == Phase.LATE
     lf = dict(zip(rows["record_seq"], rows["life_fraction"], strict=True))
     # the float column is for reading; the phase itself is decided in exact integers
     assert (
@@ -91,9 +89,9 @@ def test_middle_phase_follows_the_seeded_rule(tmp_path: Path) -> None:
         [t for _, t in updates], life.open_ns, life.end_ns, offset, policy.every_ns
     )
     assert rows["record_seq"].to_list() == [updates[i][0] for i in kept]
-    middle = rows.filter(pl.col("phase") == PHASE_MIDDLE)
+    middle = rows.filter(pl.col("phase") == Phase.MIDDLE)
     assert 590 <= middle.height <= 601  # one per second of the 600 s middle
-    early = rows.filter(pl.col("phase") == PHASE_EARLY)
+    early = rows.filter(pl.col("phase") == Phase.EARLY)
     assert early.height == 4 * 200  # every update kept
     assert manifest["policy"]["seed"] == 7 and manifest["seed"] == 7
     assert manifest["policy"]["rule"] == "last_state_per_interval_seeded_grid"
