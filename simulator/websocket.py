@@ -60,7 +60,7 @@ class Hooks(Protocol):
     def ws_message(self, conn: WsConnection, message: str | bytes) -> None: ...
 
     def ws_closed(self, conn: WsConnection) -> None:
-        """The TCP connection is gone (called for opened connections only)."""
+        """The TCP connection is gone (also when the handshake was refused)."""
 
     def ws_empty_pong(self) -> None:
         """A client's ping was answered with an empty pong (the ``pong="empty"`` switch)."""
@@ -104,8 +104,6 @@ class WsConnection(asyncio.Protocol):
         else:
             self.protocol = ServerProtocol(max_size=MAX_MESSAGE_BYTES)
         self.transport: asyncio.Transport | None = None
-        self.opened = False
-        self.closed = asyncio.Event()  # set once the TCP connection is gone
         self._writable = asyncio.Event()  # cleared while the transport's buffer is over its mark
         self._writable.set()
         self._fragments: list[bytes | bytearray | memoryview] = []
@@ -128,11 +126,12 @@ class WsConnection(asyncio.Protocol):
         right: it tracks fragmentation (we never fragment), extensions (none are negotiated) and
         closing (nothing is written once it leaves OPEN); its own pending bytes (pongs, pings)
         are written first, so frames keep their order."""
-        if not self.is_open or self.transport is None:
-            return 0
+        transport = self.transport
+        if not self.is_open or transport is None or transport.is_closing():
+            return 0  # closing, or reset by the client and connection_lost not yet run
         n = self._flush()
         payload = b"".join([ws_text_frame(t) for t in texts])
-        self.transport.write(payload)
+        transport.write(payload)
         return n + len(payload)
 
     @property
@@ -187,9 +186,7 @@ class WsConnection(asyncio.Protocol):
         if self._close_timer is not None:
             self._close_timer.cancel()
         self._writable.set()  # a writer waiting in drain() wakes and finds the connection closed
-        self.closed.set()
-        if self.opened:
-            self.hooks.ws_closed(self)
+        self.hooks.ws_closed(self)
 
     def pause_writing(self) -> None:
         self._writable.clear()
@@ -206,7 +203,6 @@ class WsConnection(asyncio.Protocol):
         self.protocol.send_response(response)
         self._flush()
         if self.is_open:
-            self.opened = True
             self.hooks.ws_open(self)
 
     def _frame(self, frame: Frame) -> None:
