@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python -m bench.disk_bytes [--rows 500000] [--markets 200]``
 
-Generates current-format delta frames (protocol notes §4.5: dollar-string prices, ``_fp`` sizes,
+Generates current-format delta frames (docs/protocol.md §4: dollar-string prices, ``_fp`` sizes,
 ``ts_ms``) for a Zipf-skewed set of markets, writes them through the same Parquet code path as a
 sealed segment with several encoder settings, and prints bytes/delta side by side (each variant is
 also read back with DuckDB to prove analysts can open it). Then it measures rows/s the

@@ -262,7 +262,7 @@ def drain_rate(bins: dict[int, int], base_rate: float) -> dict[str, float]:
 
 
 def sign_headers(key_path: str, key_id: str, method: str, path: str) -> dict[str, str]:
-    """Protocol notes §2: RSA-PSS-SHA256 over timestamp_ms + METHOD + path (no query string)."""
+    """docs/protocol.md §2: RSA-PSS-SHA256 over timestamp_ms + METHOD + path (no query string)."""
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import padding, rsa
 

@@ -2,9 +2,10 @@
 
 The thin asyncio shell around ``recorder.connection_core.ConnectionCore`` (which owns seqs,
 subscriptions, books and deadlines): it reads frames, records each one verbatim *before* the core
-interprets it (invariant 2), feeds the core frames and clock ticks, and carries out the effects
-it returns — commands go out paced by a token bucket, decisions go to the session log, lifecycle
-events go to the app through a callback. It does not import the app (no import cycle).
+interprets it (raw first: ARCHITECTURE.md, Invariants), feeds the core frames and clock ticks, and
+carries out the effects it returns — commands go out paced by a token bucket, decisions go to the
+session log, lifecycle events go to the app through a callback. It does not import the app (no
+import cycle).
 """
 
 from __future__ import annotations
@@ -305,7 +306,7 @@ class BookConnection:
     async def _sender(self, ws: ClientConnection) -> None:
         """Send queued commands in priority order (lifecycle, joins, resyncs, then the rest),
         paced by a token bucket: a burst of ``command_burst`` goes out at once, then one per
-        ``min_command_interval_s`` (notes §5: a few commands per second sustained)."""
+        ``min_command_interval_s`` (docs/protocol.md §6: a few commands per second sustained)."""
         s = self.settings
         interval = s.min_command_interval_s
         while True:

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, TypeGuard, overload
 import msgspec
 import orjson
 
+from schemas import wire
 from schemas.units import PRICE_SCALE, SIZE_SCALE, scaled_int
 from schemas.wire import TS_SECONDS_MAX, rfc3339_ms
 
@@ -108,93 +109,20 @@ def size_centi(text: str) -> int:
     return value
 
 
-# ---------------------------------------------------------------------------------------------
-# orderbook_snapshot levels
-# ---------------------------------------------------------------------------------------------
-
-# (yes key, no key, price must be a dollar string) in order of preference.
-_SNAPSHOT_FORMATS: tuple[tuple[str, str, bool], ...] = (
-    ("yes_dollars_fp", "no_dollars_fp", True),
-    ("yes_dollars", "no_dollars", True),
-    ("yes", "no", False),
-)
+def _level_price(value: str | int) -> int:
+    return price_micros(value) if type(value) is str else _cents(value)  # type: ignore[arg-type]
 
 
-def _side_levels(levels: Any, key: str, dollars: bool) -> dict[int, int]:
-    if levels is None:  # REST legacy sends null for an empty side
-        return {}
-    if not isinstance(levels, list):
-        raise ValueError(f"snapshot {key!r} is {type(levels).__name__}, expected a list of levels")
-    out: dict[int, int] = {}
-    for i, level in enumerate(levels):
-        if not isinstance(level, list) or len(level) != 2:
-            raise ValueError(f"snapshot {key}[{i}] = {level!r} is not a [price, size] pair")
-        p, s = level
-        if dollars:
-            if type(p) is not str:
-                raise ValueError(f"snapshot {key}[{i}] price {p!r} is not a dollar string")
-            price = price_micros(p)
-        else:
-            if type(p) is not int:
-                raise ValueError(f"snapshot {key}[{i}] price {p!r} is not integer cents")
-            price = _cents(p)
-        if type(s) is str:
-            size = size_centi(s)
-        elif type(s) is int:
-            size = _contracts(s)
-        else:
-            raise ValueError(f"snapshot {key}[{i}] size {s!r} is not a count")
-        if not (_INT64_MIN <= price <= _INT64_MAX and size <= _INT64_MAX):
-            raise ValueError(f"snapshot {key}[{i}] = {level!r} is outside int64")
-        if size < 0:
-            raise ValueError(f"snapshot {key}[{i}] has negative size {s!r}")
-        if price in out:
-            raise ValueError(f"snapshot {key} lists price {p!r} twice (same level after scaling)")
-        if size:
-            out[price] = size
-        else:
-            out[price] = 0  # remembered for the duplicate check, dropped below
-    return {p: s for p, s in out.items() if s}
+def _level_size(value: str | int) -> int:
+    return size_centi(value) if type(value) is str else _contracts(value)  # type: ignore[arg-type]
 
 
 def snapshot_levels(
     body_or_raw: bytes | str | dict[str, Any],
 ) -> tuple[dict[int, int], dict[int, int]]:
-    """Bid levels ``(yes, no)`` as ``{price micro-dollars: size centi-contracts}``.
-
-    Accepts raw frame bytes/str, a parsed frame, its ``msg`` object, or a REST orderbook
-    (``orderbook_fp`` / ``orderbook``). Of several representations the most precise wins:
-    ``*_dollars_fp``, then ``*_dollars``, then legacy integer cents. The format is chosen per
-    frame (the first one with either side key present) and a side key that is absent, null or
-    ``[]`` is an empty side. Zero-size levels are dropped. Raises ``ValueError`` on anything else
-    (non-JSON, levels that are not pairs, unparseable or inexact numbers, negative or duplicate
-    levels); prices outside (0, 1) are kept as sent.
-    """
-    obj: Any = body_or_raw
-    if isinstance(obj, bytes | bytearray | memoryview | str):
-        try:
-            obj = orjson.loads(obj)
-        except orjson.JSONDecodeError as exc:
-            raise ValueError(f"snapshot is not JSON: {exc}") from exc
-    if not isinstance(obj, dict):
-        raise ValueError(f"snapshot is {type(obj).__name__}, expected a JSON object")
-    for wrapper in ("msg", "orderbook_fp", "orderbook"):
-        inner = obj.get(wrapper)
-        if isinstance(inner, dict):
-            obj = inner
-            break
-    for yes_key, no_key, dollars in _SNAPSHOT_FORMATS:
-        if yes_key in obj or no_key in obj:
-            try:
-                return (
-                    _side_levels(obj.get(yes_key), yes_key, dollars),
-                    _side_levels(obj.get(no_key), no_key, dollars),
-                )
-            except ValueError as exc:
-                if "snapshot" in str(exc):
-                    raise
-                raise ValueError(f"snapshot {yes_key}/{no_key}: {exc}") from exc
-    return {}, {}
+    """``schemas.wire.snapshot_levels`` (the one snapshot parser) with the recorder's memoised
+    exact conversions: ``(yes, no)`` as ``{price micro-dollars: size centi-contracts}``."""
+    return wire.snapshot_levels(body_or_raw, price=_level_price, size=_level_size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,10 +134,10 @@ def snapshot_levels(
 class Frame:
     """One inbound frame: envelope, typed ``schemas.log`` columns and why it is malformed, if so.
 
-    ``malformed`` means the frame is not the shape the notes describe (not JSON, not an object,
-    a field of the wrong JSON type, a required field missing, a number or timestamp string that is
-    not one). A value of the right type that cannot be represented exactly in its column (more
-    decimals than the unit, outside int64) only nulls that column and is named in ``problem``;
+    ``malformed`` means the frame is not the shape docs/protocol.md describes (not JSON, not an
+    object, a field of the wrong JSON type, a required field missing, a number or timestamp string
+    that is not one). A value of the right type that cannot be represented exactly in its column
+    (more decimals than the unit, outside int64) only nulls that column and is named in ``problem``;
     it does not make the frame malformed. ``problem`` lists every issue, ``"; "``-separated.
     Snapshot level arrays are not checked here (that costs a full parse): ``snapshot_levels``
     does it when the book needs them, and the caller may then set ``malformed``/``problem``.
@@ -236,7 +164,7 @@ class Frame:
     settlement_value: int | None = None
 
 
-LIFECYCLE_TYPES = frozenset({"market_lifecycle_v2", "multivariate_market_lifecycle"})
+LIFECYCLE_TYPES = frozenset(wire.LIFECYCLE_MSG_TYPES)
 """Message types whose ``msg`` is a market lifecycle payload (typed lifecycle columns)."""
 
 _DELTA = "orderbook_delta"
@@ -644,7 +572,7 @@ def list_subscriptions_reply(frame: Frame) -> list[tuple[str, int]] | None:
 
 def unsubscribed_sids(frame: Frame) -> list[int]:
     """Sids an ``unsubscribed`` reply ends: top-level ``sid`` and/or ``msg.sids`` (both shapes
-    are reported in the notes), deduplicated, in order."""
+    are documented: docs/protocol.md §3), deduplicated, in order."""
     if frame.msg_type != "unsubscribed":
         return []
     body, msg = _body_msg(frame)
@@ -714,8 +642,8 @@ def unsubscribe(cmd_id: int, sids: Iterable[int]) -> bytes:
 def update_subscription(cmd_id: int, sid: int, market_tickers: Iterable[str], action: str) -> bytes:
     """``update_subscription`` of one sid: ``add_markets`` | ``delete_markets`` | ``get_snapshot``.
 
-    The sid goes as ``"sids": [sid]`` (the first example in the notes; the server accepts
-    ``sid`` or a one-element ``sids``, never both).
+    The sid goes as ``"sids": [sid]`` (the first documented example, docs/protocol.md §3; the
+    server accepts ``sid`` or a one-element ``sids``, never both).
     """
     if action not in UPDATE_ACTIONS:
         raise ValueError(f"update_subscription action {action!r} not in {sorted(UPDATE_ACTIONS)}")

@@ -1,6 +1,6 @@
 """The session log on disk: live Arrow IPC streams, sealed Parquet segments, crash recovery.
 
-Layout under a data directory (design invariant 7)::
+Layout under a data directory (crash safety: ARCHITECTURE.md, Invariants)::
 
     live/session_id=<id>/.lock                      held (flock) by the writing process
     live/session_id=<id>/part-<NNNNN>.arrows        in progress: Arrow IPC *stream*

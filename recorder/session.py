@@ -1,7 +1,8 @@
 """One recorder run = one session: its id, and the single place records get their total order.
 
 Every record (frame in, command out, decision) goes through ``SessionLog`` so ``record_seq`` is
-strictly increasing across connections, reconnects and segment files (invariants 1-3). It runs on
+strictly increasing across connections, reconnects and segment files (one run, one session; raw
+first; every command and decision a record: ARCHITECTURE.md, Invariants). It runs on
 the event loop and only appends to the writer's in-memory columns: it never waits for the disk.
 """
 

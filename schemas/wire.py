@@ -5,7 +5,7 @@ Why here and not in ``recorder``: the tap (``feed``) must rebuild books from rec
 frames and serve snapshots in the exchange's own format, and it must not import the recorder. One
 exact implementation, built on ``schemas.units``, serves both sides.
 
-Formats (protocol notes §4.5, §4.8):
+Formats (docs/protocol.md §4):
 
 * ``current``: ``yes_dollars_fp`` / ``no_dollars_fp`` = ``[["0.4500", "100.00"], ...]``;
 * ``legacy``: ``yes`` / ``no`` = ``[[45, 100], ...]`` (int cents, int contracts), often with
@@ -17,6 +17,7 @@ A side key that is absent, null or ``[]`` is an empty side.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -48,8 +49,14 @@ _FORMATS: tuple[tuple[str, str, bool], ...] = (
 )
 
 
-def _side(levels: Any, key: str, dollars: bool) -> Levels:
-    if levels is None:
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+Convert = Callable[[str | int], int]
+"""A level's price or size -> exact int (a dollar or count string, or a legacy int)."""
+
+
+def _side(levels: Any, key: str, dollars: bool, price: Convert, size: Convert) -> Levels:
+    if levels is None:  # REST legacy sends null for an empty side
         return {}
     if not isinstance(levels, list):
         raise ValueError(f"snapshot {key!r} is {type(levels).__name__}, expected a list of levels")
@@ -64,13 +71,15 @@ def _side(levels: Any, key: str, dollars: bool) -> Levels:
             raise ValueError(f"snapshot {key}[{i}] price {p!r} is not integer cents")
         if type(s) not in (str, int):
             raise ValueError(f"snapshot {key}[{i}] size {s!r} is not a count")
-        price = parse_price(p)
-        size = parse_size(s)
-        if size < 0:
+        micros = price(p)
+        centi = size(s)
+        if not (_INT64_MIN <= micros <= _INT64_MAX and centi <= _INT64_MAX):
+            raise ValueError(f"snapshot {key}[{i}] = {level!r} is outside int64")
+        if centi < 0:
             raise ValueError(f"snapshot {key}[{i}] has negative size {s!r}")
-        if price in out:
-            raise ValueError(f"snapshot {key} lists price {p!r} twice")
-        out[price] = size
+        if micros in out:
+            raise ValueError(f"snapshot {key} lists price {p!r} twice (same level after scaling)")
+        out[micros] = centi  # a zero is remembered for the duplicate check, dropped below
     return {p: s for p, s in out.items() if s}
 
 
@@ -84,15 +93,24 @@ def snapshot_format(msg: dict[str, Any]) -> str:
     return CURRENT
 
 
-def snapshot_levels(frame: bytes | str | dict[str, Any]) -> tuple[Levels, Levels]:
+def snapshot_levels(
+    frame: bytes | bytearray | memoryview | str | dict[str, Any],
+    *,
+    price: Convert = parse_price,
+    size: Convert = parse_size,
+) -> tuple[Levels, Levels]:
     """Bid levels ``(yes, no)`` of a snapshot: raw frame bytes, a parsed frame, its ``msg``, or a
-    REST order book (``orderbook_fp`` / ``orderbook``).
+    REST order book (``orderbook_fp`` / ``orderbook``). The one snapshot parser (recorder, tap,
+    training, analysts' tests); the recorder passes memoised converters with the same results.
 
-    The most precise representation present wins. Raises ``ValueError`` (a one-line reason) on
-    anything that is not a well-formed snapshot in either format.
+    The most precise representation present wins (``*_dollars_fp``, then ``*_dollars``, then
+    legacy integer cents), chosen per frame; a side key that is absent, null or ``[]`` is an
+    empty side; zero-size levels are dropped. Raises ``ValueError`` (a one-line reason) on
+    anything else: not JSON, levels that are not pairs, unparseable, inexact or beyond-int64
+    numbers, negative or duplicate levels. Prices outside (0, 1) are kept as sent.
     """
     obj: Any = frame
-    if isinstance(obj, bytes | str):
+    if isinstance(obj, bytes | bytearray | memoryview | str):
         try:
             obj = orjson.loads(obj)
         except orjson.JSONDecodeError as exc:
@@ -106,9 +124,15 @@ def snapshot_levels(frame: bytes | str | dict[str, Any]) -> tuple[Levels, Levels
             break
     for yes_key, no_key, dollars in _FORMATS:
         if yes_key in obj or no_key in obj:
-            return _side(obj.get(yes_key), yes_key, dollars), _side(
-                obj.get(no_key), no_key, dollars
-            )
+            try:
+                return (
+                    _side(obj.get(yes_key), yes_key, dollars, price, size),
+                    _side(obj.get(no_key), no_key, dollars, price, size),
+                )
+            except ValueError as exc:
+                if "snapshot" in str(exc):
+                    raise
+                raise ValueError(f"snapshot {yes_key}/{no_key}: {exc}") from exc
     return {}, {}
 
 
@@ -207,7 +231,7 @@ def rfc3339_ms(text: str) -> int:
 def delta_ts_ms(msg: dict[str, Any]) -> int | None:
     """The exchange time of a delta in Unix ms, from whichever generation of field carries it:
     ``ts_ms`` (current), else ``ts`` as int seconds (or ms when implausibly large) or an RFC 3339
-    string (legacy, protocol notes §4.8). None when absent or unreadable: a time is a feature,
+    string (legacy, docs/protocol.md §4). None when absent or unreadable: a time is a feature,
     never a reason to drop a frame."""
     ts_ms = msg.get("ts_ms")
     if type(ts_ms) is int:

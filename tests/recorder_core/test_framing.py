@@ -59,13 +59,14 @@ def chunked(stream: bytes, cuts: list[int]) -> list[bytes]:
 def test_every_frame_comes_out_once_in_order(fs: list[tuple[Frame, bool]], cuts: list[int]) -> None:
     stream = b"".join(wire(f, m) for f, m in fs)
     events: list[tuple[str, bytes]] = []
+
+    def other(w: bytes) -> bool:
+        events.append(("other", w))
+        return True
+
     splitter = FrameSplitter()
     for chunk in chunked(stream, cuts):
-        rest = splitter.feed(
-            chunk,
-            lambda p: events.append(("data", p)),
-            lambda w: events.append(("other", w)) or True,
-        )
+        rest = splitter.feed(chunk, lambda p: events.append(("data", p)), other)
         assert rest == b""
     assert splitter.buffered == 0
     expected = []
@@ -88,10 +89,15 @@ def test_stopping_hands_back_everything_after_the_frame(before: int, cut: int) -
     splitter = FrameSplitter()
     seen: list[bytes] = []
     others: list[bytes] = []
+
+    def stop(w: bytes) -> bool:
+        others.append(w)
+        return False
+
     first, second = stream[: min(cut, len(stream))], stream[min(cut, len(stream)) :]
-    rest = splitter.feed(first, seen.append, lambda w: others.append(w) or False)
+    rest = splitter.feed(first, seen.append, stop)
     if not others:
-        rest = splitter.feed(second, seen.append, lambda w: others.append(w) or False)
+        rest = splitter.feed(second, seen.append, stop)
     else:
         rest += second
     assert others == [stop_at]

@@ -1,4 +1,4 @@
-"""recorder.protocol: every example in the protocol notes, exactness against schemas.units, and
+"""recorder.protocol: every example in docs/protocol.md, exactness against schemas.units, and
 parse_frame never raising."""
 
 from __future__ import annotations
@@ -39,13 +39,14 @@ from recorder.protocol import (
 from recorder.session import SessionLog
 from schemas.log import LOG_SCHEMA
 from schemas.units import price_to_decimal
+from tests.support.frames import FIELD_KEYS as KEYS
 
 
 def raw(obj: Any) -> bytes:
     return orjson.dumps(obj)
 
 
-# --- notes §4.5: orderbook_delta -------------------------------------------------------------
+# --- docs/protocol.md §4: orderbook_delta ---------------------------------------------------------
 
 CURRENT_DELTA = (
     b'{"type": "orderbook_delta", "sid": 2, "seq": 3, "msg": {'
@@ -204,7 +205,7 @@ def test_legacy_int_ts_in_ms_is_not_multiplied() -> None:
     assert f.ts_ms == 1707667200123
 
 
-# --- notes §4.5 / §4.8: orderbook_snapshot ----------------------------------------------------
+# --- docs/protocol.md §4: orderbook_snapshot ----------------------------------------------------
 
 CURRENT_SNAPSHOT = {
     "type": "orderbook_snapshot",
@@ -332,7 +333,7 @@ def test_snapshot_garbage_raises_value_error(bad: Any) -> None:
         snapshot_levels(bad)
 
 
-# --- notes §4.1-4.4: lifecycle ----------------------------------------------------------------
+# --- docs/protocol.md §4, §8: lifecycle -----------------------------------------------------------
 
 LIFECYCLE_EXAMPLES: list[tuple[dict[str, Any], dict[str, Any]]] = [
     (
@@ -562,7 +563,7 @@ def test_ticker_trade_and_unknown_types_are_not_malformed() -> None:
     assert parse_frame(raw(trade)).seq == 42
 
 
-# --- notes §3.5: replies ----------------------------------------------------------------------
+# --- docs/protocol.md §3: replies -----------------------------------------------------------------
 
 
 def test_subscribed() -> None:
@@ -633,7 +634,7 @@ def test_error_info() -> None:
     assert error_info(parse_frame(CURRENT_DELTA)) == (None, None, None)
 
 
-# --- notes §3.1-3.4: commands -----------------------------------------------------------------
+# --- docs/protocol.md §3: commands ----------------------------------------------------------------
 
 
 def test_commands() -> None:
@@ -773,33 +774,6 @@ VALID_FRAMES: list[dict[str, Any]] = [
     {"id": 1, "type": "subscribed", "msg": {"channel": "orderbook_delta", "sid": 1}},
     {"id": 4, "sid": 2, "seq": 57, "type": "unsubscribed", "msg": {"sids": [2]}},
     {"id": 10, "type": "error", "msg": {"code": 16, "msg": "x", "market_ticker": "I"}},
-]
-KEYS = [
-    "type",
-    "sid",
-    "seq",
-    "id",
-    "msg",
-    "market_ticker",
-    "price_dollars",
-    "delta_fp",
-    "price",
-    "delta",
-    "side",
-    "ts",
-    "ts_ms",
-    "event_type",
-    "open_ts",
-    "close_ts",
-    "settlement_value",
-    "result",
-    "yes_dollars_fp",
-    "no_dollars_fp",
-    "yes",
-    "no",
-    "market_tickers",
-    "sids",
-    "code",
 ]
 
 
