@@ -24,46 +24,38 @@ Exit status (for cron / systemd ``SuccessExitStatus`` and alerting):
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
+from materialize.cli import (
+    EXIT_DATABASE,
+    EXIT_OK,
+    UsageParser,
+    add_store_arguments,
+    refuse_data_dir,
+    store_of,
+)
 from materialize.loader import LoadSummary, default_progress, load
 from materialize.targets import TargetUnavailable, open_target, redact
-from schemas.catalog import data_dir_problem
 from schemas.tables import ALL_TABLES, LOADED_SEGMENTS
 
-EXIT_OK = 0
-EXIT_DATABASE = 2
 EXIT_SKIPPED = 3
 EXIT_LATER_STEP = 4
-EXIT_USAGE = 64
-EXIT_NO_DATA = 66
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = UsageParser(
         prog="kalshi-materialize",
         description="Load sealed segments into PostgreSQL (or the embedded DuckDB) exactly once, "
         "then build training sets and the data-quality report.",
     )
-    p.add_argument("--data-dir", type=Path, default=Path("data"), help="default: ./data")
-    p.add_argument(
-        "--pg",
-        metavar="DSN",
-        default=None,
-        help='PostgreSQL DSN (default: $DATABASE_URL; "" = libpq environment). '
+    add_store_arguments(
+        p,
+        pg_help='PostgreSQL DSN (default: $DATABASE_URL; "" = libpq environment). '
         "Without one: DATA/warehouse.duckdb",
     )
-    p.add_argument("--duckdb", type=Path, default=None, help="DuckDB file when no --pg is used")
     p.add_argument(
         "--quarantine",
         action="store_true",
@@ -231,8 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.policy = _training_policy(parser, args)
     data_dir: Path = args.data_dir
-    dsn: str | None = args.pg if args.pg is not None else os.environ.get("DATABASE_URL")
-    duck = args.duckdb or data_dir / "warehouse.duckdb"
+    dsn, duck = store_of(args)
     if args.from_url:
         from materialize.objectstore import fetch, redact_url
 
@@ -242,10 +233,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"materialize: cannot read {redact_url(args.from_url)}: {exc}", file=sys.stderr)
             return EXIT_DATABASE
         print(f"materialize: fetched {len(got)} new segment(s) from {redact_url(args.from_url)}")
-    problem = data_dir_problem(data_dir)
-    if problem is not None and not (args.from_url and data_dir.is_dir()):
-        print(f"materialize: {problem}", file=sys.stderr)
-        return EXIT_NO_DATA
+    fetched = args.from_url and data_dir.is_dir()  # an empty bucket is not a typo
+    if not fetched and (refused := refuse_data_dir("materialize", data_dir)) is not None:
+        return refused
     try:
         target = open_target(
             dsn, duck, copy_mode=args.copy_mode, partition_by_day=args.pg_partition_by_day

@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from materialize.cli import EXIT_NO_DATA
+
 SIMULATOR_ARGS: tuple[str, ...] = (
     "--create-rate=3",  # a new event (several markets) every ~0.3 s
     "--initial-markets=4",  # open before the recorder starts: adopted mid-lifecycle in session 2+
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             "give a new directory for demo data",
             file=sys.stderr,
         )
-        return 66
+        return EXIT_NO_DATA
     try:
         make_demo_data(
             args.data_dir, seconds=args.seconds, sessions=args.sessions, quiet=args.quiet

@@ -296,13 +296,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     f.add_argument("url")
     f.add_argument("data_dir", type=Path)
     args = p.parse_args(argv)
-    if args.cmd == "ship":
-        from schemas.catalog import data_dir_problem
+    if args.cmd == "ship":  # a typo must not "ship 0 segments" for ever
+        from materialize.cli import refuse_data_dir
 
-        problem = data_dir_problem(args.data_dir)
-        if problem is not None:  # a typo must not "ship 0 segments" for ever
-            print(f"objectstore: {problem}", file=sys.stderr)
-            return 66
+        if (refused := refuse_data_dir("objectstore", args.data_dir)) is not None:
+            return refused
     try:
         if args.cmd == "ship":
             r = ship(args.data_dir, args.url, dates=args.date)

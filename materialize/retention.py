@@ -52,12 +52,21 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from materialize.cli import (
+    EXIT_DATABASE,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageParser,
+    add_store_arguments,
+    refuse_data_dir,
+    store_of,
+)
 from materialize.segments_index import SegmentRef, find_segments, sha256_file
 from materialize.targets import (
     AlreadyLoaded,
@@ -80,8 +89,6 @@ COMPACTED_FROM_KEY = b"kalshi_recorder.compacted_from"
 DEFAULT_TARGET_BYTES = 256 * 2**20
 """Aim for files of about the recorder's ``roll_bytes``: a row group is 256 Ki rows, DuckDB and
 Spark parallelise per row group, and a day becomes a handful of files."""
-
-EXIT_OK, EXIT_FAILED, EXIT_DATABASE, EXIT_USAGE = 0, 1, 2, 64
 
 _TMP_SUFFIX = ".compact.tmp"
 _TO_SUFFIX = re.compile(r"-to-\d+$")
@@ -508,12 +515,6 @@ def _drop_partitions(
 # --------------------------------------------------------------------------------- CLI
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
 def _day(text: str) -> str:
     try:
         return dt.date.fromisoformat(text).isoformat()
@@ -532,22 +533,17 @@ def _days(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = UsageParser(
         prog="kalshi-retention",
         description="Compact the sealed segments of past days and delete or archive old days. "
         "Only segments recorded as loaded in rl_loaded_segments are touched; never live/.",
     )
-    p.add_argument("--data-dir", type=Path, default=Path("data"), help="default: ./data")
-    p.add_argument(
-        "--pg",
-        "--dsn",
-        dest="pg",
-        metavar="DSN",
-        default=None,
-        help="PostgreSQL DSN holding rl_loaded_segments (default: $DATABASE_URL; "
+    add_store_arguments(
+        p,
+        pg_flags=("--pg", "--dsn"),
+        pg_help="PostgreSQL DSN holding rl_loaded_segments (default: $DATABASE_URL; "
         "without one: DATA/warehouse.duckdb)",
     )
-    p.add_argument("--duckdb", type=Path, default=None, help="DuckDB file when no --pg is used")
     p.add_argument(
         "--compact-before",
         type=_day,
@@ -597,15 +593,10 @@ def run(argv: Sequence[str] | None = None, *, today: dt.date | None = None) -> i
     if args.archive_dir is not None and args.archive_older_than is None:
         parser.error("--archive-dir is only used with --archive-older-than")
     data_dir: Path = args.data_dir
-    from schemas.catalog import data_dir_problem
-
-    problem = data_dir_problem(data_dir)
-    if problem is not None:
-        print(f"retention: {problem}", file=sys.stderr)
-        return 66
+    if (refused := refuse_data_dir("retention", data_dir)) is not None:
+        return refused
     today = today or dt.datetime.now(dt.UTC).date()
-    dsn: str | None = args.pg if args.pg is not None else os.environ.get("DATABASE_URL")
-    duck: Path = args.duckdb or data_dir / "warehouse.duckdb"
+    dsn, duck = store_of(args)
     if dsn is None and not duck.exists():
         print(f"retention: {duck} does not exist: nothing is loaded yet, nothing to do")
         return EXIT_OK

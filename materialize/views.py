@@ -73,6 +73,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from materialize.cli import EXIT_USAGE, refuse_data_dir
 from schemas.catalog import TRAINING_DIR, training_files, training_manifest
 from schemas.log import LOG_SCHEMA, SEGMENT_GLOB
 from schemas.mapping import LOG_SQL, RECORD_SQL, SESSION_LOG
@@ -351,13 +352,10 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help"):
         print('usage: python -m materialize.views DATA_DIR ["SQL"]', file=sys.stderr)
-        return 64 if not args else 0
-    from schemas.catalog import data_dir_problem
-
-    problem = data_dir_problem(Path(args[0]))
-    if problem is not None:  # a typo must not look like a directory with no data
-        print(f"materialize.views: {problem}", file=sys.stderr)
-        return 66
+        return EXIT_USAGE if not args else 0
+    # a typo must not look like a directory with no data
+    if (refused := refuse_data_dir("materialize.views", Path(args[0]))) is not None:
+        return refused
     con = connect(args[0])
     if len(args) < 2:
         for name in VIEWS:

@@ -16,7 +16,8 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from materialize.__main__ import EXIT_DATABASE, EXIT_SKIPPED, main
+from materialize.__main__ import EXIT_SKIPPED, main
+from materialize.cli import EXIT_DATABASE
 from materialize.loader import LogProgress, load, table_counts, transform
 from materialize.targets import (
     PGCOPY_HEADER,

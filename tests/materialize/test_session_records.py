@@ -19,7 +19,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from materialize.__main__ import EXIT_NO_DATA, EXIT_SKIPPED, main
+from materialize.__main__ import EXIT_SKIPPED, main
+from materialize.cli import EXIT_NO_DATA
 from materialize.loader import LifecycleFact, completed_markets, derive_restarts, load
 from materialize.targets import DuckDBTarget, PostgresTarget
 from schemas.tables import COMPLETED_MARKETS, LIFECYCLE_EVENTS, PARTICIPATION, SESSIONS
