@@ -4,7 +4,7 @@ Why rows: the live tap is fed the very row tuples the recorder writes (``Session
 and the replay reads the same rows back from the segments, so one state machine makes live and
 replay identical by construction.
 
-Rules (protocol notes §4.7, §9; they mirror the recorder's own book keeping):
+Rules (docs/protocol.md §5, §9; they mirror the recorder's own book keeping):
 
 * a market gets a book when the session joins it (``market_joined``), ``unanchored``;
 * an ``orderbook_snapshot`` frame replaces its book: ``valid``;
@@ -26,9 +26,17 @@ from typing import Any, Protocol
 
 import orjson
 
-from feed.events import Validity
+from feed.book import apply_delta
+from feed.events import StatusMessage, Validity
 from schemas.log import LOG_COLUMNS
-from schemas.wire import CURRENT, empty_sides_listed, snapshot_format, snapshot_levels
+from schemas.wire import (
+    CURRENT,
+    DELTA_MSG,
+    SNAPSHOT_MSG,
+    empty_sides_listed,
+    snapshot_format,
+    snapshot_levels,
+)
 
 _COL = {name: i for i, name in enumerate(LOG_COLUMNS)}
 RECORD_SEQ = _COL["record_seq"]
@@ -138,9 +146,9 @@ class TapState:
             if row[MALFORMED]:
                 return
             t = row[MSG_TYPE]
-            if t == "orderbook_delta":
+            if t == DELTA_MSG:
                 self._delta(row)
-            elif t == "orderbook_snapshot":
+            elif t == SNAPSHOT_MSG:
                 self._snapshot(row)
             elif t in LIFECYCLE_CHANNEL_TYPES:
                 ticker = row[TICKER]
@@ -179,14 +187,9 @@ class TapState:
         if levels is None or price is None or delta is None:
             self._invalidate(m.ticker, Validity.RESYNCING, "unreadable_delta", row[RECORD_SEQ])
             return
-        size = levels.get(price, 0) + delta
-        if size > 0:
-            levels[price] = size
-        else:
-            levels.pop(price, None)
-            if size < 0:
-                self._invalidate(m.ticker, Validity.RESYNCING, "negative_size", row[RECORD_SEQ])
-                return
+        if apply_delta(levels, price, delta) < 0:
+            self._invalidate(m.ticker, Validity.RESYNCING, "negative_size", row[RECORD_SEQ])
+            return
         self.pub.delta(m, row)
 
     def _snapshot(self, row: tuple[Any, ...]) -> None:
@@ -243,7 +246,7 @@ class TapState:
         if name == "session_end":
             p = _payload(row)
             self.ended = str(p.get("reason", "stopped"))
-            self.pub.status("tap_session_end", {"reason": self.ended}, rs)
+            self.pub.status(StatusMessage.SESSION_END, {"reason": self.ended}, rs)
             return
         if name in ("market_joined", "market_left", "market_skipped"):
             self._membership(name, row)
@@ -282,7 +285,7 @@ class TapState:
         rs = row[RECORD_SEQ]
         kind = name.removeprefix("market_")
         self.pub.status(
-            "tap_market",
+            StatusMessage.MARKET,
             {"market_ticker": ticker, "action": kind, "reason": p.get("reason"), "detail": p},
             rs,
         )
@@ -318,7 +321,7 @@ class TapState:
 
     def _publish_state(self, m: Market, rs: int) -> None:
         self.pub.status(
-            "tap_book_state",
+            StatusMessage.BOOK_STATE,
             {"market_ticker": m.ticker, "state": m.state.value, "reason": m.reason},
             rs,
         )

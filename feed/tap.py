@@ -4,8 +4,8 @@
 ``observer``) into one ``feed.fanout.Fanout`` and serves it over WebSocket. The observer runs on
 the recorder's event loop, in its hot path, and only updates books and appends to bounded
 per-consumer queues: it never awaits, so no consumer can slow the recorder or cost it a frame
-(design invariant 11). If the tap itself ever fails on a row, it detaches and says so once: the
-recording goes on untouched.
+(consumers never cost the recording: ARCHITECTURE.md, Invariants). If the tap itself ever fails
+on a row, it detaches and says so once: the recording goes on untouched.
 """
 
 from __future__ import annotations
