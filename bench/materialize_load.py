@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,9 +31,8 @@ from pathlib import Path
 import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
-from psycopg import sql
 
-from bench.pg import postgres_server
+from bench.pg import fresh_database, postgres_server
 from bench.synthetic_log import write_bulk_deltas
 from materialize.loader import load
 from materialize.targets import PGCOPY_HEADER, PGCOPY_TRAILER, PostgresTarget, encode_pgcopy
@@ -49,20 +47,11 @@ DELTA_OIDS = [20, 20, 20, 21, 23, 20, 20, 25, 25, 20, 20, 20]
 @contextmanager
 def fresh_db(admin_dsn: str) -> Iterator[str]:
     """An empty database with the real DDL, dropped afterwards."""
-    name = "bench_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(admin_dsn, autocommit=True) as con:
-        con.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = psycopg.conninfo.make_conninfo(admin_dsn, dbname=name)
-    with psycopg.connect(dsn, autocommit=True) as con:
-        for stmt in ddl("postgres"):
-            con.execute(stmt)
-    try:
+    with fresh_database(admin_dsn) as dsn:
+        with psycopg.connect(dsn, autocommit=True) as con:
+            for stmt in ddl("postgres"):
+                con.execute(stmt)
         yield dsn
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as con:
-            con.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 def _count(dsn: str) -> int:

@@ -26,16 +26,13 @@ import datetime as dt
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
 import pyarrow as pa
-from psycopg import sql
 
-from bench.pg import postgres_server
+from bench.pg import fresh_database, postgres_server
 from bench.synthetic_log import T0_NS, bulk_delta_table, segment_path, write_table
 from materialize.loader import NoProgress, load
 from materialize.retention import expire_db
@@ -70,20 +67,6 @@ def write_days(data_dir: Path, rows: int, days: int, per_segment: int = 100_000)
         write_table(segment_path(data_dir, session, recv[0].as_py(), first), table)
 
 
-@contextmanager
-def fresh_db(admin_dsn: str) -> Iterator[str]:
-    name = "bench_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(admin_dsn, autocommit=True) as con:
-        con.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield psycopg.conninfo.make_conninfo(admin_dsn, dbname=name)
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as con:
-            con.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-
-
 def load_rate(dsn: str, data_dir: Path, partitioned: bool) -> tuple[float, int]:
     target = PostgresTarget(dsn, partition_by_day=partitioned)
     try:
@@ -102,7 +85,7 @@ def bench_load(admin: str, data_dir: Path, repeat: int) -> None:
     rows = 0
     for _ in range(repeat):
         for partitioned in (False, True):
-            with fresh_db(admin) as dsn:
+            with fresh_database(admin) as dsn:
                 seconds, rows = load_rate(dsn, data_dir, partitioned)
                 results[partitioned].append(seconds)
     print(f"\nload: {rows:,} deltas, {repeat} run(s) each, alternated (median rows/s)")
@@ -126,7 +109,7 @@ def bench_retention(admin: str, root: Path, sizes: list[int], days: int, repeat:
         removed = 0
         for _ in range(repeat):
             for partitioned in (False, True):
-                with fresh_db(admin) as dsn:
+                with fresh_database(admin) as dsn:
                     load_rate(dsn, data, partitioned)
                     target = PostgresTarget(dsn)
                     try:

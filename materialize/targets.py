@@ -248,7 +248,20 @@ _MANIFEST_INSERT = (
 )
 
 
-class PostgresTarget:
+class _OverConnection:
+    """What both targets do alike over their DB-API connection ``con``."""
+
+    con: Any
+
+    def count(self, table_name: str) -> int:
+        row = self.con.execute(f"SELECT count(*) FROM {table_name}").fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        self.con.close()
+
+
+class PostgresTarget(_OverConnection):
     """PostgreSQL through psycopg; COPY BINARY for bulk rows, one transaction per segment."""
 
     dialect: Dialect = "postgres"
@@ -377,13 +390,6 @@ class PostgresTarget:
         except psycopg.errors.UniqueViolation as exc:
             raise AlreadyLoaded(seg.sha256) from exc
 
-    def count(self, table_name: str) -> int:
-        row = self.con.execute(f"SELECT count(*) FROM {table_name}").fetchone()
-        return int(row[0]) if row else 0
-
-    def close(self) -> None:
-        self.con.close()
-
     # --- partitioned by receive day (``--pg-partition-by-day``) ---------------------------------
     #
     # Whether the big tables are partitioned is decided once, when they are created; every later
@@ -485,7 +491,7 @@ def _pg_reason(exc: psycopg.Error) -> str:
     return "; ".join(parts)
 
 
-class DuckDBTarget:
+class DuckDBTarget(_OverConnection):
     """The embedded default: a DuckDB file with the same tables, for machines with no server."""
 
     dialect: Dialect = "duckdb"
@@ -563,13 +569,6 @@ class DuckDBTarget:
             self.execute(_MANIFEST_INSERT, seg.params())
         except duckdb.ConstraintException as exc:
             raise AlreadyLoaded(seg.sha256) from exc
-
-    def count(self, table_name: str) -> int:
-        row = self.con.execute(f"SELECT count(*) FROM {table_name}").fetchone()
-        return int(row[0]) if row else 0
-
-    def close(self) -> None:
-        self.con.close()
 
 
 def open_target(

@@ -51,6 +51,27 @@ def determine(log: SessionLog, life: Life, result: str = "yes", value: int = 1_0
     return r
 
 
+def steady_book(log: SessionLog, life: Life, deltas: int) -> list[int]:
+    """Created, a snapshot (yes 0.40 x 100, no 0.50 x 100) a second after open, then ``deltas``
+    yes deltas of +100 at 0.40, one a second from open + 10 s; returns their record_seqs."""
+    create(log, life)
+    log.at(life.open + 1)
+    log.book_snapshot(life.ticker, {400_000: 100}, {500_000: 100})
+    seqs = []
+    for k in range(deltas):
+        log.at(life.open + 10 + k)
+        seqs.append(log.book_delta(life.ticker, "yes", 400_000, 100))
+    return seqs
+
+
+def gapped_delta(log: SessionLog, tickers: list[str], skip: int) -> int:
+    """A yes delta on ``tickers[0]`` that skips ``skip`` seqs of sid 2, and the ``gap`` decision
+    the recorder writes for it (naming ``tickers``); returns the delta's record_seq."""
+    gapped = log.book_delta(tickers[0], "yes", 400_000, 100, skip=skip)
+    log.gap(2, log.seqs[2] - skip, log.seqs[2], tickers)
+    return gapped
+
+
 def simple_market(
     log: SessionLog, life: Life, *, step_s: float = 1.0, sid: int = 2, result: str = "yes"
 ) -> None:

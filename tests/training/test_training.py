@@ -17,7 +17,16 @@ from materialize.sampling import (
 from materialize.training import TrainingPolicy, build, build_training_sets, row_schema
 from tests.support.oracles import phase_of, sample_reference
 from tests.support.segments import NS, SessionLog
-from tests.training.markets import T0, Life, create, determine, simple_market, training_log
+from tests.training.markets import (
+    T0,
+    Life,
+    create,
+    determine,
+    gapped_delta,
+    simple_market,
+    steady_book,
+    training_log,
+)
 
 
 def _build(
@@ -43,9 +52,7 @@ def _log() -> SessionLog:
 def test_phase_boundaries_fall_exactly_at_20_and_80_percent(tmp_path: Path) -> None:
     life = Life("KX-PHASE")
     log = _log()
-    create(log, life)
-    log.at(life.open + 1)
-    log.book_snapshot(life.ticker, {400_000: 100}, {500_000: 100})
+    steady_book(log, life, deltas=0)
     life_ns = life.end_ns - life.open_ns
     marks = {}
     for name, t_ns in {
@@ -127,14 +134,8 @@ def test_rows_have_the_declared_layout(tmp_path: Path) -> None:
 def test_gap_without_snapshot_excludes_the_market(tmp_path: Path) -> None:
     life = Life("KX-GAP")
     log = _log()
-    create(log, life)
-    log.at(life.open + 1)
-    log.book_snapshot(life.ticker, {400_000: 100}, {500_000: 100})
-    for k in range(20):
-        log.at(life.open + 10 + k)
-        log.book_delta(life.ticker, "yes", 400_000, 100)
-    log.book_delta(life.ticker, "yes", 400_000, 100, skip=2)
-    log.gap(2, 23, 25, [life.ticker])
+    steady_book(log, life, deltas=20)
+    gapped_delta(log, [life.ticker], skip=2)
     log.resync(2, [life.ticker])
     log.at(life.open + 500)
     log.book_delta(life.ticker, "no", 500_000, 100)
@@ -157,8 +158,7 @@ def test_gap_then_snapshot_drops_only_the_invalid_span(tmp_path: Path) -> None:
         log.at(life.open + 10 + k)
         log.book_delta(life.ticker, "yes", 400_000, 100)
     log.at(life.open + 30)
-    gapped = log.book_delta(life.ticker, "yes", 400_000, 100, skip=3)
-    log.gap(2, log.seqs[2] - 3, log.seqs[2], [life.ticker, other.ticker])  # as the recorder does
+    gapped = gapped_delta(log, [life.ticker, other.ticker], skip=3)
     inside = [log.book_delta(life.ticker, "no", 500_000, 50) for _ in range(3)]
     inside.append(log.book_delta(other.ticker, "no", 600_000, 50))
     log.at(life.open + 40)
