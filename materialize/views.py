@@ -77,27 +77,18 @@ from materialize.cli import EXIT_USAGE, refuse_data_dir
 from schemas.catalog import TRAINING_DIR, training_files, training_manifest
 from schemas.log import LOG_SCHEMA, SEGMENT_GLOB
 from schemas.mapping import LOG_SQL, RECORD_SQL, SESSION_LOG
-from schemas.tables import (
-    ALL_TABLES,
-    COMPLETED_MARKETS,
-    DELTAS,
-    GAPS,
-    LIFECYCLE_EVENTS,
-    LOADED_SEGMENTS,
-    PARTICIPATION,
-    SESSIONS,
-    SNAPSHOTS,
-)
 
 TRAINING_ROWS = "training_rows"
 TRAINING_MARKETS = "training_markets"
 
-VIEWS: tuple[str, ...] = (
-    SESSION_LOG,
-    *(t for t in ALL_TABLES if t != LOADED_SEGMENTS),
-    TRAINING_ROWS,
-    TRAINING_MARKETS,
-)
+_TABLE_SQL: dict[str, str] = {
+    **LOG_SQL,
+    **{table: sql for table, sql in RECORD_SQL.items() if table not in LOG_SQL},
+}
+"""Each mapped table's view (every table but the manifest), in creation order: the whole-log
+statements first (participation reads the sessions view), then the per-record ones."""
+
+VIEWS: tuple[str, ...] = (SESSION_LOG, *_TABLE_SQL, TRAINING_ROWS, TRAINING_MARKETS)
 """Every view :func:`connect` creates: the log, every table but the manifest, training sets."""
 
 MACROS: tuple[str, ...] = (
@@ -264,17 +255,7 @@ def training_markets_table(manifest: dict[str, Any] | None) -> pa.Table:
 def view_sql(data_dir: Path | str) -> dict[str, str]:
     """The ``SELECT`` behind each segment view, in creation order (plain SQL: it also runs in a
     DuckDB CLI session; the rows follow ``schemas.mapping``, as the loader's do)."""
-    data_dir = Path(data_dir).resolve()
-    return {
-        SESSION_LOG: _session_log_sql(data_dir),
-        SESSIONS: LOG_SQL[SESSIONS],
-        LIFECYCLE_EVENTS: LOG_SQL[LIFECYCLE_EVENTS],
-        PARTICIPATION: LOG_SQL[PARTICIPATION],
-        COMPLETED_MARKETS: LOG_SQL[COMPLETED_MARKETS],
-        SNAPSHOTS: RECORD_SQL[SNAPSHOTS],
-        DELTAS: RECORD_SQL[DELTAS],
-        GAPS: RECORD_SQL[GAPS],
-    }
+    return {SESSION_LOG: _session_log_sql(Path(data_dir).resolve()), **_TABLE_SQL}
 
 
 def _temp_table(con: duckdb.DuckDBPyConnection, name: str, data: pa.Table) -> None:
