@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from materialize.cli import EXIT_USAGE
 from materialize.loader import NoProgress, load, table_counts
 from materialize.retention import COMPACTED_FROM_KEY, compact, expire, run
 from materialize.segments_index import find_segments, sha256_file
@@ -273,13 +274,16 @@ def _days_after(rows: list[tuple[Any, ...]], key_index: int, cutoff_ns: int) -> 
     return [r for r in rows if r[key_index] >= cutoff_ns]
 
 
-def _load_multi_day(data_dir: Path, dsn: str, *, partitioned: bool) -> None:
+def _load_multi_day(data_dir: Path, dsn: str, *, partitioned: bool) -> list[str]:
+    """The multi-day log loaded into PostgreSQL; returns the retention arguments for it (without
+    compaction, and without the expiry option under test)."""
     write_segments(data_dir, multi_day_log())
     target = PostgresTarget(dsn, partition_by_day=partitioned)
     try:
         assert not load(data_dir, target, progress=NoProgress()).skipped
     finally:
         target.close()
+    return ["--data-dir", str(data_dir), "--pg", dsn, "--no-compact"]
 
 
 KEY_INDEX = {DELTAS: 2, SNAPSHOTS: 2, GAPS: 2}  # recv_ns / detected_ns is the third column
@@ -292,11 +296,10 @@ CUT_DAYS = 1  # keep 2026-01-03 and later
 def test_db_drop_older_than_removes_exactly_the_old_days(
     tmp_path: Path, pg_dsn: str, partitioned: bool, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _load_multi_day(tmp_path, pg_dsn, partitioned=partitioned)
+    argv = _load_multi_day(tmp_path, pg_dsn, partitioned=partitioned)
     before = {t: pg_rows(pg_dsn, t) for t in PARTITION_KEYS}
     files = sorted(p.name for p in tmp_path.rglob("*.parquet"))
     cutoff_ns = day_bounds_ns(MULTI_DAY_TODAY - dt.timedelta(days=CUT_DAYS))[0]
-    argv = ["--data-dir", str(tmp_path), "--pg", pg_dsn, "--no-compact"]
 
     assert (
         run([*argv, "--db-drop-older-than", str(CUT_DAYS), "--dry-run"], today=MULTI_DAY_TODAY) == 0
@@ -330,10 +333,9 @@ def test_db_drop_older_than_removes_exactly_the_old_days(
 def test_db_detach_keeps_the_old_days_as_tables_of_their_own(
     tmp_path: Path, pg_dsn: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _load_multi_day(tmp_path, pg_dsn, partitioned=True)
+    argv = _load_multi_day(tmp_path, pg_dsn, partitioned=True)
     before = pg_rows(pg_dsn, DELTAS)
     cutoff_ns = day_bounds_ns(MULTI_DAY_TODAY - dt.timedelta(days=CUT_DAYS))[0]
-    argv = ["--data-dir", str(tmp_path), "--pg", pg_dsn, "--no-compact"]
     assert run([*argv, "--db-detach-older-than", str(CUT_DAYS)], today=MULTI_DAY_TODAY) == 0
     assert pg_rows(pg_dsn, DELTAS) == _days_after(before, 2, cutoff_ns)
     detached = [day_partition_name(DELTAS, dt.date(2026, 1, d)) for d in (1, 2)]
@@ -351,10 +353,9 @@ def test_db_detach_keeps_the_old_days_as_tables_of_their_own(
 def test_db_detach_on_unpartitioned_tables_is_a_usage_error(
     tmp_path: Path, pg_dsn: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _load_multi_day(tmp_path, pg_dsn, partitioned=False)
+    argv = _load_multi_day(tmp_path, pg_dsn, partitioned=False)
     before = pg_rows(pg_dsn, DELTAS)
-    argv = ["--data-dir", str(tmp_path), "--pg", pg_dsn, "--no-compact"]
-    assert run([*argv, "--db-detach-older-than", "1"], today=MULTI_DAY_TODAY) == 64
+    assert run([*argv, "--db-detach-older-than", "1"], today=MULTI_DAY_TODAY) == EXIT_USAGE
     err = capsys.readouterr().err
     assert "not partitioned by day" in err and "--db-drop-older-than" in err
     assert pg_rows(pg_dsn, DELTAS) == before
