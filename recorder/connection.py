@@ -50,10 +50,10 @@ from schemas.log import Decision
 log = logging.getLogger("recorder.connection")
 
 _PRIORITY = {
-    sm.PURPOSE_LIFECYCLE: 0,
-    sm.PURPOSE_JOIN: 1,
-    sm.PURPOSE_RESYNC: 2,
-    sm.PURPOSE_RESUBSCRIBE: 3,
+    sm.Purpose.LIFECYCLE: 0,
+    sm.Purpose.JOIN: 1,
+    sm.Purpose.RESYNC: 2,
+    sm.Purpose.RESUBSCRIBE: 3,
 }
 RECV_QUEUE_FRAMES = 8192
 """Frames websockets may parse ahead of the reader. Bounded, so a recorder slower than the feed
@@ -169,26 +169,6 @@ def _never(payload: bytes) -> None:  # pragma: no cover - the splitter is not fa
     raise RuntimeError("fast path without a handler")
 
 
-def core_settings(s: Settings, include_mve: bool) -> CoreSettings:
-    """The core's knobs from the recorder's settings (``recorder.config`` explains each)."""
-    channels: tuple[str, ...] = (sm.LIFECYCLE_CHANNEL,)
-    if include_mve:
-        channels += (sm.MVE_LIFECYCLE_CHANNEL,)
-    return CoreSettings(
-        max_markets_per_sid=s.max_markets_per_sid,
-        max_tickers_per_command=s.max_tickers_per_command,
-        command_timeout_s=s.command_timeout_s,
-        new_market_grace_s=s.new_market_grace_s,
-        silence_timeout_s=s.silence_timeout_s,
-        resync_backoff_initial_s=s.resync_backoff_initial_s,
-        resync_backoff_max_s=s.resync_backoff_max_s,
-        crossed_grace_s=s.crossed_grace_s,
-        fatal_close_repeats=s.fatal_close_repeats,
-        stable_after_s=s.backoff_reset_after_s,
-        lifecycle_channels=channels,
-    )
-
-
 class BookConnection:
     """One connection: order books of the markets assigned to it, and (on index 0) lifecycle."""
 
@@ -213,7 +193,7 @@ class BookConnection:
         self.on_live = on_live
         self.core = ConnectionCore(
             index,
-            core_settings(settings, settings.include_mve),
+            CoreSettings.from_settings(settings),
             carries_lifecycle=index == 0,
             url=url,
         )

@@ -41,6 +41,7 @@ from recorder.subscriptions import Command, LifeState, SubscriptionManager
 from schemas import decisions as dc
 from schemas.decisions import ResyncMethod, TimeoutThen
 from schemas.log import Decision
+from schemas.wire import LIFECYCLE_CHANNEL, MVE_LIFECYCLE_CHANNEL
 
 LIFECYCLE_TYPES = protocol.LIFECYCLE_TYPES
 _NS = 1_000_000_000
@@ -116,7 +117,25 @@ class CoreSettings:
     # A connection that lived this long was not refused: a 4000-4999 close starts a new count.
     stable_after_s: float = Settings.backoff_reset_after_s
     replan_every_s: float = 0.1  # plan at least this often: retries and backoffs come due
-    lifecycle_channels: tuple[str, ...] = (sm.LIFECYCLE_CHANNEL,)
+    lifecycle_channels: tuple[str, ...] = (LIFECYCLE_CHANNEL,)
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> CoreSettings:
+        """The core's knobs from the recorder's settings (``recorder.config`` explains each)."""
+        channels = (LIFECYCLE_CHANNEL, MVE_LIFECYCLE_CHANNEL) if s.include_mve else None
+        return cls(
+            max_markets_per_sid=s.max_markets_per_sid,
+            max_tickers_per_command=s.max_tickers_per_command,
+            command_timeout_s=s.command_timeout_s,
+            new_market_grace_s=s.new_market_grace_s,
+            silence_timeout_s=s.silence_timeout_s,
+            resync_backoff_initial_s=s.resync_backoff_initial_s,
+            resync_backoff_max_s=s.resync_backoff_max_s,
+            crossed_grace_s=s.crossed_grace_s,
+            fatal_close_repeats=s.fatal_close_repeats,
+            stable_after_s=s.backoff_reset_after_s,
+            lifecycle_channels=channels or (LIFECYCLE_CHANNEL,),
+        )
 
 
 @dataclass

@@ -168,16 +168,9 @@ def _build(
     columns: list[pa.Array | None] = [None] * _ROW_WIDTH
     fields = LOG_SCHEMA
     for values, pos in zip(ints, _INT_POS, strict=True):
-        mask = None
-        if whole:
-            for i, row in whole:
-                v = row[pos]
-                if v is None:
-                    if mask is None:
-                        mask = np.zeros(n, dtype=bool)
-                    mask[i] = True
-                else:
-                    values[i] = v
+        mask, present = _split(n, whole, pos)
+        for i, v in present:
+            values[i] = v
         columns[pos] = pa.array(values, type=fields[pos].type, mask=mask)
     columns[_TICKER] = pa.array(tickers, type=pa.string())
     columns[_SIDE] = pa.array(sides, type=pa.string())
@@ -193,31 +186,43 @@ def _build(
     columns[_KIND] = _strings(n, Kind.IN.value, whole, _KIND)
     columns[_MSG_TYPE] = _strings(n, DELTA_MSG_TYPE, whole, _MSG_TYPE)
     for pos in _CONSTANT_NULL:
-        values_at = [(i, row[pos]) for i, row in whole if row[pos] is not None]
-        if not values_at:
+        _, present = _split(n, whole, pos)
+        if not present:
             columns[pos] = pa.nulls(n, type=fields[pos].type)
         else:
             col: list[Any] = [None] * n
-            for i, v in values_at:
+            for i, v in present:
                 col[i] = v
             columns[pos] = pa.array(col, type=fields[pos].type)
     return pa.RecordBatch.from_arrays(columns, schema=LOG_SCHEMA)
 
 
-def _strings(n: int, default: str, whole: list[tuple[int, tuple[Any, ...]]], pos: int) -> pa.Array:
-    """A string column that is ``default`` except in the whole rows: a dictionary ``take``
-    (vectorised) instead of ``n`` Python strings."""
-    words = [default]
-    codes = np.zeros(n, dtype=np.int32)
+def _split(
+    n: int, whole: list[tuple[int, tuple[Any, ...]]], pos: int
+) -> tuple[np.ndarray | None, list[tuple[int, Any]]]:
+    """Of the whole rows' values in column ``pos``: a null mask over the batch (None when none is
+    null) and the ``(row, value)`` pairs that are not null."""
     mask = None
-    index = {default: 0}
+    present = []
     for i, row in whole:
         v = row[pos]
         if v is None:
             if mask is None:
                 mask = np.zeros(n, dtype=bool)
             mask[i] = True
-            continue
+        else:
+            present.append((i, v))
+    return mask, present
+
+
+def _strings(n: int, default: str, whole: list[tuple[int, tuple[Any, ...]]], pos: int) -> pa.Array:
+    """A string column that is ``default`` except in the whole rows: a dictionary ``take``
+    (vectorised) instead of ``n`` Python strings."""
+    mask, present = _split(n, whole, pos)
+    words = [default]
+    index = {default: 0}
+    codes = np.zeros(n, dtype=np.int32)
+    for i, v in present:
         code = index.get(v)
         if code is None:
             code = index[v] = len(words)

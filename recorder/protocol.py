@@ -81,32 +81,28 @@ def _no_separators(text: str, what: str) -> str:
     return text
 
 
+def _memoised(text: str, memo: dict[str, int], places: int, what: str) -> int:
+    value = memo.get(text)
+    if value is None:
+        value = _fixed(text, places)
+        if value is None:
+            value = scaled_int(_no_separators(text, what), places, what)
+        if len(memo) >= _MEMO_MAX:
+            memo.clear()  # start over: a memo that stops learning sends misses slow
+        memo[text] = value
+    return value
+
+
 def price_micros(text: str) -> int:
     """Dollar string -> micro-dollars, exact (``schemas.units.parse_price`` semantics), within
     int64, memoised. Raises ``ValueError`` otherwise."""
-    value = _price_memo.get(text)
-    if value is None:
-        value = _fixed(text, 6)
-        if value is None:
-            value = scaled_int(_no_separators(text, "price"), 6, "price")
-        if len(_price_memo) >= _MEMO_MAX:
-            _price_memo.clear()  # start over: a memo that stops learning sends misses slow
-        _price_memo[text] = value
-    return value
+    return _memoised(text, _price_memo, 6, "price")
 
 
 def size_centi(text: str) -> int:
     """Contract-count string -> centi-contracts, exact (``schemas.units.parse_size``
     semantics), within int64, memoised. Raises ``ValueError`` otherwise."""
-    value = _size_memo.get(text)
-    if value is None:
-        value = _fixed(text, 2)
-        if value is None:
-            value = scaled_int(_no_separators(text, "size"), 2, "size")
-        if len(_size_memo) >= _MEMO_MAX:
-            _size_memo.clear()  # start over: a memo that stops learning sends misses slow
-        _size_memo[text] = value
-    return value
+    return _memoised(text, _size_memo, 2, "size")
 
 
 def _level_price(value: str | int) -> int:

@@ -46,7 +46,6 @@ from typing import Any
 from recorder.config import Settings
 from schemas.decisions import MergeHow, TimeoutThen
 from schemas.wire import DELTA_MSG, LIFECYCLE_CHANNEL
-from schemas.wire import MVE_LIFECYCLE_CHANNEL as MVE_LIFECYCLE_CHANNEL  # for recorder.connection
 
 ORDERBOOK_CHANNEL = DELTA_MSG  # the order-book channel is named after its frames
 
@@ -98,12 +97,6 @@ class LifeState(StrEnum):
     LIVE = "live"  # subscribed: its events arrive
     RESUBSCRIBE = "resubscribe"  # its sid broke (10/17/25): unsubscribe, then subscribe again
 
-
-# The names recorder.connection still uses for its sending priority (same members).
-PURPOSE_JOIN = Purpose.JOIN
-PURPOSE_RESYNC = Purpose.RESYNC
-PURPOSE_RESUBSCRIBE = Purpose.RESUBSCRIBE
-PURPOSE_LIFECYCLE = Purpose.LIFECYCLE
 
 TRAILING_OK_HOLD_NS = 500_000_000
 """On an exchange whose replies carry no ``id``, a sid whose ``get_snapshot`` completed by its

@@ -86,14 +86,19 @@ async def handshake(reader: asyncio.StreamReader) -> bytes:
     )
 
 
-async def run_client(script: Script) -> tuple[list[bytes], BaseException | None]:
-    """Serve ``script`` on loopback, connect a RecorderConnection, pump until the end."""
+async def run_client(
+    script: Script, fail_after: int | None = None
+) -> tuple[list[bytes], BaseException | None]:
+    """Serve ``script`` on loopback, connect a RecorderConnection, pump until the end; with
+    ``fail_after``, the handler raises ``Stopped`` on that frame (as a stopped writer would)."""
     server = await asyncio.start_server(lambda r, w: script(r, w), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     got: list[bytes] = []
     WAYS.clear()
 
     def handle(raw: bytes) -> None:
+        if len(got) == fail_after:
+            raise Stopped("writer stopped")
         # called from FrameSplitter.feed: the fast path; from pump: websockets' queue
         WAYS.append("fast" if sys._getframe(1).f_code.co_name == "feed" else "slow")
         got.append(raw)
@@ -110,13 +115,30 @@ async def run_client(script: Script) -> tuple[list[bytes], BaseException | None]
         )
         try:
             await asyncio.wait_for(pump(ws, handle, asyncio.Event()), 30)  # type: ignore[arg-type]
-        except ConnectionClosed as exc:
-            error = exc
-        except Exception as exc:
+        except Exception as exc:  # ConnectionClosed at the end, or what the handler raised
             error = exc
     finally:
         server.close()
     return got, error
+
+
+def after_handshake(stream: bytes) -> Script:
+    """A server that shakes hands, lets the client start its reader, sends ``stream`` and waits
+    for the client's close."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(await handshake(reader))
+        await asyncio.sleep(0.05)  # the reader engages the fast path (either way is correct)
+        writer.write(stream)
+        await writer.drain()
+        await until_close(reader)
+        writer.close()
+
+    return script
+
+
+class Stopped(Exception):
+    pass
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -171,15 +193,8 @@ def test_every_message_once_in_order(seed: int) -> None:
 
 
 def test_a_masked_frame_from_the_server_still_fails_the_connection() -> None:
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(await handshake(reader))
-        await asyncio.sleep(0.05)  # let the fast path engage first
-        writer.write(frame(1, b"one") + frame(1, b"masked", mask=True) + frame(1, b"never"))
-        await writer.drain()
-        await until_close(reader)
-        writer.close()
-
-    got, error = asyncio.run(run_client(script))
+    stream = frame(1, b"one") + frame(1, b"masked", mask=True) + frame(1, b"never")
+    got, error = asyncio.run(run_client(after_handshake(stream)))
     assert got == [b"one"]
     assert isinstance(error, ConnectionClosed)
     assert error.sent is not None and error.sent.code == 1002  # protocol error
@@ -188,39 +203,7 @@ def test_a_masked_frame_from_the_server_still_fails_the_connection() -> None:
 def test_what_the_handler_raises_ends_the_pump() -> None:
     """A failing handler (say, the writer has stopped) must stop the reading, not be lost in
     asyncio's transport callbacks."""
-
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(await handshake(reader))
-        await asyncio.sleep(0.05)
-        writer.write(b"".join(frame(1, b"%d" % i) for i in range(10)))
-        await writer.drain()
-        await until_close(reader)
-        writer.close()
-
-    class Stopped(Exception):
-        pass
-
-    seen: list[bytes] = []
-
-    def handle(raw: bytes) -> None:
-        if len(seen) == 3:
-            raise Stopped("writer stopped")
-        seen.append(raw)
-
-    async def main() -> BaseException | None:
-        server = await asyncio.start_server(lambda r, w: script(r, w), "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        ws = await websockets.connect(
-            f"ws://127.0.0.1:{port}", create_connection=RecorderConnection, open_timeout=10
-        )
-        try:
-            await asyncio.wait_for(pump(ws, handle, asyncio.Event()), 30)  # type: ignore[arg-type]
-        except Stopped as exc:
-            return exc
-        finally:
-            server.close()
-        return None
-
-    error = asyncio.run(main())
+    stream = b"".join(frame(1, b"%d" % i) for i in range(10))
+    got, error = asyncio.run(run_client(after_handshake(stream), fail_after=3))
     assert isinstance(error, Stopped)
-    assert seen == [b"0", b"1", b"2"]
+    assert got == [b"0", b"1", b"2"]
