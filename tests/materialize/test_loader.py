@@ -7,7 +7,6 @@ import select
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ from materialize.targets import (
     PGCOPY_HEADER,
     PGCOPY_TRAILER,
     DuckDBTarget,
-    PostgresTarget,
     encode_pgcopy,
     redact,
 )
@@ -39,6 +37,14 @@ from schemas.tables import (
     SESSIONS,
     SNAPSHOTS,
     ddl,
+)
+from tests.materialize.warehouse import (
+    DUCKDB,
+    POSTGRES,
+    POSTGRES_ROWS,
+    MakeTarget,
+    Target,
+    targets,
 )
 from tests.support.segments import (
     SESSION_A,
@@ -64,34 +70,8 @@ ORDER = {
     COMPLETED_MARKETS: "session_id, market_ticker",
 }
 
-Target = PostgresTarget | DuckDBTarget
-MakeTarget = Callable[[Path], Target]
-
-
-@pytest.fixture(
-    params=[
-        "duckdb",
-        pytest.param("postgres", marks=pytest.mark.postgres),
-        pytest.param("postgres-rows", marks=pytest.mark.postgres),
-    ]
-)
-def make_target(request: pytest.FixtureRequest) -> Iterator[MakeTarget]:
-    """A factory for a target (re-openable, as a second nightly run would)."""
-    opened: list[Target] = []
-    dsn = request.getfixturevalue("pg_dsn") if request.param.startswith("postgres") else None
-
-    def factory(data_dir: Path) -> Target:
-        t: Target
-        if dsn is None:
-            t = DuckDBTarget(data_dir / "warehouse.duckdb")
-        else:
-            t = PostgresTarget(dsn, copy_mode="rows" if request.param.endswith("rows") else "arrow")
-        opened.append(t)
-        return t
-
-    yield factory
-    for t in opened:
-        t.close()
+make_target = pytest.fixture(params=[DUCKDB, POSTGRES, POSTGRES_ROWS], name="make_target")(targets)
+"""A factory for a target (re-openable, as a second nightly run would)."""
 
 
 def dump(target: Target, table: str) -> list[tuple[Any, ...]]:

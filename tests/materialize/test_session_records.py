@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,31 +23,15 @@ from materialize.cli import EXIT_NO_DATA
 from materialize.loader import LifecycleFact, completed_markets, derive_restarts, load
 from materialize.targets import DuckDBTarget, PostgresTarget
 from schemas.tables import COMPLETED_MARKETS, LIFECYCLE_EVENTS, PARTICIPATION, SESSIONS
+from tests.materialize.warehouse import DUCKDB, POSTGRES, MakeTarget, Target, targets
 from tests.support.segments import T0_NS, SessionLog, write_segments, write_table
 
-Target = PostgresTarget | DuckDBTarget
-MakeTarget = Callable[[Path], Target]
 HOUR_NS = 3_600 * 1_000_000_000
 S1 = 1_767_225_600_000 << 20
 S2 = (1_767_225_600_000 + 7_200_000) << 20
 S3 = (1_767_225_600_000 + 14_400_000) << 20
 
-
-@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
-def make_target(request: pytest.FixtureRequest) -> Iterator[MakeTarget]:
-    opened: list[Target] = []
-    dsn = request.getfixturevalue("pg_dsn") if request.param == "postgres" else None
-
-    def factory(data_dir: Path) -> Target:
-        t: Target = (
-            DuckDBTarget(data_dir / "warehouse.duckdb") if dsn is None else PostgresTarget(dsn)
-        )
-        opened.append(t)
-        return t
-
-    yield factory
-    for t in opened:
-        t.close()
+make_target = pytest.fixture(params=[DUCKDB, POSTGRES], name="make_target")(targets)
 
 
 def rows(target: Target, sql: str) -> list[dict[str, Any]]:
