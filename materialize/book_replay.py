@@ -1,6 +1,6 @@
 """Order-book reconstruction for training sets: snapshots + deltas in record order -> top-N rows.
 
-Semantics (protocol notes §9), exact integers throughout (price micro-dollars, size
+Semantics (docs/protocol.md §4), exact integers throughout (price micro-dollars, size
 centi-contracts): a snapshot replaces the book; a delta adds to (side, price); a result of 0
 removes the level; a **negative** result is an impossible state: the book is invalid from there
 until the next snapshot (never a row). What counts as valid input (anchored, no gap since the

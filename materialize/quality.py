@@ -1,8 +1,9 @@
 """Data-quality report per session and per market, rebuilt from the sealed log alone.
 
 Why: before training on a market, an analyst wants to know how much of its life was really
-captured and how clean the feed was. Everything here comes from the log's own records (design
-invariant 3): decisions for participation, gaps, resyncs and reconnects; frames for message counts.
+captured and how clean the feed was. Everything here comes from the log's own records (every
+command and decision is a record: ARCHITECTURE.md, Invariants): decisions for participation,
+gaps, resyncs and reconnects; frames for message counts.
 
 Per session: records, time span, frames in / commands out / decisions, malformed frames, holes in
 ``record_seq`` (proof of loss), connects, reconnects (connects beyond the first per connection

@@ -3,7 +3,8 @@
 Why a content hash and not the path: a segment is immutable once sealed, so its SHA-256 names it
 for ever — a segment copied to another machine, renamed, or sealed twice by a recovering recorder
 is still loaded exactly once. Only ``segments/`` is ever listed: ``live/`` holds files that are
-still being written (design invariant 8) and is never opened here.
+still being written (materialize never reads ``live/``: ARCHITECTURE.md, Invariants) and is never
+opened here.
 
 Ordering: segments are loaded by ``(session_id, first record_seq)`` so that a later segment of a
 session can update rows created by an earlier one (a market's ``left_at``, a session's
