@@ -117,6 +117,7 @@ class Simulator:
         self._conns: dict[int, _Conn] = {}
         self._auth_by_conn: dict[WsConnection, bool] = {}
         self._by_ws: dict[WsConnection, _Conn] = {}
+        self._sockets: set[WsConnection] = set()  # every TCP connection, handshake done or not
         self._reject_until = 0.0
         self._gt: GroundTruth | None = None
         self._fault_rng = random.Random(cfg.seed * 104_729 + 3)
@@ -157,7 +158,7 @@ class Simulator:
         self._pump()
         empty_pong = cfg.protocol.pong == "empty"
         self._ws_server = await self._loop.create_server(
-            lambda: WsConnection(self, empty_pong), cfg.host, cfg.port
+            lambda: self._accepted(WsConnection(self, empty_pong)), cfg.host, cfg.port
         )
         ws_port = self._ws_server.sockets[0].getsockname()[1]
         legacy = cfg.protocol.legacy
@@ -185,8 +186,8 @@ class Simulator:
                 await self._clock_task
         if self._ws_server is not None:
             self._ws_server.close()
-            for st in list(self._conns.values()):
-                st.ws.abort()
+            for conn in list(self._sockets):
+                conn.abort()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._ws_server.wait_closed(), 5)
         if self._rest_server is not None:
@@ -266,7 +267,12 @@ class Simulator:
         st.session.receive(message)
         st.wake.set()
 
+    def _accepted(self, conn: WsConnection) -> WsConnection:
+        self._sockets.add(conn)
+        return conn
+
     def ws_closed(self, conn: WsConnection) -> None:
+        self._sockets.discard(conn)
         self._auth_by_conn.pop(conn, None)
         st = self._by_ws.pop(conn, None)
         if st is None:
