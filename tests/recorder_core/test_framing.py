@@ -104,3 +104,18 @@ def test_stopping_hands_back_everything_after_the_frame(before: int, cut: int) -
     assert rest == tail
     assert seen == [b"x" * i for i in range(before)]
     assert splitter.buffered == 0
+
+
+def test_a_large_frame_in_many_reads_comes_out_whole() -> None:
+    """A frame much larger than a read is held in pieces (joined once, not on every read)."""
+    payload = bytes(range(256)) * 12_000  # ~3 MB
+    stream = wire(Frame(Opcode.TEXT, payload)) + wire(Frame(Opcode.TEXT, b"next"))
+    splitter = FrameSplitter()
+    seen: list[bytes] = []
+    step = 4096
+    for i in range(0, len(stream), step):
+        splitter.feed(stream[i : i + step], seen.append, lambda w: True)
+        if not seen:
+            assert splitter.buffered == min(i + step, len(stream))
+    assert seen == [payload, b"next"]
+    assert splitter.buffered == 0
