@@ -102,16 +102,18 @@ class SessionLog:
         self.record_seq = record_seq = self.record_seq + 1
         self.frames_in += 1
         fast = self._delta_sink
-        if fast is not None and self.observer is None:
+        if fast is not None:
             fast(record_seq, recv_ns, conn, epoch, raw, d)
-            return
+            if self.observer is None:
+                return
         # indexing and literal Nones (no unpacking, no splat): ~20% less than frame_in's build
         row = (
             self.session_id, record_seq, recv_ns, "in", conn, epoch, "orderbook_delta",
             d[0], d[1], None, d[2], False, raw, d[3], d[4], d[5], d[6],
             None, None, None, None, None, None, None,
         )  # fmt: skip
-        self.sink.append(row)
+        if fast is None:
+            self.sink.append(row)
         if self.observer is not None:
             self.observer(row)
 
