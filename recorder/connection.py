@@ -59,6 +59,11 @@ RECV_QUEUE_FRAMES = 8192
 """Frames websockets may parse ahead of the reader. Bounded, so a recorder slower than the feed
 pushes back on TCP (and the exchange reports overflow, error 25) instead of growing memory and
 stamping frames late."""
+FRAMES_PER_TURN = 256
+"""Frames handled per turn of the event loop (~1-2 ms): a 256 KiB read holds ~2,000 frames, and
+the command sender and the clock must get a turn in between (lifecycle -> command latency)."""
+HELD_BYTES_MAX = 4 * 2**20
+"""Read-ahead held for later turns before reading pauses (TCP pushes back, memory stays bounded)."""
 TICK_S = 0.05
 """How often the core gets a clock tick when nothing happens (deadlines, retries, watchdog)."""
 
@@ -94,6 +99,8 @@ class RecorderConnection(ClientConnection):
         self._splitter = FrameSplitter()
         self._splitter.fast = False  # until the reader runs
         self._head = b""  # the handshake response read so far (websockets gets none of the frames)
+        self._turn_due = False  # a later turn will split what a large read left
+        self._paused_here = False  # we paused reading (not websockets' own flow control)
         self._queued = 0  # whole messages websockets queued that the reader has not taken yet
 
     def engage(self, handle: Callable[[bytes], None] | None) -> None:
@@ -129,15 +136,16 @@ class RecorderConnection(ClientConnection):
             data = data[cut:]
             if not data:
                 return
-            if self.protocol.state is not State.OPEN:
-                super().data_received(data)
-                return
-        elif self.protocol.state is not State.OPEN:
-            super().data_received(data)
+        if self.protocol.state is not State.OPEN and not self._splitter.buffered:
+            super().data_received(data)  # closing: websockets finishes the handshake
             return
+        self._feed(data)
+
+    def _feed(self, data: bytes, limit: int | None = FRAMES_PER_TURN) -> None:
         handler = self.on_frame
+        splitter = self._splitter
         try:
-            rest = self._splitter.feed(data, handler or _never, self._to_websockets)
+            rest = splitter.feed(data, handler or _never, self._to_websockets, limit)
         except Exception as exc:  # the handler failed (say, the writer stopped): stop reading
             self.handler_error = exc
             self.engage(None)
@@ -145,6 +153,33 @@ class RecorderConnection(ClientConnection):
             return
         if rest:
             super().data_received(rest)
+        elif splitter.more:  # a large read: the rest on a later turn of the loop
+            if not self._turn_due:
+                self._turn_due = True
+                self.loop.call_soon(self._next_turn)
+            if not self._paused_here and splitter.buffered > HELD_BYTES_MAX:
+                self._paused_here = True
+                self.transport.pause_reading()  # TCP pushes back instead of memory growing
+
+    def _next_turn(self) -> None:
+        self._turn_due = False
+        self._feed(b"")
+        if self._paused_here and not self._turn_due:
+            self._paused_here = False
+            self.transport.resume_reading()
+
+    def _finish_turns(self) -> None:
+        """Frames already read are handled before websockets hears of the end: none is lost."""
+        if self._splitter.more and self.handler_error is None:
+            self._feed(b"", limit=None)
+
+    def eof_received(self) -> None:
+        self._finish_turns()
+        super().eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish_turns()
+        super().connection_lost(exc)
 
     def _to_websockets(self, frame: bytes) -> bool:
         """One whole frame for websockets; False once it is no longer open (closing)."""

@@ -38,13 +38,16 @@ class FrameSplitter:
     which are the caller's to pass on, and keeps nothing.
     """
 
-    __slots__ = ("_need", "_parts", "_rest", "fast")
+    __slots__ = ("_need", "_parts", "_rest", "fast", "more")
 
     def __init__(self) -> None:
-        self._rest = b""  # a partial frame (its length known or not)
+        self._rest = b""  # a partial frame (its length known or not), or frames left by ``limit``
         self._parts: list[bytes] = []  # or a large partial frame in pieces, without re-copying
         self._need = 0  # bytes the frame in ``_parts`` has in all
         self.fast = True
+        self.more = False
+        """True after ``feed`` stopped at its ``limit``: whole frames may be held; feed ``b""``
+        to go on."""
 
     @property
     def buffered(self) -> int:
@@ -56,7 +59,11 @@ class FrameSplitter:
         data: bytes,
         on_data: Callable[[bytes], object],
         on_other: Callable[[bytes], bool],
+        limit: int | None = None,
     ) -> bytes:
+        """Split ``data`` (after what is held); at most ``limit`` frames per call (the rest is
+        held, and ``more`` says so), so one large read does not keep the caller busy for long."""
+        self.more = False
         if self._parts:  # a large frame arriving read by read: join once, when it is whole
             self._parts.append(data)
             if sum(len(p) for p in self._parts) < self._need:
@@ -67,7 +74,12 @@ class FrameSplitter:
             buf = self._rest + data if self._rest else data
         end = len(buf)
         pos = 0
+        left = -1 if limit is None else limit
         while end - pos >= 2:
+            if left == 0:
+                self.more = True
+                break
+            left -= 1
             b0 = buf[pos]
             b1 = buf[pos + 1]
             n = b1 & 0x7F

@@ -143,7 +143,10 @@ class Stopped(Exception):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_every_message_once_in_order(seed: int) -> None:
+    """Random writes of 1 to 9,000 bytes; odd seeds write the whole stream at once, so a read
+    holds more frames than one turn handles."""
     rng = random.Random(seed)
+    biggest = 9000 if seed % 2 == 0 else 1 << 30
     expected: list[bytes] = []
     stream = b""
     pings = 0
@@ -173,7 +176,7 @@ def test_every_message_once_in_order(seed: int) -> None:
         writer.write(await handshake(reader) + early)
         pos = 0
         while pos < len(stream):
-            step = rng.randint(1, 9000)
+            step = rng.randint(1, biggest)
             writer.write(stream[pos : pos + step])
             pos += step
             await writer.drain()
@@ -207,3 +210,20 @@ def test_what_the_handler_raises_ends_the_pump() -> None:
     got, error = asyncio.run(run_client(after_handshake(stream), fail_after=3))
     assert isinstance(error, Stopped)
     assert got == [b"0", b"1", b"2"]
+
+
+def test_frames_read_before_the_connection_drops_are_all_handled() -> None:
+    """Thousands of frames in one write, then the server hangs up without a close frame: every
+    frame read before the end is handled (none left behind in a later turn), then the end."""
+    bodies = [b'{"n":%d}' % i for i in range(5000)]
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(await handshake(reader))
+        await asyncio.sleep(0.05)
+        writer.write(b"".join(frame(1, b) for b in bodies))
+        await writer.drain()
+        writer.transport.abort()
+
+    got, error = asyncio.run(run_client(script))
+    assert got == bodies
+    assert isinstance(error, ConnectionClosed) and error.rcvd is None
