@@ -117,7 +117,9 @@ class RecorderConnection(ClientConnection):
         self._splitter.fast = (
             self.on_frame is not None
             and self._queued == 0
-            and not self.protocol.expect_continuation_frame
+            # not documented API: if a release renamed it, the fast path stays off (slower, never
+            # wrong)
+            and not getattr(self.protocol, "expect_continuation_frame", True)
         )
 
     def data_received(self, data: bytes) -> None:
