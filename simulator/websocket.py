@@ -4,7 +4,7 @@
 frames, the closing handshake); :class:`WsConnection` is the ``asyncio.Protocol`` that moves its
 bytes, so the transport is ours. That is what the simulator needs and the library's asyncio
 server does not offer through its public API: many frames written per turn of the loop with one
-drain (per-message ``send()`` takes a lock and drains each time), a TCP reset on demand (the
+drain (per-message ``send()`` builds a frame object and drains each time), a TCP reset on demand (the
 ``abort`` drop fault), close frames with any code, pings with the exchange's own payload, and an
 exchange that answers pings with an empty pong.
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import http
-import logging
 import struct
 from typing import Protocol
 
@@ -24,8 +23,6 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
-
-log = logging.getLogger("simulator")
 
 # After our close frame, how long the client has to answer it before the TCP connection is reset
 # (the asyncio server's default close_timeout).
