@@ -4,9 +4,9 @@
 frames, the closing handshake); :class:`WsConnection` is the ``asyncio.Protocol`` that moves its
 bytes, so the transport is ours. That is what the simulator needs and the library's asyncio
 server does not offer through its public API: many frames written per turn of the loop with one
-drain (per-message ``send()`` builds a frame object and drains each time), a TCP reset on demand (the
-``abort`` drop fault), close frames with any code, pings with the exchange's own payload, and an
-exchange that answers pings with an empty pong.
+drain (per-message ``send()`` builds a frame object and drains each time), a TCP reset on
+demand (the ``abort`` drop fault), close frames with any code, pings with the exchange's own
+payload, and an exchange that answers pings with an empty pong.
 
 The owner (:class:`Hooks`) decides the handshake and gets every text message; it never sees bytes.
 """
