@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, dataclass_transform
 
 import orjson
 
@@ -79,12 +79,28 @@ class ReconcileTrigger(StrEnum):
     PERIODIC = "periodic"  # every reconcile interval, on a live connection too
 
 
+STRUCTS: dict[Decision, type[DecisionPayload]] = {}
+"""Every decision kind's struct, filled as they are declared below (a test checks that no
+``Decision`` lacks one)."""
+
+
+@dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(field,))
 @dataclass(frozen=True, kw_only=True)
 class DecisionPayload:
-    """Base of every decision struct; ``extra`` holds fields this version does not know."""
+    """Base of every decision struct; ``extra`` holds fields this version does not know.
+
+    A struct is declared as ``class Name(DecisionPayload, kind=Decision.NAME)`` with its fields:
+    it becomes a frozen keyword-only dataclass, ``Name.KIND`` is its decision, and it is listed
+    in :data:`STRUCTS`."""
 
     KIND: ClassVar[Decision]
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __init_subclass__(cls, *, kind: Decision, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.KIND = kind
+        dataclass(frozen=True, kw_only=True)(cls)
+        STRUCTS[kind] = cls
 
     def payload(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.extra)
@@ -98,9 +114,7 @@ class DecisionPayload:
         return out
 
 
-@dataclass(frozen=True, kw_only=True)
-class SessionStart(DecisionPayload):
-    KIND = Decision.SESSION_START
+class SessionStart(DecisionPayload, kind=Decision.SESSION_START):
     environment: str  # "lifecycle_discovery" | "rest_discovery" (the specification's words)
     exchange_env: str  # "prod" | "demo" | "custom" (any other URL)
     previous_session: dict[str, Any] | None  # {session_id, ended, end_reason} of this shard
@@ -112,18 +126,14 @@ class SessionStart(DecisionPayload):
     config: dict[str, Any]  # the effective settings, redacted (the key path, never the key)
 
 
-@dataclass(frozen=True, kw_only=True)
-class SessionEnd(DecisionPayload):
-    KIND = Decision.SESSION_END
+class SessionEnd(DecisionPayload, kind=Decision.SESSION_END):
     reason: EndReason | str
     detail: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Recovered(DecisionPayload):
+class Recovered(DecisionPayload, kind=Decision.RECOVERED):
     """Crash leftovers sealed at start."""
 
-    KIND = Decision.RECOVERED
     files: list[str]
     rows: int  # rows recovered (the crash ``session_end`` markers not counted)
     sessions: list[int]
@@ -131,34 +141,26 @@ class Recovered(DecisionPayload):
     skipped: list[str] = field(default_factory=list)  # parts that could not be read at all
 
 
-@dataclass(frozen=True, kw_only=True)
-class Connected(DecisionPayload):
-    KIND = Decision.CONNECTED
+class Connected(DecisionPayload, kind=Decision.CONNECTED):
     url: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class Disconnected(DecisionPayload):
+class Disconnected(DecisionPayload, kind=Decision.DISCONNECTED):
     """``code``/``close_reason``: the close frame the exchange sent (absent when the connection
     just died or we closed it, e.g. ``reason: "inbound silence ..."``)."""
 
-    KIND = Decision.DISCONNECTED
     reason: str
     code: int | None = None
     close_reason: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class ConnectFailed(DecisionPayload):
-    KIND = Decision.CONNECT_FAILED
+class ConnectFailed(DecisionPayload, kind=Decision.CONNECT_FAILED):
     attempt: int
     reason: str
     retry_in_s: float
 
 
-@dataclass(frozen=True, kw_only=True)
-class MarketJoined(DecisionPayload):
-    KIND = Decision.MARKET_JOINED
+class MarketJoined(DecisionPayload, kind=Decision.MARKET_JOINED):
     market_ticker: str
     reason: JoinReason | str
     mid_lifecycle: bool  # joined after trading began: its first moments are missing
@@ -167,102 +169,82 @@ class MarketJoined(DecisionPayload):
     close_ts: int | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class MarketLeft(DecisionPayload):
-    KIND = Decision.MARKET_LEFT
+class MarketLeft(DecisionPayload, kind=Decision.MARKET_LEFT):
     market_ticker: str
     reason: LeaveReason | str
 
 
-@dataclass(frozen=True, kw_only=True)
-class LifecycleFlagged(DecisionPayload):
+class LifecycleFlagged(DecisionPayload, kind=Decision.LIFECYCLE_FLAGGED):
     """A lifecycle frame with a field of an unexpected type (stored null, frame ``malformed``)
     was still acted on, since only ``market_ticker`` + ``event_type`` are needed."""
 
-    KIND = Decision.LIFECYCLE_FLAGGED
     market_ticker: str
     event_type: str
     problem: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class MarketSkipped(DecisionPayload):
-    KIND = Decision.MARKET_SKIPPED
+class MarketSkipped(DecisionPayload, kind=Decision.MARKET_SKIPPED):
     market_ticker: str
     reason: SkipReason | str
     detail: str | None = None  # the finer cause, e.g. "mve" for a filtered market
 
 
-@dataclass(frozen=True, kw_only=True)
-class Subscription(DecisionPayload):
+class Subscription(DecisionPayload, kind=Decision.SUBSCRIPTION):
     """A sid now holds these markets."""
 
-    KIND = Decision.SUBSCRIPTION
     sid: int
     channel: str
     market_tickers: list[str]
 
 
-@dataclass(frozen=True, kw_only=True)
-class Gap(DecisionPayload):
+class Gap(DecisionPayload, kind=Decision.GAP):
     """Forward seq gap on a sid."""
 
-    KIND = Decision.GAP
     sid: int
     expected: int | None
     got: int | None
     market_tickers: list[str]
 
 
-@dataclass(frozen=True, kw_only=True)
-class StaleSeq(DecisionPayload):
+class StaleSeq(DecisionPayload, kind=Decision.STALE_SEQ):
     """Old or duplicate seq (the frame is still recorded)."""
 
-    KIND = Decision.STALE_SEQ
     sid: int
     last: int | None
     got: int | None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Resync(DecisionPayload):
-    KIND = Decision.RESYNC
+class Resync(DecisionPayload, kind=Decision.RESYNC):
     sid: int
     market_tickers: list[str]
     method: ResyncMethod | str
 
 
-@dataclass(frozen=True, kw_only=True)
-class Anomaly(DecisionPayload):
+class Anomaly(DecisionPayload, kind=Decision.ANOMALY):
     """An impossible book state ({market_ticker, sid, what: "negative_size"|
     "delta_before_snapshot"|"crossed_book"|"crossed_persists"|"inexact_value"|"bad_snapshot"|...}),
     one per episode, each followed by a resync (with backoff) except a first ``crossed_book``;
     or subscription trouble (what: "CommandFailed"|"GaveUp"|"Fallback"|"CapLowered"|
     "MarketNotFound", no market_ticker)."""
 
-    KIND = Decision.ANOMALY
     what: str
     detail: str
     market_ticker: str | None = None
     sid: int | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Loss(DecisionPayload):
+class Loss(DecisionPayload, kind=Decision.LOSS):
     """The exchange says data was lost (error 25) or the writer had to drop."""
 
-    KIND = Decision.LOSS
     detail: str
     sid: int | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Reconciled(DecisionPayload):
+class Reconciled(DecisionPayload, kind=Decision.RECONCILED):
     """A REST reconciliation pass. ``anchor_ms``: the creation time (exchange clock) from which
     missed markets are looked for, the session start less the clock-skew margin. Older logs
     have only {joined, left}."""
 
-    KIND = Decision.RECONCILED
     joined: list[str]
     left: list[str]
     trigger: ReconcileTrigger | str | None = None
@@ -272,21 +254,17 @@ class Reconciled(DecisionPayload):
     fallbacks: list[str] | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class ReconcileFailed(DecisionPayload):
+class ReconcileFailed(DecisionPayload, kind=Decision.RECONCILE_FAILED):
     """A pass failed; nothing was left because of it, it is retried."""
 
-    KIND = Decision.RECONCILE_FAILED
     trigger: ReconcileTrigger | str
     error: str
     retry_in_s: float
 
 
-@dataclass(frozen=True, kw_only=True)
-class CommandTimeout(DecisionPayload):
+class CommandTimeout(DecisionPayload, kind=Decision.COMMAND_TIMEOUT):
     """A command got no answer by its deadline."""
 
-    KIND = Decision.COMMAND_TIMEOUT
     cmd_id: int
     cmd: str
     purpose: str
@@ -297,64 +275,28 @@ class CommandTimeout(DecisionPayload):
     action: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class SubscriptionMerged(DecisionPayload):
+class SubscriptionMerged(DecisionPayload, kind=Decision.SUBSCRIPTION_MERGED):
     """A subscribe was merged into an existing subscription (docs/protocol.md)."""
 
-    KIND = Decision.SUBSCRIPTION_MERGED
     cmd_id: int
     sid: int | None  # None until a frame names it
     market_tickers: list[str]
     how: MergeHow | str
 
 
-@dataclass(frozen=True, kw_only=True)
-class FatalClose(DecisionPayload):
+class FatalClose(DecisionPayload, kind=Decision.FATAL_CLOSE):
     """4000-4999 closes several times in a row (auth): the run stops with exit 2."""
 
-    KIND = Decision.FATAL_CLOSE
     code: int
     close_reason: str | None
     repeats: int
 
 
-@dataclass(frozen=True, kw_only=True)
-class WriterBacklog(DecisionPayload):
+class WriterBacklog(DecisionPayload, kind=Decision.WRITER_BACKLOG):
     """The disk writer fell behind: batches waiting and rows still held in memory."""
 
-    KIND = Decision.WRITER_BACKLOG
     queue_depth: int
     pending_rows: int
-
-
-STRUCTS: dict[Decision, type[DecisionPayload]] = {
-    cls.KIND: cls
-    for cls in (
-        SessionStart,
-        SessionEnd,
-        Recovered,
-        Connected,
-        Disconnected,
-        ConnectFailed,
-        MarketJoined,
-        MarketLeft,
-        LifecycleFlagged,
-        MarketSkipped,
-        Subscription,
-        Gap,
-        StaleSeq,
-        Resync,
-        Anomaly,
-        Loss,
-        Reconciled,
-        ReconcileFailed,
-        CommandTimeout,
-        SubscriptionMerged,
-        FatalClose,
-        WriterBacklog,
-    )
-}
-"""Every decision kind's struct (a test checks that no ``Decision`` lacks one)."""
 
 
 def _vocab(cls: type[DecisionPayload], name: str) -> type[StrEnum] | None:
