@@ -289,6 +289,7 @@ def _load_multi_day(data_dir: Path, dsn: str, *, partitioned: bool) -> list[str]
 KEY_INDEX = {DELTAS: 2, SNAPSHOTS: 2, GAPS: 2}  # recv_ns / detected_ns is the third column
 MULTI_DAY_TODAY = dt.date(2026, 1, 4)  # the log runs 2026-01-01 .. 2026-01-04
 CUT_DAYS = 1  # keep 2026-01-03 and later
+CUTOFF_NS = day_bounds_ns(MULTI_DAY_TODAY - dt.timedelta(days=CUT_DAYS))[0]
 
 
 @pytest.mark.postgres
@@ -299,7 +300,6 @@ def test_db_drop_older_than_removes_exactly_the_old_days(
     argv = _load_multi_day(tmp_path, pg_dsn, partitioned=partitioned)
     before = {t: pg_rows(pg_dsn, t) for t in PARTITION_KEYS}
     files = sorted(p.name for p in tmp_path.rglob("*.parquet"))
-    cutoff_ns = day_bounds_ns(MULTI_DAY_TODAY - dt.timedelta(days=CUT_DAYS))[0]
 
     assert (
         run([*argv, "--db-drop-older-than", str(CUT_DAYS), "--dry-run"], today=MULTI_DAY_TODAY) == 0
@@ -311,7 +311,7 @@ def test_db_drop_older_than_removes_exactly_the_old_days(
     out = capsys.readouterr().out
     for table, rows in before.items():
         after = pg_rows(pg_dsn, table)
-        assert after == _days_after(rows, KEY_INDEX[table], cutoff_ns), table
+        assert after == _days_after(rows, KEY_INDEX[table], CUTOFF_NS), table
         assert len(after) < len(rows), f"{table}: the test data must have old rows"
     if partitioned:
         old = day_partition_name(DELTAS, dt.date(2026, 1, 1))
@@ -330,14 +330,11 @@ def test_db_drop_older_than_removes_exactly_the_old_days(
 
 
 @pytest.mark.postgres
-def test_db_detach_keeps_the_old_days_as_tables_of_their_own(
-    tmp_path: Path, pg_dsn: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_db_detach_keeps_the_old_days_as_tables_of_their_own(tmp_path: Path, pg_dsn: str) -> None:
     argv = _load_multi_day(tmp_path, pg_dsn, partitioned=True)
     before = pg_rows(pg_dsn, DELTAS)
-    cutoff_ns = day_bounds_ns(MULTI_DAY_TODAY - dt.timedelta(days=CUT_DAYS))[0]
     assert run([*argv, "--db-detach-older-than", str(CUT_DAYS)], today=MULTI_DAY_TODAY) == 0
-    assert pg_rows(pg_dsn, DELTAS) == _days_after(before, 2, cutoff_ns)
+    assert pg_rows(pg_dsn, DELTAS) == _days_after(before, 2, CUTOFF_NS)
     detached = [day_partition_name(DELTAS, dt.date(2026, 1, d)) for d in (1, 2)]
     with psycopg.connect(pg_dsn) as con:
         kept: list[tuple[Any, ...]] = []
@@ -346,7 +343,7 @@ def test_db_detach_keeps_the_old_days_as_tables_of_their_own(
                 "SELECT relkind, relispartition FROM pg_class WHERE relname = %s", (name,)
             ).fetchone() == ("r", False)
             kept += con.execute(f"SELECT * FROM {name}").fetchall()
-    assert sorted(kept) == sorted(r for r in before if r[2] < cutoff_ns)
+    assert sorted(kept) == sorted(r for r in before if r[2] < CUTOFF_NS)
 
 
 @pytest.mark.postgres
@@ -364,7 +361,6 @@ def test_db_detach_on_unpartitioned_tables_is_a_usage_error(
 def test_db_drop_older_than_deletes_old_rows_from_the_duckdb_warehouse(tmp_path: Path) -> None:
     write_segments(tmp_path, multi_day_log())
     load_all(tmp_path)
-    cutoff_ns = day_bounds_ns(MULTI_DAY_TODAY - dt.timedelta(days=CUT_DAYS))[0]
 
     def keys() -> list[int]:
         con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
@@ -376,4 +372,4 @@ def test_db_drop_older_than_deletes_old_rows_from_the_duckdb_warehouse(tmp_path:
     before = keys()
     argv = ["--data-dir", str(tmp_path), "--no-compact", "--db-drop-older-than", str(CUT_DAYS)]
     assert run(argv, today=MULTI_DAY_TODAY) == 0
-    assert sorted(keys()) == sorted(k for k in before if k >= cutoff_ns) != sorted(before)
+    assert sorted(keys()) == sorted(k for k in before if k >= CUTOFF_NS) != sorted(before)
