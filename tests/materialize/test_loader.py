@@ -36,6 +36,7 @@ from schemas.tables import (
     PARTICIPATION,
     SESSIONS,
     SNAPSHOTS,
+    TABLES,
     ddl,
 )
 from tests.materialize.warehouse import (
@@ -59,16 +60,8 @@ from tests.support.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 BULK_SESSION = 7_000_000_001
-ORDER = {
-    SESSIONS: "session_id",
-    LIFECYCLE_EVENTS: "session_id, record_seq",
-    PARTICIPATION: "session_id, market_ticker, joined_at",
-    SNAPSHOTS: "session_id, record_seq",
-    DELTAS: "session_id, record_seq",
-    GAPS: "session_id, record_seq",
-    LOADED_SEGMENTS: "content_sha256",
-    COMPLETED_MARKETS: "session_id, market_ticker",
-}
+ORDER = {t.name: ", ".join(t.primary_key) for t in TABLES}
+"""Each table dumped in its primary key's order."""
 
 make_target = pytest.fixture(params=[DUCKDB, POSTGRES, POSTGRES_ROWS], name="make_target")(targets)
 """A factory for a target (re-openable, as a second nightly run would)."""
