@@ -37,6 +37,7 @@ from rich.table import Table
 
 from materialize.training import NS
 from schemas.catalog import readable_segments, sealed_segments, session_of_path
+from schemas.decisions import payload_or_empty
 from schemas.log import Decision, Kind
 from schemas.wire import DELTA_MSG, LIFECYCLE_MSG_TYPES, SNAPSHOT_MSG
 
@@ -120,14 +121,6 @@ class QualityReport:
             "skipped_segments": self.skipped_segments,
             "files_by_session": self.files_by_session,
         }
-
-
-def _body(raw: bytes) -> dict[str, Any]:
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return {}
-    return obj if isinstance(obj, dict) else {}
 
 
 def coverage(joined: int, left: int, open_ns: int, end_ns: int) -> float:
@@ -273,7 +266,7 @@ def _fill(report: QualityReport, scan: pl.LazyFrame) -> None:
             if r["market_ticker"] is not None:
                 lifecycle.setdefault((r["session_id"], r["market_ticker"]), []).append(r)
             continue
-        body = _body(r["raw"])
+        body = payload_or_empty(r["raw"])
         if name == Decision.CONNECTED:
             s.connects += 1
             seen = conns_seen.setdefault(s.session_id, set())

@@ -102,6 +102,7 @@ from schemas.catalog import (
     readable_segments,
     session_of_path,
 )
+from schemas.decisions import payload_or_empty
 from schemas.log import SCHEMA_VERSION, Decision, Kind
 from schemas.units import PRICE_SCALE
 from schemas.wire import DELTA_MSG, LIFECYCLE_MSG_TYPES, SNAPSHOT_MSG, snapshot_levels
@@ -224,14 +225,6 @@ class _Market:
 
 
 # ------------------------------------------------------------------------------------ reading
-def _json(raw: bytes) -> dict[str, Any]:
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return {}
-    return obj if isinstance(obj, dict) else {}
-
-
 def _markets(ctl: pl.DataFrame) -> list[_Market]:
     """Joined markets with their life and labels, from decisions and lifecycle frames."""
     markets: dict[tuple[int, str], _Market] = {}
@@ -243,7 +236,7 @@ def _markets(ctl: pl.DataFrame) -> list[_Market]:
         if name == Decision.SESSION_END:
             ended.add(sid_)
         elif name == Decision.MARKET_JOINED:
-            body = _json(row["raw"])
+            body = payload_or_empty(row["raw"])
             ticker = body.get("market_ticker") or row["market_ticker"]
             if isinstance(ticker, str) and (sid_, ticker) not in markets:
                 markets[(sid_, ticker)] = _Market(
@@ -254,7 +247,7 @@ def _markets(ctl: pl.DataFrame) -> list[_Market]:
                     bool(body.get("mid_lifecycle", False)),
                 )
         elif name == Decision.MARKET_LEFT:
-            body = _json(row["raw"])
+            body = payload_or_empty(row["raw"])
             ticker = body.get("market_ticker") or row["market_ticker"]
             if isinstance(ticker, str):
                 left.add((sid_, ticker))
@@ -446,7 +439,7 @@ def _invalidations(
     mkt_rows: list[tuple[str, int]] = []
     located: list[tuple[int | None, int | None, int, int, int, str, list[str]]] = []
     for row in dec.iter_rows(named=True):
-        body = _json(row["raw"])
+        body = payload_or_empty(row["raw"])
         name, r = row["msg_type"], row["record_seq"]
         sid = row["sid"] if row["sid"] is not None else _opt_int(body.get("sid"))
         conn = row["conn"] if row["conn"] is not None else _opt_int(body.get("conn"))

@@ -342,3 +342,14 @@ def read_decision(msg_type: str, raw: bytes) -> DecisionPayload:
     if not isinstance(payload, dict):
         raise ValueError(f"{msg_type} decision payload is not a JSON object")
     return from_payload(msg_type, payload)
+
+
+def payload_or_empty(raw: bytes) -> dict[str, Any]:
+    """A decision record's payload as a plain dict, ``{}`` when it is not a JSON object: for
+    readers that take what a record holds and must not stop at one bad record (training sets,
+    the data-quality report)."""
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {}
+    return payload if isinstance(payload, dict) else {}
