@@ -186,34 +186,26 @@ def _later_steps(args: argparse.Namespace, data_dir: Path) -> int:
     return status
 
 
+def _given(args: argparse.Namespace, dests: tuple[str, ...]) -> dict[str, Any]:
+    """The flags among ``dests`` given on the command line; the others keep the policy's
+    documented default."""
+    return {d: v for d in dests if (v := getattr(args, d)) is not None}
+
+
 def _training_policy(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
     """The training policy from the flags, validated where it is declared (a bad value is a
     usage error before anything runs)."""
     from materialize.sampling import PhasePolicy
     from materialize.training import TrainingPolicy
 
-    given = {
-        k: v
-        for k, v in (
-            ("kind", args.phase_policy),
-            ("early_fraction", args.early_fraction),
-            ("late_fraction", args.late_fraction),
-            ("first_hours", args.first_hours),
-            ("last_hours", args.last_hours),
-        )
-        if v is not None
-    }
-    knobs = {
-        k: v
-        for k, v in (
-            ("seed", args.seed),
-            ("middle_every_s", args.middle_every_s),
-            ("min_updates", args.min_updates),
-        )
-        if v is not None
-    }
+    phases = _given(
+        args, ("phase_policy", "early_fraction", "late_fraction", "first_hours", "last_hours")
+    )
+    if "phase_policy" in phases:
+        phases["kind"] = phases.pop("phase_policy")
+    knobs = _given(args, ("seed", "middle_every_s", "min_updates"))
     try:
-        return TrainingPolicy.of(phases=PhasePolicy(**given), **knobs)
+        return TrainingPolicy.of(phases=PhasePolicy(**phases), **knobs)
     except ValueError as exc:
         parser.error(str(exc))
 
