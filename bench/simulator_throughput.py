@@ -26,7 +26,8 @@ from schemas.wire import DELTA_MSG
 from simulator.exchange import Exchange
 from simulator.faults import FaultConfig, FaultCounters
 from simulator.market import Dist, Engine, GenConfig
-from simulator.server import SimConfig, Simulator, ws_text_frame
+from simulator.server import SimConfig, Simulator
+from simulator.websocket import ws_text_frame
 from simulator.wire import ProtocolOptions
 
 

@@ -32,7 +32,7 @@ from schemas.decisions import (
 )
 from schemas.log import Decision
 from schemas.units import parse_price, parse_size
-from schemas.wire import DELTA_MSG, LIFECYCLE_CHANNEL, SNAPSHOT_MSG
+from schemas.wire import DELTA_MSG, LIFECYCLE_CHANNEL, MVE_PREFIX, SNAPSHOT_MSG
 
 P = TypeVar("P", bound=DecisionPayload)
 # a market left because it was determined: by its notice, or by REST when the notice was lost
@@ -420,7 +420,7 @@ def check_lost_notices(rows: list[dict[str, Any]], run: SoakRun, report: Report)
     need_ms = int((run.reconcile_s + LOST_SLACK_S) * 1000)
     for t in sorted(lost):
         m = markets.get(t)
-        if m is None or t.startswith("KXMVE"):
+        if m is None or t.startswith(MVE_PREFIX):
             continue
         created = m["created_ms"]
         det = m["determination_ts"]

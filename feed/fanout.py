@@ -29,8 +29,10 @@ from feed.events import STATUS_CHANNEL, StatusMessage, Validity
 from feed.state import RAW, RECORD_SEQ, Market, TapState
 from schemas.wire import (
     DELTA_MSG,
+    ERROR_MESSAGES,
+    KALSHI_CHANNELS,
     LIFECYCLE_CHANNEL,
-    MVE_LIFECYCLE_CHANNEL,
+    ORDERBOOK_CHANNEL,
     SNAPSHOT_MSG,
     snapshot_msg,
 )
@@ -38,27 +40,10 @@ from schemas.wire import (
 PROTOCOL_VERSION = "1"
 
 LIFECYCLE = LIFECYCLE_CHANNEL
-ORDERBOOK = DELTA_MSG
-"""Kalshi's book channel, named after its delta message."""
+ORDERBOOK = ORDERBOOK_CHANNEL
 STATUS = STATUS_CHANNEL
 SERVED_CHANNELS = frozenset({LIFECYCLE, ORDERBOOK, STATUS})
-KNOWN_CHANNELS = frozenset(
-    {
-        ORDERBOOK,
-        "ticker",
-        "ticker_v2",
-        "trade",
-        "fill",
-        "market_positions",
-        LIFECYCLE,
-        MVE_LIFECYCLE_CHANNEL,
-        "multivariate",
-        "communications",
-        "order_group_updates",
-        "user_orders",
-        "cfbenchmarks_value",
-    }
-)
+KNOWN_CHANNELS = KALSHI_CHANNELS
 """Kalshi's channels: the ones not served get error 8 with a message that says so."""
 
 DEFAULT_MAX_QUEUE = 10_000
@@ -68,21 +53,7 @@ DEFAULT_MAX_QUEUE = 10_000
 MAX_COMMAND_BYTES = 1 << 20
 
 
-ERRORS = {
-    1: "Unable to process message",
-    2: "Params required",
-    3: "Channels required",
-    4: "Subscription IDs required",
-    5: "Unknown command",
-    7: "Unknown subscription ID",
-    8: "Unknown channel name",
-    11: "Invalid parameter",
-    12: "Exactly one subscription ID is required",
-    13: "Unsupported action",
-    14: "Market Ticker required",
-    15: "Action required",
-    16: "Market not found",
-}
+ERRORS = {code: ERROR_MESSAGES[code] for code in (1, 2, 3, 4, 5, 7, 8, 11, 12, 13, 14, 15, 16)}
 """The exchange's error codes the tap answers with, and their texts (``docs/protocol.md`` §3)."""
 
 

@@ -32,6 +32,7 @@ from schemas.log import LOG_COLUMNS
 from schemas.wire import (
     CURRENT,
     DELTA_MSG,
+    LIFECYCLE_CHANNEL_MSG_TYPES,
     SNAPSHOT_MSG,
     empty_sides_listed,
     snapshot_format,
@@ -56,9 +57,7 @@ DELTA = _COL["delta"]
 TS_MS = _COL["ts_ms"]
 SESSION_ID = _COL["session_id"]
 
-LIFECYCLE_CHANNEL_TYPES = frozenset(
-    {"market_lifecycle_v2", "multivariate_market_lifecycle", "event_lifecycle", "event_fee_update"}
-)
+LIFECYCLE_CHANNEL_TYPES = LIFECYCLE_CHANNEL_MSG_TYPES
 """Message types served on the ``market_lifecycle_v2`` channel, as received."""
 
 SidKey = tuple[int | None, int | None, int]

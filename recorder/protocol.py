@@ -427,7 +427,7 @@ def _parse_slow(body: Any) -> Frame:
             frame.market_ticker = _str_in(msg, "market_ticker", "msg.", issues, required=True)
         else:
             issues.bad(f"msg is {_tname(msg)}, expected object")
-    elif msg_type in ("event_lifecycle", "event_fee_update"):
+    elif msg_type in (wire.EVENT_LIFECYCLE_MSG, wire.EVENT_FEE_UPDATE_MSG):
         if type(msg) is not dict:
             issues.bad(f"msg is {_tname(msg)}, expected object")
     elif msg_type == "error":

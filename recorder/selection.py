@@ -22,8 +22,8 @@ from collections.abc import Iterable
 from fnmatch import fnmatchcase
 
 from schemas.decisions import SkipReason
+from schemas.wire import MVE_PREFIX
 
-MVE_PREFIX = "KXMVE"
 """Multivariate (combo) markets: numerous, rarely traded, and not on ``market_lifecycle_v2``."""
 
 MVE = "mve"

@@ -37,6 +37,61 @@ LIFECYCLE_MSG_TYPES: tuple[str, ...] = (LIFECYCLE_CHANNEL, MVE_LIFECYCLE_CHANNEL
 training, probe: this one declaration)."""
 SNAPSHOT_MSG = "orderbook_snapshot"
 DELTA_MSG = "orderbook_delta"
+ORDERBOOK_CHANNEL = DELTA_MSG
+"""Kalshi's book channel, named after its delta message."""
+EVENT_LIFECYCLE_MSG = "event_lifecycle"
+"""Event-level notices on the lifecycle channel (recorded, never acted on)."""
+EVENT_FEE_UPDATE_MSG = "event_fee_update"
+LIFECYCLE_CHANNEL_MSG_TYPES = frozenset(
+    {*LIFECYCLE_MSG_TYPES, EVENT_LIFECYCLE_MSG, EVENT_FEE_UPDATE_MSG}
+)
+"""Every message type the lifecycle channels carry."""
+MVE_PREFIX = "KXMVE"
+"""Tickers of multivariate (combo) markets start with this (docs/protocol.md §4)."""
+
+KALSHI_CHANNELS = frozenset(
+    {
+        ORDERBOOK_CHANNEL,
+        "ticker",
+        "ticker_v2",
+        "trade",
+        "fill",
+        "market_positions",
+        LIFECYCLE_CHANNEL,
+        MVE_LIFECYCLE_CHANNEL,
+        "multivariate",
+        "communications",
+        "order_group_updates",
+        "user_orders",
+        "cfbenchmarks_value",
+    }
+)
+"""The exchange's channel names (the asyncapi enum, docs/protocol.md §4); any other is error 8."""
+
+ERROR_MESSAGES = {
+    1: "Unable to process message",
+    2: "Params required",
+    3: "Channels required",
+    4: "Subscription IDs required",
+    5: "Unknown command",
+    6: "Already subscribed",
+    7: "Unknown subscription ID",
+    8: "Unknown channel name",
+    9: "Authentication required",
+    10: "Channel error",
+    11: "Invalid parameter",
+    12: "Exactly one subscription ID is required",
+    13: "Unsupported action",
+    14: "Market Ticker required",
+    15: "Action required",
+    16: "Market not found",
+    17: "Internal error",
+    25: "Subscription buffer overflow",
+    26: "Subscription market limit exceeded",
+    27: "Too many requests",
+}
+"""The exchange's error codes and their texts (docs/protocol.md §3): the simulator sends them, the
+tap answers with a subset."""
 
 Levels = dict[int, int]
 """{price micro-dollars: size centi-contracts}, sizes > 0."""

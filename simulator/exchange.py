@@ -27,63 +27,30 @@ import orjson
 
 from schemas.wire import (
     DELTA_MSG,
+    ERROR_MESSAGES,
+    KALSHI_CHANNELS,
     LIFECYCLE_CHANNEL,
     LIFECYCLE_MSG_TYPES,
     MVE_LIFECYCLE_CHANNEL,
+    ORDERBOOK_CHANNEL,
     SNAPSHOT_MSG,
 )
 from simulator.faults import FaultConfig, FaultCounters
 from simulator.market import Delta, Engine, Notice
 from simulator.wire import ProtocolOptions, data_frame, delta_body, notice_body, snapshot_body
 
-ORDERBOOK = DELTA_MSG  # the book channel is named after its delta message
+ORDERBOOK = ORDERBOOK_CHANNEL
 LIFECYCLE = LIFECYCLE_CHANNEL
 MVE = MVE_LIFECYCLE_CHANNEL
 NOTICE_CHANNELS = LIFECYCLE_MSG_TYPES  # channels whose messages are lifecycle notices
-# The asyncapi channel enum (docs/protocol.md §3, §4). Channels we do not model are accepted and
-# stay silent, as a real but quiet channel would; anything else is error 8.
-KNOWN_CHANNELS = frozenset(
-    {
-        ORDERBOOK,
-        "ticker",
-        "trade",
-        "fill",
-        "market_positions",
-        LIFECYCLE,
-        MVE,
-        "multivariate",
-        "communications",
-        "order_group_updates",
-        "user_orders",
-        "cfbenchmarks_value",
-    }
-)
+# Channels we do not model are accepted and stay silent, as a real but quiet channel would;
+# anything else is error 8.
+KNOWN_CHANNELS = KALSHI_CHANNELS
 PRIVATE_CHANNELS = frozenset(
     {ORDERBOOK, "fill", "market_positions", "communications", "order_group_updates", "user_orders"}
 )
 
-ERRORS = {
-    1: "Unable to process message",
-    2: "Params required",
-    3: "Channels required",
-    4: "Subscription IDs required",
-    5: "Unknown command",
-    6: "Already subscribed",
-    7: "Unknown subscription ID",
-    8: "Unknown channel name",
-    9: "Authentication required",
-    10: "Channel error",
-    11: "Invalid parameter",
-    12: "Exactly one subscription ID is required",
-    13: "Unsupported action",
-    14: "Market Ticker required",
-    15: "Action required",
-    16: "Market not found",
-    17: "Internal error",
-    25: "Subscription buffer overflow",
-    26: "Subscription market limit exceeded",
-    27: "Too many requests",
-}
+ERRORS = ERROR_MESSAGES
 
 
 class CommandError(Exception):

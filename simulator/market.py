@@ -21,7 +21,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.wire import LIFECYCLE_CHANNEL, MVE_LIFECYCLE_CHANNEL
+from schemas.wire import (
+    EVENT_FEE_UPDATE_MSG,
+    EVENT_LIFECYCLE_MSG,
+    LIFECYCLE_CHANNEL,
+    MVE_LIFECYCLE_CHANNEL,
+)
 from simulator.book import GRIDS, PRICE_RANGES, Book
 
 _UNIT = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "ms": 0.001}
@@ -102,10 +107,9 @@ class Delta:
     ts_ms: int
 
 
-MVE_PREFIX = "KXMVE"
 # Notice types besides the lifecycle channels' own (schemas.wire declares those)
-EVENT_LIFECYCLE = "event_lifecycle"
-EVENT_FEE_UPDATE = "event_fee_update"
+EVENT_LIFECYCLE = EVENT_LIFECYCLE_MSG
+EVENT_FEE_UPDATE = EVENT_FEE_UPDATE_MSG
 
 
 @dataclass(slots=True, eq=False)

@@ -18,8 +18,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
 
+from schemas.wire import MVE_PREFIX
 from simulator.book import PRICE_RANGES, legacy_cents, legacy_dollars, price_str, size_str
-from simulator.market import MVE_PREFIX, Engine, Market
+from simulator.market import Engine, Market
 from simulator.wire import MARKETS_PARAMS, ProtocolOptions
 
 log = logging.getLogger("simulator.rest")

@@ -40,7 +40,6 @@ from simulator.faults import FaultConfig, FaultCounters
 from simulator.groundtruth import GroundTruth
 from simulator.market import Engine, GenConfig, Market
 from simulator.websocket import WsConnection, json_response
-from simulator.websocket import ws_text_frame as ws_text_frame  # bench.simulator_throughput
 from simulator.wire import ProtocolOptions
 
 log = logging.getLogger("simulator")

@@ -36,6 +36,7 @@ from typing import Any
 import orjson
 import pytest
 
+from schemas.wire import MVE_PREFIX
 from simulator.auth import load_or_create_keys
 from simulator.faults import FaultConfig
 from simulator.market import Dist, GenConfig
@@ -51,7 +52,7 @@ SLACK_S = 3.0  # REST round trips, pacing and a loaded machine on top of a perio
 WORKERS = 10  # 20 cells in two rounds; the cells mostly wait (about 26 s of CPU in all)
 DROP_AFTER_S = 4.0  # baseline: the connection drops this long after the recorder connected
 CLOSE_AFTER_S = 8.0  # close-code cells: the exchange closes with the code this long after
-MVE_PREFIX = "KXMVE"
+
 
 _ALL_PARAMS = "min_created_ts,tickers,mve_filter"
 
