@@ -21,7 +21,7 @@ from materialize.cli import EXIT_USAGE
 from materialize.loader import NoProgress, load, table_counts
 from materialize.retention import COMPACTED_FROM_KEY, compact, expire, run
 from materialize.segments_index import find_segments, sha256_file
-from materialize.targets import DuckDBTarget, PostgresTarget
+from materialize.targets import DuckDBTarget
 from recorder.segments import LiveFile, seal
 from schemas.catalog import live_part_path, read_sealed, sealed_segments
 from schemas.log import LOG_SCHEMA, SCHEMA_VERSION, SCHEMA_VERSION_KEY
@@ -35,7 +35,7 @@ from schemas.tables import (
     day_bounds_ns,
     day_partition_name,
 )
-from tests.materialize.test_partitions import multi_day_log, partition_of_each_row, pg_rows
+from tests.materialize.multi_day import load_into, multi_day_log, partition_of_each_row, pg_rows
 from tests.support.segments import (
     SESSION_A,
     SESSION_B,
@@ -278,11 +278,8 @@ def _load_multi_day(data_dir: Path, dsn: str, *, partitioned: bool) -> list[str]
     """The multi-day log loaded into PostgreSQL; returns the retention arguments for it (without
     compaction, and without the expiry option under test)."""
     write_segments(data_dir, multi_day_log())
-    target = PostgresTarget(dsn, partition_by_day=partitioned)
-    try:
-        assert not load(data_dir, target, progress=NoProgress()).skipped
-    finally:
-        target.close()
+    summary, _ = load_into(data_dir, dsn, partition_by_day=partitioned)
+    assert not summary.skipped
     return ["--data-dir", str(data_dir), "--pg", dsn, "--no-compact"]
 
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -34,11 +32,16 @@ from schemas.tables import (
     parse_range_bound,
     partitioned_ddl,
 )
+from tests.materialize.multi_day import (
+    SESSION,
+    STEP_NS,
+    load_into,
+    multi_day_log,
+    partition_of_each_row,
+    pg_rows,
+)
 from tests.pg import fresh_database
 from tests.support.segments import T0_NS, SessionLog, write_segments, write_table
-
-SESSION = 1_767_225_600_999_0007
-STEP_NS = DAY_NS // 8  # records 3 h apart: a short log spans several UTC days
 
 # ------------------------------------------------------------------------------------------------
 # Pure parts
@@ -128,56 +131,6 @@ def test_partitions_before_splits_at_the_cutoff(
 # ------------------------------------------------------------------------------------------------
 # A real PostgreSQL
 # ------------------------------------------------------------------------------------------------
-
-
-def multi_day_log(session_id: int = SESSION, start_ns: int = T0_NS) -> SessionLog:
-    """One session over about four UTC days: deltas, snapshots and gaps on every day."""
-    log = SessionLog(session_id, start_ns=start_ns, step_ns=STEP_NS)
-    log.session_start()
-    log.connected()
-    log.lifecycle("KXP-M1", "created", open_ts=start_ns // 10**9, close_ts=start_ns // 10**9 + 1)
-    log.join("KXP-M1")
-    seq = 1
-    for i in range(24):
-        if i % 6 == 0:
-            log.snapshot("KXP-M1", 2, seq, yes=[["0.0085", "2.50"]], no=[["0.9900", "1.00"]])
-        elif i % 7 == 3:
-            log.gap(2, seq, seq + 1, ["KXP-M1"])
-            seq += 1
-        else:
-            log.delta("KXP-M1", 2, seq, "yes" if i % 2 else "no", "0.0085", "2.50")
-        seq += 1
-    log.lifecycle("KXP-M1", "determined", result="yes", determination_ts=1, settlement_value="1")
-    log.leave("KXP-M1")
-    log.session_end("signal")
-    return log
-
-
-def pg_rows(dsn: str, table: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn) as con:
-        return con.execute(f"SELECT * FROM {table} ORDER BY session_id, record_seq").fetchall()
-
-
-def partition_of_each_row(dsn: str, table: str) -> dict[tuple[int, int], str]:
-    key = PARTITION_KEYS[table]
-    with psycopg.connect(dsn) as con:
-        rows = con.execute(
-            f"SELECT session_id, record_seq, tableoid::regclass::text, {key} FROM {table}"
-        ).fetchall()
-    out = {}
-    for session_id, seq, part, ns in rows:
-        assert part == day_partition_name(table, day_of_ns(ns)), (table, seq, part)
-        out[(session_id, seq)] = part
-    return out
-
-
-def load_into(data_dir: Path, dsn: str, *, partition_by_day: bool) -> Any:
-    target = PostgresTarget(dsn, partition_by_day=partition_by_day)
-    try:
-        summary = load(data_dir, target, progress=NoProgress())
-        return summary, target.partitioned_tables()
-    finally:
-        target.close()
 
 
 @pytest.mark.postgres
