@@ -14,8 +14,6 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from tests.analysts.test_views import demo_data_dir
-
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 EXPECTED = {
@@ -25,11 +23,6 @@ EXPECTED = {
     "04_training_tour.ipynb",
     "paper_run.ipynb",
 }
-
-
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return demo_data_dir(tmp_path_factory)
 
 
 def _execute(path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> int:

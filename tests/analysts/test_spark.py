@@ -32,7 +32,6 @@ import pytest
 from materialize.training import build_training_sets
 from materialize.views import DATE_FROM_PATH, connect
 from schemas.log import SEGMENT_GLOB
-from tests.analysts.test_views import demo_data_dir
 from tests.support.segments import build_scenario
 
 if os.environ.get("REQUIRE_POSTGRES") == "1":
@@ -180,10 +179,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module", params=["demo", "scenario"])
-def data_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if request.param == "demo":
-        return demo_data_dir(tmp_path_factory)
-    path: Path = request.getfixturevalue("scenario")
+def data_dir(request: pytest.FixtureRequest) -> Path:
+    path: Path = request.getfixturevalue(request.param)  # the "demo" or "scenario" fixture
     return path
 
 

@@ -1,6 +1,6 @@
 """``materialize.views``: the DuckDB views over a data directory.
 
-Demo data is recorded from the simulator once per test session (``demo_data_dir``), then the views
+Demo data is recorded from the simulator once per test session (``conftest.demo``), then the views
 are checked against the segments' contents, the tables' DDL, and what materialize loaded into
 ``DATA/warehouse.duckdb``; plus an empty directory, live-following, and exact snapshot parsing.
 """
@@ -21,7 +21,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from materialize.demo import make_demo_data
 from materialize.loader import transform
 from materialize.views import TRAINING_MARKETS, TRAINING_ROWS, VIEWS, connect
 from schemas.log import LOG_SCHEMA, SEGMENT_GLOB, Decision, Kind
@@ -41,23 +40,6 @@ from schemas.units import fixed_point
 from schemas.wire import LIFECYCLE_MSG_TYPES, snapshot_levels
 
 TABLE_VIEWS = tuple(t for t in ALL_TABLES if t != LOADED_SEGMENTS)
-DEMO_SECONDS = 8.0
-
-
-def demo_data_dir(factory: pytest.TempPathFactory) -> Path:
-    """Demo data, built once per test session (shared with test_notebooks through the marker)."""
-    root = factory.getbasetemp() / "analysts-demo"
-    done = root / ".done"
-    if not done.exists():
-        shutil.rmtree(root, ignore_errors=True)
-        make_demo_data(root, seconds=DEMO_SECONDS, sessions=2, quiet=True)
-        done.touch()
-    return root
-
-
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return demo_data_dir(tmp_path_factory)
 
 
 def _segments(data_dir: Path) -> pa.Table:
