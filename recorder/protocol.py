@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, Literal, TypeGuard, overload
+from typing import Annotated, Any, Literal, TypeGuard
 
 import msgspec
 import orjson
@@ -650,15 +650,3 @@ def update_subscription(cmd_id: int, sid: int, market_tickers: Iterable[str], ac
 def list_subscriptions_cmd(cmd_id: int) -> bytes:
     """``list_subscriptions`` (no params)."""
     return _command(cmd_id, "list_subscriptions", None)
-
-
-@overload
-def list_subscriptions(frame_or_cmd_id: Frame) -> list[tuple[str, int]] | None: ...
-@overload
-def list_subscriptions(frame_or_cmd_id: int) -> bytes: ...
-def list_subscriptions(frame_or_cmd_id: Frame | int) -> list[tuple[str, int]] | bytes | None:
-    """Both names the brief asks for: given a ``Frame``, the reply helper
-    (``list_subscriptions_reply``); given a command id, the command (``list_subscriptions_cmd``)."""
-    if isinstance(frame_or_cmd_id, Frame):
-        return list_subscriptions_reply(frame_or_cmd_id)
-    return list_subscriptions_cmd(frame_or_cmd_id)
