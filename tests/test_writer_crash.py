@@ -24,6 +24,13 @@ from schemas.log import LIVE_DIR, SCHEMA_VERSION_KEY
 from tests.support.wait import wait_for
 from tests.test_segments import SESSION, make_rows, sealed_rows
 
+
+def append_rows(w: SegmentWriter, first: int, n: int) -> None:
+    """Append ``n`` rows (record_seq ``first``...) of ``make_rows``' mix."""
+    for r in make_rows(first, n):
+        w.append(r)
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -62,8 +69,7 @@ def test_roll_by_size_gives_contiguous_segments(tmp_path: Path) -> None:
     w.start()
     n = 0
     for _ in range(30):
-        for r in make_rows(n + 1, 100):
-            w.append(r)
+        append_rows(w, n + 1, 100)
         n += 100
         wait_for(lambda n=n: w.stats.rows_written == n, f"{n} rows flushed")  # type: ignore[misc]
     sealed = w.stop(timeout=60)
@@ -77,13 +83,11 @@ def test_roll_by_size_gives_contiguous_segments(tmp_path: Path) -> None:
 def test_roll_by_time_and_seal_now(tmp_path: Path) -> None:
     w = SegmentWriter(tmp_path, SESSION, flush_interval=0.005)
     w.start()
-    for r in make_rows(1, 10):
-        w.append(r)
+    append_rows(w, 1, 10)
     wait_for(lambda: w.stats.rows_written == 10, "flush")
     w.seal_now()
     assert w.stats.segments_sealed == 1
-    for r in make_rows(11, 10):
-        w.append(r)
+    append_rows(w, 11, 10)
     w.roll_seconds = 0.0  # every idle tick is now past the roll time
     wait_for(lambda: w.stats.segments_sealed == 2, "time roll")
     assert w.stop() == list(iter_sealed(tmp_path))
@@ -112,15 +116,13 @@ def test_tiny_queue_never_drops(tmp_path: Path) -> None:
     w.start()
     total = 0
     for _ in range(5):
-        for r in make_rows(total + 1, 400):
-            w.append(r)
+        append_rows(w, total + 1, 400)
         total += 400
         time.sleep(0.005)
     wait_for(lambda: w.backlog and w.stats.backlog_events > 0, "a backlog while the disk is held")
     assert w.stats.pending_rows > 0  # rows wait in memory, none dropped
     for _ in range(45):
-        for r in make_rows(total + 1, 400):
-            w.append(r)
+        append_rows(w, total + 1, 400)
         total += 400
     w.release.set()
     w.stop(timeout=120)
@@ -198,8 +200,7 @@ def test_disk_limit_is_a_clean_disk_full(tmp_path: Path) -> None:
     seq = 0
     while not w.failed.is_set():
         try:
-            for r in make_rows(seq + 1, 100):
-                w.append(r)
+            append_rows(w, seq + 1, 100)
         except WriterError:
             break
         seq += 100
@@ -263,8 +264,7 @@ def test_a_row_that_does_not_fit_the_schema_fails_loudly(tmp_path: Path) -> None
     already handed over is still sealed, nothing is silently skipped."""
     w = SegmentWriter(tmp_path, SESSION, flush_interval=0.005)
     w.start()
-    for r in make_rows(1, 50):
-        w.append(r)
+    append_rows(w, 1, 50)
     wait_for(lambda: w.stats.rows_written == 50, "flush")
     bad = list(make_rows(51, 1)[0])
     bad[1] = "fifty-one"
