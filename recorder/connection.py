@@ -62,7 +62,7 @@ stamping frames late."""
 FRAMES_PER_TURN = 256
 """Frames handled per turn of the event loop (~1-2 ms): a 256 KiB read holds ~2,000 frames, and
 the command sender and the clock must get a turn in between (lifecycle -> command latency)."""
-HELD_BYTES_MAX = 4 * 2**20
+HELD_BYTES_MAX = 2**20
 """Read-ahead held for later turns before reading pauses (TCP pushes back, memory stays bounded)."""
 TICK_S = 0.05
 """How often the core gets a clock tick when nothing happens (deadlines, retries, watchdog)."""

@@ -38,10 +38,11 @@ class FrameSplitter:
     which are the caller's to pass on, and keeps nothing.
     """
 
-    __slots__ = ("_need", "_parts", "_rest", "fast", "more")
+    __slots__ = ("_need", "_parts", "_pos", "_rest", "fast", "more")
 
     def __init__(self) -> None:
         self._rest = b""  # a partial frame (its length known or not), or frames left by ``limit``
+        self._pos = 0  # where in ``_rest`` they start: a turn's leftovers are not copied again
         self._parts: list[bytes] = []  # or a large partial frame in pieces, without re-copying
         self._need = 0  # bytes the frame in ``_parts`` has in all
         self.fast = True
@@ -52,7 +53,7 @@ class FrameSplitter:
     @property
     def buffered(self) -> int:
         """Bytes of a frame not yet complete."""
-        return len(self._rest) + sum(len(p) for p in self._parts)
+        return len(self._rest) - self._pos + sum(len(p) for p in self._parts)
 
     def feed(
         self,
@@ -70,15 +71,21 @@ class FrameSplitter:
                 return b""
             buf = b"".join(self._parts)
             self._parts = []
+            pos = 0
+        elif not data:
+            buf, pos = self._rest, self._pos
+        elif self._rest:
+            buf, pos = self._rest[self._pos :] + data, 0
         else:
-            buf = self._rest + data if self._rest else data
+            buf, pos = data, 0
+        self._rest, self._pos = b"", 0
         end = len(buf)
-        pos = 0
         left = -1 if limit is None else limit
         while end - pos >= 2:
             if left == 0:
                 self.more = True
-                break
+                self._rest, self._pos = buf, pos  # kept whole: no copy per turn
+                return b""
             left -= 1
             b0 = buf[pos]
             b1 = buf[pos + 1]
@@ -101,13 +108,11 @@ class FrameSplitter:
                 if stop - pos > _JOIN_LATER:
                     self._parts = [buf[pos:]]
                     self._need = stop - pos
-                    self._rest = b""
                     return b""
                 break
             if self.fast and (b0 == _FAST_TEXT or b0 == _FAST_BINARY) and not b1 & _MASK:  # noqa: SIM109
                 on_data(buf[start:stop])
             elif not on_other(buf[pos:stop]):
-                self._rest = b""
                 return buf[stop:]
             pos = stop
         self._rest = buf[pos:] if pos < end else b""

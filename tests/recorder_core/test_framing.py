@@ -55,8 +55,16 @@ def chunked(stream: bytes, cuts: list[int]) -> list[bytes]:
     return [c for c in out if c]
 
 
-@given(st.lists(frames(), max_size=12), st.lists(st.integers(0, 10**6), max_size=20))
-def test_every_frame_comes_out_once_in_order(fs: list[tuple[Frame, bool]], cuts: list[int]) -> None:
+@given(
+    st.lists(frames(), max_size=12),
+    st.lists(st.integers(0, 10**6), max_size=20),
+    st.none() | st.integers(1, 4),
+)
+def test_every_frame_comes_out_once_in_order(
+    fs: list[tuple[Frame, bool]], cuts: list[int], limit: int | None
+) -> None:
+    """However the stream is cut into reads, and however few frames a call may handle (the
+    rest comes on ``feed(b"")`` while ``more``), every frame comes out once, in order."""
     stream = b"".join(wire(f, m) for f, m in fs)
     events: list[tuple[str, bytes]] = []
 
@@ -65,9 +73,16 @@ def test_every_frame_comes_out_once_in_order(fs: list[tuple[Frame, bool]], cuts:
         return True
 
     splitter = FrameSplitter()
-    for chunk in chunked(stream, cuts):
-        rest = splitter.feed(chunk, lambda p: events.append(("data", p)), other)
-        assert rest == b""
+
+    def data(p: bytes) -> None:
+        events.append(("data", p))
+
+    for i, chunk in enumerate(chunked(stream, cuts)):
+        assert splitter.feed(chunk, data, other, limit) == b""
+        while splitter.more and i % 2:  # even reads arrive before the last one's turns ran
+            assert splitter.feed(b"", data, other, limit) == b""
+    while splitter.more:
+        assert splitter.feed(b"", data, other, limit) == b""
     assert splitter.buffered == 0
     expected = []
     for f, m in fs:
