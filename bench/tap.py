@@ -259,7 +259,7 @@ def replay_speed(data: Path) -> dict[str, Any]:
     feed_rows_s = len(rows) / secs
 
     from feed.state import DELTA, KIND, MALFORMED, MSG_TYPE, PRICE, RAW, SIDE, TICKER
-    from materialize.book_replay import ACT_DELTA, ACT_SNAPSHOT, ReplayInput, replay
+    from materialize.book_replay import Act, ReplayInput, replay
     from schemas.wire import SNAPSHOT_MSG, snapshot_levels
 
     per: dict[str, list[tuple[Any, ...]]] = {}
@@ -275,12 +275,12 @@ def replay_speed(data: Path) -> dict[str, Any]:
         for r in events:
             if r[MSG_TYPE] == SNAPSHOT_MSG:
                 snaps[len(act)] = snapshot_levels(r[RAW])
-                act.append(ACT_SNAPSHOT)
+                act.append(Act.SNAPSHOT)
                 is_yes.append(True)
                 price.append(0)
                 delta.append(0)
             elif r[PRICE] is not None and r[DELTA] is not None:
-                act.append(ACT_DELTA)
+                act.append(Act.DELTA)
                 is_yes.append(r[SIDE] == "yes")
                 price.append(r[PRICE])
                 delta.append(r[DELTA])

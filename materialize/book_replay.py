@@ -60,9 +60,6 @@ class Act(IntEnum):
     determination)."""
 
 
-ACT_SNAPSHOT, ACT_DELTA = Act.SNAPSHOT, Act.DELTA
-"""Old names, still imported by ``bench/tap.py``; use :class:`Act`."""
-
 ABSENT = -1  # sentinel for "no level in this slot" while forward-filling (prices/sizes are > 0)
 
 Levels = dict[int, int]

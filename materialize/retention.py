@@ -4,8 +4,9 @@ Two jobs, run after the nightly materialize (``deploy/systemd/kalshi-materialize
 
 * **compact** past days: the small sealed segments of one ``date=/session_id=`` directory are
   rewritten into a few large Parquet files (same ``LOG_SCHEMA``, same schema-version metadata,
-  same encoding and zstd settings as the recorder's seal, ``schemas.catalog.DEFAULT_PARQUET``,
-  rows in record order), so a day is a few files instead of one per roll;
+  the archive's encoding ``schemas.catalog.DEFAULT_PARQUET``: zstd 9 where the recorder seals at
+  3, ``recorder.segments.SEAL_PARQUET``; rows in record order), so a day is a few files instead of
+  one per roll;
 * **expire** old days: segments of days older than N days are deleted (``--delete-older-than``)
   or moved, keeping the hive layout, under ``--archive-dir`` (``--archive-older-than``).
 

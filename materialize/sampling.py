@@ -137,14 +137,6 @@ class Phase(StrEnum):
     LATE = "late"
 
 
-PHASE_PRE_OPEN, PHASE_EARLY, PHASE_MIDDLE, PHASE_LATE = (
-    Phase.PRE_OPEN,
-    Phase.EARLY,
-    Phase.MIDDLE,
-    Phase.LATE,
-)
-"""Old names, still imported by ``tests/support/oracles.py``; use :class:`Phase`."""
-
 RULE_NAME = "last_state_per_interval_seeded_grid"
 
 

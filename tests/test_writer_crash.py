@@ -21,8 +21,8 @@ import pytest
 from recorder.segments import iter_sealed, read_segment, recover
 from recorder.writer import SegmentWriter, WriterError, check_writable
 from schemas.log import LIVE_DIR, SCHEMA_VERSION_KEY
+from tests.support.rows import SESSION, make_rows, sealed_rows
 from tests.support.wait import wait_for
-from tests.test_segments import SESSION, make_rows, sealed_rows
 
 
 def append_rows(w: SegmentWriter, first: int, n: int) -> None:
@@ -135,7 +135,7 @@ CHILD = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from recorder.writer import SegmentWriter
-    from tests.test_segments import make_rows
+    from tests.support.rows import make_rows
 
     data_dir, session = Path(sys.argv[1]), int(sys.argv[2])
     w = SegmentWriter(data_dir, session, flush_interval=0.1, roll_bytes=200_000)

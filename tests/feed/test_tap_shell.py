@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from feed.tap import start_tap
-from tests.feed.test_core import Log
+from tests.feed.rows import Log
 
 
 class FakeSessionLog:

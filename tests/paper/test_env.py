@@ -106,21 +106,15 @@ def test_a_bad_action_or_no_data_is_a_clear_error(data_dir: Path, tmp_path: Path
 def test_invalid_spans_are_skipped(tmp_path: Path) -> None:
     """A gap, deltas while the book is invalid, then a fresh snapshot: the episode jumps from the
     last valid state to the snapshot; no step ever shows a book from inside the gap."""
-    from tests.training.markets import create, determine
+    from tests.training.markets import determine, gapped_delta, steady_book
 
     life = Life("KXG-26JAN01-HEAL", T0, T0 + 5, T0 + 100)
     log = training_log()
     log.session_start()
     log.connected()
-    create(log, life)
-    log.at(life.open + 1)
-    log.book_snapshot(life.ticker, {400_000: 100}, {500_000: 100})
-    for k in range(12):
-        log.at(life.open + 10 + k)
-        log.book_delta(life.ticker, "yes", 400_000, 100)
+    steady_book(log, life, deltas=12)
     log.at(life.open + 30)
-    gapped = log.book_delta(life.ticker, "yes", 400_000, 100, skip=3)
-    log.gap(2, log.seqs[2] - 3, log.seqs[2], [life.ticker])  # as the recorder does
+    gapped = gapped_delta(log, [life.ticker], skip=3)  # and its gap record, as the recorder does
     inside = {log.book_delta(life.ticker, "no", 500_000, 50) for _ in range(3)}
     log.at(life.open + 40)
     healed = log.book_snapshot(life.ticker, {400_000: 7}, {500_000: 9})

@@ -10,13 +10,7 @@ from fractions import Fraction
 
 from bench.book_replay_reference import replay_reference
 from materialize.book_replay import Levels
-from materialize.sampling import (
-    PHASE_EARLY,
-    PHASE_LATE,
-    PHASE_MIDDLE,
-    PHASE_PRE_OPEN,
-    PhasePolicy,
-)
+from materialize.sampling import Phase, PhasePolicy
 
 __all__ = ["naive_top", "phase_of", "replay_reference", "sample_reference"]
 
@@ -32,7 +26,7 @@ def phase_of(t_ns: int, open_ns: int, end_ns: int, policy: PhasePolicy | None = 
     policy = policy or PhasePolicy()
     since = t_ns - open_ns
     if since < 0:
-        return PHASE_PRE_OPEN
+        return Phase.PRE_OPEN
     life = end_ns - open_ns
     f = Fraction(since, life) if life > 0 else Fraction(0)
     frac_early = f < policy.early_fraction if life > 0 else since < 0
@@ -46,8 +40,8 @@ def phase_of(t_ns: int, open_ns: int, end_ns: int, policy: PhasePolicy | None = 
     else:
         early, late = frac_early or abs_early, frac_late or abs_late
     if early:
-        return PHASE_EARLY
-    return PHASE_LATE if late else PHASE_MIDDLE
+        return Phase.EARLY
+    return Phase.LATE if late else Phase.MIDDLE
 
 
 def sample_reference(
@@ -62,7 +56,7 @@ def sample_reference(
     kept: list[int] = []
     last_by_interval: dict[int, int] = {}
     for i, t in enumerate(times_ns):
-        if phase_of(t, open_ns, end_ns, policy) == PHASE_MIDDLE:
+        if phase_of(t, open_ns, end_ns, policy) == Phase.MIDDLE:
             last_by_interval[(t - open_ns - offset_ns) // every_ns] = i
         else:
             kept.append(i)
