@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -66,6 +65,7 @@ from simulator.server import SimConfig, start_in_thread
 from simulator.wire import ProtocolOptions
 from tests.feed.tap_run import recorder_with_tap
 from tests.recorder.harness import ROOT, ground_truth_frames, received_by_epoch
+from tests.support.interop import installed, interop_venv, newer_python
 from tests.support.sim import lively
 
 SDK_SCRIPT = r"""
@@ -246,17 +246,11 @@ async def _churn(url: str, n: int = 1000, parallel: int = 25) -> int:
 def sdk_python() -> str | None:
     """Python >= 3.12 with kalshi-sdk, as the simulator's interop test builds it (its cached
     venv); None when there is none here."""
-    from tests.simulator.test_interop import PACKAGES, _newer_python
-
-    py = _newer_python()
+    py = newer_python()
     if py is None:
         return None
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kalshi-sim-interop"
-    venv = cache / ("venv-" + Path(py).parent.parent.name)
-    marker = venv / ".installed"
-    if marker.exists() and marker.read_text() == " ".join(PACKAGES):
-        return str(venv / "bin" / "python")
-    return None
+    venv = interop_venv(py)
+    return str(venv / "bin" / "python") if installed(venv) else None
 
 
 async def run_sdk(url: str, keys: dict[str, str]) -> dict[str, Any] | str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +21,7 @@ import pytest
 from simulator.market import Dist, GenConfig
 from simulator.server import SimConfig, start_in_thread
 from simulator.wire import ProtocolOptions
-
-PACKAGES = ["kalshi-python-async==3.34.0", "kalshi-sdk==22.4.0"]
+from tests.support.interop import PACKAGES, installed, interop_venv, newer_python
 
 SCRIPT = r"""
 import asyncio, json, sys
@@ -97,35 +95,17 @@ def _cannot_run(why: str) -> NoReturn:
     pytest.skip(why)
 
 
-def _newer_python() -> str | None:
-    root = os.environ.get("PYENV_ROOT") or (
-        subprocess.run(["pyenv", "root"], capture_output=True, text=True).stdout.strip()
-        if shutil.which("pyenv")
-        else ""
-    )
-    for v in ("3.13.0", "3.13", "3.12.1", "3.12"):
-        for cand in (Path(root) / "versions" / v / "bin" / "python",) if root else ():
-            if cand.exists():
-                return str(cand)
-    for name in ("python3.13", "python3.12"):
-        if shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
 @pytest.fixture(scope="module")
 def interop_python() -> str:
-    py = _newer_python()
+    py = newer_python()
     if py is None:
         _cannot_run(
             "interop needs Python >= 3.12 (pyenv 3.13/3.12 or python3.13 on PATH); none found"
         )
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kalshi-sim-interop"
-    venv = cache / ("venv-" + Path(py).parent.parent.name)
+    venv = interop_venv(py)
     vpy = venv / "bin" / "python"
-    marker = venv / ".installed"
-    if not (vpy.exists() and marker.exists() and marker.read_text() == " ".join(PACKAGES)):
-        cache.mkdir(parents=True, exist_ok=True)
+    if not installed(venv):
+        venv.parent.mkdir(parents=True, exist_ok=True)
         r = subprocess.run([py, "-m", "venv", "--clear", str(venv)], capture_output=True, text=True)
         if r.returncode != 0:
             _cannot_run(f"cannot create a venv with {py}: {r.stderr.strip()[-300:]}")
@@ -137,7 +117,7 @@ def interop_python() -> str:
         )
         if r.returncode != 0:
             _cannot_run(f"cannot install {PACKAGES}: {r.stderr.strip()[-500:]}")
-        marker.write_text(" ".join(PACKAGES))
+        (venv / ".installed").write_text(" ".join(PACKAGES))
     return str(vpy)
 
 
