@@ -669,11 +669,18 @@ SELECT r.* REPLACE (
 FROM ({DECISION_SQL[PARTICIPATION]}) r LEFT JOIN {SESSIONS} s USING (session_id)"""
 
 
+_DUCKDB_TYPES: dict[tuple[str, str], str] = {
+    (t, c.name): sql_type(c, "duckdb") for t, table in TABLE.items() for c in table.columns
+}
+"""(table, column) -> the column's declared DuckDB type (``schemas.tables.sql_type``)."""
+
+
 def _project(table: str, sql: str) -> str:
     """``sql`` with exactly ``table``'s declared columns, in order, in their declared DuckDB
     types (``schemas.tables``): the views and the loaded tables cannot differ in shape."""
     cols = ", ".join(
-        f"CAST({c.name} AS {sql_type(c, 'duckdb')}) AS {c.name}" for c in TABLE[table].columns
+        f"CAST({c.name} AS {_DUCKDB_TYPES[table, c.name]}) AS {c.name}"
+        for c in TABLE[table].columns
     )
     return f"SELECT {cols} FROM ({sql})"
 
