@@ -56,9 +56,10 @@ _PRIORITY = {
     sm.Purpose.RESUBSCRIBE: 3,
 }
 RECV_QUEUE_FRAMES = 8192
-"""Frames websockets may parse ahead of the reader. Bounded, so a recorder slower than the feed
-pushes back on TCP (and the exchange reports overflow, error 25) instead of growing memory and
-stamping frames late."""
+"""Messages websockets may queue ahead of the reader (those the fast path leaves to it;
+``HELD_BYTES_MAX`` bounds the fast path's own read-ahead). Bounded, so a recorder slower than the
+feed pushes back on TCP (and the exchange reports overflow, error 25) instead of growing memory
+and stamping frames late."""
 FRAMES_PER_TURN = 256
 """Frames handled per turn of the event loop (~1-2 ms): a 256 KiB read holds ~2,000 frames, and
 the command sender and the clock must get a turn in between (lifecycle -> command latency)."""

@@ -401,26 +401,14 @@ class ConnectionCore:
         self._last_inbound_ns = now_ns
         t = f.msg_type
         if t == "orderbook_delta":
-            # The hot path (most frames): next seq on the sid that owns an anchored market, an
-            # exact value, a book that stays sane. Anything else takes the careful path.
-            sid, seq, ticker = f.sid, f.seq, f.market_ticker
-            last = self._seq_last.get(sid)  # type: ignore[arg-type]
-            if (
-                last is not None
-                and sid is not None
-                and seq == last + 1
-                and not f.malformed
-                and ticker in self.anchored
-                and self._owner.get(ticker) == sid
-            ):
-                side, price, delta = f.side, f.price, f.delta
-                if side is not None and price is not None and delta is not None:
-                    self._seq_last[sid] = seq
-                    book = self.books[ticker]
-                    problem = book.apply_delta(side, price, delta)
-                    if problem is None and ticker not in self._crossed_since and not book.crossed():
-                        return _NOTHING
-                    return self._after_apply(ticker, sid, seq, book, problem, now_ns)
+            # A complete delta (e.g. in the legacy format, which decode_delta leaves to the
+            # careful parser) takes the same fast rule as ``delta``; anything else, or anything
+            # that rule declines, the careful path.
+            fields = (f.sid, f.seq, f.market_ticker, f.side, f.price, f.delta, f.ts_ms)
+            if not f.malformed and None not in fields[:6]:
+                effects = self.delta(fields, now_ns)  # type: ignore[arg-type]
+                if effects is not None:
+                    return effects
             return self._on_delta(f, now_ns)
         if t == "orderbook_snapshot":
             return self._on_snapshot(f, now_ns)

@@ -48,11 +48,8 @@ from schemas.catalog import (
     iter_live_batches,
     live_part_path,
     parse_live_path,
-    read_sealed,
-    read_segment,
     segment_path,
 )
-from schemas.catalog import sealed_segments as iter_sealed
 from schemas.log import (
     LIVE_DIR,
     LOG_SCHEMA,
@@ -71,20 +68,13 @@ path."""
 
 log = logging.getLogger(__name__)
 
-# The storage layer's names (``schemas.catalog``) stay importable from here for older callers;
-# new code imports them from the catalog.
 __all__ = [
     "LiveContents",
     "LiveFile",
     "RecoveryReport",
     "SealResult",
     "SessionLock",
-    "iter_live_batches",
-    "iter_sealed",
-    "live_part_path",
     "read_live",
-    "read_sealed",
-    "read_segment",
     "recover",
     "rows_to_batch",
     "seal",

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from recorder.segments import iter_sealed, read_segment, recover
+from recorder.segments import recover
 from recorder.writer import SegmentWriter, WriterError, check_writable
+from schemas.catalog import read_segment, sealed_segments
 from schemas.log import LIVE_DIR, SCHEMA_VERSION_KEY
 from tests.support.rows import SESSION, make_rows, sealed_rows
 from tests.support.wait import wait_for
@@ -36,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def record_seqs(data_dir: Path, session: int = SESSION) -> list[int]:
     out: list[int] = []
-    for p in iter_sealed(data_dir):
+    for p in sealed_segments(data_dir):
         t = read_segment(p)
         pairs = zip(t["session_id"].to_pylist(), t["record_seq"].to_pylist(), strict=True)
         out += [seq for sid, seq in pairs if sid == session]
@@ -53,7 +54,7 @@ def test_writer_roundtrip(tmp_path: Path) -> None:
     for r in rows[2000:]:
         w.append(r)
     sealed = w.stop(timeout=60)
-    assert len(sealed) == 1 and sealed == list(iter_sealed(tmp_path))
+    assert len(sealed) == 1 and sealed == list(sealed_segments(tmp_path))
     assert sealed_rows(tmp_path) == rows
     assert read_segment(sealed[0]).schema.metadata[SCHEMA_VERSION_KEY] == b"1"
     st = w.stats
@@ -90,7 +91,7 @@ def test_roll_by_time_and_seal_now(tmp_path: Path) -> None:
     append_rows(w, 11, 10)
     w.roll_seconds = 0.0  # every idle tick is now past the roll time
     wait_for(lambda: w.stats.segments_sealed == 2, "time roll")
-    assert w.stop() == list(iter_sealed(tmp_path))
+    assert w.stop() == list(sealed_segments(tmp_path))
     assert record_seqs(tmp_path) == list(range(1, 21))
 
 
@@ -179,7 +180,7 @@ def test_kill_9_loses_at_most_the_unflushed_tail(tmp_path: Path, reports_before_
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
-    sealed_before = list(iter_sealed(data))
+    sealed_before = list(sealed_segments(data))
 
     report = recover(data)
     seqs = record_seqs(data)

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.verify import truth_frames
-from recorder.segments import iter_live_batches
+from schemas.catalog import iter_live_batches
 from schemas.decisions import read_decision
 from simulator.server import SimulatorThread
 

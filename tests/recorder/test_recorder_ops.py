@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from recorder.segments import iter_live_batches
+from schemas.catalog import iter_live_batches
 from simulator.server import SimConfig
 from tests.recorder.harness import (
     decisions,
