@@ -85,9 +85,8 @@ class Client:
 
     async def __aenter__(self) -> Client:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
-        self.ws = await asyncio.wait_for(
-            connect(self.url, additional_headers=headers, max_size=1 << 26), self.timeout_s
-        )
+        async with asyncio.timeout(self.timeout_s):
+            self.ws = await connect(self.url, additional_headers=headers, max_size=1 << 26)
         params: dict[str, Any] = {"channels": [STATUS, LIFECYCLE]}
         if self.markets is None:
             params["channels"].append(ORDERBOOK)
@@ -135,7 +134,8 @@ class Client:
             raise FeedError("not connected: use 'async with Client(url)'")
         while True:
             try:
-                raw = await asyncio.wait_for(self.ws.recv(), timeout_s or self.timeout_s)
+                async with asyncio.timeout(timeout_s or self.timeout_s):
+                    raw = await self.ws.recv()
             except TimeoutError:
                 raise TimeoutError(f"no message from {self.url} within the deadline") from None
             except ConnectionClosed:

@@ -88,7 +88,8 @@ class TapHandle:
             await self._marker
         self.listening.server.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.listening.server.wait_closed(), 5)
+            async with asyncio.timeout(5):
+                await self.listening.server.wait_closed()
 
 
 async def start_tap(

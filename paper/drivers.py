@@ -130,4 +130,5 @@ async def run_replay(
     finally:
         listening.server.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(listening.server.wait_closed(), 10)
+            async with asyncio.timeout(10):
+                await listening.server.wait_closed()

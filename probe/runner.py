@@ -154,7 +154,8 @@ class _Shell:
             if left <= 0 or self.closed:
                 return bool(pred())
             try:
-                await asyncio.wait_for(self.changed.wait(), left)
+                async with asyncio.timeout(left):
+                    await self.changed.wait()
             except TimeoutError:
                 return bool(pred())
 
@@ -235,14 +236,16 @@ class _Shell:
         if self.ws is None:
             return
         try:
-            await asyncio.wait_for(self.ws.close(), max(1.0, min(5.0, self._remaining())))
+            async with asyncio.timeout(max(1.0, min(5.0, self._remaining()))):
+                await self.ws.close()
         except TimeoutError:
             self._record("in", "note", text="close handshake timed out")
         if self.reader is not None:
             try:
-                await asyncio.wait_for(self.reader, 2.0)
+                async with asyncio.timeout(2.0):
+                    await self.reader  # cancelled with us at the deadline
             except TimeoutError:
-                self.reader.cancel()
+                pass
         self._record_close(self.ws)
 
     def _rest_blocking(self, a: RestGet) -> tuple[int | None, str, str | None, int]:

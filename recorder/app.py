@@ -27,7 +27,7 @@ from feed.tap import TapHandle, start_tap
 from recorder import __version__
 from recorder.auth import Signer
 from recorder.config import Settings
-from recorder.connection import AuthRejected, BookConnection
+from recorder.connection import AuthRejected, BookConnection, woken
 from recorder.connection_core import LifecycleEvent
 from recorder.lifecycle import Action, Join, Leave, LifecycleRules, Skip
 from recorder.metrics import Metrics, RateMeter, serve
@@ -240,10 +240,7 @@ class Recorder:
             except RestError as exc:
                 self.decide(ReconcileFailed(trigger=trigger, error=str(exc), retry_in_s=delay))
                 log.warning("reconciliation (%s) failed: %s; retry in %.0fs", trigger, exc, delay)
-            try:
-                await asyncio.wait_for(self.stop_event.wait(), delay)
-            except TimeoutError:
-                pass
+            await woken(self.stop_event, delay)
             delay = min(delay * 2, max(1.0, self.settings.reconcile_interval_s or 60.0))
 
     async def reconcile_loop(self) -> None:
@@ -253,11 +250,8 @@ class Recorder:
         if interval <= 0 or not self.settings.lifecycle_mode:
             return
         while not self.stop_event.is_set():
-            try:
-                await asyncio.wait_for(self.stop_event.wait(), interval)
+            if await woken(self.stop_event, interval):
                 return
-            except TimeoutError:
-                pass
             await self.reconcile_until_done("periodic")
 
     async def open_markets_at_start(self) -> None:
@@ -287,10 +281,7 @@ class Recorder:
                 self.apply(self.rules.rest_discovery(markets))
             except RestError as exc:
                 log.warning("REST discovery poll failed: %s", exc)
-            try:
-                await asyncio.wait_for(self.stop_event.wait(), self.settings.rest_poll_s)
-            except TimeoutError:
-                pass
+            await woken(self.stop_event, self.settings.rest_poll_s)
 
     # ----------------------------------------------------------------- status
     def healthy(self) -> tuple[bool, str]:
@@ -304,10 +295,7 @@ class Recorder:
     async def status_loop(self) -> None:
         meter = RateMeter()
         while not self.stop_event.is_set():
-            try:
-                await asyncio.wait_for(self.stop_event.wait(), self.settings.status_interval_s)
-            except TimeoutError:
-                pass
+            await woken(self.stop_event, self.settings.status_interval_s)
             st = self.writer.stats
             self.metrics.queue_depth.set(st.queue_depth)
             self.metrics.pending_rows.set(st.pending_rows)

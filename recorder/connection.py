@@ -362,12 +362,8 @@ class BookConnection:
         together share a command), else every ``TICK_S``."""
         debounce = self.settings.debounce_s
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), TICK_S)
-                if debounce:
-                    await asyncio.sleep(debounce)
-            except TimeoutError:
-                pass
+            if await woken(self._wake, TICK_S) and debounce:
+                await asyncio.sleep(debounce)
             self._wake.clear()
             if ws.last_inbound_ns:
                 self.core.inbound(ws.last_inbound_ns)
@@ -423,10 +419,7 @@ class BookConnection:
                 backoff = s.backoff_initial_s
             delay = backoff * random.uniform(0.5, 1.0)  # jitter: no thundering herd
             backoff = min(backoff * 2, s.backoff_max_s)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            except TimeoutError:
-                pass
+            await woken(stop, delay)
 
     async def _session(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -546,6 +539,22 @@ async def pump(
             handle(raw)
     finally:
         ws.engage(None)
+
+
+async def woken(event: asyncio.Event, timeout: float) -> bool:
+    """Wait until ``event`` is set or ``timeout`` seconds pass; True if it is set.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it returns normally when its task is cancelled in
+    the same turn of the loop as the event is set, so the cancel is lost (fixed in 3.12). A
+    helper loop that loses its cancel never ends, and the session waiting for it hangs: that
+    was a dropped connection noticed only at the end of the run. ``asyncio.timeout`` keeps the
+    cancel. ruff bans ``asyncio.wait_for`` (pyproject.toml, TID251)."""
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return event.is_set()
+    return True
 
 
 def _describe(exc: BaseException) -> str:

@@ -182,7 +182,8 @@ async def _serve(cfg: SimConfig, duration: float | None) -> None:
         sys.stdout.write(json.dumps(line) + "\n")
         sys.stdout.flush()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), duration)
+            async with asyncio.timeout(duration):
+                await stop.wait()
         logging.getLogger("simulator").info("stopping")
 
 

@@ -188,11 +188,13 @@ class Simulator:
             for conn in list(self._sockets):
                 conn.abort()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._ws_server.wait_closed(), 5)
+                async with asyncio.timeout(5):
+                    await self._ws_server.wait_closed()
         if self._rest_server is not None:
             self._rest_server.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._rest_server.wait_closed(), 2)
+                async with asyncio.timeout(2):
+                    await self._rest_server.wait_closed()
         if self._gt is not None:
             self._gt.close(self.engine)
         if self._tmp_keys is not None:
