@@ -16,7 +16,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, cast
+from typing import Any, assert_never, cast
 
 import orjson
 import websockets
@@ -25,22 +25,13 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.frames import DATA_OPCODES, Opcode
 from websockets.protocol import State
 
+from recorder import connection_core as cc
 from recorder import protocol
 from recorder import subscriptions as sm
 from recorder.auth import WS_PATH, Signer
 from recorder.book import OrderBook
 from recorder.config import Settings
-from recorder.connection_core import (
-    ConnectionCore,
-    CoreSettings,
-    Effect,
-    Fatal,
-    LifecycleEvent,
-    LifecycleLive,
-    Reconnect,
-    Record,
-    Send,
-)
+from recorder.connection_core import ConnectionCore, CoreSettings, Effect, LifecycleEvent
 from recorder.framing import FrameSplitter
 from recorder.metrics import Metrics
 from recorder.session import SessionLog
@@ -273,22 +264,25 @@ class BookConnection:
     # ----------------------------------------------------------------- effects
     def _apply(self, effects: Iterable[Effect]) -> None:
         for e in effects:
-            if isinstance(e, Send):
-                self._outbox.append(e.command)
-                self._send_wake.set()
-            elif isinstance(e, Record):
-                self._record(e)
-            elif isinstance(e, LifecycleEvent):
-                self.on_lifecycle(e, time.time_ns())
-            elif isinstance(e, LifecycleLive):
-                self.on_live(self, e.epoch)
-            elif isinstance(e, Reconnect):
-                self._drop(e.reason)
-            elif isinstance(e, Fatal):
-                self.fatal = e.message
-                self._drop("fatal close")
+            match e:
+                case cc.Send(command=command):
+                    self._outbox.append(command)
+                    self._send_wake.set()
+                case cc.Record():
+                    self._record(e)
+                case cc.LifecycleEvent():
+                    self.on_lifecycle(e, time.time_ns())
+                case cc.LifecycleLive(epoch=epoch):
+                    self.on_live(self, epoch)
+                case cc.Reconnect(reason=reason):
+                    self._drop(reason)
+                case cc.Fatal(message=message):
+                    self.fatal = message
+                    self._drop("fatal close")
+                case _:
+                    assert_never(e)
 
-    def _record(self, e: Record) -> None:
+    def _record(self, e: cc.Record) -> None:
         d = e.decision
         if d is Decision.GAP:
             self.metrics.gaps.inc()

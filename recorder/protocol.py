@@ -332,18 +332,12 @@ def decode_delta(raw: bytes) -> DeltaFields | None:
     except _DecodeError:
         return None
     m = d.msg
-    text = m.price_dollars
-    price = _price_memo.get(text)
-    if price is None:
+    price = _price_memo.get(m.price_dollars)  # the memos inline: this runs for every delta
+    delta = _size_memo.get(m.delta_fp)
+    if price is None or delta is None:  # a value not seen before: convert exactly and memoise
         try:
-            price = price_micros(text)
-        except ValueError:
-            return None
-    text = m.delta_fp
-    delta = _size_memo.get(text)
-    if delta is None:
-        try:
-            delta = size_centi(text)
+            price = price_micros(m.price_dollars)
+            delta = size_centi(m.delta_fp)
         except ValueError:
             return None
     return d.sid, d.seq, m.market_ticker, m.side, price, delta, m.ts_ms
