@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recorder.segments import rows_to_batch
-from recorder.writer import SegmentWriter
+from recorder.writer import SegmentWriter, WriterOptions
 from schemas.catalog import DEFAULT_PARQUET, ParquetOptions
 from schemas.log import LOG_SCHEMA
 
@@ -151,7 +151,7 @@ def writer_throughput(rows: list[tuple[Any, ...]], tmp: Path) -> None:
     print(f"\nrows_to_batch alone: {conv:,.0f} rows/s")
     for compression in (None, "lz4", "zstd"):
         data = tmp / f"w-{compression}"
-        w = SegmentWriter(data, SESSION, live_compression=compression)
+        w = SegmentWriter(data, SESSION, WriterOptions(live_compression=compression))
         w.start()
         t0 = time.perf_counter()
         append = w.append

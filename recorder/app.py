@@ -37,7 +37,7 @@ from recorder.restart import previous_session
 from recorder.segments import RecoveryReport
 from recorder.selection import MarketFilter
 from recorder.session import SessionLog, new_session_id
-from recorder.writer import SegmentWriter
+from recorder.writer import SegmentWriter, WriterOptions
 from schemas.decisions import (
     DecisionPayload,
     EndReason,
@@ -103,11 +103,13 @@ class Recorder:
         self.writer = SegmentWriter(
             settings.data_dir,
             self.session_id,
-            flush_interval=settings.flush_interval_s,
-            fsync_interval=settings.fsync_interval_s,
-            roll_seconds=settings.roll_seconds,
-            roll_bytes=settings.roll_bytes,
-            disk_limit_bytes=settings.disk_limit_bytes,
+            WriterOptions(
+                flush_interval=settings.flush_interval_s,
+                fsync_interval=settings.fsync_interval_s,
+                roll_seconds=settings.roll_seconds,
+                roll_bytes=settings.roll_bytes,
+                disk_limit_bytes=settings.disk_limit_bytes,
+            ),
         )
         self.log = SessionLog(self.session_id, self.writer)
         self.filter = MarketFilter(

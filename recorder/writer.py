@@ -150,48 +150,53 @@ class WriterStats:
     last_flushed_seq: int  # record_seq of the last row handed to the OS, 0 = none
 
 
+@dataclass(frozen=True, slots=True)
+class WriterOptions:
+    """How the writer flushes, syncs, rolls and compresses (the recorder's defaults;
+    ``recorder.app`` takes the first five from its settings)."""
+
+    flush_interval: float = 0.1
+    """Seconds between hand-offs of pending rows to the OS: what a ``kill -9`` can lose."""
+    fsync_interval: float = 1.0
+    """Seconds between fsyncs of the live part: what a power cut can lose."""
+    roll_seconds: float = 3600
+    """A live part is sealed after this long (and when the UTC date changes, so ``date=``
+    partitions hold that day's records) ..."""
+    roll_bytes: int = 256 * 2**20
+    """... or after this many bytes of live stream."""
+    disk_limit_bytes: int | None = None
+    """The bytes this writer has on disk beyond this count as a full disk (tests, and a cap on
+    shared machines)."""
+    live_compression: str | None = "lz4"
+    """``"lz4"``, ``"zstd"`` or None for live batches: lz4 is nearly free and cuts live bytes
+    several-fold (bench/disk_bytes.py)."""
+    max_queue_batches: int = 64
+    """Batches the hand-off thread may queue ahead of the disk thread (then rows stay pending)."""
+    parquet: ParquetOptions = SEAL_PARQUET
+    """How parts are sealed (zstd 3: a seal must keep up with the feed)."""
+
+
 class SegmentWriter:
     """Writes log rows to ``live/`` and seals them into Parquet segments, off the event loop.
 
     Rows are tuples in ``LOG_COLUMNS`` order with strictly increasing ``record_seq`` (the caller
-    assigns it). Parts roll after ``roll_seconds``, after ``roll_bytes`` of live stream, and when
-    the UTC date changes (so ``date=`` partitions hold that day's records). ``disk_limit_bytes``
-    treats the bytes this writer has on disk exceeding the limit as a full disk (tests, and a cap
-    on shared machines). ``live_compression`` (``"lz4"``, ``"zstd"`` or None) compresses live
-    batches: lz4 is nearly free and cuts live bytes several-fold (see bench/disk_bytes.py).
+    assigns it); how often parts flush, sync and roll is ``options`` (:class:`WriterOptions`).
     """
 
     def __init__(
-        self,
-        data_dir: Path,
-        session_id: int,
-        *,
-        flush_interval: float = 0.1,
-        fsync_interval: float = 1.0,
-        roll_seconds: float = 3600,
-        roll_bytes: int = 256 * 2**20,
-        max_queue_batches: int = 64,
-        disk_limit_bytes: int | None = None,
-        live_compression: str | None = "lz4",
-        parquet: ParquetOptions = SEAL_PARQUET,
+        self, data_dir: Path, session_id: int, options: WriterOptions = WriterOptions()
     ) -> None:
         self.data_dir = Path(data_dir)
         self.session_id = session_id
-        self.flush_interval = flush_interval
-        self.fsync_interval = fsync_interval
-        self.roll_seconds = roll_seconds
-        self.roll_bytes = roll_bytes
-        self.disk_limit_bytes = disk_limit_bytes
-        self.live_compression = live_compression
-        self.parquet = parquet
+        self.options = options
 
         self._pending = LogColumns(session_id)
         self._pending.refusal = WriterError("log writer is not running (not started)")
         self.append_delta = self._pending.append_delta
         """Queue one ``orderbook_delta`` row without building it (the hot path, straight into
         ``recorder.log_columns``); same promises as ``append``."""
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue_batches)
-        self._capacity = max_queue_batches
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=options.max_queue_batches)
+        self._capacity = options.max_queue_batches
         self._stop_evt = threading.Event()
         self.failed = threading.Event()
         """Set when the writer stopped on an error (``error`` says why)."""
@@ -311,7 +316,7 @@ class SegmentWriter:
     def _handoff_loop(self) -> None:
         try:
             while not self.failed.is_set():
-                stopping = self._stop_evt.wait(self.flush_interval)
+                stopping = self._stop_evt.wait(self.options.flush_interval)
                 self._handoff(final=stopping)
                 if stopping:
                     self._put_blocking(_STOP)
@@ -364,7 +369,7 @@ class SegmentWriter:
     # ------------------------------------------------------------------ disk thread
 
     def _disk_loop(self) -> None:
-        idle = max(0.01, min(self.fsync_interval, self.flush_interval * 5))
+        idle = max(0.01, min(self.options.fsync_interval, self.options.flush_interval * 5))
         try:
             while not self._seal_abort.is_set():
                 try:
@@ -376,9 +381,9 @@ class SegmentWriter:
                 if item is not None:
                     self._write(item)
                 now = time.monotonic()
-                if self._dirty and now - self._last_fsync >= self.fsync_interval:
+                if self._dirty and now - self._last_fsync >= self.options.fsync_interval:
                     self._fsync()
-                if self._live is not None and now - self._live_opened >= self.roll_seconds:
+                if self._live is not None and now - self._live_opened >= self.options.roll_seconds:
                     self._roll()
                 req = self._seal_request
                 if req is not None and self._queue.empty():
@@ -404,16 +409,16 @@ class SegmentWriter:
         recv_ns = batch.column(2)
         date = utc_date(int(recv_ns[0].as_py()))
         if self._live is not None and (
-            date != self._live_date or self._live.bytes >= self.roll_bytes
+            date != self._live_date or self._live.bytes >= self.options.roll_bytes
         ):
             self._roll()
         if self._live is None:
             self._open_part(date)
         live = self._live
         assert live is not None
-        if self.disk_limit_bytes is not None:
+        if self.options.disk_limit_bytes is not None:
             on_disk = self._bytes_sealed + self._unsealed_bytes + live.bytes + batch.nbytes
-            if on_disk > self.disk_limit_bytes:
+            if on_disk > self.options.disk_limit_bytes:
                 raise OSError(
                     errno.ENOSPC, "disk limit reached (--disk-limit-bytes)", str(live.path)
                 )
@@ -429,7 +434,7 @@ class SegmentWriter:
     def _open_part(self, date: str) -> None:
         self._part += 1
         path = live_part_path(self.data_dir, self.session_id, self._part)
-        self._live = LiveFile(path, compression=self.live_compression)
+        self._live = LiveFile(path, compression=self.options.live_compression)
         self._live_date = date
         self._live_opened = time.monotonic()
         self._bytes_live += self._live.bytes  # the schema message
@@ -482,12 +487,14 @@ class SegmentWriter:
 
     def _seal_one(self, path: Path, live_bytes: int) -> None:
         budget = None
-        if self.disk_limit_bytes is not None:
+        if self.options.disk_limit_bytes is not None:
             # the live file still exists while its segment is written, as on a real disk
             current = self._current_live_bytes
-            budget = self.disk_limit_bytes - self._bytes_sealed - self._unsealed_bytes - current
+            budget = (
+                self.options.disk_limit_bytes - self._bytes_sealed - self._unsealed_bytes - current
+            )
             budget += live_bytes
-        result = seal(path, self.data_dir, options=self.parquet, byte_budget=budget)
+        result = seal(path, self.data_dir, options=self.options.parquet, byte_budget=budget)
         self._unsealed_bytes -= live_bytes
         if result is not None:
             self._sealed.append(result.path)

@@ -13,13 +13,14 @@ import sys
 import textwrap
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from recorder.segments import recover
-from recorder.writer import SegmentWriter, WriterError, check_writable
+from recorder.writer import SegmentWriter, WriterError, WriterOptions, check_writable
 from schemas.catalog import read_segment, sealed_segments
 from schemas.log import LIVE_DIR, SCHEMA_VERSION_KEY
 from tests.support.rows import SESSION, make_rows, sealed_rows
@@ -46,7 +47,7 @@ def record_seqs(data_dir: Path, session: int = SESSION) -> list[int]:
 
 def test_writer_roundtrip(tmp_path: Path) -> None:
     rows = make_rows(1, 5000)
-    w = SegmentWriter(tmp_path, SESSION, flush_interval=0.01)
+    w = SegmentWriter(tmp_path, SESSION, WriterOptions(flush_interval=0.01))
     w.start()
     for r in rows[:2000]:
         w.append(r)
@@ -66,7 +67,7 @@ def test_writer_roundtrip(tmp_path: Path) -> None:
 
 
 def test_roll_by_size_gives_contiguous_segments(tmp_path: Path) -> None:
-    w = SegmentWriter(tmp_path, SESSION, flush_interval=0.005, roll_bytes=20_000)
+    w = SegmentWriter(tmp_path, SESSION, WriterOptions(flush_interval=0.005, roll_bytes=20_000))
     w.start()
     n = 0
     for _ in range(30):
@@ -82,14 +83,14 @@ def test_roll_by_size_gives_contiguous_segments(tmp_path: Path) -> None:
 
 
 def test_roll_by_time_and_seal_now(tmp_path: Path) -> None:
-    w = SegmentWriter(tmp_path, SESSION, flush_interval=0.005)
+    w = SegmentWriter(tmp_path, SESSION, WriterOptions(flush_interval=0.005))
     w.start()
     append_rows(w, 1, 10)
     wait_for(lambda: w.stats.rows_written == 10, "flush")
     w.seal_now()
     assert w.stats.segments_sealed == 1
     append_rows(w, 11, 10)
-    w.roll_seconds = 0.0  # every idle tick is now past the roll time
+    w.options = replace(w.options, roll_seconds=0.0)  # every idle tick is now past the roll time
     wait_for(lambda: w.stats.segments_sealed == 2, "time roll")
     assert w.stop() == list(sealed_segments(tmp_path))
     assert record_seqs(tmp_path) == list(range(1, 21))
@@ -112,7 +113,9 @@ def test_tiny_queue_never_drops(tmp_path: Path) -> None:
     """With a one-batch queue and the disk held back, rows pile up in memory (a loud backlog),
     and once the disk moves again every one of them ends up on disk, in order."""
     w = _HeldDisk(
-        tmp_path, SESSION, flush_interval=0.001, max_queue_batches=1, live_compression="zstd"
+        tmp_path,
+        SESSION,
+        WriterOptions(flush_interval=0.001, max_queue_batches=1, live_compression="zstd"),
     )
     w.start()
     total = 0
@@ -135,11 +138,11 @@ CHILD = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from recorder.writer import SegmentWriter
+    from recorder.writer import SegmentWriter, WriterOptions
     from tests.support.rows import make_rows
 
     data_dir, session = Path(sys.argv[1]), int(sys.argv[2])
-    w = SegmentWriter(data_dir, session, flush_interval=0.1, roll_bytes=200_000)
+    w = SegmentWriter(data_dir, session, WriterOptions(flush_interval=0.1, roll_bytes=200_000))
     w.start()
     seq, reported = 0, 0
     while True:
@@ -195,7 +198,9 @@ def test_kill_9_loses_at_most_the_unflushed_tail(tmp_path: Path, reports_before_
 
 def test_disk_limit_is_a_clean_disk_full(tmp_path: Path) -> None:
     w = SegmentWriter(
-        tmp_path, SESSION, flush_interval=0.005, roll_bytes=30_000, disk_limit_bytes=150_000
+        tmp_path,
+        SESSION,
+        WriterOptions(flush_interval=0.005, roll_bytes=30_000, disk_limit_bytes=150_000),
     )
     w.start()
     seq = 0
@@ -263,7 +268,7 @@ def test_check_writable_permission_denied(tmp_path: Path) -> None:
 def test_a_row_that_does_not_fit_the_schema_fails_loudly(tmp_path: Path) -> None:
     """A bug upstream (a str where an int belongs) stops the writer with a clear error; what was
     already handed over is still sealed, nothing is silently skipped."""
-    w = SegmentWriter(tmp_path, SESSION, flush_interval=0.005)
+    w = SegmentWriter(tmp_path, SESSION, WriterOptions(flush_interval=0.005))
     w.start()
     append_rows(w, 1, 50)
     wait_for(lambda: w.stats.rows_written == 50, "flush")

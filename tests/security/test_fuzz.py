@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from recorder.protocol import parse_frame
 from recorder.segments import read_live, recover, rows_to_batch, seal
 from recorder.session import SessionLog
-from recorder.writer import SegmentWriter
+from recorder.writer import SegmentWriter, WriterOptions
 from schemas.log import LOG_SCHEMA
 from tests.support.frames import FIELD_KEYS, FRAME_TYPES
 from tests.support.live import write_live
@@ -103,7 +103,7 @@ def test_any_bytes_parse_and_round_trip_verbatim_through_live_and_seal(raws: lis
 @given(st.lists(frames, min_size=1, max_size=40))
 def test_any_bytes_round_trip_through_the_segment_writer(raws: list[bytes]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        w = SegmentWriter(Path(tmp), SESSION, flush_interval=0.01)
+        w = SegmentWriter(Path(tmp), SESSION, WriterOptions(flush_interval=0.01))
         w.start()
         for row in _rows(raws):
             w.append(row)
