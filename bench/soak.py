@@ -64,7 +64,7 @@ from typing import Any
 
 from bench.verify import ProcRun, Report, SoakRun, render, verify
 from simulator.faults import FaultConfig
-from simulator.market import Dist, GenConfig
+from simulator.market import GenConfig
 from simulator.server import SimConfig, start_in_thread
 from simulator.wire import ProtocolOptions
 
@@ -117,16 +117,9 @@ def soak_protocol() -> ProtocolOptions:
 
 
 def soak_generator() -> GenConfig:
-    """Markets that live a few seconds, so many whole lives fit in a short soak."""
-    return GenConfig(
-        create_rate=3.0,
-        initial_markets=4,
-        lifetime=Dist("2:5"),
-        open_delay=Dist("0:0.5"),
-        determine_delay=Dist("0.1:0.5"),
-        settle_delay=Dist("0.1:0.5"),
-        delta_rate=500.0,
-    )
+    """Markets that live a few seconds, so many whole lives fit in a short soak; a few already
+    open at the start, and busy books."""
+    return GenConfig.short_lives(initial_markets=4, lifetime="2:5", delta_rate=500.0)
 
 
 @dataclass

@@ -94,6 +94,24 @@ class GenConfig:
     # share of new events that are MVE combos (KXMVE..., docs/protocol.md §4)
     mve_fraction: float = 0.0
 
+    @classmethod
+    def short_lives(cls, **overrides: Any) -> GenConfig:
+        """Markets that live a few seconds, so whole lives (created to settled) fit in a short
+        run: the exchange of the soak, the tests and the variant matrix, declared once here
+        because ``bench/`` may not import ``tests/``. ``overrides`` set any other field; a
+        string is read as a :class:`Dist` ("3:6")."""
+        fields: dict[str, Any] = {
+            "create_rate": 3.0,
+            "initial_markets": 0,
+            "lifetime": Dist("1:2"),
+            "open_delay": Dist("0:0.3"),
+            "determine_delay": Dist("0.1:0.4"),
+            "settle_delay": Dist("0.1:0.3"),
+            "delta_rate": 300.0,
+        }
+        fields.update({k: Dist(v) if isinstance(v, str) else v for k, v in overrides.items()})
+        return cls(**fields)
+
 
 @dataclass(slots=True, eq=False)
 class Delta:

@@ -39,7 +39,7 @@ import pytest
 from schemas.wire import MVE_PREFIX
 from simulator.auth import load_or_create_keys
 from simulator.faults import FaultConfig
-from simulator.market import Dist, GenConfig
+from simulator.market import GenConfig
 from simulator.server import SimConfig, start_in_thread
 from simulator.switches import config_from_switches
 from tests.recorder.harness import ROOT, ground_truth_frames, read_log, recorder_cmd
@@ -139,15 +139,8 @@ CELLS = CELLS + _profile_cells()
 def _generator() -> GenConfig:
     """Markets live several seconds, so a market whose notice was lost is still undetermined
     when the next reconciliation runs, and whole lives still fit in a run."""
-    return GenConfig(
-        create_rate=2.0,
-        initial_markets=0,
-        lifetime=Dist("3:6"),
-        open_delay=Dist("0:0.5"),
-        determine_delay=Dist("0.1:0.4"),
-        settle_delay=Dist("0.1:0.3"),
-        delta_rate=60.0,
-        regimes=False,
+    return GenConfig.short_lives(
+        create_rate=2.0, lifetime="3:6", open_delay="0:0.5", delta_rate=60.0, regimes=False
     )
 
 

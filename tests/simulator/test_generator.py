@@ -6,17 +6,15 @@ from pathlib import Path
 from typing import Any
 
 from simulator.book import GRIDS
-from simulator.market import Delta, Dist, Engine, GenConfig, Notice
+from simulator.market import Delta, Engine, GenConfig, Notice
 from simulator.server import SimConfig, start_in_thread
 from tests.simulator.helpers import Client
 
-FAST = GenConfig(
+# many lives, and every rare lifecycle event several times in a few virtual seconds
+FAST = GenConfig.short_lives(
     create_rate=5,
     initial_markets=10,
-    lifetime=Dist("1:3"),
-    open_delay=Dist("0:0.5"),
-    determine_delay=Dist("0.1:0.5"),
-    settle_delay=Dist("0.1:0.5"),
+    lifetime="1:3",
     delta_rate=2_000,
     deactivate_prob=0.3,
     close_update_prob=0.3,

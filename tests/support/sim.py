@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from simulator.faults import FaultConfig
-from simulator.market import Dist, GenConfig
+from simulator.market import GenConfig
 from simulator.server import SimConfig, SimulatorThread, start_in_thread
 
 
@@ -24,18 +24,9 @@ def sim_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def lively(**gen: Any) -> GenConfig:
-    """Markets live a few seconds, so whole lives fit in a short test."""
-    base: dict[str, Any] = {
-        "create_rate": 3.0,
-        "initial_markets": 0,
-        "lifetime": Dist("1:2"),
-        "open_delay": Dist("0:0.3"),
-        "determine_delay": Dist("0.1:0.4"),
-        "settle_delay": Dist("0.1:0.3"),
-        "delta_rate": 300.0,
-    }
-    base.update({k: Dist(v) if isinstance(v, str) else v for k, v in gen.items()})
-    return GenConfig(**base)
+    """Markets live a few seconds, so whole lives fit in a short test (the simulator's
+    :meth:`GenConfig.short_lives`; ``gen`` overrides its fields)."""
+    return GenConfig.short_lives(**gen)
 
 
 SimFactory = Callable[..., SimulatorThread]
