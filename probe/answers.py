@@ -32,6 +32,7 @@ young_market         {"not_found_after_s", "accepted_after_s"} (seconds after th
 from __future__ import annotations
 
 import email.utils
+import functools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -146,15 +147,54 @@ class _Question:
         return Answer(self.key, self.text, "unknown", why, evidence or [])
 
 
+Question = Callable[[Transcript], Answer]
+_Reading = Callable[[Transcript, _Question], Answer]
+_CommandReading = Callable[[Transcript, _Question, Entry, dict[str, Any]], Answer]
+
+
+def _question(text: str) -> Callable[[_Reading], Question]:
+    """Declares a question asking ``text``; its key is the function's name, so the two cannot
+    drift apart. The function reads the transcript and answers through the ``_Question``."""
+
+    def declare(read: _Reading) -> Question:
+        q = _Question(read.__name__, text)
+
+        @functools.wraps(read)
+        def answer(t: Transcript) -> Answer:
+            return read(t, q)
+
+        return answer
+
+    return declare
+
+
+def _command_question(
+    text: str, step: str, unsent: str = "not asked"
+) -> Callable[[_CommandReading], Question]:
+    """A question about the command the script sends at ``step``; the script skips steps it
+    cannot take (no market to subscribe to), so an unsent command is an "unknown" answer
+    (``unsent`` says why), and the function is given the command (``out`` entry and ``body``)."""
+
+    def declare(read: _CommandReading) -> Question:
+        @functools.wraps(read)
+        def with_command(t: Transcript, q: _Question) -> Answer:
+            found = _out_command(t, step)
+            return q.unknown(unsent) if found is None else read(t, q, *found)
+
+        return _question(text)(with_command)
+
+    return declare
+
+
+_NO_MARKET = "not asked (no market to subscribe to)"
+
+
 # ---- the questions ---------------------------------------------------------------------------
 
 
-def get_snapshot_ok(t: Transcript) -> Answer:
-    a = _Question("get_snapshot_ok", "Does get_snapshot get an ok?")
-    asked = _asked(t, "get_snapshot")
-    if asked is None:
-        return a.unknown("not asked (no market to subscribe to)")
-    out, replies = asked
+@_command_question("Does get_snapshot get an ok?", "get_snapshot", _NO_MARKET)
+def get_snapshot_ok(t: Transcript, a: _Question, out: Entry, body: dict[str, Any]) -> Answer:
+    replies = _replies(t, out, body)
     oks = [e["n"] for e, f in replies if f.get("type") == "ok"]
     errors = [e["n"] for e, f in replies if f.get("type") == "error"]
     snaps = [e["n"] for e, f in _window(t, out) if f.get("type") == SNAPSHOT_MSG]
@@ -179,8 +219,8 @@ def _carries_sid(f: dict[str, Any]) -> bool:
     )
 
 
-def reply_id(t: Transcript) -> Answer:
-    a = _Question("reply_id", "Do replies carry id?")
+@_question("Do replies carry id?")
+def reply_id(t: Transcript, a: _Question) -> Answer:
     sid_with: list[int] = []
     sid_without: list[int] = []
     other_with: list[int] = []
@@ -207,14 +247,10 @@ def reply_id(t: Transcript) -> Answer:
     return a("mixed", f"{len(without)} of {len(t.entries)} without", ev)
 
 
-def repeat_subscribe(t: Transcript) -> Answer:
-    a = _Question(
-        "repeat_subscribe", "Does a repeat subscribe merge, get a new sid, or get an error?"
-    )
-    found = _out_command(t, "repeat_subscribe")
-    if found is None:
-        return a.unknown("not asked (no market to subscribe to)")
-    out, body = found
+@_command_question(
+    "Does a repeat subscribe merge, get a new sid, or get an error?", "repeat_subscribe", _NO_MARKET
+)
+def repeat_subscribe(t: Transcript, a: _Question, out: Entry, body: dict[str, Any]) -> Answer:
     known = {
         s
         for e, f in t.ws_in()
@@ -235,8 +271,8 @@ def repeat_subscribe(t: Transcript) -> Answer:
     return a("no_reply", "no reply (merged silently?)", ev)
 
 
-def reply_seq(t: Transcript) -> Answer:
-    a = _Question("reply_seq", "Do ok/unsubscribed replies consume or echo a seq?")
+@_question("Do ok/unsubscribed replies consume or echo a seq?")
+def reply_seq(t: Transcript, a: _Question) -> Answer:
     last: dict[int, int] = {}
     verdicts: list[tuple[int, str]] = []
     unsequenced: list[int] = []
@@ -264,8 +300,8 @@ def reply_seq(t: Transcript) -> Answer:
     return a("mixed", ", ".join(v for _, v in verdicts), ev)
 
 
-def lifecycle_seq(t: Transcript) -> Answer:
-    a = _Question("lifecycle_seq", "Do lifecycle messages carry a seq?")
+@_question("Do lifecycle messages carry a seq?")
+def lifecycle_seq(t: Transcript, a: _Question) -> Answer:
     seen = [(e["n"], "seq" in f) for e, f in t.ws_in() if f.get("type") in LIFECYCLE_CHANNEL_TYPES]
     if not seen:
         return a.unknown("no lifecycle message arrived while listening")
@@ -278,8 +314,8 @@ def lifecycle_seq(t: Transcript) -> Answer:
     return a("mixed", "on some messages only", ev)
 
 
-def empty_side(t: Transcript) -> Answer:
-    a = _Question("empty_side", "Is an empty book side omitted or []?")
+@_question("Is an empty book side omitted or []?")
+def empty_side(t: Transcript, a: _Question) -> Answer:
     omit, empty = [], []
     for e, f in t.ws_in():
         msg = f.get("msg")
@@ -301,8 +337,8 @@ def empty_side(t: Transcript) -> Answer:
     return a.unknown("every snapshot had both sides")
 
 
-def pong(t: Transcript) -> Answer:
-    a = _Question("pong", "What do the pongs carry?")
+@_question("What do the pongs carry?")
+def pong(t: Transcript, a: _Question) -> Answer:
     ping = next((e for e in t.entries if e["kind"] == "ping" and e["dir"] == "out"), None)
     if ping is None:
         return a.unknown("no ping sent")
@@ -342,8 +378,8 @@ FILTER_CHECKS: dict[str, Callable[[dict[str, str], list[dict[str, Any]]], bool |
 }
 
 
-def rest_filters(t: Transcript) -> Answer:
-    a = _Question("rest_filters", "Which REST filters are accepted?")
+@_question("Which REST filters are accepted?")
+def rest_filters(t: Transcript, a: _Question) -> Answer:
     value: dict[str, str] = {}
     ev: list[int] = []
     for name, check in FILTER_CHECKS.items():
@@ -375,8 +411,8 @@ def _frac_digits(s: str) -> int | None:
     return len(m.group(1) or "")
 
 
-def rest_time_precision(t: Transcript) -> Answer:
-    a = _Question("rest_time_precision", "What precision does each REST time field have?")
+@_question("What precision does each REST time field have?")
+def rest_time_precision(t: Transcript, a: _Question) -> Answer:
     digits: dict[str, int] = {}
     ev: list[int] = []
     for _out, resp in t.rest_pairs():
@@ -398,8 +434,8 @@ def rest_time_precision(t: Transcript) -> Answer:
     return a(dict(sorted(digits.items())), ", ".join(parts), ev[:3])
 
 
-def end_cursor(t: Transcript) -> Answer:
-    a = _Question("end_cursor", "What is the end-of-pagination cursor?")
+@_question("What is the end-of-pagination cursor?")
+def end_cursor(t: Transcript, a: _Question) -> Answer:
     pair = _rest(t, "rest_last_page")
     if pair is None or pair[1] is None or pair[1].get("status") != 200:
         return a.unknown("no single-page listing answered", [pair[0]["n"]] if pair else [])
@@ -426,11 +462,11 @@ def _iso_ms(s: str) -> int | None:
         return None
 
 
-def clock_offset_ms(t: Transcript) -> Answer:
+@_question("How far apart are the exchange's clock and ours?")
+def clock_offset_ms(t: Transcript, a: _Question) -> Answer:
     """Bounds on (exchange clock - ours). An exchange time stamp of something that already
     happened, received at our t_recv, gives offset >= ts - t_recv; an HTTP Date header (whole
     seconds, stamped between our send and receive) gives both bounds."""
-    a = _Question("clock_offset_ms", "How far apart are the exchange's clock and ours?")
     lows: list[tuple[int, int]] = []
     highs: list[tuple[int, int]] = []
     for out, resp in t.rest_pairs():
@@ -484,8 +520,8 @@ ERROR_CASES = {
 }
 
 
-def errors(t: Transcript) -> Answer:
-    a = _Question("errors", "What shapes do the error codes we can elicit take?")
+@_question("What shapes do the error codes we can elicit take?")
+def errors(t: Transcript, a: _Question) -> Answer:
     value: dict[str, Any] = {}
     ev: list[int] = []
     for case, step in ERROR_CASES.items():
@@ -525,12 +561,9 @@ def errors(t: Transcript) -> Answer:
     return a(value, ", ".join(parts) or "not asked", ev)
 
 
-def mve_channel(t: Transcript) -> Answer:
-    a = _Question("mve_channel", "Is there a multivariate_market_lifecycle channel?")
-    asked = _asked(t, "subscribe_mve")
-    if asked is None:
-        return a.unknown("not asked")
-    out, replies = asked
+@_command_question("Is there a multivariate_market_lifecycle channel?", "subscribe_mve")
+def mve_channel(t: Transcript, a: _Question, out: Entry, body: dict[str, Any]) -> Answer:
+    replies = _replies(t, out, body)
     ev = [out["n"], *(e["n"] for e, _ in replies[:1])]
     if not replies:
         return a("no_reply", "no reply", ev)
@@ -547,17 +580,16 @@ def mve_channel(t: Transcript) -> Answer:
     return a("subscribed", f"subscribed; {len(seen)} MVE notices", ev + seen[:2])
 
 
-def mve_share(t: Transcript) -> Answer:
-    a = _Question(
-        "mve_share", "What share of new markets are MVE (announced on their own channel)?"
-    )
-    found = _out_command(t, "subscribe_mve")
-    if found is None:
-        return a.unknown("the MVE channel was not asked")
+@_command_question(
+    "What share of new markets are MVE (announced on their own channel)?",
+    "subscribe_mve",
+    "the MVE channel was not asked",
+)
+def mve_share(t: Transcript, a: _Question, out: Entry, body: dict[str, Any]) -> Answer:
     regular, mve = [], []
     for e, f in t.ws_in():  # both channels are live only after the MVE subscribe
         msg = f.get("msg")
-        if e["n"] < found[0]["n"]:
+        if e["n"] < out["n"]:
             continue
         if isinstance(msg, dict) and msg.get("event_type") == "created":
             if f.get("type") == LIFECYCLE_CHANNEL:
@@ -571,8 +603,8 @@ def mve_share(t: Transcript) -> Answer:
     return a(share, f"{len(mve)} of {total} created", (mve[:2] + regular[:2]))
 
 
-def close_code(t: Transcript) -> Answer:
-    a = _Question("close_code", "Which close code ends the connection?")
+@_question("Which close code ends the connection?")
+def close_code(t: Transcript, a: _Question) -> Answer:
     close = next((e for e in t.entries if e["kind"] == "close" and e["dir"] == "in"), None)
     if close is None:
         return a(None, "no close frame received", [])
@@ -583,8 +615,8 @@ def close_code(t: Transcript) -> Answer:
     )
 
 
-def seq_start(t: Transcript) -> Answer:
-    a = _Question("seq_start", "Which seq does a new subscription start at?")
+@_question("Which seq does a new subscription start at?")
+def seq_start(t: Transcript, a: _Question) -> Answer:
     firsts: dict[int, tuple[int, int]] = {}
     book_sids = {
         sid
@@ -607,8 +639,8 @@ def seq_start(t: Transcript) -> Answer:
     return a(values[0], f"{values[0]}", ev)
 
 
-def wire_format(t: Transcript) -> Answer:
-    a = _Question("wire_format", "Which wire format do book messages use?")
+@_question("Which wire format do book messages use?")
+def wire_format(t: Transcript, a: _Question) -> Answer:
     for e, f in t.ws_in():
         msg = f.get("msg")
         if f.get("type") not in (SNAPSHOT_MSG, DELTA_MSG):
@@ -622,12 +654,12 @@ def wire_format(t: Transcript) -> Answer:
     return a.unknown("no book message with a level arrived")
 
 
-def young_market(t: Transcript) -> Answer:
+@_question("Is a market just created 'not found' (error 16) for a while?")
+def young_market(t: Transcript, a: _Question) -> Answer:
     """Added at once after its ``created`` notice: error 16 for a while, or accepted?
 
     A rejection sent r ms after the notice arrived shows the window is longer than r (the market
     was created before its notice arrived); the first acceptance bounds it from above."""
-    a = _Question("young_market", "Is a market just created 'not found' (error 16) for a while?")
     tries = [(e, o) for e, o in t.ws_out() if e["step"] == "young_market"]
     if not tries:
         return a.unknown("no market was created while we listened")
@@ -672,7 +704,7 @@ def young_market(t: Transcript) -> Answer:
     return a(value, "no answer", ev)
 
 
-QUESTIONS: tuple[Callable[[Transcript], Answer], ...] = (
+QUESTIONS: tuple[Question, ...] = (
     get_snapshot_ok,
     reply_id,
     repeat_subscribe,
