@@ -16,6 +16,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, assert_never, cast
 
 import orjson
@@ -198,33 +199,27 @@ def _never(payload: bytes) -> None:  # pragma: no cover - the splitter is not fa
     raise RuntimeError("fast path without a handler")
 
 
+@dataclass(eq=False)
 class BookConnection:
     """One connection: order books of the markets assigned to it, and (on index 0) lifecycle."""
 
-    def __init__(
-        self,
-        index: int,
-        url: str,
-        signer: Signer,
-        settings: Settings,
-        slog: SessionLog,
-        metrics: Metrics,
-        on_lifecycle: Callable[[LifecycleEvent, int], None],
-        on_live: Callable[[BookConnection, int], None],
-    ) -> None:
-        self.index = index
-        self.url = url
-        self.signer = signer
-        self.settings = settings
-        self.log = slog
-        self.metrics = metrics
-        self.on_lifecycle = on_lifecycle
-        self.on_live = on_live
+    index: int
+    url: str
+    signer: Signer
+    settings: Settings
+    log: SessionLog
+    metrics: Metrics
+    on_lifecycle: Callable[[LifecycleEvent, int], None]
+    """Each lifecycle notice, with its receive time (wall-clock ns)."""
+    on_live: Callable[[BookConnection, int], None]
+    """The lifecycle feed is subscribed on this epoch (reconcile now: nothing is missed)."""
+
+    def __post_init__(self) -> None:
         self.core = ConnectionCore(
-            index,
-            CoreSettings.from_settings(settings),
-            carries_lifecycle=index == 0,
-            url=url,
+            self.index,
+            CoreSettings.from_settings(self.settings),
+            carries_lifecycle=self.index == 0,
+            url=self.url,
         )
         self.ws: RecorderConnection | None = None
         self.fatal: str | None = None
@@ -232,7 +227,7 @@ class BookConnection:
         self._wake = asyncio.Event()
         self._send_wake = asyncio.Event()
         self._close_reason: str | None = None
-        self._tokens = float(settings.command_burst)
+        self._tokens = float(self.settings.command_burst)
         self._refill = time.monotonic()
 
     # ----------------------------------------------------------------- views
