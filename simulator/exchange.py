@@ -76,32 +76,21 @@ class Sub:
 class Session:
     """Protocol state of one WebSocket connection."""
 
-    def __init__(
-        self,
-        conn_id: int,
-        engine: Engine,
-        opts: ProtocolOptions,
-        faults: FaultConfig,
-        counters: FaultCounters,
-        rng: random.Random,
-        authenticated: bool = True,
-        effects: list[dict[str, Any]] | None = None,
-    ) -> None:
+    def __init__(self, exchange: Exchange, conn_id: int, authenticated: bool = True) -> None:
+        # the exchange's engine, options, fault knobs and counters, and its effects list
+        self.ex = exchange
         self.conn_id = conn_id
-        self.effects: list[dict[str, Any]] = effects if effects is not None else []
-        self.engine = engine
-        self.opts = opts
-        self.faults = faults
-        self.counters = counters
-        self.rng = rng
         self.authenticated = authenticated
+        # this connection's own fault decisions: reproducible per seed and connection
+        self.rng = random.Random(exchange.seed * 1_000_003 + conn_id)
         self.outbox: list[str] = []
         self.subs: dict[int, Sub] = {}
         self.book_index: dict[str, list[Sub]] = {}
         # lifecycle-type channels (market_lifecycle_v2, multivariate_market_lifecycle) -> subs
         self.notice_subs: dict[str, list[Sub]] = {ch: [] for ch in NOTICE_CHANNELS}
         self._next_sid = 1
-        self._fault_data = bool(faults.gap_rate or faults.duplicate_rate or faults.malformed_rate)
+        f = exchange.faults
+        self._fault_data = bool(f.gap_rate or f.duplicate_rate or f.malformed_rate)
 
     def take(self) -> list[str]:
         out, self.outbox = self.outbox, []
@@ -110,8 +99,8 @@ class Session:
     # ---- outbound -------------------------------------------------------------------------
 
     def _effect(self, effect: str, **fields: Any) -> None:
-        self.effects.append(
-            {"effect": effect, "t_ms": self.engine.now_ms, "conn": self.conn_id, **fields}
+        self.ex.effects.append(
+            {"effect": effect, "t_ms": self.ex.engine.now_ms, "conn": self.conn_id, **fields}
         )
 
     def _reply(self, obj: dict[str, Any]) -> None:
@@ -119,7 +108,7 @@ class Session:
 
     def _answer(self, cmd_id: Any, obj: dict[str, Any], carries_sid: bool) -> None:
         """A command's reply, with its ``id`` unless the ``reply_id`` switch leaves it out."""
-        mode = self.opts.reply_id
+        mode = self.ex.opts.reply_id
         if mode == "always" or (mode == "sid_replies" and not carries_sid):
             obj = {"id": cmd_id, **obj}
         elif cmd_id is not None:
@@ -131,7 +120,7 @@ class Session:
         if market_ticker is not None:
             msg["market_ticker"] = market_ticker
         obj: dict[str, Any] = {}
-        if cmd_id is not None and self.opts.reply_id != "never":
+        if cmd_id is not None and self.ex.opts.reply_id != "never":
             obj["id"] = cmd_id
         obj["type"] = "error"
         obj["msg"] = msg
@@ -141,7 +130,7 @@ class Session:
         """A terminal error on a live sid (10, 17, 25): the sid is gone, the client must
         resubscribe. Carries the sid (else no client could tell which subscription died)."""
         self._drop_sub(sub)
-        self.counters.async_errors += 1
+        self.ex.counters.async_errors += 1
         self._effect(
             "async_error", sid=sub.sid, code=code, channel=sub.channel, tickers=list(sub.tickers)
         )
@@ -150,7 +139,7 @@ class Session:
         )
 
     def _reply_seq(self, sub: Sub) -> int:
-        if self.opts.reply_seq == "consume":
+        if self.ex.opts.reply_seq == "consume":
             sub.seq += 1
         return sub.seq
 
@@ -161,27 +150,27 @@ class Session:
             sub.seq += 1
             if (
                 self._fault_data
-                and self.faults.gap_rate
-                and self.rng.random() < self.faults.gap_rate
+                and self.ex.faults.gap_rate
+                and self.rng.random() < self.ex.faults.gap_rate
             ):
                 sub.seq += 1
-                self.counters.gaps += 1
+                self.ex.counters.gaps += 1
             seq = sub.seq
         frame = data_frame(kind, sub.sid, seq, body)
         self.outbox.append(frame)
         if not self._fault_data:
             return
-        f = self.faults
+        f = self.ex.faults
         if f.duplicate_rate and self.rng.random() < f.duplicate_rate:
             self.outbox.append(frame)
-            self.counters.duplicates += 1
+            self.ex.counters.duplicates += 1
         if f.malformed_rate and self.rng.random() < f.malformed_rate:
             self.outbox.append(self._malformed(sub, kind, frame))
 
     def _malformed(self, sub: Sub, kind: str, frame: str) -> str:
-        what = self.rng.choice(self.faults.malformed_kinds)
-        self.counters.malformed += 1
-        by = self.counters.malformed_by_kind
+        what = self.rng.choice(self.ex.faults.malformed_kinds)
+        self.ex.counters.malformed += 1
+        by = self.ex.counters.malformed_by_kind
         by[what] = by.get(what, 0) + 1
         if what == "not_json":
             return "<html>502 Bad Gateway</html>"
@@ -193,8 +182,8 @@ class Session:
         return data_frame(kind, sub.sid, None, "{}")
 
     def send_snapshot(self, sub: Sub, ticker: str) -> None:
-        m = self.engine.markets[ticker]
-        self.emit(sub, SNAPSHOT_MSG, snapshot_body(m, self.opts), True)
+        m = self.ex.engine.markets[ticker]
+        self.emit(sub, SNAPSHOT_MSG, snapshot_body(m, self.ex.opts), True)
 
     # ---- inbound --------------------------------------------------------------------------
 
@@ -240,19 +229,19 @@ class Session:
     def _check_known(self, tickers: list[str], cmd: str | None = None) -> None:
         """Error 16 for an unknown market; with ``new_market_not_found_s`` also for one created
         less than that long ago (``cmd`` names the command the switch applies to)."""
-        markets = self.engine.markets
-        young = self.opts.new_market_not_found_s * 1000
+        markets = self.ex.engine.markets
+        young = self.ex.opts.new_market_not_found_s * 1000
         for t in tickers:
             m = markets.get(t)
             if m is None:
                 raise CommandError(16, t)
-            if young and cmd is not None and self.engine.now_ms - m.created_ms < young:
-                self.counters.not_found_new += 1
+            if young and cmd is not None and self.ex.engine.now_ms - m.created_ms < young:
+                self.ex.counters.not_found_new += 1
                 self._effect("not_found_new", ticker=t, cmd=cmd)
                 raise CommandError(16, t)
 
     def _new_sub(self, channel: str) -> Sub:
-        sub = Sub(self._next_sid, channel, self.opts.seq_start)
+        sub = Sub(self._next_sid, channel, self.ex.opts.seq_start)
         self._next_sid += 1
         self.subs[sub.sid] = sub
         return sub
@@ -293,15 +282,15 @@ class Session:
             if not tickers:
                 raise CommandError(14)
             self._check_known(tickers, "subscribe")
-            if len(tickers) > self.opts.max_markets_per_sub:
+            if len(tickers) > self.ex.opts.max_markets_per_sub:
                 raise CommandError(26)
         elif tickers:
             self._check_known(tickers)
-        f = self.faults
+        f = self.ex.faults
         if f.subscribe_error_rate and self.rng.random() < f.subscribe_error_rate:
-            self.counters.subscribe_errors += 1
+            self.ex.counters.subscribe_errors += 1
             raise CommandError(f.subscribe_error_code)
-        mode = self.opts.duplicate_subscribe
+        mode = self.ex.opts.duplicate_subscribe
         if mode == "error":
             for ch in channels:
                 for s in self.subs.values():
@@ -321,7 +310,7 @@ class Session:
             ob = existing.get(ORDERBOOK)
             if ob is not None:
                 added = [t for t in tickers if t not in ob.tickers]
-                if len(ob.tickers) + len(added) > self.opts.max_markets_per_sub:
+                if len(ob.tickers) + len(added) > self.ex.opts.max_markets_per_sub:
                     raise CommandError(26)
         for ch in channels:
             old = existing.get(ch)
@@ -353,7 +342,7 @@ class Session:
         for t in added:
             sub.tickers[t] = None
             self._index(sub, t)
-        self.counters.merged_subscribes += 1
+        self.ex.counters.merged_subscribes += 1
         self._effect("merged_subscribe", sid=sub.sid, channel=sub.channel, added=added)
         obj: dict[str, Any] = {"type": "ok"}
         if sub.channel == ORDERBOOK:
@@ -412,7 +401,7 @@ class Session:
         self._check_known(tickers, "add_markets" if action == "add_markets" else None)
         if action == "add_markets":
             new = [t for t in tickers if t not in sub.tickers]
-            if len(sub.tickers) + len(new) > self.opts.max_markets_per_sub:
+            if len(sub.tickers) + len(new) > self.ex.opts.max_markets_per_sub:
                 raise CommandError(26)
             for t in new:
                 sub.tickers[t] = None
@@ -427,7 +416,7 @@ class Session:
                     self._unindex(sub, t)
             self._ok(cmd_id, sub)
         else:
-            when = self.opts.get_snapshot_ok
+            when = self.ex.opts.get_snapshot_ok
             if when == "before":
                 self._ok(cmd_id, sub)
             for t in tickers:
@@ -487,17 +476,7 @@ class Exchange:
     def open_session(self, authenticated: bool = True) -> Session:
         conn_id = self._next_conn
         self._next_conn += 1
-        rng = random.Random(self.seed * 1_000_003 + conn_id)
-        s = Session(
-            conn_id,
-            self.engine,
-            self.opts,
-            self.faults,
-            self.counters,
-            rng,
-            authenticated,
-            self.effects,
-        )
+        s = Session(self, conn_id, authenticated)
         self.sessions[conn_id] = s
         return s
 

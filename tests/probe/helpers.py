@@ -73,7 +73,7 @@ def observed(mp: pytest.MonkeyPatch) -> Iterator[ServerLog]:
 
     def rec_receive(self: exchange.Session, text: str | bytes) -> None:
         t = text if isinstance(text, str) else text.decode("utf-8", "replace")
-        log.ws.setdefault(id(self.engine), []).append(t)
+        log.ws.setdefault(id(self.ex.engine), []).append(t)
         receive(self, text)
 
     def rec_handle(engine: Any, method: str, target: str, *a: Any, **kw: Any) -> Any:
