@@ -21,6 +21,7 @@ which the shell writes to ground truth, so a test can tell a client's failure fr
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -444,34 +445,30 @@ class Session:
         )
 
 
+@dataclass(eq=False)
 class Exchange:
-    """Owns the engine and all sessions; routes engine events to subscribers."""
+    """Owns the engine and all sessions; routes engine events to subscribers. Its sessions share
+    its engine, options, fault knobs, counters and effects."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        opts: ProtocolOptions,
-        faults: FaultConfig,
-        counters: FaultCounters,
-        seed: int,
-    ) -> None:
-        self.engine = engine
-        self.opts = opts
-        self.faults = faults
-        self.counters = counters
-        self.seed = seed
+    engine: Engine
+    opts: ProtocolOptions
+    faults: FaultConfig
+    counters: FaultCounters
+    seed: int
+
+    def __post_init__(self) -> None:
         self.sessions: dict[int, Session] = {}
         self._next_conn = 1
-        self._fault_rng = random.Random(seed * 7_919 + 1)
+        self._fault_rng = random.Random(self.seed * 7_919 + 1)
         # held lifecycle notices: (release_ms, emission index, notice). A notice is "reordered"
         # when it goes out after one emitted later than it.
         self._held: list[tuple[int, int, Notice]] = []
         self._emitted_notices = 0
         self._max_dispatched = 0
         self.effects: list[dict[str, Any]] = []  # drained by the shell into ground truth
-        self._last_pump_ms = engine.now_ms
-        self._offset_s = round(opts.clock_offset_s)
-        self._offset_ms = round(opts.clock_offset_s * 1000)
+        self._last_pump_ms = self.engine.now_ms
+        self._offset_s = round(self.opts.clock_offset_s)
+        self._offset_ms = round(self.opts.clock_offset_s * 1000)
 
     def open_session(self, authenticated: bool = True) -> Session:
         conn_id = self._next_conn
