@@ -114,7 +114,8 @@ class LifecycleEvent:
 
     market_ticker: str
     event_type: str
-    record_seq: int | None
+    record_seq: int | None = None
+    """None when the notice came from no log record (the Gymnasium env's own notices)."""
     open_ts: int | None = None
     close_ts: int | None = None
     determination_ts: int | None = None

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+from feed.events import LifecycleEvent
 from paper.book import Book
 from paper.fees import (
     CENT,
@@ -264,22 +265,14 @@ class Broker:
                     break
         return reports
 
-    def on_lifecycle(
-        self,
-        ticker: str,
-        event_type: str,
-        t_ns: int,
-        *,
-        open_ts: int | None = None,
-        close_ts: int | None = None,
-        result: str | None = None,
-        settlement_value: int | None = None,
-    ) -> list[Report]:
-        m = self.market(ticker)
-        if open_ts is not None:
-            m.open_ts = open_ts
-        if close_ts is not None and event_type in ("created", "close_date_updated"):
-            m.close_ts = close_ts
+    def on_lifecycle(self, ev: LifecycleEvent, t_ns: int) -> list[Report]:
+        """Apply one lifecycle notice, as the feed types it (live, replay or the env's own)."""
+        m = self.market(ev.market_ticker)
+        event_type, result = ev.event_type, ev.result
+        if ev.open_ts is not None:
+            m.open_ts = ev.open_ts
+        if ev.close_ts is not None and event_type in ("created", "close_date_updated"):
+            m.close_ts = ev.close_ts
         reports: list[Report] = []
         if event_type == "deactivated":
             m.paused = True
@@ -292,7 +285,7 @@ class Broker:
             m.determined = True
             m.result = result
             # a binary result decides; settlement_value only for other (scalar) results
-            value = {"yes": PRICE_SCALE, "no": 0}.get((result or "").lower(), settlement_value)
+            value = {"yes": PRICE_SCALE, "no": 0}.get((result or "").lower(), ev.settlement_value)
             m.settlement_value = value
             if value is not None and m.position != 0:
                 reports.append(self._settle(m, value, t_ns))

@@ -90,15 +90,7 @@ class PaperSession:
                 self.broker.set_valid(ticker, ev.valid)
             event = "book"
         elif isinstance(ev, LifecycleEvent):
-            reports += self.broker.on_lifecycle(
-                ticker,
-                ev.event_type,
-                self.now_ns,
-                open_ts=ev.open_ts,
-                close_ts=ev.close_ts,
-                result=ev.result,
-                settlement_value=ev.settlement_value,
-            )
+            reports += self.broker.on_lifecycle(ev, self.now_ns)
             event = ev.event_type
         elif isinstance(ev, ValidityChange):
             self.broker.set_valid(ticker, ev.state is Validity.VALID)

@@ -41,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from feed.events import LifecycleEvent
 from paper.actor import Observation, observe
 from paper.broker import NS, Broker
 from paper.features import BUY_NO, BUY_YES, CLOSE, HOLD, N_ACTIONS, Features, obs_fields
@@ -153,7 +154,9 @@ class PaperEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         self._broker = Broker(self.cash)
         ep = self._ep
         open_ts = None if ep.open_ns is None else -(-int(ep.open_ns) // NS)
-        self._broker.on_lifecycle(ep.market_ticker, "created", self._t(), open_ts=open_ts)
+        self._broker.on_lifecycle(
+            LifecycleEvent(ep.market_ticker, "created", open_ts=open_ts), self._t()
+        )
         self._load_row()
         self._equity = self._broker.equity()
         return self._obs(), self._info(idx)
@@ -197,9 +200,8 @@ class PaperEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
             close_ts = round(t / NS + float(to_close))
             m = self._broker.market(self._ep.market_ticker)
             if m.close_ts != close_ts:
-                self._broker.on_lifecycle(
-                    self._ep.market_ticker, "close_date_updated", t, close_ts=close_ts
-                )
+                notice = LifecycleEvent(m.ticker, "close_date_updated", close_ts=close_ts)
+                self._broker.on_lifecycle(notice, t)
         self._broker.on_snapshot(self._ep.market_ticker, self._levels("yes"), self._levels("no"), t)
 
     def _observation(self) -> Observation:
@@ -214,13 +216,10 @@ class PaperEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
 
     def _settle(self) -> None:
         ep = self._ep
-        self._broker.on_lifecycle(
-            ep.market_ticker,
-            "determined",
-            self._t(),
-            result=ep.result,
-            settlement_value=ep.settlement_value,
+        determined = LifecycleEvent(
+            ep.market_ticker, "determined", result=ep.result, settlement_value=ep.settlement_value
         )
+        self._broker.on_lifecycle(determined, self._t())
 
     def _obs(self) -> npt.NDArray[np.float32]:
         return self.features.vector(self._observation(), self.cash)

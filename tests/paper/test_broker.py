@@ -7,6 +7,7 @@ from fractions import Fraction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from feed.events import LifecycleEvent
 from paper.broker import Broker, Report
 from paper.fillmodel import QueueDepletionFillModel
 from paper.orders import Action, Cancel, Order, Side, TimeInForce
@@ -77,7 +78,7 @@ def test_orders_are_refused_on_an_invalid_book_and_outside_the_trading_window() 
     b.set_valid(T, False)
     assert b.submit(Order(T, Action.BUY, Side.YES, 400_000, 100), 2)[0].kind == "reject"
     b.set_valid(T, True)
-    b.on_lifecycle(T, "created", 3, open_ts=100, close_ts=200)
+    b.on_lifecycle(LifecycleEvent(T, "created", open_ts=100, close_ts=200), 3)
     r = b.submit(Order(T, Action.BUY, Side.YES, 400_000, 100), 50 * 10**9)
     assert r[0].kind == "reject" and "initialized" in (r[0].reason or "")
     assert b.submit(Order(T, Action.BUY, Side.YES, 400_000, 100), 150 * 10**9)[0].kind == "order"
@@ -92,7 +93,7 @@ def test_determination_cancels_and_settles_exactly() -> None:
     b.submit(Order(T, Action.BUY, Side.YES, 450_000, 1000, TimeInForce.IOC), 2)  # 10 YES
     b.submit(Order(T, Action.BUY, Side.YES, 300_000, 500), 3)  # rests
     cash = b.cash
-    r = b.on_lifecycle(T, "determined", 4, result="yes", settlement_value=M)
+    r = b.on_lifecycle(LifecycleEvent(T, "determined", result="yes", settlement_value=M), 4)
     assert [x.kind for x in r] == ["cancel", "settle"]
     assert b.cash - cash == 10 * M and b.market(T).position == 0
     assert b.submit(Order(T, Action.BUY, Side.YES, 450_000, 100), 5)[0].kind == "reject"
@@ -101,9 +102,9 @@ def test_determination_cancels_and_settles_exactly() -> None:
 def test_reactivation_cancels_resting_orders() -> None:
     b = broker_with([(400_000, 1000)], [(550_000, 500)])
     b.submit(Order(T, Action.BUY, Side.YES, 400_000, 300), 2)
-    b.on_lifecycle(T, "deactivated", 3)
+    b.on_lifecycle(LifecycleEvent(T, "deactivated"), 3)
     assert b.market(T).status(3) == "inactive"
-    r = b.on_lifecycle(T, "activated", 4)
+    r = b.on_lifecycle(LifecycleEvent(T, "activated"), 4)
     assert [x.kind for x in r] == ["cancel"] and b.open_orders() == []
 
 
@@ -185,7 +186,7 @@ def test_settlement_pays_exactly(
     for t, (action, side, price, size, tif) in enumerate(batch, start=2):
         b.submit(Order(T, action, side, price, size, tif), t)
     pos, cash = b.market(T).position, b.cash
-    b.on_lifecycle(T, "determined", 100, result=result)
+    b.on_lifecycle(LifecycleEvent(T, "determined", result=result), 100)
     won = pos if result == "yes" else -pos
     assert b.cash - cash == max(0, won) * M // 100
     assert b.market(T).position == 0 and b.open_orders() == []
