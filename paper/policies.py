@@ -6,6 +6,8 @@ live run and a replay of the same session give the same orders.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from paper.actor import Decision, Observation
 from paper.orders import Action, Cancel, Order, Side, TimeInForce
 from schemas.units import PRICE_SCALE
@@ -21,13 +23,14 @@ class DoNothing:
         return None
 
 
+@dataclass
 class TakeOnce:
     """Buys ``size`` YES at the best ask (IOC) on the first valid, active book of each market,
     then holds to settlement. Useful as a deterministic taker in tests and benchmarks."""
 
-    def __init__(self, size: int = 100) -> None:
-        self.size = size
-        self.done: set[str] = set()
+    size: int = 100
+    done: set[str] = field(default_factory=set, init=False)
+    """Markets already bought."""
 
     def on_event(self, obs: Observation) -> Decision | None:
         if obs.market_ticker in self.done or not obs.book_valid or obs.status != "active":
@@ -41,6 +44,7 @@ class TakeOnce:
         )
 
 
+@dataclass
 class SpreadCapture:
     """Quotes one tick inside the spread on both sides when it is at least ``min_spread`` wide:
     a YES bid at best bid + 1 tick and a NO bid at 1 − (best ask − 1 tick) (the YES offer written
@@ -48,17 +52,10 @@ class SpreadCapture:
     it, requotes when the inside moves, and cancels everything in the last ``stop_fraction`` of
     the market's scheduled life."""
 
-    def __init__(
-        self,
-        size: int = 100,
-        min_spread: int = 3 * TICK,
-        max_position: int = 500,
-        stop_fraction: float = 0.9,
-    ) -> None:
-        self.size = size
-        self.min_spread = min_spread
-        self.max_position = max_position
-        self.stop_fraction = stop_fraction
+    size: int = 100
+    min_spread: int = 3 * TICK
+    max_position: int = 500
+    stop_fraction: float = 0.9
 
     def on_event(self, obs: Observation) -> Decision | None:
         if not obs.book_valid:
