@@ -63,54 +63,11 @@ from schemas.wire import DELTA_MSG
 from simulator.faults import FaultConfig
 from simulator.server import SimConfig, start_in_thread
 from simulator.wire import ProtocolOptions
+from tests.feed.kalshi_sdk import run_kalshi_sdk
 from tests.feed.tap_run import recorder_with_tap
 from tests.recorder.harness import ROOT, ground_truth_frames, received_by_epoch
 from tests.support.interop import installed, interop_venv, newer_python
 from tests.support.sim import lively
-
-SDK_SCRIPT = r"""
-import asyncio, json, sys
-from kalshi.auth import KalshiAuth
-from kalshi.config import KalshiConfig
-from kalshi.ws.client import KalshiWebSocket
-
-info = json.loads(sys.argv[1])
-
-errors, kinds = [], {}
-out = {"kinds": kinds, "errors": errors}
-
-async def main():
-    async def on_error(e):
-        errors.append(repr(e))
-    cfg = KalshiConfig(
-        base_url="http://127.0.0.1:9/trade-api/v2", ws_base_url=info["ws_url"],
-        allow_unknown_host=True,
-    )
-    auth = KalshiAuth.from_key_path(info["key_id"], info["private_key_path"])
-    client = KalshiWebSocket(auth=auth, config=cfg, on_error=on_error)
-    async with client.connect() as session:
-        life = await session.subscribe_market_lifecycle()
-        tickers = out["tickers"] = []
-        async for msg in life:
-            kinds["lifecycle:" + type(msg).__name__] = 1
-            if getattr(msg.msg, "event_type", None) == "created":
-                tickers.append(msg.msg.market_ticker)
-                if len(tickers) == 3:
-                    break
-        book = await session.subscribe_orderbook_delta(tickers=tickers)
-        n = 0
-        async for msg in book:
-            kinds[type(msg).__name__] = kinds.get(type(msg).__name__, 0) + 1
-            n += 1
-            if n >= 20:
-                break
-
-try:
-    asyncio.run(asyncio.wait_for(main(), 60))
-except TimeoutError:
-    out["timeout"] = True
-print(json.dumps(out))
-"""
 
 DEPTH = 10_000  # whole books
 LAG_BEHIND = 6_000  # frames B lets A get ahead by before it reads again
@@ -257,15 +214,7 @@ async def run_sdk(url: str, keys: dict[str, str]) -> dict[str, Any] | str:
     py = sdk_python()
     if py is None:
         return "no Python >= 3.12 venv with kalshi-sdk (run tests/simulator/test_interop.py first)"
-    info = json.dumps({"ws_url": url, **keys})
-    proc = await asyncio.create_subprocess_exec(
-        py, "-c", SDK_SCRIPT, info, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    if proc.returncode != 0:
-        raise AssertionError(f"kalshi-sdk failed: {err.decode()[-3000:]}")
-    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-    return result
+    return await run_kalshi_sdk(py, url, keys)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ means the third-party clients really ran.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -21,71 +22,8 @@ import pytest
 from simulator.market import Dist, GenConfig
 from simulator.server import SimConfig, start_in_thread
 from simulator.wire import ProtocolOptions
+from tests.feed.kalshi_sdk import run_kalshi_sdk
 from tests.support.interop import PACKAGES, installed, interop_venv, newer_python
-
-SCRIPT = r"""
-import asyncio, json, sys
-from kalshi_python_async import ApiClient, Configuration, MarketApi
-from kalshi.auth import KalshiAuth
-from kalshi.config import KalshiConfig
-from kalshi.ws.client import KalshiWebSocket
-
-info = json.loads(sys.argv[1])
-out = {}
-
-async def rest():
-    api = MarketApi(ApiClient(Configuration(host=info["rest_url"])))
-    tickers, cursor = [], None
-    while True:
-        kw = {"limit": 3}
-        if cursor:
-            kw["cursor"] = cursor
-        page = await api.get_markets(**kw)
-        tickers += [m.ticker for m in page.markets]
-        cursor = page.cursor
-        if not cursor:
-            break
-    out["rest_tickers"] = tickers
-    opened = await api.get_markets(status="open", limit=1000)
-    out["rest_open"] = len(opened.markets)
-    m = await api.get_market(ticker=tickers[0])
-    out["rest_market"] = m.market.ticker
-    ob = await api.get_market_orderbook(ticker=tickers[0])
-    out["rest_orderbook"] = type(ob).__name__
-
-async def ws():
-    errors = []
-    async def on_error(e):
-        errors.append(repr(e))
-    cfg = KalshiConfig(
-        base_url=info["rest_url"], ws_base_url=info["ws_url"], allow_unknown_host=True
-    )
-    auth = KalshiAuth.from_key_path(info["key_id"], info["private_key_path"])
-    client = KalshiWebSocket(auth=auth, config=cfg, on_error=on_error)
-    kinds = {}
-    async with client.connect() as session:
-        stream = await session.subscribe_orderbook_delta(tickers=info["tickers"])
-        n = 0
-        async for msg in stream:
-            kinds[type(msg).__name__] = kinds.get(type(msg).__name__, 0) + 1
-            n += 1
-            if n >= 300:
-                break
-        life = await session.subscribe_market_lifecycle()
-        async for msg in life:
-            kinds["lifecycle:" + type(msg).__name__] = 1
-            if len([k for k in kinds if k.startswith("lifecycle:")]) >= 1:
-                break
-    out["ws_kinds"] = kinds
-    out["ws_errors"] = errors
-
-async def main():
-    await rest()
-    await ws()
-    print(json.dumps(out))
-
-asyncio.run(main())
-"""
 
 
 def _cannot_run(why: str) -> NoReturn:
@@ -138,27 +76,24 @@ def test_third_party_clients(interop_python: str, keys_dir: Path) -> None:
         SimConfig(seed=5, keys_dir=keys_dir, generator=gen, protocol=proto)
     ) as sim:
         tickers = sim.tickers()
-        info = {
-            "ws_url": sim.ws_url,
-            "rest_url": sim.rest_url,
-            "key_id": sim.key_id,
-            "private_key_path": str(sim.private_key_path),
-            "tickers": tickers[:4],
-        }
-        r = subprocess.run(
-            [interop_python, "-c", SCRIPT, json.dumps(info)],
-            capture_output=True,
-            text=True,
-            timeout=120,
+        keys = {"key_id": sim.key_id, "private_key_path": str(sim.private_key_path)}
+        out = asyncio.run(
+            run_kalshi_sdk(
+                interop_python,
+                sim.ws_url,
+                keys,
+                book_messages=300,
+                tickers=tickers[:4],
+                rest_url=sim.rest_url,
+            )
         )
-        assert r.returncode == 0, r.stderr[-3000:]
-        out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["rest_tickers"][: len(tickers)] == tickers
     assert out["rest_open"] >= 1
     assert out["rest_market"] == tickers[0]
-    kinds = out["ws_kinds"]
+    assert "timeout" not in out, out
+    kinds = out["kinds"]
     assert kinds.get("OrderbookSnapshotMessage", 0) >= 1, kinds
     assert kinds.get("OrderbookDeltaMessage", 0) >= 100, kinds
     assert any(k.startswith("lifecycle:") for k in kinds), kinds
-    assert out["ws_errors"] == [], out["ws_errors"]
+    assert out["errors"] == [], out["errors"]
     print(json.dumps(out)[:2000], file=sys.stderr)
