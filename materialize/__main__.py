@@ -32,10 +32,9 @@ from typing import Any
 from materialize.cli import (
     EXIT_DATABASE,
     EXIT_OK,
-    UsageParser,
-    add_store_arguments,
     refuse_data_dir,
     store_of,
+    store_parser,
 )
 from materialize.loader import LoadSummary, default_progress, load
 from materialize.targets import TargetUnavailable, open_target, redact
@@ -46,13 +45,10 @@ EXIT_LATER_STEP = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = UsageParser(
-        prog="kalshi-materialize",
-        description="Load sealed segments into PostgreSQL (or the embedded DuckDB) exactly once, "
-        "then build training sets and the data-quality report.",
-    )
-    add_store_arguments(
-        p,
+    p = store_parser(
+        "kalshi-materialize",
+        "Load sealed segments into PostgreSQL (or the embedded DuckDB) exactly once, then build "
+        "training sets and the data-quality report.",
         pg_help='PostgreSQL DSN (default: $DATABASE_URL; "" = libpq environment). '
         "Without one: DATA/warehouse.duckdb",
     )

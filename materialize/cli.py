@@ -33,13 +33,17 @@ class UsageParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def add_store_arguments(
-    p: argparse.ArgumentParser, *, pg_help: str, pg_flags: tuple[str, ...] = ("--pg",)
-) -> None:
-    """``--data-dir``, ``--pg DSN`` (or ``pg_flags``) and ``--duckdb FILE``."""
+def store_parser(
+    prog: str, description: str, *, pg_help: str, pg_flags: tuple[str, ...] = ("--pg",)
+) -> UsageParser:
+    """A :class:`UsageParser` for a command that works on a data directory and its tables:
+    ``--data-dir``, ``--pg DSN`` (or ``pg_flags``) and ``--duckdb FILE``, read by
+    :func:`store_of`."""
+    p = UsageParser(prog=prog, description=description)
     p.add_argument("--data-dir", type=Path, default=Path("data"), help="default: ./data")
     p.add_argument(*pg_flags, dest="pg", metavar="DSN", default=None, help=pg_help)
     p.add_argument("--duckdb", type=Path, default=None, help="DuckDB file when no --pg is used")
+    return p
 
 
 def store_of(args: argparse.Namespace) -> tuple[str | None, Path]:

@@ -69,27 +69,6 @@ def open_url(url: str, *, filesystem: pafs.FileSystem | None = None) -> tuple[pa
     return fs, root.rstrip("/")
 
 
-def s3_filesystem(
-    *,
-    endpoint_override: str | None = None,
-    region: str | None = None,
-    access_key: str | None = None,
-    secret_key: str | None = None,
-    scheme: str = "https",
-    allow_bucket_creation: bool = False,
-) -> pafs.S3FileSystem:
-    """An ``S3FileSystem`` for an S3-compatible server (MinIO, Ceph, moto, R2 ...)."""
-    kwargs: dict[str, Any] = {"scheme": scheme, "allow_bucket_creation": allow_bucket_creation}
-    if endpoint_override:
-        kwargs["endpoint_override"] = endpoint_override
-    if region:
-        kwargs["region"] = region
-    if access_key is not None:
-        kwargs["access_key"] = access_key
-        kwargs["secret_key"] = secret_key
-    return pafs.S3FileSystem(**kwargs)
-
-
 # ------------------------------------------------------------------------------------ ship
 
 

@@ -63,10 +63,9 @@ from materialize.cli import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
-    UsageParser,
-    add_store_arguments,
     refuse_data_dir,
     store_of,
+    store_parser,
 )
 from materialize.segments_index import SegmentRef, find_segments, sha256_file
 from materialize.targets import (
@@ -343,6 +342,13 @@ def _compact_one(
 # --------------------------------------------------------------------------------- expiry
 
 
+def old_before(older_than_days: int, today: dt.date | None = None) -> dt.date:
+    """The first UTC day that is not "older than N days": files (:func:`expire`) and database
+    rows (:func:`expire_db`) of days before it go, by the same cut. ``today`` defaults to the
+    current UTC date."""
+    return (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=older_than_days)
+
+
 def expire(
     data_dir: Path,
     target: Target,
@@ -356,8 +362,7 @@ def expire(
     """Delete (or move under ``archive_dir``) loaded segments of days older than N days."""
     data_dir = Path(data_dir)
     report = report if report is not None else RetentionReport()
-    today = today or dt.datetime.now(dt.UTC).date()
-    cutoff = (today - dt.timedelta(days=older_than_days)).isoformat()
+    cutoff = old_before(older_than_days, today).isoformat()
     loaded = _loaded_hashes(target)
     live = live_sessions(data_dir)
     root = data_dir / SEGMENTS_DIR
@@ -448,8 +453,7 @@ def expire_db(
     the removal).
     """
     report = report if report is not None else RetentionReport()
-    today = today or dt.datetime.now(dt.UTC).date()
-    cutoff_day = today - dt.timedelta(days=older_than_days)
+    cutoff_day = old_before(older_than_days, today)
     cutoff_ns = day_bounds_ns(cutoff_day)[0]
     if not schema_ready:
         target.ensure_schema()
@@ -534,13 +538,10 @@ def _days(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = UsageParser(
-        prog="kalshi-retention",
-        description="Compact the sealed segments of past days and delete or archive old days. "
-        "Only segments recorded as loaded in rl_loaded_segments are touched; never live/.",
-    )
-    add_store_arguments(
-        p,
+    p = store_parser(
+        "kalshi-retention",
+        "Compact the sealed segments of past days and delete or archive old days. Only segments "
+        "recorded as loaded in rl_loaded_segments are touched; never live/.",
         pg_flags=("--pg", "--dsn"),
         pg_help="PostgreSQL DSN holding rl_loaded_segments (default: $DATABASE_URL; "
         "without one: DATA/warehouse.duckdb)",

@@ -41,8 +41,6 @@ import pyarrow as pa
 
 Dialect = Literal["postgres", "duckdb"]
 
-DDL_VERSION = "1"
-
 DOCUMENTED_EVENT_TYPES: tuple[str, ...] = (
     "created",
     "activated",
