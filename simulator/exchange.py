@@ -30,9 +30,7 @@ from schemas.wire import (
     DELTA_MSG,
     ERROR_MESSAGES,
     KALSHI_CHANNELS,
-    LIFECYCLE_CHANNEL,
     LIFECYCLE_MSG_TYPES,
-    MVE_LIFECYCLE_CHANNEL,
     ORDERBOOK_CHANNEL,
     SNAPSHOT_MSG,
 )
@@ -40,18 +38,18 @@ from simulator.faults import FaultConfig, FaultCounters
 from simulator.market import Delta, Engine, Notice
 from simulator.wire import ProtocolOptions, data_frame, delta_body, notice_body, snapshot_body
 
-ORDERBOOK = ORDERBOOK_CHANNEL
-LIFECYCLE = LIFECYCLE_CHANNEL
-MVE = MVE_LIFECYCLE_CHANNEL
-NOTICE_CHANNELS = LIFECYCLE_MSG_TYPES  # channels whose messages are lifecycle notices
-# Channels we do not model are accepted and stay silent, as a real but quiet channel would;
-# anything else is error 8.
-KNOWN_CHANNELS = KALSHI_CHANNELS
 PRIVATE_CHANNELS = frozenset(
-    {ORDERBOOK, "fill", "market_positions", "communications", "order_group_updates", "user_orders"}
+    {
+        ORDERBOOK_CHANNEL,
+        "fill",
+        "market_positions",
+        "communications",
+        "order_group_updates",
+        "user_orders",
+    }
 )
 
-ERRORS = ERROR_MESSAGES
+ERRORS = ERROR_MESSAGES  # the texts of the error codes, as the exchange writes them
 
 
 class CommandError(Exception):
@@ -88,7 +86,7 @@ class Session:
         self.subs: dict[int, Sub] = {}
         self.book_index: dict[str, list[Sub]] = {}
         # lifecycle-type channels (market_lifecycle_v2, multivariate_market_lifecycle) -> subs
-        self.notice_subs: dict[str, list[Sub]] = {ch: [] for ch in NOTICE_CHANNELS}
+        self.notice_subs: dict[str, list[Sub]] = {ch: [] for ch in LIFECYCLE_MSG_TYPES}
         self._next_sid = 1
         f = exchange.faults
         self._fault_data = bool(f.gap_rate or f.duplicate_rate or f.malformed_rate)
@@ -272,14 +270,16 @@ class Session:
         if not isinstance(channels, list) or not channels:
             raise CommandError(3)
         for ch in channels:
-            if ch not in KNOWN_CHANNELS:
+            # channels we do not model are accepted and stay silent, as a real but quiet
+            # channel would; anything else is error 8
+            if ch not in KALSHI_CHANNELS:
                 raise CommandError(8)
         channels = list(dict.fromkeys(channels))
         tickers = self._tickers(params)
         for ch in channels:
             if ch in PRIVATE_CHANNELS and not self.authenticated:
                 raise CommandError(9)
-        if ORDERBOOK in channels:
+        if ORDERBOOK_CHANNEL in channels:
             if not tickers:
                 raise CommandError(14)
             self._check_known(tickers, "subscribe")
@@ -297,7 +297,7 @@ class Session:
                 for s in self.subs.values():
                     if s.channel != ch:
                         continue
-                    if ch != ORDERBOOK:
+                    if ch != ORDERBOOK_CHANNEL:
                         raise CommandError(6)
                     dup = next((t for t in tickers if t in s.tickers), None)
                     if dup is not None:
@@ -308,7 +308,7 @@ class Session:
                 old = next((s for s in self.subs.values() if s.channel == ch), None)
                 if old is not None:
                     existing[ch] = old
-            ob = existing.get(ORDERBOOK)
+            ob = existing.get(ORDERBOOK_CHANNEL)
             if ob is not None:
                 added = [t for t in tickers if t not in ob.tickers]
                 if len(ob.tickers) + len(added) > self.ex.opts.max_markets_per_sub:
@@ -323,7 +323,7 @@ class Session:
             self._answer(
                 cmd_id, {"type": "subscribed", "msg": {"channel": ch, "sid": sub.sid}}, True
             )
-            if ch == ORDERBOOK:
+            if ch == ORDERBOOK_CHANNEL:
                 for t in tickers:
                     sub.tickers[t] = None
                     self._index(sub, t)
@@ -339,14 +339,16 @@ class Session:
         """A repeat subscribe merged into ``sub`` (docs/protocol.md §9, "repeat subscribe"): same
         tickers are a no-op with no fresh snapshot, new ones are added and snapshotted; the reply
         is an ``ok`` without sid."""
-        added = [t for t in tickers if t not in sub.tickers] if sub.channel == ORDERBOOK else []
+        added = []
+        if sub.channel == ORDERBOOK_CHANNEL:
+            added = [t for t in tickers if t not in sub.tickers]
         for t in added:
             sub.tickers[t] = None
             self._index(sub, t)
         self.ex.counters.merged_subscribes += 1
         self._effect("merged_subscribe", sid=sub.sid, channel=sub.channel, added=added)
         obj: dict[str, Any] = {"type": "ok"}
-        if sub.channel == ORDERBOOK:
+        if sub.channel == ORDERBOOK_CHANNEL:
             obj["msg"] = {"market_tickers": list(sub.tickers)}
         self._answer(cmd_id, obj, True)
         for t in added:
@@ -393,7 +395,7 @@ class Session:
             raise CommandError(15)
         if (
             action not in ("add_markets", "delete_markets", "get_snapshot")
-            or sub.channel != ORDERBOOK
+            or sub.channel != ORDERBOOK_CHANNEL
         ):
             raise CommandError(13)
         tickers = self._tickers(params)

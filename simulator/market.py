@@ -125,11 +125,6 @@ class Delta:
     ts_ms: int
 
 
-# Notice types besides the lifecycle channels' own (schemas.wire declares those)
-EVENT_LIFECYCLE = EVENT_LIFECYCLE_MSG
-EVENT_FEE_UPDATE = EVENT_FEE_UPDATE_MSG
-
-
 @dataclass(slots=True, eq=False)
 class Notice:
     """A message on a lifecycle channel: ``kind`` is the wire ``type``, ``channel`` the channel
@@ -320,7 +315,7 @@ class Engine:
             "series_ticker": series,
         }
         channel = MVE_LIFECYCLE_CHANNEL if mve else LIFECYCLE_CHANNEL
-        self.out.append(Notice(EVENT_LIFECYCLE, event_ticker, msg, self.now_ms, channel))
+        self.out.append(Notice(EVENT_LIFECYCLE_MSG, event_ticker, msg, self.now_ms, channel))
 
     def _new_event(self, n_markets: int, mve: bool = False) -> list[Market]:
         rng = self.rng
@@ -624,7 +619,7 @@ class Engine:
         self.notices_emitted += 1
         self.out.append(
             Notice(
-                EVENT_FEE_UPDATE,
+                EVENT_FEE_UPDATE_MSG,
                 event_ticker,
                 {
                     "event_ticker": event_ticker,
