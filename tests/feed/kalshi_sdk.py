@@ -54,13 +54,13 @@ async def ws():
     async def on_error(e):
         errors.append(repr(e))
     cfg = KalshiConfig(
-        base_url=info.get("rest_url", "http://127.0.0.1:9/trade-api/v2"),
+        base_url=info["rest_url"] or "http://127.0.0.1:9/trade-api/v2",  # the WS client only
         ws_base_url=info["ws_url"],
         allow_unknown_host=True,
     )
     auth = KalshiAuth.from_key_path(info["key_id"], info["private_key_path"])
     client = KalshiWebSocket(auth=auth, config=cfg, on_error=on_error)
-    tickers = out["tickers"] = list(info.get("tickers") or [])
+    tickers = out["tickers"] = list(info["tickers"])
     async with client.connect() as session:
         life = await session.subscribe_market_lifecycle()
         async for msg in life:
@@ -78,7 +78,7 @@ async def ws():
                 break
 
 async def main():
-    if "rest_url" in info:
+    if info["rest_url"]:
         await rest()
     await ws()
 
@@ -101,17 +101,16 @@ async def run_kalshi_sdk(
 ) -> dict[str, Any]:
     """Run :data:`SCRIPT` with ``python`` against ``ws_url`` (``keys``: ``key_id`` and
     ``private_key_path``); its output: ``kinds`` (message class -> count), ``errors``,
-    ``tickers``, and the ``rest_*`` answers with a ``rest_url``. A failed run raises."""
-    info: dict[str, Any] = {
-        "ws_url": ws_url,
+    ``tickers`` (``tickers`` or the first three announced), and the ``rest_*`` answers with a
+    ``rest_url``. A failed run raises."""
+    info = {
         **keys,
+        "ws_url": ws_url,
+        "rest_url": rest_url,
+        "tickers": tickers or [],
         "book_messages": book_messages,
         "deadline_s": DEADLINE_S,
     }
-    if tickers is not None:
-        info["tickers"] = tickers
-    if rest_url is not None:
-        info["rest_url"] = rest_url
     proc = await asyncio.create_subprocess_exec(
         python,
         "-c",
