@@ -1,9 +1,16 @@
-"""Ready-made market lives on a ``SessionLog`` for the training tests, and their clock."""
+"""Ready-made market lives on a ``SessionLog`` for the training tests, their clock, and a build
+of the training sets read back."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import polars as pl
+
+from materialize.training import TrainingPolicy, TrainingSummary, build
 from tests.support.segments import NS, SessionLog
 
 T0 = 1_800_000_000
@@ -12,6 +19,14 @@ T0 = 1_800_000_000
 def training_log(session_id: int = 1, t0_s: int = T0) -> SessionLog:
     """A session log on the training tests' clock: from ``t0_s`` seconds, 1 us per record."""
     return SessionLog(session_id, start_ns=t0_s * NS, step_ns=1_000)
+
+
+def started_log(session_id: int = 1, t0_s: int = T0) -> SessionLog:
+    """:func:`training_log` with the session started and connected, ready for markets."""
+    log = training_log(session_id, t0_s)
+    log.session_start()
+    log.connected()
+    return log
 
 
 @dataclass(frozen=True)
@@ -38,6 +53,14 @@ def create(log: SessionLog, life: Life, *, reason: str = "created", mid: bool = 
     log.join(life.ticker, reason=reason, mid_lifecycle=mid)
 
 
+def opened(log: SessionLog, life: Life, yes: dict[int, int], no: dict[int, int]) -> int:
+    """Created, then a snapshot of ``yes``/``no`` levels a second after open; returns its
+    record_seq."""
+    create(log, life)
+    log.at(life.open + 1)
+    return log.book_snapshot(life.ticker, yes, no)
+
+
 def determine(log: SessionLog, life: Life, result: str = "yes", value: int = 1_000_000) -> int:
     log.at(life.close + 0.5)
     r = log.lifecycle(
@@ -54,9 +77,7 @@ def determine(log: SessionLog, life: Life, result: str = "yes", value: int = 1_0
 def steady_book(log: SessionLog, life: Life, deltas: int) -> list[int]:
     """Created, a snapshot (yes 0.40 x 100, no 0.50 x 100) a second after open, then ``deltas``
     yes deltas of +100 at 0.40, one a second from open + 10 s; returns their record_seqs."""
-    create(log, life)
-    log.at(life.open + 1)
-    log.book_snapshot(life.ticker, {400_000: 100}, {500_000: 100})
+    opened(log, life, {400_000: 100}, {500_000: 100})
     seqs = []
     for k in range(deltas):
         log.at(life.open + 10 + k)
@@ -93,3 +114,21 @@ def simple_market(
         k += 1
         t += step_s
     determine(log, life, result=result)
+
+
+def read_sets(out: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """The rows of every build under the training directory ``out``, and its manifest."""
+    files = sorted(out.glob("build=*/*.parquet"))
+    rows = pl.concat([pl.read_parquet(f) for f in files]) if files else pl.DataFrame()
+    return rows, json.loads((out / "manifest.json").read_text())
+
+
+def build_sets(
+    tmp: Path, log: SessionLog | None = None, out: str = "train", **policy: Any
+) -> tuple[TrainingSummary, pl.DataFrame, dict[str, Any]]:
+    """Write ``log`` (if given) as two segments under ``tmp/data``, build the training sets into
+    ``tmp/out`` with ``TrainingPolicy.of(**policy)``: what the build did, its rows, its manifest."""
+    if log is not None:
+        log.write(tmp / "data", parts=2)
+    summary = build(tmp / "data", tmp / out, TrainingPolicy.of(**policy))
+    return summary, *read_sets(tmp / out)

@@ -15,14 +15,12 @@ from materialize.quality import build_quality_report
 from materialize.training import TrainingPolicy, build
 from schemas.log import Decision
 from tests.support.segments import SessionLog
-from tests.training.markets import T0, Life, simple_market, training_log
+from tests.training.markets import T0, Life, simple_market, started_log, training_log
 
 
 def _session(session_id: int, ticker: str, *, end: bool = True) -> SessionLog:
-    log = training_log(session_id, t0_s=T0 + 10_000 * session_id)
-    log.session_start()
-    log.connected()
     base = T0 + 10_000 * session_id
+    log = started_log(session_id, t0_s=base)
     simple_market(log, Life(ticker, created=base, open=base + 100, close=base + 400), step_s=20)
     if end:
         log.session_end()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 import pytest
@@ -20,10 +19,19 @@ from materialize.sampling import (
     PhasePolicy,
     phase_cuts,
 )
-from materialize.training import TrainingPolicy, build
 from tests.support.oracles import phase_of
-from tests.support.segments import NS, SessionLog
-from tests.training.markets import T0, Life, create, determine, simple_market, training_log
+from tests.support.segments import NS
+from tests.training.markets import (
+    T0,
+    Life,
+    build_sets,
+    create,
+    determine,
+    opened,
+    simple_market,
+    started_log,
+    training_log,
+)
 
 HOUR = 3600
 
@@ -94,28 +102,11 @@ def test_bad_policies_are_refused() -> None:
         PhasePolicy(kind="weekly")  # type: ignore[arg-type]
 
 
-def _log() -> SessionLog:
-    log = training_log()
-    log.session_start()
-    log.connected()
-    return log
-
-
-def _build(tmp: Path, log: SessionLog, **policy: Any) -> tuple[pl.DataFrame, dict[str, Any]]:
-    log.write(tmp / "data", parts=2)
-    build(tmp / "data", tmp / "train", TrainingPolicy.of(**policy))
-    files = sorted((tmp / "train").glob("build=*/*.parquet"))
-    rows = pl.concat([pl.read_parquet(f) for f in files]) if files else pl.DataFrame()
-    return rows, json.loads((tmp / "train" / "manifest.json").read_text())
-
-
 @pytest.mark.parametrize("kind", ["absolute", "union"])
 def test_absolute_windows_are_exact_in_a_build(tmp_path: Path, kind: str) -> None:
     life = Life("KX-ABS", created=T0, open=T0 + 100, close=T0 + 100 + 10 * HOUR)
-    log = _log()
-    create(log, life)
-    log.at(life.open + 1)
-    log.book_snapshot(life.ticker, {400_000: 100}, {500_000: 100})
+    log = started_log()
+    opened(log, life, {400_000: 100}, {500_000: 100})
     marks = {}
     for name, t_ns in {
         "early_last": life.open_ns + NS_PER_HOUR - 1,
@@ -127,7 +118,7 @@ def test_absolute_windows_are_exact_in_a_build(tmp_path: Path, kind: str) -> Non
         marks[name] = log.book_delta(life.ticker, "yes", 410_000, 100)
     determine(log, life)
     phases = PhasePolicy(kind=kind, first_hours=Fraction(1), last_hours=Fraction(6))  # type: ignore[arg-type]
-    rows, manifest = _build(tmp_path, log, phases=phases, middle_every_s=0.001)
+    _, rows, manifest = build_sets(tmp_path, log, phases=phases, middle_every_s=0.001)
     phase = dict(zip(rows["record_seq"], rows["phase"], strict=True))
     assert phase[marks["early_last"]] == Phase.EARLY
     assert phase[marks["middle_first"]] == Phase.MIDDLE
@@ -138,9 +129,9 @@ def test_absolute_windows_are_exact_in_a_build(tmp_path: Path, kind: str) -> Non
 
 
 def test_default_policy_is_fractions_20_20_in_the_manifest(tmp_path: Path) -> None:
-    log = _log()
+    log = started_log()
     simple_market(log, Life("KX-DEF"), step_s=5.0)
-    _, manifest = _build(tmp_path, log)
+    *_, manifest = build_sets(tmp_path, log)
     pol = manifest["policy"]
     assert (pol["phase_policy"], pol["early_fraction"], pol["late_fraction"]) == (
         "fractions",
@@ -152,7 +143,7 @@ def test_default_policy_is_fractions_20_20_in_the_manifest(tmp_path: Path) -> No
 
 def test_label_follows_the_last_determination(tmp_path: Path) -> None:
     life = Life("KX-DISPUTE")
-    log = _log()
+    log = started_log()
     simple_market(log, life, step_s=20.0, result="no")  # determined "no", value 1_000_000
     log.at(life.close + 3600)  # disputed, amended: determined again
     log.lifecycle(
@@ -161,7 +152,7 @@ def test_label_follows_the_last_determination(tmp_path: Path) -> None:
     )  # fmt: skip
     log.lifecycle(life.ticker, "settled", settled_ts=life.close + 7200)
     log.session_end()
-    rows, manifest = _build(tmp_path, log)
+    _, rows, manifest = build_sets(tmp_path, log)
     assert set(rows["label_result"]) == {"yes"}
     assert set(rows["label_settlement_value"]) == {1_000_000}
     # the rows still stop at the first determination (the market was left there)
@@ -174,7 +165,7 @@ def test_never_traded_market_is_kept_and_flagged_unless_a_minimum_is_asked(
     tmp_path: Path,
 ) -> None:
     quiet = Life("KX-QUIET")
-    log = _log()
+    log = started_log()
     create(log, quiet)
     log.at(quiet.created + 1)
     log.book_snapshot(quiet.ticker, {}, {})  # an empty book, and no trade ever
@@ -182,7 +173,7 @@ def test_never_traded_market_is_kept_and_flagged_unless_a_minimum_is_asked(
     busy = Life("KX-BUSY", created=T0 + 5, open=T0 + 105, close=T0 + 1105)
     simple_market(log, busy, step_s=50.0, sid=3)
     log.session_end()
-    rows, manifest = _build(tmp_path, log)
+    _, rows, manifest = build_sets(tmp_path, log)
     quiet_entry = manifest["included"][f"1/{quiet.ticker}"]
     assert quiet_entry["flags"] == ["never_traded"] and quiet_entry["rows"] == 1
     assert manifest["included"][f"1/{busy.ticker}"]["flags"] == []
@@ -208,10 +199,10 @@ def test_cli_refuses_a_bad_phase_policy(capsys: pytest.CaptureFixture[str]) -> N
 def test_a_later_determination_amends_labels_already_built(tmp_path: Path) -> None:
     """The dispute comes after the nightly build included the market (the usual order)."""
     life = Life("KX-LATE-DISPUTE")
-    log = _log()
+    log = started_log()
     simple_market(log, life, step_s=20.0, result="no")
     log.session_end()
-    rows, manifest = _build(tmp_path, log)
+    _, rows, manifest = build_sets(tmp_path, log)
     assert set(rows["label_result"]) == {"no"}
     assert manifest["finished_sessions"] == [1]
 
@@ -224,16 +215,13 @@ def test_a_later_determination_amends_labels_already_built(tmp_path: Path) -> No
     )  # fmt: skip
     later.session_end()
     later.write(tmp_path / "data", date="2027-01-16")
-    s = build(tmp_path / "data", tmp_path / "train", TrainingPolicy())
+    s, rows, manifest = build_sets(tmp_path)
     assert s.labels_amended == 1 and s.included == 0
-    files = sorted((tmp_path / "train").glob("build=*/*.parquet"))
-    rows = pl.concat([pl.read_parquet(f) for f in files])
     assert set(rows["label_result"]) == {"yes"} and set(rows["label_settlement_value"]) == {
         1_000_000
     }
-    manifest = json.loads((tmp_path / "train" / "manifest.json").read_text())
     (amended,) = manifest["label_amendments"]
     assert amended["market"] == f"1/{life.ticker}" and amended["to"]["result"] == "yes"
     assert manifest["included"][f"1/{life.ticker}"]["label"]["result"] == "yes"
-    again = build(tmp_path / "data", tmp_path / "train", TrainingPolicy())
+    again, _, _ = build_sets(tmp_path)
     assert again.labels_amended == 0  # done once

@@ -7,13 +7,11 @@ from pathlib import Path
 
 from materialize.quality import build_quality_report, coverage, render
 from tests.support.segments import NS
-from tests.training.markets import Life, create, determine, training_log
+from tests.training.markets import Life, create, determine, started_log
 
 
 def test_quality_report_numbers(tmp_path: Path) -> None:
-    log = training_log(7)
-    log.session_start()
-    log.connected()
+    log = started_log(7)
     full = Life("KX-FULL")
     create(log, full)  # joined at creation, before open: the whole life is covered
     late = Life("KX-LATE")

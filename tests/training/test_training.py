@@ -14,44 +14,33 @@ from materialize.sampling import (
     SamplingPolicy,
     grid_offset_ns,
 )
-from materialize.training import TrainingPolicy, build, build_training_sets, row_schema
+from materialize.training import build_training_sets, row_schema
 from tests.support.oracles import phase_of, sample_reference
 from tests.support.segments import NS, SessionLog
 from tests.training.markets import (
     T0,
     Life,
+    build_sets,
     create,
     determine,
     gapped_delta,
+    opened,
     simple_market,
+    started_log,
     steady_book,
-    training_log,
 )
 
 
 def _build(
     tmp: Path, log: SessionLog | None = None, out: str = "train", **policy: Any
 ) -> tuple[Any, pl.DataFrame, dict[str, Any]]:
-    if log is not None:
-        log.write(tmp / "data", parts=2)
-    pol = TrainingPolicy.of(**{"min_updates": 1, **policy})
-    summary = build(tmp / "data", tmp / out, pol)
-    files = sorted((tmp / out).glob("build=*/*.parquet"))
-    rows = pl.concat([pl.read_parquet(f) for f in files]) if files else pl.DataFrame()
-    manifest = json.loads((tmp / out / "manifest.json").read_text())
-    return summary, rows, manifest
-
-
-def _log() -> SessionLog:
-    log = training_log()
-    log.session_start()
-    log.connected()
-    return log
+    """:func:`build_sets` with markets of no valid book state dropped (``min_updates=1``)."""
+    return build_sets(tmp, log, out, **{"min_updates": 1, **policy})
 
 
 def test_phase_boundaries_fall_exactly_at_20_and_80_percent(tmp_path: Path) -> None:
     life = Life("KX-PHASE")
-    log = _log()
+    log = started_log()
     steady_book(log, life, deltas=0)
     life_ns = life.end_ns - life.open_ns
     marks = {}
@@ -79,7 +68,7 @@ def test_phase_boundaries_fall_exactly_at_20_and_80_percent(tmp_path: Path) -> N
 
 def test_middle_phase_follows_the_seeded_rule(tmp_path: Path) -> None:
     life = Life("KX-MID")
-    log = _log()
+    log = started_log()
     simple_market(log, life, step_s=0.25)
     log.session_end()
     _, rows, manifest = _build(tmp_path, log, seed=7, middle_every_s=1.0)
@@ -110,7 +99,7 @@ def test_middle_phase_follows_the_seeded_rule(tmp_path: Path) -> None:
 
 
 def test_same_seed_same_rows_other_seed_differs(tmp_path: Path) -> None:
-    log = _log()
+    log = started_log()
     simple_market(log, Life("KX-SEED"), step_s=0.25)
     log.write(tmp_path / "data")
     _, a, _ = _build(tmp_path, out="a", seed=1)
@@ -122,7 +111,7 @@ def test_same_seed_same_rows_other_seed_differs(tmp_path: Path) -> None:
 
 def test_rows_have_the_declared_layout(tmp_path: Path) -> None:
     """The files hold exactly ``row_schema(top_n)`` (which the views show before any build)."""
-    log = _log()
+    log = started_log()
     simple_market(log, Life("KX-LAYOUT"), step_s=0.5)
     for top_n in (5, 2):
         _, rows, _ = _build(tmp_path, log, out=f"n{top_n}", top_n=top_n)
@@ -133,7 +122,7 @@ def test_rows_have_the_declared_layout(tmp_path: Path) -> None:
 
 def test_gap_without_snapshot_excludes_the_market(tmp_path: Path) -> None:
     life = Life("KX-GAP")
-    log = _log()
+    log = started_log()
     steady_book(log, life, deltas=20)
     gapped_delta(log, [life.ticker], skip=2)
     log.resync(2, [life.ticker])
@@ -148,7 +137,7 @@ def test_gap_without_snapshot_excludes_the_market(tmp_path: Path) -> None:
 def test_gap_then_snapshot_drops_only_the_invalid_span(tmp_path: Path) -> None:
     life = Life("KX-HEAL")
     other = Life("KX-OTHER")  # same sid: the gap invalidates it too, its own snapshot heals it
-    log = _log()
+    log = started_log()
     create(log, life)
     create(log, other)
     log.at(life.open + 1)
@@ -182,7 +171,7 @@ def test_gap_then_snapshot_drops_only_the_invalid_span(tmp_path: Path) -> None:
 
 
 def test_mid_lifecycle_market_is_excluded_with_reason(tmp_path: Path) -> None:
-    log = _log()
+    log = started_log()
     simple_market(log, Life("KX-OK"))
     adopted = Life("KX-ADOPTED")
     create(log, adopted, reason="adopted", mid=True)
@@ -199,10 +188,8 @@ def test_mid_lifecycle_market_is_excluded_with_reason(tmp_path: Path) -> None:
 
 def test_exact_subpenny_and_fractional_values_survive(tmp_path: Path) -> None:
     life = Life("KX-EXACT")
-    log = _log()
-    create(log, life)
-    log.at(life.open + 1)
-    log.book_snapshot(life.ticker, {8_500: 250}, {415_000: 1})  # $0.0085 x 2.50, NO bid $0.4150
+    log = started_log()
+    opened(log, life, {8_500: 250}, {415_000: 1})  # $0.0085 x 2.50, NO bid $0.4150
     log.at(life.open + 2)
     r = log.book_delta(life.ticker, "yes", 8_600, 1)  # $0.0086 x 0.01
     determine(log, life, result="no", value=0)
@@ -220,10 +207,8 @@ def test_exact_subpenny_and_fractional_values_survive(tmp_path: Path) -> None:
 
 def test_time_to_close_uses_only_the_close_known_then(tmp_path: Path) -> None:
     life = Life("KX-CLOSE")
-    log = _log()
-    create(log, life)
-    log.at(life.open + 1)
-    log.book_snapshot(life.ticker, {400_000: 100}, {500_000: 100})
+    log = started_log()
+    opened(log, life, {400_000: 100}, {500_000: 100})
     log.at(life.open + 100)
     before = log.book_delta(life.ticker, "yes", 400_000, 1)
     log.at(life.open + 150)
@@ -239,10 +224,8 @@ def test_time_to_close_uses_only_the_close_known_then(tmp_path: Path) -> None:
 
 def test_stale_duplicate_delta_is_dropped(tmp_path: Path) -> None:
     life = Life("KX-STALE")
-    log = _log()
-    create(log, life)
-    log.at(life.open + 1)
-    log.book_snapshot(life.ticker, {400_000: 100}, {})
+    log = started_log()
+    opened(log, life, {400_000: 100}, {})
     first = log.book_delta(life.ticker, "yes", 400_000, 5)
     dup = log.book_delta(life.ticker, "yes", 400_000, 5, seq=log.seqs[2])
     log.stale(2, log.seqs[2], log.seqs[2])  # the recorder's verdict on it
@@ -254,7 +237,7 @@ def test_stale_duplicate_delta_is_dropped(tmp_path: Path) -> None:
 
 
 def test_incremental_build_does_not_rebuild_old_markets(tmp_path: Path) -> None:
-    log = _log()
+    log = started_log()
     a = Life("KX-A", close=T0 + 500)
     simple_market(log, a)
     cut = len(log.records)
@@ -287,7 +270,7 @@ def test_incremental_build_does_not_rebuild_old_markets(tmp_path: Path) -> None:
 
 
 def test_policy_change_starts_over(tmp_path: Path) -> None:
-    log = _log()
+    log = started_log()
     simple_market(log, Life("KX-P"))
     log.write(tmp_path / "data")
     build_training_sets(tmp_path / "data", tmp_path / "train", seed=1)
@@ -297,7 +280,7 @@ def test_policy_change_starts_over(tmp_path: Path) -> None:
 
 
 def test_too_few_updates_and_no_book(tmp_path: Path) -> None:
-    log = _log()
+    log = started_log()
     thin = Life("KX-THIN")
     create(log, thin)
     log.book_snapshot(thin.ticker, {400_000: 1}, {})
@@ -317,10 +300,8 @@ def test_seq_numbers_alone_decide_nothing(tmp_path: Path) -> None:
     built = {}
     for with_decision in (False, True):
         life = Life("KX-SEQ")
-        log = _log()
-        create(log, life)
-        log.at(life.open + 1)
-        log.book_snapshot(life.ticker, {400_000: 100}, {})
+        log = started_log()
+        opened(log, life, {400_000: 100}, {})
         jumped = log.book_delta(life.ticker, "yes", 400_000, 5, skip=4)
         if with_decision:
             log.gap(2, log.seqs[2] - 4, log.seqs[2], [life.ticker])
