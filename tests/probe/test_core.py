@@ -243,6 +243,24 @@ def test_reply_seq_is_read_against_the_last_seq_of_the_sid(n: int, mode: str, si
     assert A.reply_seq(b.t).value == mode
 
 
+def test_a_command_never_sent_is_not_asked_and_every_answer_is_keyed_by_its_question() -> None:
+    empty = A.analyze(Transcript())
+    assert list(empty) == [q.__name__ for q in A.QUESTIONS]
+    assert all(a.key == k and a.question.endswith("?") for k, a in empty.items())
+    not_asked = {
+        k: a.summary for k, a in empty.items() if a.value == "unknown" and "asked" in a.summary
+    }
+    assert not_asked == {
+        "get_snapshot_ok": "not asked (no market to subscribe to)",
+        "repeat_subscribe": "not asked (no market to subscribe to)",
+        "mve_channel": "not asked",
+        "mve_share": "the MVE channel was not asked",
+    }
+    sent = T().out("subscribe_mve", {"id": 1, "cmd": "subscribe"}).t
+    assert A.mve_channel(sent).value == "no_reply"
+    assert A.mve_share(sent).summary == "no market was created while we listened"
+
+
 @pytest.mark.parametrize(
     ("order", "want"),
     [(["ok", "snap"], "before"), (["snap", "ok"], "after"), (["snap"], "none"), ([], "unknown")],
