@@ -62,7 +62,7 @@ class OpenOrder:
 
 @dataclass(frozen=True, slots=True)
 class Report:
-    """One thing the broker did. ``kind``: order | reject | fill | cancel | settle."""
+    """One thing the broker did. ``kind``: order | reject | fill | cancel | settle | mark."""
 
     kind: str
     t_ns: int
@@ -355,6 +355,13 @@ class Broker:
         return [o for m in ms for o in m.orders.values()]
 
     # -- internals ---------------------------------------------------------------------------
+
+    def mark(self, ticker: str, t_ns: int) -> Report:
+        """Our position in ``ticker`` marked to its mid (``yes_price``; None without a mid), for
+        equity curves: it changes nothing."""
+        m = self.market(ticker)
+        mark_x2 = m.mark_x2()
+        return self._report("mark", m, t_ns, yes_price=None if mark_x2 is None else mark_x2 // 2)
 
     def _take_ledger(self, m: MarketState, is_ask: bool, price: int, n: int) -> None:
         key = (is_ask, price)

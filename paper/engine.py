@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Any, assert_never
 
 from feed.events import (
     BookUpdate,
@@ -17,6 +17,10 @@ from feed.events import (
     Hello,
     Lagged,
     LifecycleEvent,
+    MarketJoined,
+    MarketLeft,
+    MarketSkipped,
+    RecordMark,
     SessionEnded,
     Validity,
     ValidityChange,
@@ -63,40 +67,39 @@ class PaperSession:
     def handle(self, ev: FeedEvent) -> list[Row]:
         """Apply one feed event; return the paper-log rows it produced."""
         self.events += 1
-        if isinstance(ev, Hello):
-            self.session_id = ev.session_id
-            return []
-        if isinstance(ev, SessionEnded):
-            self.ended = True
-            return []
-        if isinstance(ev, Lagged):  # every book is stale until its fresh snapshot
-            for m in self.broker.markets.values():
-                m.book.valid = False
-            return []
-        ticker = getattr(ev, "market_ticker", None)
-        if ticker is None or (self.markets is not None and ticker not in self.markets):
-            return []
-        seq = getattr(ev, "record_seq", None)
+        match ev:
+            case Hello():
+                self.session_id = ev.session_id
+            case SessionEnded():
+                self.ended = True
+            case Lagged():  # every book is stale until its fresh snapshot
+                for m in self.broker.markets.values():
+                    m.book.valid = False
+            case BookUpdate() | LifecycleEvent() | ValidityChange():
+                if self.markets is None or ev.market_ticker in self.markets:
+                    return self._market_event(ev)
+            case MarketJoined() | MarketLeft() | MarketSkipped() | RecordMark():
+                pass  # the broker learns of a market from its book and its lifecycle
+            case other:
+                assert_never(other)
+        return []
+
+    def _market_event(self, ev: BookUpdate | LifecycleEvent | ValidityChange) -> list[Row]:
+        """One market's event: the broker first, then the actor sees the market."""
+        ticker, seq = ev.market_ticker, ev.record_seq
         reports: list[Report] = []
-        if isinstance(ev, BookUpdate):
-            if ev.ts_ms is not None:
-                self.now_ns = max(self.now_ns, ev.ts_ms * 1_000_000)
-            if ev.is_snapshot:
-                reports += self.broker.on_snapshot(ticker, ev.yes, ev.no, self.now_ns, ev.valid)
-            elif ev.side is not None and ev.price is not None and ev.delta is not None:
-                self.broker.set_valid(ticker, ev.valid)  # a delta breaking the book fills nothing
-                reports += self.broker.on_delta(ticker, ev.side, ev.price, ev.delta, self.now_ns)
-            else:
-                self.broker.set_valid(ticker, ev.valid)
-            event = "book"
-        elif isinstance(ev, LifecycleEvent):
-            reports += self.broker.on_lifecycle(ev, self.now_ns)
-            event = ev.event_type
-        elif isinstance(ev, ValidityChange):
-            self.broker.set_valid(ticker, ev.state is Validity.VALID)
-            return self._rows(reports, seq)
-        else:
-            return []
+        match ev:
+            case BookUpdate():
+                reports += self._book(ev)
+                event = "book"
+            case LifecycleEvent():
+                reports += self.broker.on_lifecycle(ev, self.now_ns)
+                event = ev.event_type
+            case ValidityChange():  # no actor call: the book itself did not change
+                self.broker.set_valid(ticker, ev.state is Validity.VALID)
+                return []
+            case other:
+                assert_never(other)
         obs = observe(self.broker, ticker, self.now_ns, event, self.top_n)
         name = type(self.actor).__name__
         try:
@@ -114,21 +117,25 @@ class PaperSession:
                 )
             reports += self.apply(decision)
         rows = self._rows(reports, seq)
-        m = self.broker.market(ticker)
         last = self._last_mark.get(ticker)
-        if m.position != 0 and (last is None or self.now_ns - last >= MARK_EVERY_NS):
+        if self.broker.market(ticker).position != 0 and (
+            last is None or self.now_ns - last >= MARK_EVERY_NS
+        ):
             self._last_mark[ticker] = self.now_ns
-            mark_x2 = m.mark_x2()
-            mark = Report(
-                "mark",
-                self.now_ns,
-                ticker,
-                yes_price=None if mark_x2 is None else mark_x2 // 2,
-                cash_after=self.broker.cash,
-                position_after=m.position,
-            )
-            rows.append(Row(mark, seq, self.broker.equity()))
+            rows.append(Row(self.broker.mark(ticker, self.now_ns), seq, self.broker.equity()))
         return rows
+
+    def _book(self, ev: BookUpdate) -> list[Report]:
+        """The clock moves to the update's exchange time; a delta may fill our resting orders."""
+        if ev.ts_ms is not None:
+            self.now_ns = max(self.now_ns, ev.ts_ms * 1_000_000)
+        ticker = ev.market_ticker
+        if ev.is_snapshot:
+            return self.broker.on_snapshot(ticker, ev.yes, ev.no, self.now_ns, ev.valid)
+        self.broker.set_valid(ticker, ev.valid)  # a delta breaking the book fills nothing
+        if ev.side is None or ev.price is None or ev.delta is None:
+            return []
+        return self.broker.on_delta(ticker, ev.side, ev.price, ev.delta, self.now_ns)
 
     def apply(self, decision: Decision) -> list[Report]:
         reports: list[Report] = []

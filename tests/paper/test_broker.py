@@ -263,3 +263,13 @@ def test_over_time_we_never_take_more_than_was_shown(
             budget[key] = budget.get(key, 0) - r.size
             assert budget[key] >= 0, f"took {r.size} at {key} beyond what was shown"
     assert b.cash >= 0
+
+
+def test_a_mark_reports_the_position_at_the_mid_and_changes_nothing() -> None:
+    b = broker_with([(400_000, 1000)], [(550_000, 5000)])  # YES 0.40 bid, 0.45 ask
+    b.submit(Order(T, Action.BUY, Side.YES, 450_000, 1000, TimeInForce.IOC), 2)  # 10 YES
+    cash, equity = b.cash, b.equity()
+    r = b.mark(T, 3)
+    assert (r.kind, r.t_ns, r.market_ticker) == ("mark", 3, T)
+    assert (r.yes_price, r.position_after, r.cash_after) == (425_000, 1000, cash)
+    assert (b.cash, b.equity(), b.market(T).position) == (cash, equity, 1000)
