@@ -9,27 +9,96 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import signal
 import sys
+import typing
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from simulator import auth
-from simulator.faults import MALFORMED_KINDS, FaultConfig
+from simulator.faults import FaultConfig
 from simulator.market import Dist, GenConfig
 from simulator.server import SimConfig, Simulator
-from simulator.switches import BOOL, CHOICE, SWITCHES, config_from_switches
+from simulator.switches import BOOL, BY_NAME, CHOICE, SWITCHES, config_from_switches
+
+# The generator's knobs that have a flag; every fault knob that is not a switch has one too.
+# Each flag is named after its field (a unit suffix _s or _n left out) and takes the field's
+# type and default from the dataclass, so a knob and its default are declared once, there.
+GENERATOR_FLAGS = (
+    "create_rate",
+    "initial_markets",
+    "lifetime",
+    "open_delay",
+    "determine_delay",
+    "settle_delay",
+    "delta_rate",
+    "max_live_markets",
+    "undocumented_event_prob",
+)
+FAULT_FLAGS = tuple(f.name for f in dataclasses.fields(FaultConfig) if f.name not in BY_NAME)
+_HELP = {
+    "create_rate": "new markets per second",
+    "lifetime": 'open->close: "A", "A:B", "exp:M"; units s/m/h',
+    "delta_rate": "book changes per second",
+    "drop_rate": "per connection per second",
+    "drop_at": "comma list of seconds after start",
+    "drop_mode": "abort (TCP reset, no close frame) or close (close code 1011)",
+    "reject_status": "503 or 429 (429 carries Retry-After)",
+}
 
 
 def _shown(v: object) -> str:
     if isinstance(v, tuple):
         return ",".join(str(x) for x in v) or "none"
+    if isinstance(v, Dist):
+        return v.spec
     return str(v)
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(x) for x in text.split(",") if x.strip())
+def _dist(text: str) -> Dist:
+    try:
+        return Dist(text)
+    except ValueError as e:  # argparse shows this message, not a generic "invalid value"
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _parser_for(hint: Any) -> Callable[[str], Any]:
+    """A flag's text -> the field's type: a Dist, a comma list for a tuple, else the type."""
+    if hint is Dist:
+        return _dist
+    if typing.get_origin(hint) is tuple:
+        item = typing.get_args(hint)[0]
+
+        def comma_list(text: str) -> tuple[Any, ...]:
+            try:
+                return tuple(item(x.strip()) for x in text.split(",") if x.strip())
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"{text!r} is not a comma list of {item.__name__}"
+                ) from None
+
+        return comma_list
+    return typing.cast(Callable[[str], Any], hint)
+
+
+def _knob_flags(add: Callable[..., Any], cls: type, names: tuple[str, ...]) -> None:
+    """One flag per knob ``names`` of the dataclass ``cls``, added with ``add``."""
+    hints, defaults = typing.get_type_hints(cls), cls()
+    for name in names:
+        flag = name.removesuffix("_s").removesuffix("_n").replace("_", "-")
+        default = getattr(defaults, name)
+        add(
+            "--" + flag,
+            dest=name,
+            type=_parser_for(hints[name]),
+            default=default,
+            metavar=flag.upper().replace("-", "_"),
+            help="; ".join(filter(None, (_HELP.get(name), f"default {_shown(default)}"))),
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,17 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--ping-interval", type=float, default=10.0)
     a("--allow-unauthenticated", action="store_true")
     g = s.add_argument_group("generator")
-    g.add_argument("--create-rate", type=float, default=1.0, help="new markets per second")
-    g.add_argument("--initial-markets", type=int, default=8)
-    g.add_argument(
-        "--lifetime", default="5:20", help='open->close: "A", "A:B", "exp:M"; units s/m/h'
-    )
-    g.add_argument("--open-delay", default="0:1")
-    g.add_argument("--determine-delay", default="0.2:2")
-    g.add_argument("--settle-delay", default="0.2:2")
-    g.add_argument("--delta-rate", type=float, default=100.0, help="book changes per second")
-    g.add_argument("--max-live-markets", type=int, default=10_000)
-    g.add_argument("--undocumented-event-prob", type=float, default=0.0)
+    _knob_flags(g.add_argument, GenConfig, GENERATOR_FLAGS)
     g.add_argument("--no-regimes", action="store_true", help="constant delta rate")
     w = s.add_argument_group(
         "protocol switches",
@@ -94,24 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help=f"{text}; {sw.describe()}",
             )
     f = s.add_argument_group("faults (all off by default)")
-    f.add_argument("--gap-rate", type=float, default=0.0)
-    f.add_argument("--duplicate-rate", type=float, default=0.0)
-    f.add_argument("--malformed-rate", type=float, default=0.0)
-    f.add_argument("--malformed-kinds", default=",".join(MALFORMED_KINDS))
-    f.add_argument("--subscribe-error-rate", type=float, default=0.0)
-    f.add_argument("--subscribe-error-code", type=int, default=17)
-    f.add_argument("--lifecycle-delay-rate", type=float, default=0.0)
-    f.add_argument("--lifecycle-delay-max", type=float, default=2.0)
-    f.add_argument("--drop-rate", type=float, default=0.0, help="per connection per second")
-    f.add_argument("--drop-at", type=_floats, default=(), help="comma list of seconds after start")
-    f.add_argument("--drop-mode", choices=("abort", "close"), default="abort")
-    f.add_argument("--reject-after-drop", type=float, default=0.0)
-    f.add_argument("--reject-first", type=int, default=0)
-    f.add_argument("--reject-status", type=int, choices=(429, 503), default=503)
-    f.add_argument("--stall-every", type=float, default=0.0)
-    f.add_argument("--stall-for", type=float, default=0.0)
-    f.add_argument("--burst-every", type=float, default=0.0)
-    f.add_argument("--burst-size", type=int, default=200)
+    _knob_flags(f.add_argument, FaultConfig, FAULT_FLAGS)
     return p
 
 
@@ -127,37 +169,9 @@ def config_from_args(ns: argparse.Namespace) -> SimConfig:
         ping_interval=ns.ping_interval,
         ground_truth=ns.ground_truth,
         generator=GenConfig(
-            create_rate=ns.create_rate,
-            initial_markets=ns.initial_markets,
-            lifetime=Dist(ns.lifetime),
-            open_delay=Dist(ns.open_delay),
-            determine_delay=Dist(ns.determine_delay),
-            settle_delay=Dist(ns.settle_delay),
-            delta_rate=ns.delta_rate,
-            max_live_markets=ns.max_live_markets,
-            undocumented_event_prob=ns.undocumented_event_prob,
-            regimes=not ns.no_regimes,
+            **{n: getattr(ns, n) for n in GENERATOR_FLAGS}, regimes=not ns.no_regimes
         ),
-        faults=FaultConfig(
-            gap_rate=ns.gap_rate,
-            duplicate_rate=ns.duplicate_rate,
-            malformed_rate=ns.malformed_rate,
-            malformed_kinds=tuple(k for k in ns.malformed_kinds.split(",") if k),
-            subscribe_error_rate=ns.subscribe_error_rate,
-            subscribe_error_code=ns.subscribe_error_code,
-            lifecycle_delay_rate=ns.lifecycle_delay_rate,
-            lifecycle_delay_max_s=ns.lifecycle_delay_max,
-            drop_rate=ns.drop_rate,
-            drop_at=ns.drop_at,
-            drop_mode=ns.drop_mode,
-            reject_after_drop_s=ns.reject_after_drop,
-            reject_first_n=ns.reject_first,
-            reject_status=ns.reject_status,
-            stall_every_s=ns.stall_every,
-            stall_for_s=ns.stall_for,
-            burst_every_s=ns.burst_every,
-            burst_size=ns.burst_size,
-        ),
+        faults=FaultConfig(**{n: getattr(ns, n) for n in FAULT_FLAGS}),
     )
     values = {sw.name: getattr(ns, sw.name) for sw in SWITCHES}
     if getattr(ns, "profile", None) is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import time
 import urllib.parse
 import urllib.request
@@ -19,6 +20,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
 from simulator.__main__ import build_parser, config_from_args
+from simulator.faults import FaultConfig
+from simulator.market import Dist, GenConfig
 from simulator.rest import rfc3339
 from simulator.server import SimulatorThread, start_in_thread
 from simulator.switches import (
@@ -416,7 +419,6 @@ def test_close_code_now_and_by_rate(start: Any) -> None:
 
 def test_every_switch_has_a_flag_with_its_section_in_help() -> None:
     import contextlib
-    import io
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
@@ -448,6 +450,45 @@ def test_cli_flags_reach_the_config(tmp_path: Path) -> None:
     assert cfg.generator.legacy and cfg.protocol.legacy
     assert switch_values(config_from_args(build_parser().parse_args(
         ["serve", "--keys-dir", str(tmp_path)]))) == defaults()  # fmt: skip
+
+
+def test_knob_flags_take_the_dataclass_defaults_and_reach_the_config(tmp_path: Path) -> None:
+    """The generator and fault flags are built from GenConfig and FaultConfig: no flag given is
+    their defaults exactly; each kind of flag (number, duration, comma list, renamed) lands in its
+    field; a bad value is a one-line argparse error."""
+    parse = build_parser().parse_args
+    base = ["serve", "--keys-dir", str(tmp_path)]
+    cfg = config_from_args(parse(base))
+    assert cfg.generator == GenConfig() and cfg.faults == FaultConfig()
+    cfg = config_from_args(
+        parse(
+            [
+                *base, "--initial-markets", "3", "--lifetime", "3:4", "--no-regimes",
+                "--drop-at", "1,2.5", "--malformed-kinds", "not_json", "--reject-first", "2",
+                "--lifecycle-delay-max", "1.5", "--reject-status", "429", "--gap-rate", "0.1",
+            ]
+        )
+    )  # fmt: skip
+    g, f = cfg.generator, cfg.faults
+    assert (g.initial_markets, g.lifetime, g.regimes) == (3, Dist("3:4"), False)
+    assert (f.drop_at, f.malformed_kinds, f.reject_first_n) == ((1.0, 2.5), ("not_json",), 2)
+    assert (f.lifecycle_delay_max_s, f.reject_status, f.gap_rate) == (1.5, 429, 0.1)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        parse(["serve", "--help"])
+    assert {
+        "--create-rate", "--initial-markets", "--lifetime", "--open-delay", "--determine-delay",
+        "--settle-delay", "--delta-rate", "--max-live-markets", "--undocumented-event-prob",
+        "--gap-rate", "--duplicate-rate", "--malformed-rate", "--malformed-kinds",
+        "--subscribe-error-rate", "--subscribe-error-code", "--lifecycle-delay-rate",
+        "--lifecycle-delay-max", "--drop-rate", "--drop-at", "--drop-mode", "--reject-after-drop",
+        "--reject-first", "--reject-status", "--stall-every", "--stall-for", "--burst-every",
+        "--burst-size",
+    } <= set(out.getvalue().split())  # fmt: skip
+    for bad in (["--lifetime", "soon"], ["--drop-at", "1,x"]):
+        with pytest.raises(SystemExit) as e:
+            parse([*base, *bad])
+        assert e.value.code == 2
 
 
 def test_profile_sets_switches_and_explicit_flags_win(tmp_path: Path) -> None:
