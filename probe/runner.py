@@ -15,7 +15,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
@@ -287,24 +287,29 @@ class _Shell:
         return RestResult(status, parsed)
 
     async def execute(self, action: Action) -> Any:
-        self.step = getattr(action, "step", "close")
-        if isinstance(action, RestGet):
-            return await self._rest(action)
-        if isinstance(action, Close):
-            await self._close()
-            return None
+        self.step = action.step
+        match action:
+            case RestGet():
+                return await self._rest(action)
+            case Close():
+                await self._close()
+                return None
         if self.ws is None and not self.closed and not await self._connect():
             self.closed = True
         if self.ws is None or self.closed:
             raise _Stop("the WebSocket connection is closed")
-        if isinstance(action, Command):
-            return await self._command(action)
-        if isinstance(action, Ping):
-            return await self._ping(action)
-        if isinstance(action, Wait):
-            await self._wait_until(lambda: False, action.seconds)
-            return None
-        return await self._listen(action)
+        match action:  # the rest need the WebSocket
+            case Command():
+                return await self._command(action)
+            case Ping():
+                return await self._ping(action)
+            case Wait():
+                await self._wait_until(lambda: False, action.seconds)
+                return None
+            case Listen():
+                return await self._listen(action)
+            case other:
+                assert_never(other)
 
     async def drive(self, gen: Generator[Action, Any, None]) -> ProbeRun:
         self.deadline = self.loop.time() + self.s.max_seconds
