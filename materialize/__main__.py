@@ -32,6 +32,7 @@ from typing import Any
 from materialize.cli import (
     EXIT_DATABASE,
     EXIT_OK,
+    fail,
     refuse_data_dir,
     store_of,
     store_parser,
@@ -215,12 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_url:
         from materialize.objectstore import fetch, redact_url
 
+        source = redact_url(args.from_url)
         try:
             got = fetch(args.from_url, data_dir)
         except (OSError, ValueError) as exc:
-            print(f"materialize: cannot read {redact_url(args.from_url)}: {exc}", file=sys.stderr)
-            return EXIT_DATABASE
-        print(f"materialize: fetched {len(got)} new segment(s) from {redact_url(args.from_url)}")
+            return fail("materialize", f"cannot read {source}: {exc}", EXIT_DATABASE)
+        print(f"materialize: fetched {len(got)} new segment(s) from {source}")
     fetched = args.from_url and data_dir.is_dir()  # an empty bucket is not a typo
     if not fetched and (refused := refuse_data_dir("materialize", data_dir)) is not None:
         return refused
@@ -229,8 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             dsn, duck, copy_mode=args.copy_mode, partition_by_day=args.pg_partition_by_day
         )
     except TargetUnavailable as exc:
-        print(f"materialize: {exc}", file=sys.stderr)
-        return EXIT_DATABASE
+        return fail("materialize", exc, EXIT_DATABASE)
     try:
         summary = load(data_dir, target, move_bad=args.quarantine, progress=default_progress())
         # Paper-trading logs (kalshi-paper) sit next to the session log; small, loaded idempotently.
@@ -240,8 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         if any(paper_rows.values()):
             print(f"paper logs loaded: {paper_rows}")
     except TargetUnavailable as exc:
-        print(f"materialize: {exc}", file=sys.stderr)
-        return EXIT_DATABASE
+        return fail("materialize", exc, EXIT_DATABASE)
     except Exception as exc:
         # Never let a driver error print a DSN with its password.
         print(f"materialize: failed: {redact(str(exc), dsn)}", file=sys.stderr)

@@ -53,11 +53,17 @@ def store_of(args: argparse.Namespace) -> tuple[str | None, Path]:
     return dsn, args.duckdb or args.data_dir / WAREHOUSE
 
 
+def fail(prog: str, message: object, code: int) -> int:
+    """``code``, after the one line ``prog: message`` on stderr (how every command here reports
+    a failure: what failed and what to do, never a traceback)."""
+    print(f"{prog}: {message}", file=sys.stderr)
+    return code
+
+
 def refuse_data_dir(prog: str, data_dir: Path) -> int | None:
     """:data:`EXIT_NO_DATA` after one line on stderr when ``data_dir`` does not exist or holds no
     recorder data; None when it is fine."""
     problem = data_dir_problem(data_dir)
     if problem is None:
         return None
-    print(f"{prog}: {problem}", file=sys.stderr)
-    return EXIT_NO_DATA
+    return fail(prog, problem, EXIT_NO_DATA)

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from materialize.cli import EXIT_NO_DATA
+from materialize.cli import EXIT_FAILED, EXIT_NO_DATA, fail
 
 SIMULATOR_ARGS: tuple[str, ...] = (
     "--create-rate=3",  # a new event (several markets) every ~0.3 s
@@ -113,19 +113,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if (args.data_dir / "segments").is_dir() or (args.data_dir / "live").is_dir():
         # Demo sessions must never mix into a real recorder's data (a wrong --data-dir).
-        print(
-            f"kalshi-demo-data: {args.data_dir} already holds recorder data; "
-            "give a new directory for demo data",
-            file=sys.stderr,
+        return fail(
+            "kalshi-demo-data",
+            f"{args.data_dir} already holds recorder data; give a new directory for demo data",
+            EXIT_NO_DATA,
         )
-        return EXIT_NO_DATA
     try:
         make_demo_data(
             args.data_dir, seconds=args.seconds, sessions=args.sessions, quiet=args.quiet
         )
     except RuntimeError as exc:
-        print(f"kalshi-demo-data: error: {exc}", file=sys.stderr)
-        return 1
+        return fail("kalshi-demo-data", f"error: {exc}", EXIT_FAILED)
     print(
         f"demo data in {args.data_dir}\n"
         f"  notebooks: KALSHI_DATA_DIR={args.data_dir.resolve()} jupyter lab notebooks/\n"

@@ -44,6 +44,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from materialize.cli import EXIT_FAILED, fail
 from materialize.retention import COMPACTED_FROM_KEY
 from schemas.catalog import fsync_dir, sealed_segments
 from schemas.log import LOG_SCHEMA, SEGMENTS_DIR
@@ -291,8 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             got = fetch(args.url, args.data_dir)
             print(f"fetched {len(got)} segment(s) from {redact_url(args.url)}")
     except (OSError, ValueError) as exc:
-        print(f"objectstore: {redact_url(str(exc))}", file=sys.stderr)
-        return 1
+        return fail("objectstore", redact_url(str(exc)), EXIT_FAILED)
     return 0
 
 

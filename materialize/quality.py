@@ -35,8 +35,9 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from materialize.segments_index import list_segments
 from materialize.training import NS
-from schemas.catalog import readable_segments, sealed_segments, session_of_path
+from schemas.catalog import readable_segments, session_of_path
 from schemas.decisions import payload_or_empty
 from schemas.log import Decision, Kind
 from schemas.wire import DELTA_MSG, LIFECYCLE_MSG_TYPES, SNAPSHOT_MSG
@@ -134,17 +135,9 @@ def coverage(joined: int, left: int, open_ns: int, end_ns: int) -> float:
 def _files_by_session(data_dir: Path) -> dict[str, dict[str, list[int]]]:
     """``{session: {relpath: [size, mtime_ns]}}`` of the sealed files (a listing and stats)."""
     out: dict[str, dict[str, list[int]]] = {}
-    for path in sealed_segments(data_dir):
-        try:
-            st = path.stat()
-        except OSError:
-            continue
-        sid = session_of_path(path)
-        key = str(sid) if sid is not None else "?"
-        out.setdefault(key, {})[path.relative_to(data_dir).as_posix()] = [
-            st.st_size,
-            st.st_mtime_ns,
-        ]
+    for f in list_segments(data_dir):
+        sid = session_of_path(f.path)
+        out.setdefault(str(sid) if sid is not None else "?", {})[f.relpath] = [f.size, f.mtime_ns]
     return out
 
 

@@ -63,6 +63,7 @@ from materialize.cli import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    fail,
     refuse_data_dir,
     store_of,
     store_parser,
@@ -605,8 +606,7 @@ def run(argv: Sequence[str] | None = None, *, today: dt.date | None = None) -> i
     try:
         target = open_target(dsn, duck)
     except TargetUnavailable as exc:
-        print(f"retention: {exc}", file=sys.stderr)
-        return EXIT_DATABASE
+        return fail("retention", exc, EXIT_DATABASE)
     report = RetentionReport()
     try:
         if not args.no_compact:
@@ -642,15 +642,12 @@ def run(argv: Sequence[str] | None = None, *, today: dt.date | None = None) -> i
                 report=report,
             )
     except NotPartitioned as exc:
-        print(f"retention: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail("retention", exc, EXIT_USAGE)
     except TargetUnavailable as exc:
-        print(f"retention: {exc}", file=sys.stderr)
-        return EXIT_DATABASE
+        return fail("retention", exc, EXIT_DATABASE)
     except OSError as exc:
         _print(report.lines())
-        print(f"retention: stopped: {redact(str(exc), dsn)}", file=sys.stderr)
-        return EXIT_FAILED
+        return fail("retention", f"stopped: {redact(str(exc), dsn)}", EXIT_FAILED)
     finally:
         target.close()
     _print(report.lines() or ["nothing to do"])
