@@ -17,9 +17,7 @@ from feed.events import (
     Hello,
     Lagged,
     LifecycleEvent,
-    MarketJoined,
-    MarketLeft,
-    MarketSkipped,
+    Membership,
     RecordMark,
     SessionEnded,
     Validity,
@@ -78,8 +76,8 @@ class PaperSession:
             case BookUpdate() | LifecycleEvent() | ValidityChange():
                 if self.markets is None or ev.market_ticker in self.markets:
                     return self._market_event(ev)
-            case MarketJoined() | MarketLeft() | MarketSkipped() | RecordMark():
-                pass  # the broker learns of a market from its book and its lifecycle
+            case Membership() | RecordMark():
+                pass  # joins and leaves: the broker learns of a market from its book and lifecycle
             case other:
                 assert_never(other)
         return []
