@@ -4,8 +4,8 @@ against what the simulator really sent and really was, invariant by invariant.
 ``bench.soak`` produces a :class:`SoakRun` and calls :func:`verify` and :func:`render`; the tests
 (``tests/soak``) import the same functions. It lives in ``bench/`` beside the soak, imports nothing
 from ``tests/``, and reads only files: the data directory and the simulator's ground-truth folder
-(layout in ``simulator/groundtruth.py``). What each check means is in ``bench/soak.py``'s module
-docstring, points (a) to (d).
+(through ``simulator.groundtruth``'s readers, beside the writer that knows its layout). What each
+check means is in ``bench/soak.py``'s module docstring, points (a) to (d).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -33,6 +32,7 @@ from schemas.decisions import (
 from schemas.log import Decision
 from schemas.units import parse_price, parse_size
 from schemas.wire import DELTA_MSG, LIFECYCLE_CHANNEL, MVE_PREFIX, SNAPSHOT_MSG
+from simulator.groundtruth import truth_books, truth_effects, truth_frames, truth_markets
 
 P = TypeVar("P", bound=DecisionPayload)
 # a market left because it was determined: by its notice, or by REST when the notice was lost
@@ -71,27 +71,7 @@ class SoakRun:
 
 
 # ------------------------------------------------------------------------------- ground truth
-
-
-def truth_frames(truth: Path) -> dict[int, list[tuple[int, bytes]]]:
-    """simulator connection id -> [(t_ns handed to the socket, frame bytes)] in send order."""
-    out: dict[int, list[tuple[int, bytes]]] = {}
-    for f in sorted(truth.glob("conn-*.jsonl")):
-        frames = []
-        for line in f.read_bytes().splitlines():
-            o = orjson.loads(line)
-            frames.append((int(o["t_ns"]), o["frame"].encode()))
-        out[int(f.stem.split("-")[1])] = frames
-    return out
-
-
-def truth_books(truth: Path) -> dict[tuple[str, int], list[dict[str, Any]]]:
-    """(ticker, exchange ms) -> the true book after each change at that ms, in order."""
-    out: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
-    for line in (truth / "books.jsonl").read_bytes().splitlines():
-        b = orjson.loads(line)
-        out[(b["ticker"], b["t_ns"] // 1_000_000)].append(b)
-    return out
+# read with simulator.groundtruth's truth_* (the module that writes the files)
 
 
 def top_levels(levels: list[list[str]], n: int) -> list[tuple[int, int]]:
@@ -437,16 +417,6 @@ def check_lost_notices(rows: list[dict[str, Any]], run: SoakRun, report: Report)
                         f"for {need_ms} ms of the session, but it was never joined"
                     )
                 break
-
-
-def truth_effects(truth: Path) -> list[dict[str, Any]]:
-    f = truth / "effects.jsonl"
-    return [orjson.loads(x) for x in f.read_bytes().splitlines()] if f.exists() else []
-
-
-def truth_markets(truth: Path) -> list[dict[str, Any]]:
-    f = truth / "markets.jsonl"
-    return [orjson.loads(x) for x in f.read_bytes().splitlines()] if f.exists() else []
 
 
 # ------------------------------------------------------------------------------- (c) books

@@ -4,7 +4,8 @@ Tests compare a client's recording against these exactly, so frames are written 
 strings that went on the wire, in send order. Files are buffered and flushed on stop (and when
 the buffer fills); they are a test oracle, not a crash-safe log.
 
-Layout (one JSON object per line):
+Layout (one JSON object per line); the writer and the readers below (``truth_*``, for the
+verifiers and the tests) are the only code that knows it:
 * ``conn-<N>.jsonl``: ``{"t_ns", "conn", "frame"}``; t_ns = wall clock when handed to the socket.
 * ``books.jsonl``: ``{"t_ns", "ticker", "yes": [[price, size], ...], "no": [...]}`` after every
   change; t_ns is the exchange's (virtual) time of the change in ns, the same clock as ``ts_ms``
@@ -19,6 +20,7 @@ Layout (one JSON object per line):
 
 from __future__ import annotations
 
+from collections import defaultdict
 from pathlib import Path
 from typing import IO, Any
 
@@ -27,6 +29,14 @@ import orjson
 from simulator.book import fp_levels
 from simulator.market import Engine
 
+BOOKS = "books.jsonl"
+MARKETS = "markets.jsonl"
+EFFECTS = "effects.jsonl"
+
+
+def _conn_file(conn_id: int | str) -> str:
+    return f"conn-{conn_id}.jsonl"
+
 
 class GroundTruth:
     def __init__(self, directory: Path, offset_ms: int = 0) -> None:
@@ -34,8 +44,8 @@ class GroundTruth:
         self.offset_ms = offset_ms
         directory.mkdir(parents=True, exist_ok=True)
         self._conns: dict[int, IO[bytes]] = {}
-        self._books: IO[bytes] = open(directory / "books.jsonl", "wb")  # noqa: SIM115
-        self._effects: IO[bytes] = open(directory / "effects.jsonl", "wb")  # noqa: SIM115
+        self._books: IO[bytes] = open(directory / BOOKS, "wb")  # noqa: SIM115
+        self._effects: IO[bytes] = open(directory / EFFECTS, "wb")  # noqa: SIM115
 
     def effects(self, effects: list[dict[str, Any]]) -> None:
         for e in effects:
@@ -45,7 +55,7 @@ class GroundTruth:
     def frames(self, conn_id: int, t_ns: int, frames: list[str]) -> None:
         f = self._conns.get(conn_id)
         if f is None:
-            f = self._conns[conn_id] = open(self.dir / f"conn-{conn_id}.jsonl", "wb")  # noqa: SIM115
+            f = self._conns[conn_id] = open(self.dir / _conn_file(conn_id), "wb")  # noqa: SIM115
         for fr in frames:
             f.write(orjson.dumps({"t_ns": t_ns, "conn": conn_id, "frame": fr}))
             f.write(b"\n")
@@ -82,7 +92,7 @@ class GroundTruth:
         self._effects.close()
         for cid in list(self._conns):
             self.close_conn(cid)
-        with open(self.dir / "markets.jsonl", "wb") as f:
+        with open(self.dir / MARKETS, "wb") as f:
             for m in engine.markets.values():
                 f.write(orjson.dumps(m.facts()))
                 f.write(b"\n")
@@ -92,3 +102,37 @@ class GroundTruth:
         self._effects.flush()
         for f in self._conns.values():
             f.flush()
+
+
+# ---- reading
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    """A ground-truth file's objects; [] when the simulator never wrote it."""
+    return [orjson.loads(x) for x in path.read_bytes().splitlines()] if path.exists() else []
+
+
+def truth_frames(truth: Path) -> dict[int, list[tuple[int, bytes]]]:
+    """simulator connection id -> [(t_ns handed to the socket, frame bytes)] in send order."""
+    out: dict[int, list[tuple[int, bytes]]] = {}
+    for f in sorted(truth.glob(_conn_file("*"))):
+        out[int(f.stem.split("-")[1])] = [(int(o["t_ns"]), o["frame"].encode()) for o in _jsonl(f)]
+    return out
+
+
+def truth_books(truth: Path) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """(ticker, exchange ms) -> the true book after each change at that ms, in order."""
+    out: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for b in _jsonl(truth / BOOKS):
+        out[(b["ticker"], b["t_ns"] // 1_000_000)].append(b)
+    return out
+
+
+def truth_effects(truth: Path) -> list[dict[str, Any]]:
+    """What each switch and fault did, in order."""
+    return _jsonl(truth / EFFECTS)
+
+
+def truth_markets(truth: Path) -> list[dict[str, Any]]:
+    """Every market's lifecycle facts (:meth:`simulator.market.Market.facts`)."""
+    return _jsonl(truth / MARKETS)

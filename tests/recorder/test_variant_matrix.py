@@ -39,6 +39,7 @@ import pytest
 from schemas.wire import MVE_PREFIX
 from simulator.auth import load_or_create_keys
 from simulator.faults import FaultConfig
+from simulator.groundtruth import truth_effects, truth_markets
 from simulator.market import GenConfig
 from simulator.server import SimConfig, start_in_thread
 from simulator.switches import config_from_switches
@@ -276,15 +277,9 @@ def _truth_frames(truth: Path) -> list[list[bytes]]:
     return [sent for _, sent in sorted(ground_truth_frames(truth).items())]
 
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [orjson.loads(x) for x in path.read_bytes().splitlines()]
-
-
 def check(cell: Cell, rows: list[dict[str, Any]], truth: Path, res: Result) -> None:
-    markets = {m["ticker"]: m for m in _jsonl(truth / "markets.jsonl")}
-    effects = _jsonl(truth / "effects.jsonl")
+    markets = {m["ticker"]: m for m in truth_markets(truth)}
+    effects = truth_effects(truth)
     for e in effects:
         res.effects[e["effect"]] = res.effects.get(e["effect"], 0) + 1
     start_ns = next(r["recv_ns"] for r in rows if r["msg_type"] == "session_start")

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+from simulator.groundtruth import truth_books, truth_frames, truth_markets
 from simulator.server import start_in_thread
 from tests.simulator.helpers import Client, http_get, quiet_config
 
@@ -33,15 +34,15 @@ def test_ground_truth_matches_client(keys_dir: Path, tmp_path: Path) -> None:
     rows = [json.loads(x) for x in (gt / "conn-1.jsonl").read_text().splitlines()]
     assert [r["frame"] for r in rows] == received
     assert all(r["conn"] == 1 and isinstance(r["t_ns"], int) for r in rows)
+    assert truth_frames(gt) == {1: [(r["t_ns"], r["frame"].encode()) for r in rows]}
     books = [json.loads(x) for x in (gt / "books.jsonl").read_text().splitlines()]
     mine = [b for b in books if b["ticker"] == t]
     assert mine[0]["yes"] == [["0.4000", "1.25"]] and mine[0]["no"] == []
     assert mine[1]["no"] == [["0.5000", "3.00"]]
     assert mine[-1] == {"t_ns": mine[-1]["t_ns"], "ticker": t, "yes": [], "no": []}
     assert book == {"yes": [], "no": []}
-    markets = {
-        m["ticker"]: m for m in map(json.loads, (gt / "markets.jsonl").read_text().splitlines())
-    }
+    assert [b for (ticker, _), bs in truth_books(gt).items() if ticker == t for b in bs] == mine
+    markets = {m["ticker"]: m for m in truth_markets(gt)}
     facts = markets[t]
     assert facts["status"] == "finalized" and facts["result"] == "yes"
     assert [e for _, e in facts["events"]] == ["created", "determined", "settled"]

@@ -12,7 +12,6 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,6 +20,7 @@ from websockets.sync.client import ClientConnection
 
 from simulator.__main__ import build_parser, config_from_args
 from simulator.faults import FaultConfig
+from simulator.groundtruth import truth_effects, truth_markets
 from simulator.market import Dist, GenConfig
 from simulator.rest import rfc3339
 from simulator.server import SimulatorThread, start_in_thread
@@ -217,8 +217,8 @@ def test_lifecycle_drop_keeps_rest_truthful(start: Any, tmp_path: Path) -> None:
     ]
     assert sim.faults.lifecycle_dropped == 3  # + the event_lifecycle
     sim.stop()
-    lines = (tmp_path / "gt" / "effects.jsonl").read_bytes().splitlines()
-    assert [orjson.loads(x)["effect"] for x in lines].count("lifecycle_dropped") == 3
+    effects = truth_effects(tmp_path / "gt")
+    assert [e["effect"] for e in effects].count("lifecycle_dropped") == 3
 
 
 def test_mve_markets_only_on_their_channel(start: Any, tmp_path: Path) -> None:
@@ -239,10 +239,7 @@ def test_mve_markets_only_on_their_channel(start: Any, tmp_path: Path) -> None:
     excl = http_get(f"{sim.rest_url}/markets?mve_filter=exclude")[1]["markets"]
     assert [m["ticker"] for m in only] == [t] and [m["ticker"] for m in excl] == [plain]
     sim.stop()
-    facts = {
-        f["ticker"]: f["mve"]
-        for f in map(orjson.loads, (tmp_path / "gt" / "markets.jsonl").read_bytes().splitlines())
-    }
+    facts = {f["ticker"]: f["mve"] for f in truth_markets(tmp_path / "gt")}
     assert facts == {t: True, plain: False}
 
 
