@@ -74,6 +74,7 @@ from materialize.targets import (
     redact,
 )
 from schemas.catalog import version_problem
+from schemas.decisions import EndReason
 from schemas.log import LOG_SCHEMA, SCHEMA_VERSION_KEY, Decision, Kind
 from schemas.mapping import (
     CARRY_SQL,
@@ -102,8 +103,9 @@ from schemas.tables import (
 from schemas.wire import DELTA_MSG, LIFECYCLE_MSG_TYPES, SNAPSHOT_MSG
 
 COMPLETION_EVENTS = ("created", "determined", "settled")
-CRASH = "crash"
-"""``session_end`` reason written for a killed session, and the leave reason of its open markets."""
+CRASH: str = EndReason.CRASH.value
+"""``session_end`` reason written for a killed session (the recorder's, declared in
+``schemas.decisions``), and the leave reason materialize gives its open markets."""
 QUARANTINE_DIR = "quarantine"
 
 
