@@ -67,6 +67,7 @@ From the command line: ``python -m materialize.views DATA_DIR "SQL"`` prints the
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -203,16 +204,19 @@ def _empty_training_rows() -> pa.Table:
     return schema.empty_table()
 
 
-def _opt_int(v: Any) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
-
-
-def _opt_str(v: Any) -> str | None:
-    return v if isinstance(v, str) else None
+_OF_TYPE: dict[pa.DataType, Callable[[Any], bool]] = {
+    pa.int64(): lambda v: isinstance(v, int) and not isinstance(v, bool),
+    pa.string(): lambda v: isinstance(v, str),
+    pa.bool_(): lambda v: isinstance(v, bool),
+}
+"""Whether a manifest value has a ``TRAINING_MARKETS_SCHEMA`` column's type (``true`` is not an
+int, though Python's ``bool`` is one)."""
 
 
 def training_markets_table(manifest: dict[str, Any] | None) -> pa.Table:
-    """One row per market of the manifest (``TRAINING_MARKETS_SCHEMA``)."""
+    """One row per market of the manifest (``TRAINING_MARKETS_SCHEMA``): each column takes the
+    entry's value of that name when it has the column's type, else null (a manifest edited by
+    hand or written by an older build must not break the view)."""
     rows: list[dict[str, Any]] = []
     for status in ("included", "excluded", "pending"):
         entries = (manifest or {}).get(status) or {}
@@ -220,30 +224,16 @@ def training_markets_table(manifest: dict[str, Any] | None) -> pa.Table:
             continue
         for key, e in entries.items():
             e = e if isinstance(e, dict) else {}
-            session, _, ticker = str(key).partition("/")
-            sid = _opt_int(e.get("session_id"))
-            if sid is None and session.lstrip("-").isdigit():
-                sid = int(session)
-            rows.append(
-                {
-                    "session_id": sid,
-                    "market_ticker": _opt_str(e.get("market_ticker")) or ticker,
-                    "status": status,
-                    "reason": _opt_str(e.get("reason")),
-                    "detail": _opt_str(e.get("detail")),
-                    "final": e.get("final") if isinstance(e.get("final"), bool) else None,
-                    "build_id": _opt_int(e.get("build_id")),
-                    "rows": _opt_int(e.get("rows")),
-                    "updates": _opt_int(e.get("updates")),
-                    "snapshots": _opt_int(e.get("snapshots")),
-                    "join_reason": _opt_str(e.get("join_reason")),
-                    "mid_lifecycle": e.get("mid_lifecycle")
-                    if isinstance(e.get("mid_lifecycle"), bool)
-                    else None,
-                    "open_ns": _opt_int(e.get("open_ns")),
-                    "end_ns": _opt_int(e.get("end_ns")),
-                }
-            )
+            row = {
+                f.name: v if _OF_TYPE[f.type](v := e.get(f.name)) else None
+                for f in TRAINING_MARKETS_SCHEMA
+            }
+            session, _, ticker = str(key).partition("/")  # the entry's key: "session/ticker"
+            if row["session_id"] is None and session.lstrip("-").isdigit():
+                row["session_id"] = int(session)
+            row["market_ticker"] = row["market_ticker"] or ticker
+            row["status"] = status
+            rows.append(row)
     return pa.Table.from_pylist(rows, schema=TRAINING_MARKETS_SCHEMA)
 
 

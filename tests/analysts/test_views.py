@@ -22,7 +22,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from materialize.loader import transform
-from materialize.views import TRAINING_MARKETS, TRAINING_ROWS, VIEWS, connect
+from materialize.views import (
+    TRAINING_MARKETS,
+    TRAINING_ROWS,
+    VIEWS,
+    connect,
+    training_markets_table,
+)
 from schemas.log import LOG_SCHEMA, SEGMENT_GLOB, Decision, Kind
 from schemas.mapping import GAP_DECISIONS, _fixed
 from schemas.tables import (
@@ -138,6 +144,29 @@ def test_training_views_follow_the_manifest(demo: Path) -> None:
         "WHERE status = 'excluded'"
     ).fetchall()
     assert dict(got) == {k: v["reason"] for k, v in manifest["excluded"].items()}
+
+
+def test_training_markets_keep_only_values_of_the_column_type() -> None:
+    """A hand-edited or older manifest never breaks the view: a value of the wrong type (a bool
+    where an int goes, a number where text goes) is null; the key supplies a missing market."""
+    manifest = {
+        "included": {
+            "7/KX-A": {"session_id": 7, "rows": 12, "updates": True, "mid_lifecycle": False},
+        },
+        "excluded": {"8/KX-B": {"reason": 3, "detail": "no snapshot", "final": 1}},
+        "pending": {"x/KX-C": "not an entry"},
+    }
+    rows = training_markets_table(manifest).to_pylist()
+    picked = [
+        (r["session_id"], r["market_ticker"], r["status"], r["rows"], r["updates"]) for r in rows
+    ]
+    assert picked == [
+        (7, "KX-A", "included", 12, None),
+        (8, "KX-B", "excluded", None, None),
+        (None, "KX-C", "pending", None, None),
+    ]
+    assert rows[0]["mid_lifecycle"] is False and rows[1]["final"] is None
+    assert (rows[1]["reason"], rows[1]["detail"]) == (None, "no snapshot")
 
 
 def test_empty_data_dir_gives_empty_views(tmp_path: Path) -> None:
