@@ -4,20 +4,21 @@
 **sealed** segments ``DATA/segments/date=*/session_id=*/*.parquet`` (hive partitions; ``live/`` is
 never read) and the training sets ``DATA/training/build=*/part-0.parquet``:
 
-=============================  ===============================================================
-view                           what
-=============================  ===============================================================
-``session_log``                the raw log (``schemas.log.LOG_SCHEMA``) plus the ``date`` partition
-``rl_orderbook_sessions``      one row per recorder run
-``rl_market_lifecycle_events`` every lifecycle frame (documented or not)
-``rl_market_participation``    ``joined_at`` / ``left_at`` per market and session
-``rl_orderbook_snapshots``     book snapshots, levels as ``BIGINT[]`` (sorted by price)
-``rl_orderbook_deltas``        book deltas
-``rl_sequence_gaps``           ``gap`` / ``stale_seq`` / ``loss`` decisions
-``training_rows``              the training sets (builds listed in ``training/manifest.json``)
-``training_markets``           every market of the training manifest: included / excluded
-                               (with the reason) / pending
-=============================  ===============================================================
+==================================  ==============================================================
+view                                what
+==================================  ==============================================================
+``session_log``                     the raw log (``schemas.log.LOG_SCHEMA``) and its ``date``
+``rl_orderbook_sessions``           one row per recorder run
+``rl_market_lifecycle_events``      every lifecycle frame (documented or not)
+``rl_market_participation``         ``joined_at`` / ``left_at`` per market and session
+``rl_orderbook_snapshots``          book snapshots, levels as ``BIGINT[]`` (sorted by price)
+``rl_orderbook_deltas``             book deltas
+``rl_sequence_gaps``                ``gap`` / ``stale_seq`` / ``loss`` decisions
+``rl_session_completed_markets``    each session's markets created and determined in it, settled
+``training_rows``                   the training sets (builds listed in ``training/manifest.json``)
+``training_markets``                every market of the training manifest: included / excluded
+                                    (with the reason) / pending
+==================================  ==============================================================
 
 Macros: ``usd(micros)`` and ``contracts(centi)`` convert to exact DECIMAL dollars / contracts.
 
