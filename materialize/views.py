@@ -7,7 +7,7 @@ never read) and the training sets ``DATA/training/build=*/part-0.parquet``:
 ==================================  ==============================================================
 view                                what
 ==================================  ==============================================================
-``session_log``                     the raw log (``schemas.log.LOG_SCHEMA``) and its ``date``
+``session_log``                     the raw log (``LOG_SCHEMA``) plus the ``date`` partition
 ``rl_orderbook_sessions``           one row per recorder run
 ``rl_market_lifecycle_events``      every lifecycle frame (documented or not)
 ``rl_market_participation``         ``joined_at`` / ``left_at`` per market and session
