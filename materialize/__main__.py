@@ -43,6 +43,8 @@ from schemas.tables import ALL_TABLES, LOADED_SEGMENTS
 
 EXIT_SKIPPED = 3
 EXIT_LATER_STEP = 4
+SHOWN_MARKETS = 40
+"""Markets the terminal summary lists (the worst first); the JSON report has them all."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,10 +165,7 @@ def _later_steps(args: argparse.Namespace, data_dir: Path) -> int:
         out = data_dir / "quality" / "report.json"
         q = build_quality_report(data_dir, out)
         # The terminal shows what changed this run; the JSON has every session and market.
-        shown = q.changed()
-        if len(shown.markets) > 40:
-            shown.markets = []
-        print(render(shown).rstrip())
+        print(render(q.changed(), max_markets=SHOWN_MARKETS).rstrip())
         print(
             f"quality report: {len(q.sessions)} session(s) ({q.reused_sessions} unchanged since "
             f"the last run), {len(q.markets)} market(s) -> {out}"

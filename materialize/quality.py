@@ -335,8 +335,17 @@ def _fill(report: QualityReport, scan: pl.LazyFrame) -> None:
     report.markets = sorted(markets.values(), key=lambda m: (m.session_id, m.market_ticker))
 
 
-def render(report: QualityReport, width: int = 160) -> str:
-    """The report as two plain-text tables (sessions, markets) for a terminal or a log."""
+def _attention(m: MarketQuality) -> tuple[float, int, str]:
+    """Sort key, most in need of a look first: unknown or low coverage, then gaps and resyncs."""
+    return (-1.0 if m.coverage is None else m.coverage, -(m.gaps + m.resyncs), m.market_ticker)
+
+
+def render(report: QualityReport, width: int = 160, max_markets: int | None = None) -> str:
+    """The report as two plain-text tables (sessions, markets) for a terminal or a log.
+
+    With ``max_markets``, a longer market list shows only that many, the worst first (least
+    coverage, then most gaps and resyncs), and says how many more the JSON report holds: a
+    terminal is read for what needs attention, not for thousands of healthy markets."""
     console = Console(file=StringIO(), width=width, force_terminal=False, color_system=None)
     st = Table(title="Sessions")
     cols = [
@@ -358,7 +367,11 @@ def render(report: QualityReport, width: int = 160) -> str:
     for title in ("session", "market", "join", "coverage", "snapshots", "deltas", "gaps",
                   "resyncs", "left"):  # fmt: skip
         mt.add_column(title, justify="right")
-    for m in report.markets:
+    markets = report.markets
+    hidden = 0 if max_markets is None else max(0, len(markets) - max_markets)
+    if hidden:
+        markets = sorted(markets, key=_attention)[:max_markets]
+    for m in markets:
         mt.add_row(
             str(m.session_id),
             m.market_ticker,
@@ -371,6 +384,8 @@ def render(report: QualityReport, width: int = 160) -> str:
             "open" if m.left_ns is None else "yes",
         )
     console.print(mt)
+    if hidden:
+        console.print(f"... and {hidden} more market(s) in the JSON report (the worst are shown)")
     if report.skipped_segments:
         console.print("Skipped segments:")
         for line in report.skipped_segments:

@@ -50,6 +50,8 @@ def test_quality_report_numbers(tmp_path: Path) -> None:
     assert saved["sessions"][0]["gaps"] == 1 and len(saved["markets"]) == 2
     text = render(report)
     assert "KX-LATE" in text and "50.0%" in text and "100.0%" in text
+    short = render(report, max_markets=1)  # the worse market only, and how many more there are
+    assert "KX-LATE" in short and "KX-FULL" not in short and "and 1 more market(s)" in short
 
 
 def test_coverage_edges() -> None:
