@@ -97,10 +97,8 @@ class Session:
 
     # ---- outbound -------------------------------------------------------------------------
 
-    def _effect(self, effect: str, **fields: Any) -> None:
-        self.ex.effects.append(
-            {"effect": effect, "t_ms": self.ex.engine.now_ms, "conn": self.conn_id, **fields}
-        )
+    def _effect(self, effect: str, /, **fields: Any) -> None:
+        self.ex.effect(effect, conn=self.conn_id, **fields)
 
     def _reply(self, obj: dict[str, Any]) -> None:
         self.outbox.append(orjson.dumps(obj).decode())
@@ -472,6 +470,11 @@ class Exchange:
         self._offset_s = round(self.opts.clock_offset_s)
         self._offset_ms = round(self.opts.clock_offset_s * 1000)
 
+    def effect(self, effect: str, /, **fields: Any) -> None:
+        """Record what a switch or fault did (a line of ground truth's ``effects.jsonl``),
+        stamped with the exchange's time."""
+        self.effects.append({"effect": effect, "t_ms": self.engine.now_ms, **fields})
+
     def open_session(self, authenticated: bool = True) -> Session:
         conn_id = self._next_conn
         self._next_conn += 1
@@ -520,15 +523,12 @@ class Exchange:
                 index = self._emitted_notices
                 if f.lifecycle_drop_rate and self._fault_rng.random() < f.lifecycle_drop_rate:
                     self.counters.lifecycle_dropped += 1
-                    self.effects.append(
-                        {
-                            "effect": "lifecycle_dropped",
-                            "t_ms": now,
-                            "kind": ev.kind,
-                            "channel": ev.channel,
-                            "ticker": ev.ticker,
-                            "event_type": ev.msg.get("event_type"),
-                        }
+                    self.effect(
+                        "lifecycle_dropped",
+                        kind=ev.kind,
+                        channel=ev.channel,
+                        ticker=ev.ticker,
+                        event_type=ev.msg.get("event_type"),
                     )
                     continue
                 if f.lifecycle_delay_rate and self._fault_rng.random() < f.lifecycle_delay_rate:

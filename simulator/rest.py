@@ -171,12 +171,13 @@ def handle(
     target: str,
     legacy: bool = False,
     opts: ProtocolOptions | None = None,
-    effects: list[dict[str, Any]] | None = None,
+    effect: Callable[..., None] | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Answer one request. Returns (HTTP status, JSON body).
 
     ``opts`` carries the REST switches (clock offset, time precision, unsupported parameters);
-    what they did is appended to ``effects`` for ground truth."""
+    what they did is recorded with ``effect`` (:meth:`simulator.exchange.Exchange.effect`) for
+    ground truth."""
     if method not in ("GET", "HEAD"):
         return _error(405, "method_not_allowed", f"{method} is not supported by the simulator")
     parts = urlsplit(target)
@@ -187,7 +188,7 @@ def handle(
     rel = path[len(BASE) :].rstrip("/")
     clock = Clock.of(opts)
     if rel == "/markets":
-        bad = _params(q, MARKETS_PARAMS, opts, effects, engine.now_ms, rel)
+        bad = _params(q, MARKETS_PARAMS, opts, effect, rel)
         if bad is not None:
             return bad
         return _list_markets(engine, q, clock)
@@ -196,12 +197,12 @@ def handle(
     if rel.startswith("/markets/"):
         rest = rel[len("/markets/") :]
         if rest.endswith("/orderbook"):
-            bad = _params(q, ORDERBOOK_PARAMS, opts, effects, engine.now_ms, rel)
+            bad = _params(q, ORDERBOOK_PARAMS, opts, effect, rel)
             if bad is not None:
                 return bad
             return _orderbook(engine, rest[: -len("/orderbook")], q, legacy)
         if "/" not in rest:
-            bad = _params(q, MARKET_PARAMS, opts, effects, engine.now_ms, rel)
+            bad = _params(q, MARKET_PARAMS, opts, effect, rel)
             if bad is not None:
                 return bad
             m = engine.markets.get(rest)
@@ -215,8 +216,7 @@ def _params(
     q: dict[str, str],
     known: frozenset[str],
     opts: ProtocolOptions | None,
-    effects: list[dict[str, Any]] | None,
-    now_ms: int,
+    effect: Callable[..., None] | None,
     route: str,
 ) -> tuple[int, dict[str, Any]] | None:
     """Apply the unknown-parameter switches: drop parameters this exchange does not know
@@ -228,17 +228,13 @@ def _params(
     if not unknown:
         return None
     if opts.rest_unknown_params == "reject":
-        if effects is not None:
-            effects.append(
-                {"effect": "rest_rejected", "t_ms": now_ms, "route": route, "params": unknown}
-            )
+        if effect is not None:
+            effect("rest_rejected", route=route, params=unknown)
         return _error(400, "bad_request", f"unknown query parameter(s): {', '.join(unknown)}")
     for k in unknown:
         del q[k]
-    if effects is not None:
-        effects.append(
-            {"effect": "rest_ignored", "t_ms": now_ms, "route": route, "params": unknown}
-        )
+    if effect is not None:
+        effect("rest_ignored", route=route, params=unknown)
     return None
 
 

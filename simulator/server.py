@@ -161,11 +161,11 @@ class Simulator:
         )
         ws_port = self._ws_server.sockets[0].getsockname()[1]
         legacy = cfg.protocol.legacy
-        effects = self.exchange.effects
+        effect = self.exchange.effect
         self._rest_server = await rest.serve_rest(
             cfg.host,
             cfg.rest_port,
-            lambda m, t: rest.handle(self.engine, m, t, legacy, cfg.protocol, effects),
+            lambda m, t: rest.handle(self.engine, m, t, legacy, cfg.protocol, effect),
             now=lambda: self.engine.now_ms / 1000 + cfg.protocol.clock_offset_s,
         )
         rest_port = self._rest_server.sockets[0].getsockname()[1]
@@ -289,7 +289,7 @@ class Simulator:
 
     def ws_empty_pong(self) -> None:
         self.faults.empty_pongs += 1
-        self.exchange.effects.append({"effect": "empty_pong", "t_ms": self.engine.now_ms})
+        self.exchange.effect("empty_pong")
 
     async def _writer(self, st: _Conn) -> None:
         ws = st.ws
@@ -320,27 +320,12 @@ class Simulator:
     def _close_with_code(self, st: _Conn, code: int, reason: str = "simulated close") -> None:
         """Close with a close frame carrying ``code`` (4000-4999: the exchange's own codes)."""
         self.faults.closes += 1
-        self.exchange.effects.append(
-            {
-                "effect": "close",
-                "t_ms": self.engine.now_ms,
-                "conn": st.session.conn_id,
-                "code": code,
-                "reason": reason,
-            }
-        )
+        self.exchange.effect("close", conn=st.session.conn_id, code=code, reason=reason)
         st.ws.close(code, reason)
 
     def _drop(self, st: _Conn) -> None:
         self.faults.drops += 1
-        self.exchange.effects.append(
-            {
-                "effect": "drop",
-                "t_ms": self.engine.now_ms,
-                "conn": st.session.conn_id,
-                "mode": self.cfg.faults.drop_mode,
-            }
-        )
+        self.exchange.effect("drop", conn=st.session.conn_id, mode=self.cfg.faults.drop_mode)
         self._reject_until = self._loop.time() + self.cfg.faults.reject_after_drop_s
         if self.cfg.faults.drop_mode == "abort":
             st.ws.abort()
