@@ -186,30 +186,29 @@ def handle(
     if not path.startswith(BASE + "/"):
         return _error(404, "not_found", f"no route for {path}; the REST base is {BASE}")
     rel = path[len(BASE) :].rstrip("/")
-    clock = Clock.of(opts)
-    if rel == "/markets":
-        bad = _params(q, MARKETS_PARAMS, opts, effect, rel)
-        if bad is not None:
-            return bad
-        return _list_markets(engine, q, clock)
     if rel == "/exchange/status":
         return 200, {"exchange_active": True, "trading_active": True}
-    if rel.startswith("/markets/"):
-        rest = rel[len("/markets/") :]
-        if rest.endswith("/orderbook"):
-            bad = _params(q, ORDERBOOK_PARAMS, opts, effect, rel)
-            if bad is not None:
-                return bad
-            return _orderbook(engine, rest[: -len("/orderbook")], q, legacy)
-        if "/" not in rest:
-            bad = _params(q, MARKET_PARAMS, opts, effect, rel)
-            if bad is not None:
-                return bad
-            m = engine.markets.get(rest)
-            if m is None:
-                return _error(404, "not_found", f"market {rest} not found")
-            return 200, {"market": market_object(m, clock)}
-    return _error(404, "not_found", f"no route for {path}")
+    clock = Clock.of(opts)
+    ticker = rel.removeprefix("/markets/") if rel.startswith("/markets/") else None
+    answer: Callable[[], tuple[int, dict[str, Any]]]
+    if rel == "/markets":
+        known, answer = MARKETS_PARAMS, lambda: _list_markets(engine, q, clock)
+    elif ticker is not None and ticker.endswith("/orderbook"):
+        ticker = ticker.removesuffix("/orderbook")
+        known, answer = ORDERBOOK_PARAMS, lambda: _orderbook(engine, ticker, q, legacy)
+    elif ticker is not None and "/" not in ticker:
+        known, answer = MARKET_PARAMS, lambda: _market(engine, ticker, clock)
+    else:
+        return _error(404, "not_found", f"no route for {path}")
+    # the route's parameters first: an unknown one is a 400 or a dropped filter (the switches)
+    return _params(q, known, opts, effect, rel) or answer()
+
+
+def _market(engine: Engine, ticker: str, clock: Clock) -> tuple[int, dict[str, Any]]:
+    m = engine.markets.get(ticker)
+    if m is None:
+        return _error(404, "not_found", f"market {ticker} not found")
+    return 200, {"market": market_object(m, clock)}
 
 
 def _params(
