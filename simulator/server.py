@@ -355,8 +355,12 @@ class Simulator:
         base = engine.steps
         last = loop.time()
         f = self.cfg.faults
-        drop_times = sorted(f.drop_at)
-        close_times = sorted(f.close_at)
+        # connection faults, each at fixed times and at a rate: (times left, per connection per
+        # second, what it does to a connection)
+        conn_faults: list[tuple[list[float], float, Callable[[_Conn], None]]] = [
+            (sorted(f.drop_at), f.drop_rate, self._drop),
+            (sorted(f.close_at), f.close_rate, lambda st: self._close_with_code(st, f.close_code)),
+        ]
         next_stall = f.stall_every_s if f.stall_every_s > 0 else None
         next_burst = f.burst_every_s if f.burst_every_s > 0 else None
         while True:
@@ -377,25 +381,16 @@ class Simulator:
             self._pump()
             self.stats.lag_ms = (target - engine.steps) * engine.cfg.step_ms
             self._update_stats()
-            # connection faults
-            while drop_times and elapsed >= drop_times[0]:
-                drop_times.pop(0)
-                for st in list(self._conns.values()):
-                    self._drop(st)
-            if f.drop_rate > 0:
-                p = f.drop_rate * (now - last)
-                for st in list(self._conns.values()):
-                    if self._fault_rng.random() < p:
-                        self._drop(st)
-            while close_times and elapsed >= close_times[0]:
-                close_times.pop(0)
-                for st in list(self._conns.values()):
-                    self._close_with_code(st, f.close_code)
-            if f.close_rate > 0:
-                p = f.close_rate * (now - last)
-                for st in list(self._conns.values()):
-                    if self._fault_rng.random() < p:
-                        self._close_with_code(st, f.close_code)
+            for times, rate, act in conn_faults:
+                while times and elapsed >= times[0]:
+                    times.pop(0)
+                    for st in list(self._conns.values()):
+                        act(st)
+                if rate > 0:
+                    p = rate * (now - last)
+                    for st in list(self._conns.values()):
+                        if self._fault_rng.random() < p:
+                            act(st)
             if next_stall is not None and elapsed >= next_stall:
                 for st in self._conns.values():
                     st.stalled_until = now + f.stall_for_s
