@@ -475,22 +475,20 @@ class Engine:
         rng = self.rng
         cfg = self.cfg
         life = max(m.close_ms - m.open_ms, 1)
-        if rng.random() < cfg.deactivate_prob:
-            self._schedule(
-                m.open_ms + int(life * rng.uniform(0.1, 0.6)), "deactivate", m.ticker, -1
-            )
-        if rng.random() < cfg.metadata_update_prob:
-            self._schedule(m.open_ms + int(life * rng.uniform(0, 0.9)), "meta", m.ticker, -1)
-        if not cfg.legacy and rng.random() < cfg.pls_update_prob:
-            self._schedule(m.open_ms + int(life * rng.uniform(0, 0.9)), "pls", m.ticker, -1)
-        if rng.random() < cfg.undocumented_event_prob:
-            self._schedule(m.open_ms + int(life * rng.uniform(0, 0.9)), "undoc", m.ticker, -1)
-        if rng.random() < cfg.close_update_prob:
-            self._schedule(
-                m.open_ms + int(life * rng.uniform(0.2, 0.8)), "close_update", m.ticker, -1
-            )
-        if m.can_close_early and rng.random() < cfg.early_determination_prob * 3:
-            self._schedule(m.open_ms + int(life * rng.uniform(0.3, 0.9)), "early", m.ticker, m.plan)
+        # (whether it can happen, its probability, the part of the life it falls in, the action,
+        # the plan it belongs to: -1 = survives a close-time change). A row that cannot happen
+        # draws no random number, so older seeds keep their markets.
+        for possible, prob, (lo, hi), action, plan in (
+            (True, cfg.deactivate_prob, (0.1, 0.6), "deactivate", -1),
+            (True, cfg.metadata_update_prob, (0, 0.9), "meta", -1),
+            (not cfg.legacy, cfg.pls_update_prob, (0, 0.9), "pls", -1),
+            (True, cfg.undocumented_event_prob, (0, 0.9), "undoc", -1),
+            (True, cfg.close_update_prob, (0.2, 0.8), "close_update", -1),
+            (m.can_close_early, cfg.early_determination_prob * 3, (0.3, 0.9), "early", m.plan),
+        ):
+            if possible and rng.random() < prob:
+                at = m.open_ms + int(life * rng.uniform(lo, hi))
+                self._schedule(at, action, m.ticker, plan)
         self._plan_end(m)
 
     def _plan_end(self, m: Market) -> None:
