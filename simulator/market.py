@@ -19,7 +19,8 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from enum import Enum
+from typing import Any, assert_never
 
 from schemas.wire import (
     EVENT_FEE_UPDATE_MSG,
@@ -141,6 +142,24 @@ class Notice:
 Event = Delta | Notice
 
 
+class Action(Enum):
+    """What the generator scheduled to happen at a virtual time, to a market (or, ``FEE``, to
+    an event)."""
+
+    OPEN = "open"  # the silent open at open time
+    CLOSE = "close"  # the silent close at close time
+    DETERMINE = "determine"
+    SETTLE = "settle"
+    DEACTIVATE = "deactivate"  # a pause; it schedules its own ACTIVATE
+    ACTIVATE = "activate"
+    CLOSE_UPDATE = "close_update"  # the close time moves
+    EARLY = "early"  # determined before the scheduled close
+    META = "meta"  # metadata_updated
+    PLS = "pls"  # price_level_structure_updated
+    UNDOC = "undoc"  # an event_type outside the documented enum
+    FEE = "fee"  # event_fee_update
+
+
 @dataclass(eq=False)
 class Market:
     ticker: str
@@ -237,7 +256,7 @@ class Engine:
         self.book_log: (
             list[tuple[int, str, list[tuple[int, int]], list[tuple[int, int]]]] | None
         ) = [] if record_books else None
-        self._heap: list[tuple[int, int, str, str, int]] = []
+        self._heap: list[tuple[int, int, Action, str, int]] = []
         self._hseq = 0
         self._tradable: list[Market] = []
         self._tpos: dict[str, int] = {}
@@ -258,7 +277,7 @@ class Engine:
         out, self.out = self.out, []
         return out
 
-    def _schedule(self, due_ms: int, action: str, ticker: str, plan: int) -> None:
+    def _schedule(self, due_ms: int, action: Action, ticker: str, plan: int) -> None:
         self._hseq += 1
         heapq.heappush(self._heap, (due_ms, self._hseq, action, ticker, plan))
 
@@ -360,7 +379,7 @@ class Engine:
             markets.append(m)
         if rng.random() < cfg.fee_update_prob:
             when = open_ms + rng.randrange(max(lifetime_ms, 1))
-            self._schedule(when, "fee", event_ticker, 0)
+            self._schedule(when, Action.FEE, event_ticker, 0)
         return markets
 
     def _make_market(
@@ -440,7 +459,7 @@ class Engine:
         if open_ms <= self.now_ms:
             self._open(m)
         else:
-            self._schedule(open_ms, "open", ticker, m.plan)
+            self._schedule(open_ms, Action.OPEN, ticker, m.plan)
         if auto:
             self._plan_life(m)
         return m
@@ -479,12 +498,12 @@ class Engine:
         # the plan it belongs to: -1 = survives a close-time change). A row that cannot happen
         # draws no random number, so older seeds keep their markets.
         for possible, prob, (lo, hi), action, plan in (
-            (True, cfg.deactivate_prob, (0.1, 0.6), "deactivate", -1),
-            (True, cfg.metadata_update_prob, (0, 0.9), "meta", -1),
-            (not cfg.legacy, cfg.pls_update_prob, (0, 0.9), "pls", -1),
-            (True, cfg.undocumented_event_prob, (0, 0.9), "undoc", -1),
-            (True, cfg.close_update_prob, (0.2, 0.8), "close_update", -1),
-            (m.can_close_early, cfg.early_determination_prob * 3, (0.3, 0.9), "early", m.plan),
+            (True, cfg.deactivate_prob, (0.1, 0.6), Action.DEACTIVATE, -1),
+            (True, cfg.metadata_update_prob, (0, 0.9), Action.META, -1),
+            (not cfg.legacy, cfg.pls_update_prob, (0, 0.9), Action.PLS, -1),
+            (True, cfg.undocumented_event_prob, (0, 0.9), Action.UNDOC, -1),
+            (True, cfg.close_update_prob, (0.2, 0.8), Action.CLOSE_UPDATE, -1),
+            (m.can_close_early, cfg.early_determination_prob * 3, (0.3, 0.9), Action.EARLY, m.plan),
         ):
             if possible and rng.random() < prob:
                 at = m.open_ms + int(life * rng.uniform(lo, hi))
@@ -492,9 +511,9 @@ class Engine:
         self._plan_end(m)
 
     def _plan_end(self, m: Market) -> None:
-        self._schedule(m.close_ms, "close", m.ticker, m.plan)
+        self._schedule(m.close_ms, Action.CLOSE, m.ticker, m.plan)
         det = m.close_ms + int(self.cfg.determine_delay.sample(self.rng) * 1000)
-        self._schedule(det, "determine", m.ticker, m.plan)
+        self._schedule(det, Action.DETERMINE, m.ticker, m.plan)
 
     # ---- lifecycle transitions (shared by the generator and the control API) ---------------
 
@@ -545,7 +564,7 @@ class Engine:
         if m.auto:
             self._plan_end(m)
         elif m.status in ("active", "inactive"):
-            self._schedule(m.close_ms, "close", m.ticker, m.plan)
+            self._schedule(m.close_ms, Action.CLOSE, m.ticker, m.plan)
 
     def determine(
         self, ticker: str, result: str = "yes", settlement_value: str | None = None
@@ -570,7 +589,7 @@ class Engine:
         if m.auto:
             self._schedule(
                 self.now_ms + int(self.cfg.settle_delay.sample(self.rng) * 1000),
-                "settle",
+                Action.SETTLE,
                 ticker,
                 m.plan,
             )
@@ -680,7 +699,7 @@ class Engine:
             mve=mve,
         )
         if not auto:
-            self._schedule(m.close_ms, "close", m.ticker, m.plan)
+            self._schedule(m.close_ms, Action.CLOSE, m.ticker, m.plan)
         return m
 
     def push_delta(self, ticker: str, side: str, price: int, delta: int) -> None:
@@ -752,8 +771,8 @@ class Engine:
         for _ in range(size):
             self._random_change(m, allow_move=False)
 
-    def _run_action(self, action: str, ticker: str, plan: int) -> None:
-        if action == "fee":
+    def _run_action(self, action: Action, ticker: str, plan: int) -> None:
+        if action is Action.FEE:
             rng = self.rng
             if rng.random() < 0.3:
                 self.event_fee_update(ticker, None, None)  # override cleared
@@ -767,43 +786,46 @@ class Engine:
             return
         if plan >= 0 and plan != m.plan:
             return  # superseded by a close-time change or a determination
-        if action == "open":
-            if m.open_ms <= self.now_ms:
-                self._open(m)
-        elif action == "close":
-            self._close(m)
-        elif action == "determine":
-            if m.status in ("closed", "active", "inactive") and m.result == "":
+        match action:
+            case Action.OPEN:
+                if m.open_ms <= self.now_ms:
+                    self._open(m)
+            case Action.CLOSE:
+                self._close(m)
+            case Action.DETERMINE:
+                if m.status in ("closed", "active", "inactive") and m.result == "":
+                    if m.status == "inactive":
+                        self.activate(ticker)  # a paused market ends paused rarely; unpause
+                    self.determine(ticker, "yes" if self.rng.random() < 0.5 else "no")
+            case Action.SETTLE:
+                if m.status == "determined":
+                    self.settle(ticker)
+            case Action.DEACTIVATE:
+                if m.status == "active":
+                    self.deactivate(ticker)
+                    back = self.now_ms + int(
+                        max(m.close_ms - self.now_ms, 2) * self.rng.uniform(0.1, 0.5)
+                    )
+                    self._schedule(back, Action.ACTIVATE, ticker, -1)
+            case Action.ACTIVATE:
                 if m.status == "inactive":
-                    self.activate(ticker)  # a paused market ends paused rarely; unpause first
-                self.determine(ticker, "yes" if self.rng.random() < 0.5 else "no")
-        elif action == "settle":
-            if m.status == "determined":
-                self.settle(ticker)
-        elif action == "deactivate":
-            if m.status == "active":
-                self.deactivate(ticker)
-                back = self.now_ms + int(
-                    max(m.close_ms - self.now_ms, 2) * self.rng.uniform(0.1, 0.5)
-                )
-                self._schedule(back, "activate", ticker, -1)
-        elif action == "activate":
-            if m.status == "inactive":
-                self.activate(ticker)
-        elif action == "close_update":
-            if m.status in ("active", "inactive"):
-                remaining = max(m.close_ms - self.now_ms, 1000)
-                new_close = self.now_ms + int(remaining * self.rng.uniform(0.5, 1.5))
-                self.update_close(ticker, new_close / 1000)
-        elif action == "early":
-            if m.status == "active":
-                self.update_close(ticker, self.now_ms / 1000)
-        elif action == "meta":
-            self.metadata_update(ticker)
-        elif action == "pls":
-            self.price_level_structure_update(ticker)
-        elif action == "undoc":
-            self.undocumented_event(ticker)
+                    self.activate(ticker)
+            case Action.CLOSE_UPDATE:
+                if m.status in ("active", "inactive"):
+                    remaining = max(m.close_ms - self.now_ms, 1000)
+                    new_close = self.now_ms + int(remaining * self.rng.uniform(0.5, 1.5))
+                    self.update_close(ticker, new_close / 1000)
+            case Action.EARLY:
+                if m.status == "active":
+                    self.update_close(ticker, self.now_ms / 1000)
+            case Action.META:
+                self.metadata_update(ticker)
+            case Action.PLS:
+                self.price_level_structure_update(ticker)
+            case Action.UNDOC:
+                self.undocumented_event(ticker)
+            case _:
+                assert_never(action)
 
     # ---- the random walk ------------------------------------------------------------------
 
