@@ -23,7 +23,7 @@ from simulator import auth
 from simulator.faults import FaultConfig
 from simulator.market import Dist, GenConfig
 from simulator.server import SimConfig, Simulator
-from simulator.switches import BOOL, BY_NAME, CHOICE, SWITCHES, config_from_switches
+from simulator.switches import BY_NAME, SWITCHES, Kind, config_from_switches
 
 # The generator's knobs that have a flag; every fault knob that is not a switch has one too.
 # Each flag is named after its field (a unit suffix _s or _n left out) and takes the field's
@@ -140,16 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for sw in SWITCHES:
         text = f"{sw.help} [{sw.section}; default {_shown(sw.default)}]"
-        if sw.kind == BOOL:
+        if sw.kind is Kind.BOOL:
             w.add_argument(sw.flag, dest=sw.name, action="store_true", help=text)
-        elif sw.kind == CHOICE:
+        elif sw.kind is Kind.CHOICE:
             w.add_argument(sw.flag, dest=sw.name, choices=sw.allowed, default=sw.default, help=text)
         else:
             w.add_argument(
                 sw.flag,
                 dest=sw.name,
                 default=sw.default,
-                metavar=sw.kind.upper(),
+                metavar=sw.kind.name,
                 help=f"{text}; {sw.describe()}",
             )
     f = s.add_argument_group("faults (all off by default)")

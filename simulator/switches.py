@@ -16,24 +16,40 @@ their meaning.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from enum import Enum
+from typing import Any, assert_never
 
 from simulator.faults import FaultConfig
 from simulator.market import GenConfig
 from simulator.server import SimConfig
 from simulator.wire import MARKETS_PARAMS, ProtocolOptions
 
-CHOICE, BOOL, FLOAT, INT, FLOATS, INTS, NAMES = (
-    "choice",
-    "bool",
-    "float",
-    "int",
-    "floats",
-    "ints",
-    "names",
-)
+
+class Kind(Enum):
+    """How a switch's value is written (a dict value or a command-line flag) and checked."""
+
+    CHOICE = "choice"  # one of ``allowed``
+    BOOL = "bool"
+    FLOAT = "float"  # >= 0, but for the clock offset
+    INT = "int"
+    FLOATS = "floats"  # comma list
+    INTS = "ints"  # comma list
+    NAMES = "names"  # comma list, each among ``allowed`` where that is a tuple
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _items(value: Any) -> Iterator[Any]:
+    """A comma list (or a sequence) as its non-empty items, strings stripped."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    for x in items:
+        x = x.strip() if isinstance(x, str) else x
+        if x != "":
+            yield x
 
 
 @dataclass(frozen=True)
@@ -42,7 +58,7 @@ class Switch:
 
     name: str
     where: str  # "protocol" (ProtocolOptions), "faults" (FaultConfig), "generator" (GenConfig)
-    kind: str  # CHOICE, BOOL, FLOAT, INT, FLOATS (comma list), INTS, NAMES (comma list)
+    kind: Kind
     allowed: tuple[Any, ...] | str  # the choices, or a description of the range
     section: str  # the sections of docs/protocol.md that describe the point
     help: str
@@ -64,52 +80,43 @@ class Switch:
             raise ValueError(
                 f"switch {self.name}: {value!r} is not allowed; expected {self.describe()}"
             ) from None
-        if self.kind == CHOICE and out not in self.allowed:
+        if self.kind is Kind.CHOICE and out not in self.allowed:
             raise ValueError(f"switch {self.name}: {value!r} is not one of {self.describe()}")
-        if self.kind == NAMES and isinstance(self.allowed, tuple):
+        if self.kind is Kind.NAMES and isinstance(self.allowed, tuple):
             bad = [x for x in out if x not in self.allowed]
             if bad:
                 raise ValueError(f"switch {self.name}: {bad} not among {self.describe()}")
         return out
 
     def _coerce(self, value: Any) -> Any:
-        k = self.kind
-        if k == CHOICE:
-            return str(value)
-        if k == BOOL:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in (
-                "1",
-                "true",
-                "yes",
-                "on",
-                "0",
-                "false",
-                "no",
-                "off",
-            ):
-                return value.lower() in ("1", "true", "yes", "on")
-            raise ValueError(value)
-        if k == FLOAT:
-            if isinstance(value, bool):
+        match self.kind:
+            case Kind.CHOICE:
+                return str(value)
+            case Kind.BOOL:
+                if isinstance(value, bool):
+                    return value
+                if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+                    return value.lower() in _TRUE
                 raise ValueError(value)
-            v = float(value)
-            if v < 0 and self.name != "clock_offset_s":
-                raise ValueError(value)
-            return v
-        if k == INT:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError(value)
-            return int(value)
-        items = value.split(",") if isinstance(value, str) else list(value)
-        items = [x.strip() if isinstance(x, str) else x for x in items]
-        items = [x for x in items if x != ""]
-        if k == FLOATS:
-            return tuple(float(x) for x in items)
-        if k == INTS:
-            return tuple(int(x) for x in items)
-        return tuple(str(x) for x in items)
+            case Kind.FLOAT:
+                if isinstance(value, bool):
+                    raise ValueError(value)
+                v = float(value)
+                if v < 0 and self.name != "clock_offset_s":
+                    raise ValueError(value)
+                return v
+            case Kind.INT:
+                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                    raise ValueError(value)
+                return int(value)
+            case Kind.FLOATS:
+                return tuple(float(x) for x in _items(value))
+            case Kind.INTS:
+                return tuple(int(x) for x in _items(value))
+            case Kind.NAMES:
+                return tuple(str(x) for x in _items(value))
+            case _:
+                assert_never(self.kind)
 
     def describe(self) -> str:
         if isinstance(self.allowed, tuple):
@@ -123,7 +130,7 @@ SWITCHES: tuple[Switch, ...] = (
     Switch(
         "legacy",
         "protocol",
-        BOOL,
+        Kind.BOOL,
         (False, True),
         "§4",
         "legacy integer wire format (cents, whole contracts, RFC3339 delta ts)",
@@ -131,7 +138,7 @@ SWITCHES: tuple[Switch, ...] = (
     Switch(
         "empty_side",
         "protocol",
-        CHOICE,
+        Kind.CHOICE,
         ("omit", "empty_list"),
         "§4",
         "an empty book side in a snapshot: key absent, or an empty list",
@@ -139,7 +146,7 @@ SWITCHES: tuple[Switch, ...] = (
     Switch(
         "lifecycle_seq",
         "protocol",
-        BOOL,
+        Kind.BOOL,
         (False, True),
         "§5, §4",
         "lifecycle/event messages carry a per-sid seq",
@@ -147,7 +154,7 @@ SWITCHES: tuple[Switch, ...] = (
     Switch(
         "reply_seq",
         "protocol",
-        CHOICE,
+        Kind.CHOICE,
         ("consume", "echo"),
         "§5",
         "ok/unsubscribed replies consume a seq value, or echo the sid's last one",
@@ -155,7 +162,7 @@ SWITCHES: tuple[Switch, ...] = (
     Switch(
         "duplicate_subscribe",
         "protocol",
-        CHOICE,
+        Kind.CHOICE,
         ("new_sid", "error", "merge"),
         "§3, §5",
         "a repeat subscribe to a channel already subscribed: a new sid, error 6, or merged "
@@ -164,16 +171,16 @@ SWITCHES: tuple[Switch, ...] = (
     Switch(
         "max_markets_per_sub",
         "protocol",
-        INT,
+        Kind.INT,
         ">= 1",
         "§3, §6",
         "markets per subscription before error 26",
     ),
-    Switch("seq_start", "protocol", INT, ">= 0", "§5", "first seq value of a sid"),
+    Switch("seq_start", "protocol", Kind.INT, ">= 0", "§5", "first seq value of a sid"),
     Switch(
         "get_snapshot_ok",
         "protocol",
-        CHOICE,
+        Kind.CHOICE,
         ("before", "after", "none"),
         "§3",
         "update_subscription get_snapshot: its ok before the snapshots, after them, or none",
@@ -181,7 +188,7 @@ SWITCHES: tuple[Switch, ...] = (
     Switch(
         "reply_id",
         "protocol",
-        CHOICE,
+        Kind.CHOICE,
         ("always", "sid_replies", "never"),
         "§3",
         "which replies echo the command id: all; all but subscribed/ok/unsubscribed (errors "
@@ -190,7 +197,7 @@ SWITCHES: tuple[Switch, ...] = (
     Switch(
         "pong",
         "protocol",
-        CHOICE,
+        Kind.CHOICE,
         ("echo", "empty"),
         "§6",
         "the pong to a client's ping: echoes its payload (RFC 6455) or is empty",
@@ -198,7 +205,7 @@ SWITCHES: tuple[Switch, ...] = (
     Switch(
         "new_market_not_found_s",
         "protocol",
-        FLOAT,
+        Kind.FLOAT,
         "seconds >= 0",
         "§3",
         "error 16 (market not found) on subscribe/add_markets for a market created less "
@@ -207,7 +214,7 @@ SWITCHES: tuple[Switch, ...] = (
     Switch(
         "clock_offset_s",
         "protocol",
-        FLOAT,
+        Kind.FLOAT,
         "seconds, may be negative",
         "§2, §7",
         "exchange clock minus client clock: shifts REST times (and the *_ts filters), the "
@@ -216,7 +223,7 @@ SWITCHES: tuple[Switch, ...] = (
     Switch(
         "rest_time_precision",
         "protocol",
-        CHOICE,
+        Kind.CHOICE,
         ("ms", "s"),
         "§7",
         "REST created/updated/open/close times with milliseconds, or whole seconds (truncated)",
@@ -224,7 +231,7 @@ SWITCHES: tuple[Switch, ...] = (
     Switch(
         "rest_unsupported_params",
         "protocol",
-        NAMES,
+        Kind.NAMES,
         _PARAMS,
         "§7",
         "GET /markets parameters this exchange does not know (comma list), e.g. "
@@ -233,7 +240,7 @@ SWITCHES: tuple[Switch, ...] = (
     Switch(
         "rest_unknown_params",
         "protocol",
-        CHOICE,
+        Kind.CHOICE,
         ("ignore", "reject"),
         "§7",
         "unknown REST query parameters: silently ignored (the filter does nothing) or 400",
@@ -241,7 +248,7 @@ SWITCHES: tuple[Switch, ...] = (
     Switch(
         "lifecycle_drop_rate",
         "faults",
-        FLOAT,
+        Kind.FLOAT,
         "probability 0..1",
         "§9",
         "share of lifecycle notices lost on every live connection (REST stays truthful)",
@@ -249,7 +256,7 @@ SWITCHES: tuple[Switch, ...] = (
     Switch(
         "async_error_rate",
         "faults",
-        FLOAT,
+        Kind.FLOAT,
         "per sid per second",
         "§3, §5",
         "asynchronous terminal errors on a live sid (the sid ends: resubscribe)",
@@ -257,7 +264,7 @@ SWITCHES: tuple[Switch, ...] = (
     Switch(
         "async_error_codes",
         "faults",
-        INTS,
+        Kind.INTS,
         (10, 17, 25),
         "§3",
         "codes the asynchronous errors carry (comma list of 10, 17, 25)",
@@ -265,7 +272,7 @@ SWITCHES: tuple[Switch, ...] = (
     Switch(
         "close_code",
         "faults",
-        INT,
+        Kind.INT,
         "1000-4999, e.g. 4000-4999",
         "§6",
         "close code of --close-at/--close-rate closes (4001 = authentication)",
@@ -273,7 +280,7 @@ SWITCHES: tuple[Switch, ...] = (
     Switch(
         "close_at",
         "faults",
-        FLOATS,
+        Kind.FLOATS,
         "seconds after start",
         "§6",
         "close every open connection with --close-code at these times (comma list)",
@@ -281,7 +288,7 @@ SWITCHES: tuple[Switch, ...] = (
     Switch(
         "close_rate",
         "faults",
-        FLOAT,
+        Kind.FLOAT,
         "per connection per second",
         "§6",
         "close connections with --close-code at this rate",
@@ -289,7 +296,7 @@ SWITCHES: tuple[Switch, ...] = (
     Switch(
         "mve_fraction",
         "generator",
-        FLOAT,
+        Kind.FLOAT,
         "probability 0..1",
         "§4",
         "share of new events that are MVE (KXMVE...) combos, announced only on "

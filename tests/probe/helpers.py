@@ -21,7 +21,7 @@ from recorder.auth import Signer, signer_from
 from simulator import exchange, rest
 from simulator.market import Dist, GenConfig
 from simulator.server import SimConfig, SimulatorThread, start_in_thread
-from simulator.switches import BY_NAME, NAMES, config_from_switches, switch_values
+from simulator.switches import BY_NAME, Kind, config_from_switches, switch_values
 
 
 def sim_config(switches: Mapping[str, Any], keys_dir: Path, seed: int = 3) -> SimConfig:
@@ -146,7 +146,7 @@ def mismatches(mapped: Mapping[str, Any], cfg: SimConfig, report: Mapping[str, A
     bad = []
     for name, got in mapped.items():
         want = truth[name]
-        if BY_NAME[name].kind == NAMES:
+        if BY_NAME[name].kind is Kind.NAMES:
             ok = set(got) == set(want)
         elif name == "clock_offset_s":
             ok = abs(got - want) <= 2.0

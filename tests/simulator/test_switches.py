@@ -25,9 +25,8 @@ from simulator.market import Dist, GenConfig
 from simulator.rest import rfc3339
 from simulator.server import SimulatorThread, start_in_thread
 from simulator.switches import (
-    BOOL,
-    CHOICE,
     SWITCHES,
+    Kind,
     config_from_switches,
     defaults,
     switch_values,
@@ -522,16 +521,16 @@ def test_bad_switch_values_say_what_is_allowed(values: dict[str, Any], needle: s
 
 
 def _value(sw: Any) -> st.SearchStrategy[Any]:
-    if sw.kind in (CHOICE, BOOL):
+    if sw.kind in (Kind.CHOICE, Kind.BOOL):
         return st.sampled_from(sw.allowed)
     if sw.name == "close_code":
         return st.integers(4000, 4999)
-    if sw.kind == "int":
+    if sw.kind is Kind.INT:
         return st.integers(1, 500)
-    if sw.kind == "float":
+    if sw.kind is Kind.FLOAT:
         lo = -60.0 if sw.name == "clock_offset_s" else 0.0
         return st.floats(lo, 60.0, allow_nan=False)
-    if sw.kind == "floats":
+    if sw.kind is Kind.FLOATS:
         return st.lists(st.floats(0, 100, allow_nan=False), max_size=3).map(tuple)
     return st.lists(st.sampled_from(sw.allowed), min_size=1, max_size=3, unique=True).map(tuple)
 
