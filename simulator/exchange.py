@@ -49,8 +49,6 @@ PRIVATE_CHANNELS = frozenset(
     }
 )
 
-ERRORS = ERROR_MESSAGES  # the texts of the error codes, as the exchange writes them
-
 
 class CommandError(Exception):
     def __init__(self, code: int, market_ticker: str | None = None) -> None:
@@ -113,7 +111,7 @@ class Session:
         self._reply(obj)
 
     def _error(self, cmd_id: Any, code: int, market_ticker: str | None = None) -> None:
-        msg: dict[str, Any] = {"code": code, "msg": ERRORS.get(code, "Error")}
+        msg: dict[str, Any] = {"code": code, "msg": ERROR_MESSAGES.get(code, "Error")}
         if market_ticker is not None:
             msg["market_ticker"] = market_ticker
         obj: dict[str, Any] = {}
@@ -132,7 +130,11 @@ class Session:
             "async_error", sid=sub.sid, code=code, channel=sub.channel, tickers=list(sub.tickers)
         )
         self._reply(
-            {"type": "error", "sid": sub.sid, "msg": {"code": code, "msg": ERRORS.get(code)}}
+            {
+                "type": "error",
+                "sid": sub.sid,
+                "msg": {"code": code, "msg": ERROR_MESSAGES.get(code)},
+            }
         )
 
     def _reply_seq(self, sub: Sub) -> int:

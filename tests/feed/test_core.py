@@ -28,7 +28,7 @@ from schemas.wire import (
     snapshot_levels,
     snapshot_msg,
 )
-from simulator.exchange import ERRORS as SIMULATOR_ERRORS
+from schemas.wire import ERROR_MESSAGES as SIMULATOR_ERRORS
 from tests.feed.rows import Log
 
 # ----------------------------------------------------------------------------- wire

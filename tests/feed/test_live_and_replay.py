@@ -61,12 +61,13 @@ from feed.state import (
 from schemas.units import parse_price, parse_size
 from schemas.wire import DELTA_MSG
 from simulator.faults import FaultConfig
+from simulator.groundtruth import truth_books
 from simulator.server import SimConfig, start_in_thread
 from simulator.wire import ProtocolOptions
-from tests.feed.kalshi_sdk import run_kalshi_sdk
 from tests.feed.tap_run import recorder_with_tap
 from tests.recorder.harness import ROOT, ground_truth_frames, received_by_epoch
 from tests.support.interop import installed, interop_venv, newer_python
+from tests.support.kalshi_sdk import run_kalshi_sdk
 from tests.support.sim import lively
 
 DEPTH = 10_000  # whole books
@@ -283,10 +284,7 @@ def live_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
 def _truth_index(rows: list[tuple[Any, ...]], truth: Path) -> dict[int, dict[str, Any]]:
     """record_seq of each recorded delta -> the simulator's true book right after that change
     (the i-th delta of (ticker, ts_ms) in the log is the i-th true change at that ms)."""
-    by_ms: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
-    for line in (truth / "books.jsonl").read_bytes().splitlines():
-        b = orjson.loads(line)
-        by_ms[(b["ticker"], b["t_ns"] // 1_000_000)].append(b)
+    by_ms = truth_books(truth)
     out: dict[int, dict[str, Any]] = {}
     seen: dict[tuple[str, int], int] = defaultdict(int)
     for r in rows:

@@ -16,9 +16,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench.verify import truth_frames
 from schemas.catalog import iter_live_batches
 from schemas.decisions import read_decision
+from simulator.groundtruth import truth_frames
 from simulator.server import SimulatorThread
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,7 +161,7 @@ def decisions(rows: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
 
 
 def ground_truth_frames(gt_dir: Path) -> dict[int, list[bytes]]:
-    """conn id -> frames the simulator sent on it, in order (``bench.verify``'s reader)."""
+    """conn id -> frames the simulator sent on it, in order (from its ground truth)."""
     return {cid: [f for _, f in sent] for cid, sent in truth_frames(gt_dir).items()}
 
 

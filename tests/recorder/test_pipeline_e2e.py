@@ -13,9 +13,9 @@ import duckdb
 import psycopg
 import pytest
 
-from bench.verify import truth_books
 from schemas.units import parse_price, parse_size
 from simulator.faults import FaultConfig
+from simulator.groundtruth import truth_books
 from tests.recorder.harness import (
     decisions,
     live_decisions,

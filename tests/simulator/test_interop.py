@@ -22,8 +22,8 @@ import pytest
 from simulator.market import Dist, GenConfig
 from simulator.server import SimConfig, start_in_thread
 from simulator.wire import ProtocolOptions
-from tests.feed.kalshi_sdk import run_kalshi_sdk
 from tests.support.interop import PACKAGES, installed, interop_venv, newer_python
+from tests.support.kalshi_sdk import run_kalshi_sdk
 
 
 def _cannot_run(why: str) -> NoReturn:
