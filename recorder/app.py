@@ -34,7 +34,6 @@ from recorder.metrics import Metrics, RateMeter, serve
 from recorder.reconcile import ReconcileQueries
 from recorder.rest import RestClient, RestError
 from recorder.restart import previous_session
-from recorder.segments import RecoveryReport
 from recorder.selection import MarketFilter
 from recorder.session import SessionLog, new_session_id
 from recorder.writer import SegmentWriter, WriterOptions
@@ -94,7 +93,7 @@ class Recorder:
     """Wires the sans-I/O core to the network and the disk for one session."""
 
     def __init__(
-        self, settings: Settings, signer: Signer, recovery: RecoveryReport | None = None
+        self, settings: Settings, signer: Signer, recovery: Recovered | None = None
     ) -> None:
         self.settings = settings
         self.signer = signer
@@ -354,7 +353,7 @@ class Recorder:
             )
         )
         if self.recovery is not None and self.recovery.files:
-            self.decide(Recovered(**self.recovery.as_record()))
+            self.decide(self.recovery)
 
     async def run(self) -> RunSummary:
         s = self.settings

@@ -74,7 +74,7 @@ def previous_session(
     """``{"session_id", "ended": "clean"|"crash"|"unknown", "end_reason"}`` of the latest earlier
     session of ``shard`` under ``data_dir``, or None when this is the first.
 
-    ``crashed``: sessions whose leftovers this start sealed (``RecoveryReport.sessions``): they
+    ``crashed``: sessions whose leftovers this start sealed (``Recovered.sessions``): they
     ended in a crash whatever else their files say. A file that cannot be read makes its session
     "unknown", never an error: this is a data-quality note, not a reason to refuse to record.
     """

@@ -30,7 +30,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ from schemas.catalog import (
     parse_live_path,
     segment_path,
 )
+from schemas.decisions import EndReason, Recovered, SessionEnd
 from schemas.log import (
     LIVE_DIR,
     LOG_SCHEMA,
@@ -71,7 +72,6 @@ log = logging.getLogger(__name__)
 __all__ = [
     "LiveContents",
     "LiveFile",
-    "RecoveryReport",
     "SealResult",
     "SessionLock",
     "read_live",
@@ -333,27 +333,6 @@ class SessionLock:
 # ------------------------------------------------------------------------------------ recover
 
 
-@dataclass
-class RecoveryReport:
-    """What ``recover`` sealed: the payload of the ``recovered`` decision record."""
-
-    files: list[str] = field(default_factory=list)  # sealed segment paths
-    rows: int = 0
-    sessions: list[int] = field(default_factory=list)
-    torn_bytes: int = 0  # bytes of torn tails dropped (lost in the crash, never readable)
-    skipped: list[str] = field(default_factory=list)  # live files left in place, with the reason
-
-    def as_record(self) -> dict[str, Any]:
-        """JSON-able dict for ``Decision.RECOVERED``."""
-        return {
-            "files": self.files,
-            "rows": self.rows,
-            "sessions": self.sessions,
-            "torn_bytes": self.torn_bytes,
-            "skipped": self.skipped,
-        }
-
-
 def _live_parts(session_dir: Path) -> list[Path]:
     parts = [p for p in session_dir.iterdir() if LIVE_PART_RE.match(p.name)]
     return sorted(parts, key=lambda p: int(LIVE_PART_RE.match(p.name).group(1)))  # type: ignore[union-attr]
@@ -378,7 +357,7 @@ def _seal_crash_end(data_dir: Path, session_id: int, part: int, record_seq: int)
     row = (
         session_id, record_seq, time.time_ns(), Kind.DECISION.value, None, None,
         Decision.SESSION_END.value, None, None, None, None, False,
-        orjson.dumps({"reason": "crash", "detail": CRASH_END_DETAIL}),
+        orjson.dumps(SessionEnd(reason=EndReason.CRASH, detail=CRASH_END_DETAIL).payload()),
         *(None,) * 11,
     )  # fmt: skip
     live = LiveFile(live_part_path(data_dir, session_id, part))
@@ -391,8 +370,9 @@ def _seal_crash_end(data_dir: Path, session_id: int, part: int, record_seq: int)
 
 def recover(
     data_dir: Path, *, options: ParquetOptions = SEAL_PARQUET, end_marker: bool = False
-) -> RecoveryReport:
+) -> Recovered:
     """Seal every live part left by earlier (crashed) runs; run it before recording starts.
+    Returns what it sealed, as the payload of the ``recovered`` decision the recorder writes.
 
     Idempotent: a second call finds nothing. Sessions whose lock is held by a running process are
     skipped. A part that cannot be read for a reason other than a torn tail is left in place and
@@ -403,10 +383,13 @@ def recover(
     record_seq, so no session is ever left without an end, even if this process dies before its
     own ``recovered`` record reaches the disk. Its rows are not counted in ``rows``.
     """
-    report = RecoveryReport()
+    files: list[str] = []
+    sessions: list[int] = []
+    skipped: list[str] = []
+    rows = torn_bytes = 0
     live_root = Path(data_dir) / LIVE_DIR
     if not live_root.is_dir():
-        return report
+        return Recovered(files=files, rows=rows, sessions=sessions)
     for session_dir in sorted(live_root.iterdir()):
         m = SESSION_DIR_RE.match(session_dir.name)
         if not (m and session_dir.is_dir()):
@@ -424,23 +407,25 @@ def recover(
                     result = seal(part, data_dir, options=options)
                 except (OSError, ValueError, pa.ArrowException) as exc:
                     log.error("recover: cannot seal %s: %s (left in place)", part, exc)
-                    report.skipped.append(f"{part}: {exc}")
+                    skipped.append(f"{part}: {exc}")
                     unreadable = True
                     continue
                 if result is None:
                     continue
                 sealed_any = True
-                report.files.append(str(result.path))
-                report.rows += result.rows
-                report.torn_bytes += result.torn_bytes
+                files.append(str(result.path))
+                rows += result.rows
+                torn_bytes += result.torn_bytes
                 last = (parse_live_path(part)[1], result.path)
             if sealed_any:
-                report.sessions.append(int(m.group(1)))
+                sessions.append(int(m.group(1)))
             if end_marker and last is not None and not unreadable:
                 seq, msg_type = _last_row(last[1])
                 if msg_type != Decision.SESSION_END.value:
                     end = _seal_crash_end(data_dir, int(m.group(1)), last[0] + 1, seq + 1)
-                    report.files.append(str(end.path))
+                    files.append(str(end.path))
         finally:
             lock.release(remove_dir=True)
-    return report
+    return Recovered(
+        files=files, rows=rows, sessions=sessions, torn_bytes=torn_bytes, skipped=skipped
+    )
