@@ -38,7 +38,15 @@ from rich.table import Table
 from materialize.segments_index import list_segments
 from materialize.training import NS
 from schemas.catalog import readable_segments, session_of_path
-from schemas.decisions import payload_or_empty
+from schemas.decisions import (
+    Gap,
+    MarketJoined,
+    MarketSkipped,
+    Resync,
+    SkipReason,
+    decision_or_none,
+    ticker_of,
+)
 from schemas.log import Decision, Kind
 from schemas.wire import DELTA_MSG, LIFECYCLE_MSG_TYPES, SNAPSHOT_MSG
 
@@ -259,11 +267,12 @@ def _fill(report: QualityReport, scan: pl.LazyFrame) -> None:
             if r["market_ticker"] is not None:
                 lifecycle.setdefault((r["session_id"], r["market_ticker"]), []).append(r)
             continue
-        body = payload_or_empty(r["raw"])
+        d = decision_or_none(name, r["raw"])
         if name == Decision.CONNECTED:
             s.connects += 1
             seen = conns_seen.setdefault(s.session_id, set())
-            conn = r["conn"] if r["conn"] is not None else body.get("conn")
+            # conn is a column; logs written before that had it in the payload only
+            conn = r["conn"] if r["conn"] is not None or d is None else d.extra.get("conn")
             if conn in seen:
                 s.reconnects += 1
             seen.add(conn)
@@ -274,7 +283,7 @@ def _fill(report: QualityReport, scan: pl.LazyFrame) -> None:
                 s.gaps += 1
             else:
                 s.resyncs += 1
-            tickers = body.get("market_tickers")
+            tickers = d.market_tickers if isinstance(d, Gap | Resync) else []
             for t in tickers if isinstance(tickers, list) else []:
                 m = markets.get((s.session_id, t))
                 if m is not None:
@@ -292,23 +301,24 @@ def _fill(report: QualityReport, scan: pl.LazyFrame) -> None:
             s.ended = True
         elif name == Decision.MARKET_SKIPPED:
             s.markets_skipped += 1
-            ticker = body.get("market_ticker") or r["market_ticker"]
-            if body.get("reason") == "already_open" and isinstance(ticker, str):
+            ticker = ticker_of(d, r["market_ticker"])
+            already_open = isinstance(d, MarketSkipped) and d.reason == SkipReason.ALREADY_OPEN
+            if already_open and ticker is not None:
                 s.skipped_at_start.append(ticker)
         elif name == Decision.MARKET_JOINED:
-            ticker = body.get("market_ticker") or r["market_ticker"]
-            if isinstance(ticker, str) and (s.session_id, ticker) not in markets:
+            ticker = ticker_of(d, r["market_ticker"])
+            if ticker is not None and (s.session_id, ticker) not in markets:
                 s.markets_joined += 1
                 markets[(s.session_id, ticker)] = MarketQuality(
                     session_id=s.session_id,
                     market_ticker=ticker,
-                    join_reason=str(body.get("reason", "")),
-                    mid_lifecycle=bool(body.get("mid_lifecycle", False)),
+                    join_reason=str(d.reason) if isinstance(d, MarketJoined) else "",
+                    mid_lifecycle=isinstance(d, MarketJoined) and bool(d.mid_lifecycle),
                     joined_ns=r["recv_ns"],
                 )
         elif name == Decision.MARKET_LEFT:
-            ticker = body.get("market_ticker") or r["market_ticker"]
-            m = markets.get((s.session_id, ticker)) if isinstance(ticker, str) else None
+            ticker = ticker_of(d, r["market_ticker"])
+            m = markets.get((s.session_id, ticker)) if ticker is not None else None
             if m is not None and m.left_ns is None:
                 m.left_ns = r["recv_ns"]
     for key, m in markets.items():

@@ -102,7 +102,14 @@ from schemas.catalog import (
     readable_segments,
     session_of_path,
 )
-from schemas.decisions import payload_or_empty
+from schemas.decisions import (
+    Gap,
+    Loss,
+    MarketJoined,
+    StaleSeq,
+    decision_or_none,
+    ticker_of,
+)
 from schemas.log import SCHEMA_VERSION, Decision, Kind
 from schemas.units import PRICE_SCALE
 from schemas.wire import DELTA_MSG, LIFECYCLE_MSG_TYPES, SNAPSHOT_MSG, snapshot_levels
@@ -236,20 +243,19 @@ def _markets(ctl: pl.DataFrame) -> list[_Market]:
         if name == Decision.SESSION_END:
             ended.add(sid_)
         elif name == Decision.MARKET_JOINED:
-            body = payload_or_empty(row["raw"])
-            ticker = body.get("market_ticker") or row["market_ticker"]
-            if isinstance(ticker, str) and (sid_, ticker) not in markets:
+            joined = decision_or_none(name, row["raw"])
+            ticker = ticker_of(joined, row["market_ticker"])
+            if ticker is not None and (sid_, ticker) not in markets:
                 markets[(sid_, ticker)] = _Market(
                     sid_,
                     ticker,
                     row["record_seq"],
-                    str(body.get("reason", "")),
-                    bool(body.get("mid_lifecycle", False)),
+                    str(joined.reason) if isinstance(joined, MarketJoined) else "",
+                    isinstance(joined, MarketJoined) and bool(joined.mid_lifecycle),
                 )
         elif name == Decision.MARKET_LEFT:
-            body = payload_or_empty(row["raw"])
-            ticker = body.get("market_ticker") or row["market_ticker"]
-            if isinstance(ticker, str):
+            ticker = ticker_of(decision_or_none(name, row["raw"]), row["market_ticker"])
+            if ticker is not None:
                 left.add((sid_, ticker))
     life = ctl.filter(
         pl.col("msg_type").is_in(LIFECYCLE_MSG_TYPES) & pl.col("market_ticker").is_not_null()
@@ -439,14 +445,23 @@ def _invalidations(
     mkt_rows: list[tuple[str, int]] = []
     located: list[tuple[int | None, int | None, int, int, int, str, list[str]]] = []
     for row in dec.iter_rows(named=True):
-        body = payload_or_empty(row["raw"])
         name, r = row["msg_type"], row["record_seq"]
-        sid = row["sid"] if row["sid"] is not None else _opt_int(body.get("sid"))
-        conn = row["conn"] if row["conn"] is not None else _opt_int(body.get("conn"))
-        epoch = row["epoch"] if row["epoch"] is not None else _opt_int(body.get("epoch"))
-        got = _opt_int(body.get("got"))
-        tickers = body.get("market_tickers") if name == Decision.GAP else None
-        tickers = [t for t in tickers if isinstance(t, str)] if isinstance(tickers, list) else []
+        d = decision_or_none(name, row["raw"])
+        said_sid, got, tickers = None, None, []
+        match d:
+            case Gap():
+                said_sid, got = d.sid, d.got
+                tickers = [t for t in d.market_tickers if isinstance(t, str)]
+            case StaleSeq():
+                said_sid, got = d.sid, d.got
+            case Loss():
+                said_sid = d.sid
+        sid = row["sid"] if row["sid"] is not None else _opt_int(said_sid)
+        got = _opt_int(got)
+        # conn/epoch are columns; logs written before that had them in the payload only
+        extra = d.extra if d is not None else {}
+        conn = row["conn"] if row["conn"] is not None else _opt_int(extra.get("conn"))
+        epoch = row["epoch"] if row["epoch"] is not None else _opt_int(extra.get("epoch"))
         if name != Decision.LOSS and sid is not None and got is not None:
             located.append((conn, epoch, sid, got, r, name, tickers))
         elif tickers:

@@ -344,12 +344,20 @@ def read_decision(msg_type: str, raw: bytes) -> DecisionPayload:
     return from_payload(msg_type, payload)
 
 
-def payload_or_empty(raw: bytes) -> dict[str, Any]:
-    """A decision record's payload as a plain dict, ``{}`` when it is not a JSON object: for
-    readers that take what a record holds and must not stop at one bad record (training sets,
-    the data-quality report)."""
+def decision_or_none(msg_type: str, raw: bytes) -> DecisionPayload | None:
+    """A decision record as its struct, or None when its payload is not a JSON object or lacks a
+    field its struct requires: for readers that take what a record holds and must not stop at
+    one bad record (training sets, the data-quality report). The record's columns
+    (``market_ticker``, ``sid``, ``conn``, ``epoch``) still say what it is about."""
     try:
-        payload = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return {}
-    return payload if isinstance(payload, dict) else {}
+        return read_decision(msg_type, raw)
+    except ValueError:  # orjson.JSONDecodeError is one too
+        return None
+
+
+def ticker_of(decision: DecisionPayload | None, column: str | None) -> str | None:
+    """The market a decision is about: its payload's ``market_ticker``, else the record's
+    ``market_ticker`` column (a payload that did not read still has its column)."""
+    said = getattr(decision, "market_ticker", None)
+    ticker = said if isinstance(said, str) and said else column
+    return ticker if isinstance(ticker, str) else None

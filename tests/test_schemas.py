@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas import LOG_SCHEMA, SCHEMA_VERSION, SCHEMA_VERSION_KEY, parse_price, parse_size
+from schemas.decisions import MarketJoined, decision_or_none, ticker_of
 from schemas.tables import ALL_TABLES, ddl
 from schemas.units import price_to_decimal, size_to_decimal
 
@@ -159,3 +160,16 @@ def test_digit_separators_are_not_decimals() -> None:
             parse_price(text)
         with pytest.raises(ValueError):
             parse_size(text)
+
+
+def test_a_decision_that_does_not_read_is_none_and_its_column_still_names_the_market() -> None:
+    """Training and quality read decisions as structs and never stop at one bad record."""
+    good = decision_or_none(
+        "market_joined", b'{"market_ticker":"KX-A","reason":"created","mid_lifecycle":false,"x":1}'
+    )
+    assert isinstance(good, MarketJoined) and good.extra == {"x": 1}
+    assert ticker_of(good, "KX-COLUMN") == "KX-A"
+    for raw in (b"[1]", b"not json", b'{"market_ticker":"KX-A"}'):  # not an object, missing fields
+        bad = decision_or_none("market_joined", raw)
+        assert bad is None and ticker_of(bad, "KX-COLUMN") == "KX-COLUMN"
+    assert ticker_of(None, None) is None
