@@ -4,7 +4,10 @@ dialect)``) without knowing the paper log's layout.
 
 Idempotent: every row is keyed by ``(run_id, seq)`` (the paper log's own total order) and
 inserted with ``ON CONFLICT DO NOTHING``, in one transaction per sealed file, so re-running loads
-nothing twice and a crash mid-load leaves a file either loaded or not. Only sealed files
+nothing twice and a crash mid-load leaves a file either loaded or not. Incremental: each file
+loaded is noted in ``rl_paper_loaded_files`` (path and size) in that same transaction, and a
+later run reads only files not noted, so a nightly load costs what is new, not all history
+(sealed files never change). Only sealed files
 (``DATA/paper/segments``) are read, never ``paper/live``. Units as everywhere: BIGINT micro-dollars
 and centi-contracts; ``rounding_fee_fine`` in 1e-8 dollars; ``equity_usd`` exact NUMERIC dollars.
 """
@@ -23,6 +26,8 @@ Dialect = Literal["postgres", "duckdb"]
 PAPER_ORDERS = "rl_paper_orders"
 PAPER_FILLS = "rl_paper_fills"
 PAPER_PNL = "rl_paper_pnl"
+PAPER_LOADED = "rl_paper_loaded_files"
+"""Which sealed paper logs are loaded: ``relpath`` under the data dir, and the file's size."""
 
 _KEY_COLS = ("run_id", "seq", "session_id", "record_seq", "t_ns")
 """Every paper table's first columns: the paper log's total order and the session record."""
@@ -97,6 +102,10 @@ def ddl(dialect: Dialect = "postgres") -> list[str]:
         out.append(
             f"CREATE TABLE IF NOT EXISTS {table} (\n    {body},\n    PRIMARY KEY (run_id, seq)\n)"
         )
+    out.append(
+        f"CREATE TABLE IF NOT EXISTS {PAPER_LOADED} "
+        "(relpath TEXT PRIMARY KEY, size BIGINT NOT NULL, rows BIGINT NOT NULL)"
+    )
     idx = "CREATE INDEX IF NOT EXISTS"
     out.append(f"{idx} idx_{PAPER_FILLS}_market ON {PAPER_FILLS} (market_ticker, t_ns)")
     out.append(f"{idx} idx_{PAPER_ORDERS}_order ON {PAPER_ORDERS} (run_id, order_id)")
@@ -121,22 +130,48 @@ def load_paper_logs(con: Any, data_dir: Path, dialect: Dialect = "duckdb") -> di
         with con.transaction(), con.cursor() as cur:
             for stmt in ddl(dialect):
                 cur.execute(stmt)
-        for path in sealed_files(data_dir):
+            todo = _not_loaded(cur, data_dir)
+        for rel, path, size in todo:
             with con.transaction(), con.cursor() as cur:
-                _insert(cur, rows_by_table(path), "%s", inserted)
+                _load_file(cur, rel, path, size, "%s", inserted)
         return inserted
     cur = con.cursor()
     for stmt in ddl(dialect):
         cur.execute(stmt)
-    for path in sealed_files(data_dir):
+    for rel, path, size in _not_loaded(cur, data_dir):
         cur.execute("BEGIN")
         try:
-            _insert(cur, rows_by_table(path), "?", inserted)
+            _load_file(cur, rel, path, size, "?", inserted)
             cur.execute("COMMIT")
         except Exception:
             cur.execute("ROLLBACK")
             raise
     return inserted
+
+
+def _not_loaded(cur: Any, data_dir: Path) -> list[tuple[str, Path, int]]:
+    """``(relpath, path, size)`` of each sealed paper log not loaded yet (a size that differs
+    from the one noted means the file is not the one loaded: it is read again)."""
+    cur.execute(f"SELECT relpath, size FROM {PAPER_LOADED}")
+    done = {(rel, size) for rel, size in cur.fetchall()}
+    out = []
+    for path in sealed_files(data_dir):
+        rel, size = path.relative_to(Path(data_dir)).as_posix(), path.stat().st_size
+        if (rel, size) not in done:
+            out.append((rel, path, size))
+    return out
+
+
+def _load_file(
+    cur: Any, rel: str, path: Path, size: int, mark: str, inserted: dict[str, int]
+) -> None:
+    parts = rows_by_table(path)
+    _insert(cur, parts, mark, inserted)
+    cur.execute(
+        f"INSERT INTO {PAPER_LOADED} (relpath, size, rows) VALUES ({mark}, {mark}, {mark}) "
+        "ON CONFLICT (relpath) DO UPDATE SET size = excluded.size, rows = excluded.rows",
+        (rel, size, sum(len(rows) for rows in parts.values())),
+    )
 
 
 def _insert(

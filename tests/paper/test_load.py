@@ -12,7 +12,7 @@ import pytest
 
 from paper.engine import PaperSession
 from paper.load import PAPER_FILLS, PAPER_ORDERS, PAPER_PNL, load_paper_logs
-from paper.log import PaperLog, read
+from paper.log import PaperLog, read, sealed_files
 from paper.policies import TakeOnce
 from tests.paper.feedgen import session
 
@@ -78,3 +78,23 @@ def test_nightly_materialize_loads_the_paper_logs(paper_data: Path, tmp_path: Pa
         got = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone() for t in expected}
         con.close()
         assert {t: n[0] for t, n in got.items() if n is not None} == expected
+
+
+def test_a_file_loaded_once_is_not_read_again(paper_data: Path, tmp_path: Path) -> None:
+    """A nightly load reads only new sealed files: one already loaded is garbage now (same size)
+    and the next load neither reads it nor fails; a new file is still loaded."""
+    data = tmp_path / "data"
+    shutil.copytree(paper_data, data)
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    first = load_paper_logs(con, data, "duckdb")
+    files = sealed_files(data)
+    files[0].write_bytes(b"\0" * files[0].stat().st_size)
+    assert load_paper_logs(con, data, "duckdb") == dict.fromkeys(first, 0)
+    s = PaperSession(TakeOnce())
+    log = PaperLog(data, run_id=3)
+    for ev in session(n_markets=1, seed=3):
+        rows = s.handle(ev)
+        log.session_id = s.session_id
+        log.append(rows)
+    log.close()
+    assert sum(load_paper_logs(con, data, "duckdb").values()) > 0
