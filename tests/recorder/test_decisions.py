@@ -4,6 +4,7 @@ struct that wrote it, and what a reader does not know survives. No I/O."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import orjson
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from schemas import mapping
 from schemas.decisions import (
     STRUCTS,
     DecisionPayload,
@@ -109,3 +111,17 @@ def test_any_payload_with_the_required_fields_round_trips(
             assert key not in again  # ... but an optional one given as null is left out
         else:
             assert again[key] == value, key
+
+
+def test_every_payload_key_the_mapping_sql_reads_is_a_decision_field() -> None:
+    """The loader and the views read decision payloads in SQL (``schemas.mapping``), a second
+    language: each key that SQL reads must be a field of a decision struct, so renaming a field
+    fails here instead of silently loading NULLs. ``conn``/``epoch`` are columns now; the SQL
+    still reads them from the payloads of logs written before that."""
+    texts = [mapping.LAST_RECORD_SQL, mapping.DECISION_FAULTS_SQL]
+    for table in (mapping.RECORD_SQL, mapping.DECISION_SQL, mapping.CARRY_SQL, mapping.LOG_SQL):
+        texts += table.values()
+    keys = set(re.findall(r"\(p, '\$\.([A-Za-z_]\w*)", "\n".join(texts)))
+    fields = {f.name for cls in STRUCTS.values() for f in dataclasses.fields(cls)}
+    assert len(keys) > 15  # the pattern finds the SQL's reads at all
+    assert keys - fields == {"conn", "epoch"}
