@@ -241,6 +241,38 @@ class Target(Protocol):
     def close(self) -> None: ...
 
 
+_CREATES = re.compile(r"\s*CREATE (?:UNIQUE )?(?:TABLE|INDEX) IF NOT EXISTS (\w+)")
+_ADDS_COLUMN = re.compile(r"\s*ALTER TABLE (\w+) ADD COLUMN IF NOT EXISTS (\w+)")
+_DROPS_INDEX = re.compile(r"\s*DROP INDEX IF EXISTS (\w+)")
+
+
+def missing_ddl(
+    statements: Sequence[str], relations: set[str], columns: set[tuple[str, str]]
+) -> list[str]:
+    """The DDL statements whose object the database lacks (or, for a drop, still has), given its
+    ``relations`` (tables, partitions, indexes) and ``(table, column)`` pairs; anything else is
+    kept.
+
+    Why not run every ``IF NOT EXISTS`` statement each night: PostgreSQL takes a statement's lock
+    before it finds the object there. ``ALTER TABLE ... ADD COLUMN IF NOT EXISTS`` takes an
+    ACCESS EXCLUSIVE lock, so it waits for every analyst's open query on that table, and every
+    query after it waits behind it; ``CREATE INDEX IF NOT EXISTS`` waits for every writer. On a
+    complete schema this returns nothing, and the nightly job takes no table lock for its DDL."""
+    out = []
+    for stmt in statements:
+        if (m := _CREATES.match(stmt)) is not None:
+            needed = m.group(1) not in relations
+        elif (m := _ADDS_COLUMN.match(stmt)) is not None:
+            needed = (m.group(1), m.group(2)) not in columns
+        elif (m := _DROPS_INDEX.match(stmt)) is not None:
+            needed = m.group(1) in relations
+        else:
+            needed = True
+        if needed:
+            out.append(stmt)
+    return out
+
+
 _MANIFEST_INSERT = (
     f"INSERT INTO {LOADED_SEGMENTS} "
     "(content_sha256, path, session_id, rows, schema_version, loaded_at, size, mtime_ns) "
@@ -300,10 +332,26 @@ class PostgresTarget(_OverConnection):
             ) from None
 
     def ensure_schema(self) -> None:
+        """Create what the schema lacks, and only that (see :func:`missing_ddl`)."""
         with self.con.transaction():
             # Two nightly jobs starting together must not race on CREATE TABLE IF NOT EXISTS.
             self.con.execute("SELECT pg_advisory_xact_lock(%s)", (0x6B616C7368690001,))
-            for stmt in partitioned_ddl() if self.partition_by_day else ddl("postgres"):
+            relations = {
+                r[0]
+                for r in self.con.execute(
+                    "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE n.nspname = current_schema()"
+                )
+            }
+            columns = {
+                (r[0], r[1])
+                for r in self.con.execute(
+                    "SELECT table_name, column_name FROM information_schema.columns"
+                    " WHERE table_schema = current_schema()"
+                )
+            }
+            stmts = partitioned_ddl() if self.partition_by_day else ddl("postgres")
+            for stmt in missing_ddl(stmts, relations, columns):
                 self.con.execute(stmt)
             self._learn_partitions()
 
