@@ -451,7 +451,8 @@ def _invalidations(
         match d:
             case Gap():
                 said_sid, got = d.sid, d.got
-                tickers = [t for t in d.market_tickers if isinstance(t, str)]
+                said = d.market_tickers
+                tickers = [t for t in said if isinstance(t, str)] if isinstance(said, list) else []
             case StaleSeq():
                 said_sid, got = d.sid, d.got
             case Loss():

@@ -134,6 +134,22 @@ def test_gap_without_snapshot_excludes_the_market(tmp_path: Path) -> None:
     assert manifest["excluded"]["1/KX-GAP"]["reason"] == "unrecovered_gap"
 
 
+def test_a_gap_whose_market_list_is_not_a_list_invalidates_its_whole_sid(tmp_path: Path) -> None:
+    """A ``gap`` payload naming its markets as a bare string (not the struct's list) must not be
+    read as one market per character: the sid it names is invalid as a whole."""
+    life = Life("KX-GAP")
+    log = started_log()
+    steady_book(log, life, deltas=20)
+    log.book_delta(life.ticker, "yes", 400_000, 100, skip=2)
+    log.gap(2, log.seqs[2] - 2, log.seqs[2], life.ticker)  # type: ignore[arg-type]
+    log.at(life.open + 500)
+    log.book_delta(life.ticker, "no", 500_000, 100)
+    determine(log, life)
+    summary, _rows, manifest = _build(tmp_path, log)
+    assert summary.included == 0
+    assert manifest["excluded"]["1/KX-GAP"]["reason"] == "unrecovered_gap"
+
+
 def test_gap_then_snapshot_drops_only_the_invalid_span(tmp_path: Path) -> None:
     life = Life("KX-HEAL")
     other = Life("KX-OTHER")  # same sid: the gap invalidates it too, its own snapshot heals it
