@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from schemas.catalog import sealed_segments, session_of_path
 from schemas.log import SCHEMA_VERSION_KEY
+from schemas.units import INT64_MAX
 
 _HASH_CHUNK = 1 << 20
 
@@ -83,8 +84,8 @@ class SegmentRef:
     @property
     def order_key(self) -> tuple[int, int, int, str]:
         """Load order: session, then first record; unreadable files last within their session."""
-        sid = self.session_id if self.session_id is not None else 2**63 - 1
-        first = self.first_record_seq if self.first_record_seq is not None else 2**63 - 1
+        sid = self.session_id if self.session_id is not None else INT64_MAX
+        first = self.first_record_seq if self.first_record_seq is not None else INT64_MAX
         return (sid, 0 if self.footer_error is None else 1, first, self.relpath)
 
 

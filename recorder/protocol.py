@@ -17,13 +17,11 @@ import msgspec
 import orjson
 
 from schemas import wire
-from schemas.units import PRICE_SCALE, SIZE_SCALE, scaled_int
+from schemas.units import INT64_MAX, INT64_MIN, PRICE_SCALE, SIZE_SCALE, scaled_int
 from schemas.wire import TS_SECONDS_MAX, rfc3339_ms
 
 _loads = orjson.loads
 
-_INT64_MAX = 2**63 - 1
-_INT64_MIN = -(2**63)
 
 # ---------------------------------------------------------------------------------------------
 # Exact fixed-point conversion with a bounded memo.
@@ -208,7 +206,7 @@ def _int_in(obj: dict[str, Any], key: str, where: str, issues: _Issues) -> int |
     if type(value) is not int:
         issues.bad(f"{where}{key} is {_tname(value)}, expected int")
         return None
-    if not _INT64_MIN <= value <= _INT64_MAX:
+    if not INT64_MIN <= value <= INT64_MAX:
         issues.inexact(f"{where}{key} {value} is outside int64")
         return None
     return value
@@ -229,7 +227,7 @@ def _str_in(
 
 
 def _checked(value: int, what: str, issues: _Issues) -> int | None:
-    if not _INT64_MIN <= value <= _INT64_MAX:
+    if not INT64_MIN <= value <= INT64_MAX:
         issues.inexact(f"{what} is outside int64")
         return None
     return value
@@ -288,7 +286,7 @@ def _delta_ts(msg: dict[str, Any], issues: _Issues) -> int | None:
     return None
 
 
-_Int64 = Annotated[int, msgspec.Meta(ge=_INT64_MIN, le=_INT64_MAX)]
+_Int64 = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]
 """msgspec keeps integers beyond 64 bits as Python ints; the log columns are int64, so the range
 is checked while decoding (in C)."""
 
@@ -501,7 +499,7 @@ def _body_msg(frame: Frame) -> tuple[dict[str, Any], Any]:
 
 
 def _int64(value: Any) -> TypeGuard[int]:
-    return type(value) is int and _INT64_MIN <= value <= _INT64_MAX
+    return type(value) is int and INT64_MIN <= value <= INT64_MAX
 
 
 def subscribed_sid(frame: Frame) -> tuple[str | None, int] | None:

@@ -42,6 +42,7 @@ from schemas.tables import (
     TABLE,
     sql_type,
 )
+from schemas.units import INT64_MAX
 from schemas.wire import DELTA_MSG, LIFECYCLE_MSG_TYPES, SNAPSHOT_MSG
 
 SESSION_LOG = "session_log"
@@ -64,7 +65,6 @@ _SNAPSHOT_FORMATS = (
     ("dollars", "yes_dollars", "no_dollars"),
     ("cents", "yes", "no"),
 )
-_INT64_MAX = 2**63 - 1
 
 
 def _lit(text: str) -> str:
@@ -185,7 +185,7 @@ def _fixed_general(text: str, places: int) -> str:
     exp = f"coalesce(TRY_CAST(nullif({m}.ex, '') AS BIGINT), CASE WHEN {m}.ex = '' THEN 0 END)"
     shift = f"({exp} - length({m}.fp) + {trailing} + {places})"
     magnitude = f"CAST({core} || repeat('0', CAST({shift} AS INTEGER)) AS HUGEINT)"
-    limit = f"(CASE WHEN {m}.sign = '-' THEN {_INT64_MAX + 1} ELSE {_INT64_MAX} END)"
+    limit = f"(CASE WHEN {m}.sign = '-' THEN {INT64_MAX + 1} ELSE {INT64_MAX} END)"
     signed = f"(CASE WHEN {m}.sign = '-' THEN -{magnitude} ELSE {magnitude} END)"
     return f"""(CASE
         WHEN {text} IS NULL OR NOT regexp_full_match({text}, {_lit(_DECIMAL_RE)}) THEN NULL
@@ -202,7 +202,7 @@ def _json_int_scaled(j: str, factor: int) -> str:
     v = f"(TRY_CAST(json_extract_string({j}, '$') AS HUGEINT) * {factor})"
     return (
         f"(CASE WHEN json_type({j}) IN ('BIGINT', 'UBIGINT') AND {v} BETWEEN "
-        f"{-_INT64_MAX - 1} AND {_INT64_MAX} THEN CAST({v} AS BIGINT) END)"
+        f"{-INT64_MAX - 1} AND {INT64_MAX} THEN CAST({v} AS BIGINT) END)"
     )
 
 

@@ -25,7 +25,8 @@ _PRICE_Q = Decimal(1) / PRICE_SCALE
 _SIZE_Q = Decimal(1) / SIZE_SCALE
 
 
-_INT64_MAX = 2**63 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""The range of the log's and the tables' BIGINT columns (every exact value must fit)."""
 
 
 def scaled_int(text: str, places: int, what: str) -> int:
@@ -60,7 +61,7 @@ def scaled_int(text: str, places: int, what: str) -> int:
     if n + shift > 19:
         raise ValueError(f"{what} {text!r} is outside int64 in units of 1/{10**places}")
     scaled = int("".join(map(str, digits[:n]))) * 10**shift
-    if scaled > _INT64_MAX + sign:  # -2**63 is representable, +2**63 is not
+    if scaled > INT64_MAX + sign:  # -2**63 is representable, +2**63 is not
         raise ValueError(f"{what} {text!r} is outside int64 in units of 1/{10**places}")
     return -scaled if sign else scaled
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from schemas.units import PRICE_SCALE, SIZE_SCALE, parse_price, parse_size
+from schemas.units import INT64_MAX, INT64_MIN, PRICE_SCALE, SIZE_SCALE, parse_price, parse_size
 
 CURRENT = "current"
 LEGACY = "legacy"
@@ -104,8 +104,6 @@ _FORMATS: tuple[tuple[str, str, bool], ...] = (
 )
 
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-
 Convert = Callable[[str | int], int]
 """A level's price or size -> exact int (a dollar or count string, or a legacy int)."""
 
@@ -128,7 +126,7 @@ def _side(levels: Any, key: str, dollars: bool, price: Convert, size: Convert) -
             raise ValueError(f"snapshot {key}[{i}] size {s!r} is not a count")
         micros = price(p)
         centi = size(s)
-        if not (_INT64_MIN <= micros <= _INT64_MAX and centi <= _INT64_MAX):
+        if not (INT64_MIN <= micros <= INT64_MAX and centi <= INT64_MAX):
             raise ValueError(f"snapshot {key}[{i}] = {level!r} is outside int64")
         if centi < 0:
             raise ValueError(f"snapshot {key}[{i}] has negative size {s!r}")
