@@ -459,10 +459,8 @@ class BookConnection:
 
     # ----------------------------------------------------------------- reader
     async def _reader(self, ws: RecorderConnection, stop: asyncio.Event) -> None:
-        await pump(ws, self._frame_handler(), stop)
-
-    def _frame_handler(self) -> Callable[[bytes], None]:
-        return frame_handler(self.core, self.log, self.index, self._apply, self._wake.set)
+        handle = frame_handler(self.core, self.log, self.index, self._apply, self._wake.set)
+        await pump(ws, handle, stop)
 
 
 def frame_handler(

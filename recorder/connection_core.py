@@ -122,7 +122,7 @@ class CoreSettings:
     @classmethod
     def from_settings(cls, s: Settings) -> CoreSettings:
         """The core's knobs from the recorder's settings (``recorder.config`` explains each)."""
-        channels = (LIFECYCLE_CHANNEL, MVE_LIFECYCLE_CHANNEL) if s.include_mve else None
+        mve = (MVE_LIFECYCLE_CHANNEL,) if s.include_mve else ()
         return cls(
             max_markets_per_sid=s.max_markets_per_sid,
             max_tickers_per_command=s.max_tickers_per_command,
@@ -134,7 +134,7 @@ class CoreSettings:
             crossed_grace_s=s.crossed_grace_s,
             fatal_close_repeats=s.fatal_close_repeats,
             stable_after_s=s.backoff_reset_after_s,
-            lifecycle_channels=channels or (LIFECYCLE_CHANNEL,),
+            lifecycle_channels=(LIFECYCLE_CHANNEL, *mve),
         )
 
 

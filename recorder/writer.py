@@ -486,14 +486,11 @@ class SegmentWriter:
                     done.set()
 
     def _seal_one(self, path: Path, live_bytes: int) -> None:
-        budget = None
-        if self.options.disk_limit_bytes is not None:
+        budget = limit = self.options.disk_limit_bytes
+        if limit is not None:
             # the live file still exists while its segment is written, as on a real disk
             current = self._current_live_bytes
-            budget = (
-                self.options.disk_limit_bytes - self._bytes_sealed - self._unsealed_bytes - current
-            )
-            budget += live_bytes
+            budget = limit - self._bytes_sealed - self._unsealed_bytes - current + live_bytes
         result = seal(path, self.data_dir, options=self.options.parquet, byte_budget=budget)
         self._unsealed_bytes -= live_bytes
         if result is not None:
