@@ -41,9 +41,14 @@ from feed.events import (
     ValidityChange,
 )
 from feed.fanout import LIFECYCLE, ORDERBOOK, STATUS
-from feed.state import LIFECYCLE_CHANNEL_TYPES
 from schemas.units import parse_price, parse_size
-from schemas.wire import DELTA_MSG, SNAPSHOT_MSG, delta_ts_ms, snapshot_levels
+from schemas.wire import (
+    DELTA_MSG,
+    LIFECYCLE_CHANNEL_MSG_TYPES,
+    SNAPSHOT_MSG,
+    delta_ts_ms,
+    snapshot_levels,
+)
 
 __all__ = ["Book", "Client", "FeedError"]
 
@@ -180,7 +185,7 @@ class Client:
             b = self.books.setdefault(ticker, Book())
             b.yes, b.no, b.valid = yes, no, True
             return self._update(ticker, b, rs, True)
-        if t in LIFECYCLE_CHANNEL_TYPES:
+        if t in LIFECYCLE_CHANNEL_MSG_TYPES:
             return LifecycleEvent(
                 market_ticker=str(msg.get("market_ticker", msg.get("event_ticker", ""))),
                 event_type=str(msg.get("event_type", t)),

@@ -108,9 +108,9 @@ class BookUpdate:
 
 @dataclass(frozen=True, slots=True)
 class LifecycleEvent:
-    """A message of the lifecycle channel (``feed.state.LIFECYCLE_CHANNEL_TYPES``) as the recorder
-    received it: typed fields + the raw msg. ``event_type`` is the frame type when the message
-    has none (``event_fee_update``)."""
+    """A message of the lifecycle channel (``schemas.wire.LIFECYCLE_CHANNEL_MSG_TYPES``) as the
+    recorder received it: typed fields + the raw msg. ``event_type`` is the frame type when the
+    message has none (``event_fee_update``)."""
 
     market_ticker: str
     event_type: str

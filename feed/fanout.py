@@ -43,8 +43,6 @@ LIFECYCLE = LIFECYCLE_CHANNEL
 ORDERBOOK = ORDERBOOK_CHANNEL
 STATUS = STATUS_CHANNEL
 SERVED_CHANNELS = frozenset({LIFECYCLE, ORDERBOOK, STATUS})
-KNOWN_CHANNELS = KALSHI_CHANNELS
-"""Kalshi's channels: the ones not served get error 8 with a message that says so."""
 
 DEFAULT_MAX_QUEUE = 10_000
 """Frames per consumer. ~10k frames is seconds of a busy feed for a reader that stalls briefly
@@ -262,7 +260,7 @@ class Consumer:
         params = _params(raw_params)
         channels = _required_list(params, "channels", 3)
         for ch in channels:
-            if not isinstance(ch, str) or ch not in KNOWN_CHANNELS | SERVED_CHANNELS:
+            if not isinstance(ch, str) or ch not in KALSHI_CHANNELS | SERVED_CHANNELS:
                 raise CommandError(8, repr(ch))
             if ch not in SERVED_CHANNELS:
                 raise CommandError(8, f"{ch!r} is not served by this tap (docs/tap-protocol.md)")

@@ -57,8 +57,6 @@ DELTA = _COL["delta"]
 TS_MS = _COL["ts_ms"]
 SESSION_ID = _COL["session_id"]
 
-LIFECYCLE_CHANNEL_TYPES = LIFECYCLE_CHANNEL_MSG_TYPES
-"""Message types served on the ``market_lifecycle_v2`` channel, as received."""
 
 SidKey = tuple[int | None, int | None, int]
 
@@ -149,7 +147,7 @@ class TapState:
                 self._delta(row)
             elif t == SNAPSHOT_MSG:
                 self._snapshot(row)
-            elif t in LIFECYCLE_CHANNEL_TYPES:
+            elif t in LIFECYCLE_CHANNEL_MSG_TYPES:
                 ticker = row[TICKER]
                 if self.only is None or ticker is None or ticker in self.only:
                     self.pub.lifecycle(row)

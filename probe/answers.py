@@ -38,13 +38,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from feed.state import LIFECYCLE_CHANNEL_TYPES
 from probe.script import ORDERBOOK_CHANNEL, REPLY_TYPES
 from probe.transcript import Entry, Transcript
 from recorder.subscriptions import CODE_MARKET_NOT_FOUND, RESUBSCRIBE_CODES
 from schemas.wire import (
     DELTA_MSG,
     LIFECYCLE_CHANNEL,
+    LIFECYCLE_CHANNEL_MSG_TYPES,
     MVE_LIFECYCLE_CHANNEL,
     SNAPSHOT_MSG,
     rfc3339_ms,
@@ -302,7 +302,9 @@ def reply_seq(t: Transcript, a: _Question) -> Answer:
 
 @_question("Do lifecycle messages carry a seq?")
 def lifecycle_seq(t: Transcript, a: _Question) -> Answer:
-    seen = [(e["n"], "seq" in f) for e, f in t.ws_in() if f.get("type") in LIFECYCLE_CHANNEL_TYPES]
+    seen = [
+        (e["n"], "seq" in f) for e, f in t.ws_in() if f.get("type") in LIFECYCLE_CHANNEL_MSG_TYPES
+    ]
     if not seen:
         return a.unknown("no lifecycle message arrived while listening")
     ev = [n for n, _ in seen[:3]]

@@ -49,7 +49,6 @@ from feed.state import (
     CONN,
     EPOCH,
     KIND,
-    LIFECYCLE_CHANNEL_TYPES,
     MALFORMED,
     MSG_TYPE,
     RAW,
@@ -59,7 +58,7 @@ from feed.state import (
     TS_MS,
 )
 from schemas.units import parse_price, parse_size
-from schemas.wire import DELTA_MSG
+from schemas.wire import DELTA_MSG, LIFECYCLE_CHANNEL_MSG_TYPES
 from simulator.faults import FaultConfig
 from simulator.groundtruth import truth_books
 from simulator.server import SimConfig, start_in_thread
@@ -350,7 +349,7 @@ def test_every_recorded_delta_reached_the_live_consumer_in_order(live_run: LiveR
     recorded_lifecycle = [
         r[RECORD_SEQ]
         for r in live_run.rows
-        if r[KIND] == "in" and r[MSG_TYPE] in LIFECYCLE_CHANNEL_TYPES and not r[MALFORMED]
+        if r[KIND] == "in" and r[MSG_TYPE] in LIFECYCLE_CHANNEL_MSG_TYPES and not r[MALFORMED]
     ]
     assert lifecycle == recorded_lifecycle
 
