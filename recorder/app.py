@@ -98,7 +98,13 @@ class Recorder:
         self.settings = settings
         self.signer = signer
         self.session_id = new_session_id()
-        self.metrics = Metrics(lambda: (self.log.frames_in, self.log.malformed))
+        self.metrics = Metrics(
+            frames=lambda: self.log.frames_in,
+            malformed=lambda: self.log.malformed,
+            gaps=lambda: sum(c.gaps for c in self.conns),
+            error_replies=lambda: sum(c.error_replies for c in self.conns),
+            reconnects=lambda: sum(c.reconnects for c in self.conns),
+        )
         self.writer = SegmentWriter(
             settings.data_dir,
             self.session_id,

@@ -241,11 +241,16 @@ class BookConnection:
 
     @property
     def reconnects(self) -> int:
-        return self.core.counters.reconnects
+        """Every epoch after the first is a reconnect."""
+        return max(self.core.epoch - 1, 0)
 
     @property
     def gaps(self) -> int:
-        return self.core.counters.gaps
+        return self.core.gaps
+
+    @property
+    def error_replies(self) -> int:
+        return self.core.error_replies
 
     # ----------------------------------------------------------------- app inputs
     def want(self, ticker: str) -> None:
@@ -279,9 +284,7 @@ class BookConnection:
 
     def _record(self, e: cc.Record) -> None:
         d = e.decision
-        if d is Decision.GAP:
-            self.metrics.gaps.inc()
-        elif d is Decision.RESYNC:
+        if d is Decision.RESYNC:
             self.metrics.resyncs.inc()
         elif d is Decision.ANOMALY:
             self.metrics.anomalies.inc()

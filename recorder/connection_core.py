@@ -144,18 +144,6 @@ class _Backoff:
     last_ns: int = 0
 
 
-@dataclass
-class Counters:
-    """Totals for the shell's metrics and the run summary."""
-
-    gaps: int = 0
-    resyncs: int = 0
-    anomalies: int = 0
-    errors: int = 0
-    timeouts: int = 0
-    reconnects: int = 0
-
-
 class ConnectionCore:
     """Protocol state of one connection; see the module docstring for inputs and effects."""
 
@@ -185,7 +173,10 @@ class ConnectionCore:
         self.books: dict[str, OrderBook] = {}
         self.anchored: set[str] = set()
         self.resyncing: set[str] = set()
-        self.counters = Counters()
+        self.gaps = 0
+        """Forward seq gaps seen (status line and ``recorder_seq_gaps``)."""
+        self.error_replies = 0
+        """Error replies from the exchange (``recorder_error_replies``)."""
         self._flagged: set[str] = set()  # markets with an anomaly this episode (one record each)
         self._crossed_since: dict[str, int] = {}
         self._backoff: dict[str, _Backoff] = {}
@@ -245,8 +236,6 @@ class ConnectionCore:
     def opened(self, now_ns: int) -> list[Effect]:
         """The socket is up: a new epoch; subscribe lifecycle (if ours) and every wanted book."""
         self.epoch += 1
-        if self.epoch > 1:
-            self.counters.reconnects += 1
         self.is_open = True
         self._closing = False
         self._live_reported = False
@@ -441,7 +430,7 @@ class ConnectionCore:
             return self._after_reply(self.subs.on_unsubscribed(f.cmd_id, sids))
         if t == "error":
             code, message, ticker = protocol.error_info(f)
-            self.counters.errors += 1
+            self.error_replies += 1
             out: list[Effect] = []
             if f.cmd_id is None and f.sid is not None and code == 25:
                 out.append(
@@ -632,7 +621,7 @@ class ConnectionCore:
     def _seq_verdict(self, sid: int, v: SeqVerdict, now_ns: int) -> list[Effect]:
         """The rare path of a seq check: first frame, gap, or stale."""
         if v.is_gap:
-            self.counters.gaps += 1
+            self.gaps += 1
             tickers = sorted(self.subs.tickers_of(sid))
             out: list[Effect] = [
                 self._record(
@@ -666,13 +655,11 @@ class ConnectionCore:
         for t in tickers:
             self.anchored.discard(t)
             self.resyncing.add(t)
-        self.counters.resyncs += 1
         return [self._record(dc.Resync(sid=sid, market_tickers=tickers, method=method), sid)]
 
     def _anomaly(
         self, ticker: str, sid: int | None, what: BookProblem, detail: str
     ) -> list[Effect]:
-        self.counters.anomalies += 1
         return [
             self._record(
                 dc.Anomaly(market_ticker=ticker, sid=sid, what=what, detail=detail), sid, ticker
@@ -732,7 +719,6 @@ class ConnectionCore:
     def _timed_out(self, ev: sm.TimedOut) -> list[Effect]:
         """A command went unanswered: record it; if its sid is dropped or resubscribed, the
         books it carried are no longer anchored."""
-        self.counters.timeouts += 1
         c = ev.command
         timeout = dc.CommandTimeout(
             cmd_id=c.cmd_id,

@@ -28,40 +28,57 @@ from websockets.asyncio.server import serve as ws_serve
 from websockets.http11 import Request, Response
 
 
-class _LogCounters(Collector):
-    """Per-frame counters read from the session log at scrape time: a prometheus ``Counter``
-    takes a lock on every ``inc()``, too much for the per-frame hot path."""
+class _ReadAtScrape(Collector):
+    """Counters whose owner already keeps the count as a plain int, read at scrape time.
 
-    def __init__(self, source: Callable[[], tuple[int, int]]) -> None:
-        self.source = source
+    The session log counts frames, each connection's core counts gaps, error replies and epochs:
+    a prometheus ``Counter`` beside them would be a second count of the same fact (and takes a
+    lock on every ``inc()``, too much for the per-frame hot path)."""
+
+    def __init__(self, counters: tuple[tuple[str, str, Callable[[], int]], ...]) -> None:
+        self.counters = counters
 
     def collect(self) -> Iterator[Metric]:
-        frames, malformed = self.source()
-        yield CounterMetricFamily(
-            "recorder_frames_received", "Frames received from the exchange", value=frames
-        )
-        yield CounterMetricFamily(
-            "recorder_frames_malformed",
-            "Frames that did not parse (kept verbatim)",
-            value=malformed,
-        )
+        for name, documentation, read in self.counters:
+            yield CounterMetricFamily(name, documentation, value=read())
+
+
+_NONE: Callable[[], int] = lambda: 0  # noqa: E731 - a metric no recorder feeds (tests)
 
 
 class Metrics:
     """The recorder's metrics (documented one by one in deploy/RUNBOOK.md)."""
 
-    def __init__(self, log_counts: Callable[[], tuple[int, int]] = lambda: (0, 0)) -> None:
+    def __init__(
+        self,
+        frames: Callable[[], int] = _NONE,
+        malformed: Callable[[], int] = _NONE,
+        gaps: Callable[[], int] = _NONE,
+        error_replies: Callable[[], int] = _NONE,
+        reconnects: Callable[[], int] = _NONE,
+    ) -> None:
         r = self.registry = CollectorRegistry()
-        r.register(_LogCounters(log_counts))
+        r.register(
+            _ReadAtScrape(
+                (
+                    ("recorder_frames_received", "Frames received from the exchange", frames),
+                    (
+                        "recorder_frames_malformed",
+                        "Frames that did not parse (kept verbatim)",
+                        malformed,
+                    ),
+                    ("recorder_seq_gaps", "Forward sequence gaps detected", gaps),
+                    ("recorder_error_replies", "Error replies from the exchange", error_replies),
+                    ("recorder_reconnects", "Successful reconnects", reconnects),
+                )
+            )
+        )
         counter = partial(Counter, registry=r)
         gauge = partial(Gauge, registry=r)
         self.lifecycle = counter("recorder_lifecycle_events", "market_lifecycle_v2 events received")
         self.commands = counter("recorder_commands_sent", "Commands sent to the exchange")
-        self.errors = counter("recorder_error_replies", "error replies from the exchange")
-        self.gaps = counter("recorder_seq_gaps", "Forward sequence gaps detected")
         self.resyncs = counter("recorder_resyncs", "Re-snapshot requests sent")
         self.anomalies = counter("recorder_book_anomalies", "Impossible book states seen")
-        self.reconnects = counter("recorder_reconnects", "Successful reconnects")
         self.joined = gauge("recorder_markets_joined", "Markets currently recorded")
         self.queue_depth = gauge(
             "recorder_writer_queue_depth", "Batches waiting for the disk writer"

@@ -21,7 +21,11 @@ def test_metrics_healthz_and_unknown_paths() -> None:
     health = [(True, "ok\n")]
 
     async def main() -> list[tuple[int, list[str], bytes]]:
-        server = await serve(0, Metrics(lambda: (7, 2)), lambda: health[0])
+        server = await serve(
+            0,
+            Metrics(frames=lambda: 7, malformed=lambda: 2, reconnects=lambda: 3),
+            lambda: health[0],
+        )
         port = next(iter(server.sockets)).getsockname()[1]
         base = f"http://127.0.0.1:{port}"
         loop = asyncio.get_running_loop()
@@ -36,6 +40,7 @@ def test_metrics_healthz_and_unknown_paths() -> None:
     assert m_status == 200 and len(m_type) == 1 and m_type[0].startswith("text/plain; version=")
     assert b"recorder_frames_received_total 7.0" in m_body
     assert b"recorder_frames_malformed_total 2.0" in m_body
+    assert b"recorder_reconnects_total 3.0" in m_body
     assert ok[0] == 200 and ok[2] == b"ok\n"
     assert sick[0] == 503 and sick[2] == b"writer failed\n"
     assert missing[0] == 404
