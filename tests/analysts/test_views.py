@@ -29,23 +29,13 @@ from materialize.views import (
     connect,
     training_markets_table,
 )
+from schemas import tables
 from schemas.log import LOG_SCHEMA, SEGMENT_GLOB, Decision, Kind
 from schemas.mapping import GAP_DECISIONS, _fixed
-from schemas.tables import (
-    ALL_TABLES,
-    DELTAS,
-    GAPS,
-    LIFECYCLE_EVENTS,
-    LOADED_SEGMENTS,
-    PARTICIPATION,
-    SESSIONS,
-    SNAPSHOTS,
-    ddl,
-)
 from schemas.units import fixed_point
 from schemas.wire import LIFECYCLE_MSG_TYPES, snapshot_levels
 
-TABLE_VIEWS = tuple(t for t in ALL_TABLES if t != LOADED_SEGMENTS)
+TABLE_VIEWS = tuple(t for t in tables.ALL_TABLES if t != tables.LOADED_SEGMENTS)
 
 
 def _segments(data_dir: Path) -> pa.Table:
@@ -66,8 +56,8 @@ def _n(con: duckdb.DuckDBPyConnection, sql: str) -> int:
 
 def test_demo_data_is_lively(demo: Path) -> None:
     con = connect(demo)
-    assert _n(con, f"SELECT count(DISTINCT session_id) FROM {SESSIONS}") == 2
-    assert _n(con, f"SELECT count(*) FROM {DELTAS}") > 100
+    assert _n(con, f"SELECT count(DISTINCT session_id) FROM {tables.SESSIONS}") == 2
+    assert _n(con, f"SELECT count(*) FROM {tables.DELTAS}") > 100
     assert _n(con, f"SELECT count(*) FROM {TRAINING_ROWS}") > 0
     assert _n(con, f"SELECT count(*) FROM {TRAINING_MARKETS} WHERE status = 'excluded'") > 0
     assert len(list(demo.glob(SEGMENT_GLOB))) > 2  # several segments per session
@@ -82,16 +72,26 @@ def test_row_counts_equal_segment_contents(demo: Path) -> None:
     mt = log["msg_type"]
     expected = {
         "session_log": log.num_rows,
-        DELTAS: _count(log, pc.and_(pc.and_(is_in, ok), pc.equal(mt, "orderbook_delta"))),
-        SNAPSHOTS: _count(log, pc.and_(pc.and_(is_in, ok), pc.equal(mt, "orderbook_snapshot"))),
-        LIFECYCLE_EVENTS: _count(log, pc.and_(is_in, pc.is_in(mt, pa.array(LIFECYCLE_MSG_TYPES)))),
-        PARTICIPATION: _count(log, pc.and_(is_dec, pc.equal(mt, Decision.MARKET_JOINED.value))),
-        GAPS: _count(log, pc.and_(is_dec, pc.is_in(mt, pa.array([str(d) for d in GAP_DECISIONS])))),
-        SESSIONS: _count(log, pc.and_(is_dec, pc.equal(mt, Decision.SESSION_START.value))),
+        tables.DELTAS: _count(log, pc.and_(pc.and_(is_in, ok), pc.equal(mt, "orderbook_delta"))),
+        tables.SNAPSHOTS: _count(
+            log, pc.and_(pc.and_(is_in, ok), pc.equal(mt, "orderbook_snapshot"))
+        ),
+        tables.LIFECYCLE_EVENTS: _count(
+            log, pc.and_(is_in, pc.is_in(mt, pa.array(LIFECYCLE_MSG_TYPES)))
+        ),
+        tables.PARTICIPATION: _count(
+            log, pc.and_(is_dec, pc.equal(mt, Decision.MARKET_JOINED.value))
+        ),
+        tables.GAPS: _count(
+            log, pc.and_(is_dec, pc.is_in(mt, pa.array([str(d) for d in GAP_DECISIONS])))
+        ),
+        tables.SESSIONS: _count(log, pc.and_(is_dec, pc.equal(mt, Decision.SESSION_START.value))),
     }
     for name, n in expected.items():
         assert _n(con, f"SELECT count(*) FROM {name}") == n, name
-    assert expected[DELTAS] > 0 and expected[SNAPSHOTS] > 0 and expected[GAPS] > 0
+    assert (
+        expected[tables.DELTAS] > 0 and expected[tables.SNAPSHOTS] > 0 and expected[tables.GAPS] > 0
+    )
 
 
 def _describe(con: duckdb.DuckDBPyConnection, name: str) -> list[tuple[str, str]]:
@@ -100,7 +100,7 @@ def _describe(con: duckdb.DuckDBPyConnection, name: str) -> list[tuple[str, str]
 
 def _scratch_tables() -> duckdb.DuckDBPyConnection:
     scratch = duckdb.connect()
-    for stmt in ddl("duckdb"):
+    for stmt in tables.ddl("duckdb"):
         scratch.execute(stmt)
     return scratch
 
@@ -111,8 +111,8 @@ def test_columns_equal_table_ddl(which: str, demo: Path, tmp_path: Path) -> None
     scratch = _scratch_tables()
     for name in TABLE_VIEWS:
         assert _describe(con, name) == _describe(scratch, name), name
-    assert ("settlement_price", "DECIMAL(18,6)") in _describe(con, LIFECYCLE_EVENTS)
-    assert ("price", "BIGINT") in _describe(con, DELTAS)
+    assert ("settlement_price", "DECIMAL(18,6)") in _describe(con, tables.LIFECYCLE_EVENTS)
+    assert ("price", "BIGINT") in _describe(con, tables.DELTAS)
 
 
 def test_views_equal_warehouse(demo: Path) -> None:
@@ -126,9 +126,9 @@ def test_views_equal_warehouse(demo: Path) -> None:
         assert _n(con, f"SELECT count(*) FROM wh.{name}") == _n(
             con, f"SELECT count(*) FROM temp.main.{name}"
         )
-    assert _n(con, f"SELECT count(*) FROM wh.{DELTAS}") > 0
-    assert _n(con, f"SELECT count(*) FROM wh.{PARTICIPATION}") > 0
-    assert _n(con, f"SELECT count(*) FROM wh.{LIFECYCLE_EVENTS}") > 0
+    assert _n(con, f"SELECT count(*) FROM wh.{tables.DELTAS}") > 0
+    assert _n(con, f"SELECT count(*) FROM wh.{tables.PARTICIPATION}") > 0
+    assert _n(con, f"SELECT count(*) FROM wh.{tables.LIFECYCLE_EVENTS}") > 0
 
 
 def test_training_views_follow_the_manifest(demo: Path) -> None:
@@ -189,7 +189,7 @@ def test_views_follow_sealed_segments_and_ignore_live(demo: Path, tmp_path: Path
     assert _n(con, "SELECT count(*) FROM session_log") == 0
     shutil.copy(first, tmp_path / rel)  # sealed after connect: visible on the next query
     assert _n(con, "SELECT count(*) FROM session_log") == pq.read_metadata(first).num_rows
-    assert _n(con, f"SELECT count(*) FROM {SESSIONS}") == 1
+    assert _n(con, f"SELECT count(*) FROM {tables.SESSIONS}") == 1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -270,7 +270,7 @@ def test_snapshot_levels_are_exact_and_match_the_recorder(tmp_path: Path) -> Non
     got = {
         r[0]: tuple(r[1:])
         for r in con.execute(
-            f"SELECT record_seq, yes_prices, yes_sizes, no_prices, no_sizes FROM {SNAPSHOTS}"
+            f"SELECT record_seq, yes_prices, yes_sizes, no_prices, no_sizes FROM {tables.SNAPSHOTS}"
         ).fetchall()
     }
     want = {}
@@ -283,7 +283,7 @@ def test_snapshot_levels_are_exact_and_match_the_recorder(tmp_path: Path) -> Non
     assert got[4][0] == [10_000, 540_000]  # legacy cents -> micro-dollars
     assert len(want) == 9 and len(SNAPSHOT_BODIES) - len(want) == 11
     # and the same rows as the loader's transform
-    loaded = transform(table).tables[SNAPSHOTS]
+    loaded = transform(table).tables[tables.SNAPSHOTS]
     assert {
         r["record_seq"]: (r["yes_prices"], r["yes_sizes"], r["no_prices"], r["no_sizes"])
         for r in loaded.to_pylist()

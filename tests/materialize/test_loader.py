@@ -25,20 +25,8 @@ from materialize.targets import (
     encode_pgcopy,
     redact,
 )
+from schemas import tables
 from schemas.log import LOG_SCHEMA
-from schemas.tables import (
-    ALL_TABLES,
-    COMPLETED_MARKETS,
-    DELTAS,
-    GAPS,
-    LIFECYCLE_EVENTS,
-    LOADED_SEGMENTS,
-    PARTICIPATION,
-    SESSIONS,
-    SNAPSHOTS,
-    TABLES,
-    ddl,
-)
 from tests.materialize.warehouse import (
     DUCKDB,
     POSTGRES,
@@ -60,7 +48,7 @@ from tests.support.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 BULK_SESSION = 7_000_000_001
-ORDER = {t.name: ", ".join(t.primary_key) for t in TABLES}
+ORDER = {t.name: ", ".join(t.primary_key) for t in tables.TABLES}
 """Each table dumped in its primary key's order."""
 
 make_target = pytest.fixture(params=[DUCKDB, POSTGRES, POSTGRES_ROWS], name="make_target")(targets)
@@ -68,25 +56,25 @@ make_target = pytest.fixture(params=[DUCKDB, POSTGRES, POSTGRES_ROWS], name="mak
 
 
 def dump(target: Target, table: str) -> list[tuple[Any, ...]]:
-    cols = "*" if table != LOADED_SEGMENTS else "content_sha256, path, session_id, rows"
+    cols = "*" if table != tables.LOADED_SEGMENTS else "content_sha256, path, session_id, rows"
     sql = f"SELECT {cols} FROM {table} ORDER BY {ORDER[table]}"
     return [tuple(r) for r in target.con.execute(sql).fetchall()]
 
 
 def dump_all(target: Target) -> dict[str, list[tuple[Any, ...]]]:
-    return {t: dump(target, t) for t in ALL_TABLES}
+    return {t: dump(target, t) for t in tables.ALL_TABLES}
 
 
 def expected_counts(sc: Scenario) -> dict[str, int]:
     return {
-        SESSIONS: 2,
-        LIFECYCLE_EVENTS: sc.total("lifecycle"),
-        PARTICIPATION: len(sc.participation),
-        SNAPSHOTS: sc.total("snapshots"),
-        DELTAS: sc.total("deltas"),
-        GAPS: sc.total("gaps"),
-        LOADED_SEGMENTS: len(sc.paths),
-        COMPLETED_MARKETS: 1,  # KXA-M1: created, determined and settled in session A
+        tables.SESSIONS: 2,
+        tables.LIFECYCLE_EVENTS: sc.total("lifecycle"),
+        tables.PARTICIPATION: len(sc.participation),
+        tables.SNAPSHOTS: sc.total("snapshots"),
+        tables.DELTAS: sc.total("deltas"),
+        tables.GAPS: sc.total("gaps"),
+        tables.LOADED_SEGMENTS: len(sc.paths),
+        tables.COMPLETED_MARKETS: 1,  # KXA-M1: created, determined and settled in session A
     }
 
 
@@ -96,11 +84,11 @@ def test_counts_equal_segment_contents(tmp_path: Path, make_target: MakeTarget) 
     summary = load(tmp_path, target)
     assert not summary.skipped
     assert len(summary.loaded) == len(sc.paths) == 4
-    assert table_counts(target, ALL_TABLES) == expected_counts(sc)
+    assert table_counts(target, tables.ALL_TABLES) == expected_counts(sc)
     assert summary.records == sum(len(log.records) for log in sc.logs)
     assert summary.malformed["flagged_frames"] == sc.total("malformed")
     # Undocumented event types are stored verbatim and flagged, never dropped.
-    rows = dump(target, LIFECYCLE_EVENTS)
+    rows = dump(target, tables.LIFECYCLE_EVENTS)
     undocumented = [r for r in rows if r[3] == "brand_new_event_type"]
     assert len(undocumented) == 1 and undocumented[0][4] is False
     assert {r[2] for r in rows} >= {"KXMVE-M4"}  # multivariate lifecycle is loaded too
@@ -122,19 +110,19 @@ def test_exact_prices_and_sizes_survive(tmp_path: Path, make_target: MakeTarget)
     build_scenario(tmp_path)
     target = make_target(tmp_path)
     load(tmp_path, target)
-    snaps = dump(target, SNAPSHOTS)
+    snaps = dump(target, tables.SNAPSHOTS)
     first = snaps[0]
     # yes levels sorted by price: 0.0085 x 2.50, 0.08 x 300, 0.45 x 100; no: 0.50 x 10.67
     assert list(first[8]) == [8_500, 80_000, 450_000]
     assert list(first[9]) == [250, 30_000, 10_000]
     assert list(first[10]) == [500_000] and list(first[11]) == [1_067]
     assert list(snaps[1][8]) == [] and list(snaps[1][10]) == [991_500]  # yes key absent
-    deltas = dump(target, DELTAS)
+    deltas = dump(target, tables.DELTAS)
     assert {(r[9], r[10]) for r in deltas if r[7] == "KXA-M1" and r[9] == 8_500} == {
         (8_500, 250),
         (8_500, -125),
     }
-    by_ticker = {r[2]: r[11] for r in dump(target, LIFECYCLE_EVENTS) if r[3] == "determined"}
+    by_ticker = {r[2]: r[11] for r in dump(target, tables.LIFECYCLE_EVENTS) if r[3] == "determined"}
     assert by_ticker == {"KXA-M1": Decimal("1"), "KXA-M2": Decimal("0.0085")}
     assert str(by_ticker["KXA-M2"]) == "0.008500"
 
@@ -148,11 +136,11 @@ def test_sessions_and_participation_match_decisions(
     shutil.move(last_of_a, hidden)  # session A's last segment is not sealed yet
     target = make_target(tmp_path)
     load(tmp_path, target)
-    part = {r[1]: r for r in dump(target, PARTICIPATION)}
+    part = {r[1]: r for r in dump(target, tables.PARTICIPATION)}
     assert part["KXA-M1"][3] is not None and part["KXA-M1"][5] == "determined"
     # Session B recovered A and A's end is not loaded: A is taken as crashed, so KXA-M2 is not
     # left open for ever; it is closed at A's last loaded record, as a crash.
-    sessions = {r[0]: r for r in dump(target, SESSIONS)}
+    sessions = {r[0]: r for r in dump(target, tables.SESSIONS)}
     assert sessions[SESSION_A][3] == "crash"
     assert part["KXA-M2"][5] == "crash" and part["KXA-M2"][3] == sessions[SESSION_A][17]
 
@@ -161,7 +149,7 @@ def test_sessions_and_participation_match_decisions(
     assert summary.updates == {"market_left": 1, "session_end": 1, "last_record": 1}
     assert not summary.unmatched
     target = make_target(tmp_path)
-    rows = dump(target, PARTICIPATION)
+    rows = dump(target, tables.PARTICIPATION)
     assert len(rows) == len(sc.participation)
     for exp in sc.participation:
         (row,) = [r for r in rows if r[0] == exp.session_id and r[1] == exp.market_ticker]
@@ -176,7 +164,7 @@ def test_sessions_and_participation_match_decisions(
             exp.mid_lifecycle,
             exp.late_by_ms,
         )
-    sessions = {r[0]: r for r in dump(target, SESSIONS)}
+    sessions = {r[0]: r for r in dump(target, tables.SESSIONS)}
     a, _b = sc.logs
     assert a.ended is not None and a.started is not None
     sa = sessions[SESSION_A]
@@ -193,7 +181,7 @@ def test_sessions_and_participation_match_decisions(
     )
     sb = sessions[SESSION_B]
     assert sb[2] is None and sb[7] == "1/2" and list(sb[10]) == [str(SESSION_A)]
-    gaps = {r[9]: r for r in dump(target, GAPS)}
+    gaps = {r[9]: r for r in dump(target, tables.GAPS)}
     assert set(gaps) == {"gap", "stale_seq", "loss"}
     assert gaps["gap"][6:8] == (45, 47) and list(gaps["gap"][8]) == ["KXA-M1", "KXA-M2"]
     assert gaps["stale_seq"][6:8] == (48, 46)
@@ -216,7 +204,7 @@ def test_corrupt_and_unknown_version_are_skipped(tmp_path: Path, make_target: Ma
     assert "unreadable Parquet" in reasons["session_id=42"]
     assert "unreadable Parquet" in reasons["session_id=43"]
     assert "unknown schema version '99'" in reasons["session_id=44"]
-    assert table_counts(target, ALL_TABLES) == expected_counts(sc)
+    assert table_counts(target, tables.ALL_TABLES) == expected_counts(sc)
     assert corrupt.exists()  # default: skip and report, leave the file
 
 
@@ -234,7 +222,7 @@ def test_constraint_violation_rolls_back_only_that_segment(
     summary = load(tmp_path, target, progress=LogProgress())
     assert [s.relpath for s in summary.skipped] == [dup.relative_to(tmp_path).as_posix()]
     assert "rejected by the database" in summary.skipped[0].reason
-    assert table_counts(target, ALL_TABLES) == expected_counts(sc)
+    assert table_counts(target, tables.ALL_TABLES) == expected_counts(sc)
 
 
 def test_quarantine_moves_bad_segment_keeping_relative_path(tmp_path: Path) -> None:
@@ -267,7 +255,7 @@ def test_failure_inside_a_segment_transaction_then_rerun_is_exactly_once(
     def failing(self: Any, name: str, data: pa.Table) -> None:
         real(self, name, data)
         # second segment: some of its rows are already written inside the transaction
-        if name == DELTAS and data.num_rows and data["record_seq"][0].as_py() > 50:
+        if name == tables.DELTAS and data.num_rows and data["record_seq"][0].as_py() > 50:
             calls["n"] += 1
             raise Boom("simulated crash mid-load")
 
@@ -275,13 +263,13 @@ def test_failure_inside_a_segment_transaction_then_rerun_is_exactly_once(
     with pytest.raises(Boom):
         load(tmp_path, target)
     assert calls["n"] == 1
-    assert target.count(LOADED_SEGMENTS) == 1  # only the first segment committed
+    assert target.count(tables.LOADED_SEGMENTS) == 1  # only the first segment committed
     first = expected_deltas_in(sc, 0)
-    assert target.count(DELTAS) == first
+    assert target.count(tables.DELTAS) == first
     monkeypatch.setattr(cls, "insert_arrow", real)
     summary = load(tmp_path, target)
     assert len(summary.loaded) == 3 and summary.already_loaded == 1
-    assert table_counts(target, ALL_TABLES) == expected_counts(sc)
+    assert table_counts(target, tables.ALL_TABLES) == expected_counts(sc)
 
 
 def expected_deltas_in(sc: Scenario, index: int) -> int:
@@ -313,7 +301,7 @@ def _copies(mon: psycopg.Connection[Any], *, waiting: bool) -> int:
     row = mon.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
         "AND query LIKE %s AND (NOT %s OR wait_event_type = 'Lock')",
-        (f"COPY {DELTAS}%", waiting),
+        (f"COPY {tables.DELTAS}%", waiting),
     ).fetchone()
     return int(row[0]) if row else 0
 
@@ -325,7 +313,7 @@ BEGIN
     IF NEW.record_seq = %s THEN PERFORM pg_advisory_xact_lock_shared({_HOLD_KEY}); END IF;
     RETURN NEW;
 END $$;
-CREATE TRIGGER test_hold_at_row BEFORE INSERT ON {DELTAS}
+CREATE TRIGGER test_hold_at_row BEFORE INSERT ON {tables.DELTAS}
     FOR EACH ROW EXECUTE FUNCTION test_hold_at_row();
 """
 
@@ -340,7 +328,7 @@ def test_kill_mid_copy_then_rerun_is_exactly_once(tmp_path: Path, pg_dsn: str) -
     the server shows the COPY waiting; the test kills the loader then."""
     write_bulk_deltas(tmp_path, 400_000, 100_000, session_id=BULK_SESSION)
     with psycopg.connect(pg_dsn, autocommit=True) as mon:
-        for stmt in ddl("postgres"):
+        for stmt in tables.ddl("postgres"):
             mon.execute(stmt)
         mon.execute(_HOLD_AT_ROW % 200_000)
         mon.execute("SELECT pg_advisory_lock(%s)", (_HOLD_KEY,))
@@ -352,25 +340,25 @@ def test_kill_mid_copy_then_rerun_is_exactly_once(tmp_path: Path, pg_dsn: str) -
                 120,
             )
             assert proc.poll() is None, "the loader ended without reaching the held row"
-            assert mon.execute(f"SELECT count(*) FROM {LOADED_SEGMENTS}").fetchone() == (1,)
+            assert mon.execute(f"SELECT count(*) FROM {tables.LOADED_SEGMENTS}").fetchone() == (1,)
         finally:
             proc.kill()
             proc.wait(30)
         mon.execute("SELECT pg_advisory_unlock(%s)", (_HOLD_KEY,))
         # Its backend runs again, finds the client gone and rolls the segment back.
         wait_for(lambda: _copies(mon, waiting=False) == 0, "the dead COPY to end")
-        assert mon.execute(f"SELECT count(*) FROM {LOADED_SEGMENTS}").fetchone() == (1,)
-        assert mon.execute(f"SELECT count(*) FROM {DELTAS}").fetchone() == (100_000,)
-        mon.execute(f"DROP TRIGGER test_hold_at_row ON {DELTAS}")
+        assert mon.execute(f"SELECT count(*) FROM {tables.LOADED_SEGMENTS}").fetchone() == (1,)
+        assert mon.execute(f"SELECT count(*) FROM {tables.DELTAS}").fetchone() == (100_000,)
+        mon.execute(f"DROP TRIGGER test_hold_at_row ON {tables.DELTAS}")
     rerun = _spawn_loader(tmp_path, pg_dsn)
     _out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err.decode()
     with psycopg.connect(pg_dsn) as con:
-        assert con.execute(f"SELECT count(*) FROM {DELTAS}").fetchone() == (400_000,)
+        assert con.execute(f"SELECT count(*) FROM {tables.DELTAS}").fetchone() == (400_000,)
         assert con.execute(
-            f"SELECT count(DISTINCT (session_id, record_seq)) FROM {DELTAS}"
+            f"SELECT count(DISTINCT (session_id, record_seq)) FROM {tables.DELTAS}"
         ).fetchone() == (400_000,)
-        assert con.execute(f"SELECT count(*) FROM {LOADED_SEGMENTS}").fetchone() == (4,)
+        assert con.execute(f"SELECT count(*) FROM {tables.LOADED_SEGMENTS}").fetchone() == (4,)
 
 
 @pytest.mark.slow
@@ -392,14 +380,16 @@ def test_kill_duckdb_loader_then_rerun_is_exactly_once(tmp_path: Path) -> None:
         proc.wait(30)
     assert line == "blocked 100001", line  # inside the third segment (records 100001..150000)
     t = DuckDBTarget(tmp_path / "warehouse.duckdb")
-    assert (t.count(LOADED_SEGMENTS), t.count(DELTAS)) == (2, 100_000)
+    assert (t.count(tables.LOADED_SEGMENTS), t.count(tables.DELTAS)) == (2, 100_000)
     t.close()
     rerun = _spawn_loader(tmp_path, None)
     _out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err.decode()
     t = DuckDBTarget(tmp_path / "warehouse.duckdb")
-    assert t.count(DELTAS) == 300_000 and t.count(LOADED_SEGMENTS) == 6
-    row = t.con.execute(f"SELECT count(DISTINCT (session_id, record_seq)) FROM {DELTAS}").fetchone()
+    assert t.count(tables.DELTAS) == 300_000 and t.count(tables.LOADED_SEGMENTS) == 6
+    row = t.con.execute(
+        f"SELECT count(DISTINCT (session_id, record_seq)) FROM {tables.DELTAS}"
+    ).fetchone()
     assert row == (300_000,)
     t.close()
 
@@ -421,7 +411,7 @@ def test_live_dir_is_never_read(tmp_path: Path, make_target: MakeTarget) -> None
     target = make_target(tmp_path)
     load(tmp_path, target)
     assert opened == []
-    assert table_counts(target, ALL_TABLES) == expected_counts(sc)
+    assert table_counts(target, tables.ALL_TABLES) == expected_counts(sc)
 
 
 @pytest.mark.parametrize(
@@ -498,7 +488,7 @@ def test_transform_skips_unparseable_snapshot_and_untyped_delta() -> None:
         },
     ]
     rows = transform(pa.Table.from_pylist(sc_rows, schema=LOG_SCHEMA))
-    assert rows.row_counts()[SNAPSHOTS] == 0 and rows.row_counts()[DELTAS] == 0
+    assert rows.row_counts()[tables.SNAPSHOTS] == 0 and rows.row_counts()[tables.DELTAS] == 0
     assert rows.malformed == {"orderbook_snapshot": 1, "orderbook_delta": 1}
 
 

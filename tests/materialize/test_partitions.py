@@ -19,19 +19,7 @@ from materialize.__main__ import main as materialize_main
 from materialize.loader import NoProgress, load
 from materialize.retention import partitions_before
 from materialize.targets import PostgresTarget
-from schemas.tables import (
-    DAY_NS,
-    DELTAS,
-    GAPS,
-    PARTITION_KEYS,
-    SNAPSHOTS,
-    day_bounds_ns,
-    day_of_ns,
-    day_partition_name,
-    ddl,
-    parse_range_bound,
-    partitioned_ddl,
-)
+from schemas import tables
 from tests.materialize.multi_day import (
     SESSION,
     STEP_NS,
@@ -49,39 +37,44 @@ from tests.support.segments import T0_NS, SessionLog, write_segments, write_tabl
 
 
 def test_partitioned_ddl_differs_only_in_the_big_tables() -> None:
-    plain, parted = ddl("postgres"), partitioned_ddl()
+    plain, parted = tables.ddl("postgres"), tables.partitioned_ddl()
     assert len(plain) == len(parted)
     changed = 0
     for a, b in zip(plain, parted, strict=True):
         table = next(
-            (t for t in PARTITION_KEYS if a.startswith(f"CREATE TABLE IF NOT EXISTS {t} (")), None
+            (t for t in tables.PARTITION_KEYS if a.startswith(f"CREATE TABLE IF NOT EXISTS {t} (")),
+            None,
         )
         if table is None:
             assert a == b
             continue
-        key = PARTITION_KEYS[table]
+        key = tables.PARTITION_KEYS[table]
         changed += 1
         assert b.endswith(f") PARTITION BY RANGE ({key})")
         assert f"PRIMARY KEY (session_id, record_seq, {key})" in b
         assert f"    {key} " in b, f"{table}: the key must be one of its columns"
-    assert changed == len(PARTITION_KEYS) == 3
+    assert changed == len(tables.PARTITION_KEYS) == 3
 
 
 @given(st.integers(min_value=-(2**62), max_value=2**63 - 1))
 def test_a_time_lies_in_the_bounds_of_its_day(ns: int) -> None:
-    start, end = day_bounds_ns(day_of_ns(ns))
+    start, end = tables.day_bounds_ns(tables.day_of_ns(ns))
     assert start <= ns < end
-    assert end - start == DAY_NS
-    assert start % DAY_NS == 0
+    assert end - start == tables.DAY_NS
+    assert start % tables.DAY_NS == 0
 
 
 @given(st.dates(min_value=dt.date(1971, 1, 1), max_value=dt.date(2200, 1, 1)))
 def test_day_bounds_are_utc_midnights(day: dt.date) -> None:
-    start, end = day_bounds_ns(day)
+    start, end = tables.day_bounds_ns(day)
     midnight = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
     assert start == int(midnight.timestamp()) * 10**9
-    assert day_of_ns(start) == day and day_of_ns(end - 1) == day and day_of_ns(end) != day
-    assert day_partition_name(DELTAS, day) == f"{DELTAS}_p{day:%Y%m%d}"
+    assert (
+        tables.day_of_ns(start) == day
+        and tables.day_of_ns(end - 1) == day
+        and tables.day_of_ns(end) != day
+    )
+    assert tables.day_partition_name(tables.DELTAS, day) == f"{tables.DELTAS}_p{day:%Y%m%d}"
 
 
 bounds = st.one_of(st.none(), st.integers(min_value=-(2**63), max_value=2**63 - 1))
@@ -97,14 +90,14 @@ def test_range_bounds_parse_as_postgres_prints_them(
         return f"'{v}'" if quoted else str(v)
 
     expr = f"FOR VALUES FROM ({text(lo, 'MINVALUE')}) TO ({text(hi, 'MAXVALUE')})"
-    assert parse_range_bound(expr) == (lo, hi)
+    assert tables.parse_range_bound(expr) == (lo, hi)
 
 
 @pytest.mark.parametrize(
     "expr", ["DEFAULT", "FOR VALUES IN ('a')", "FOR VALUES FROM ('x') TO ('y')", ""]
 )
 def test_other_partition_bounds_are_not_day_ranges(expr: str) -> None:
-    assert parse_range_bound(expr) is None
+    assert tables.parse_range_bound(expr) is None
 
 
 parts = st.lists(
@@ -141,40 +134,40 @@ def test_partitioned_load_is_exactly_once_and_holds_what_an_unpartitioned_one_ho
     n = len(log.records)
     # cuts inside days and one segment that spans midnight
     write_segments(tmp_path, log, [n // 4, n // 2 + 1, 3 * n // 4])
-    days = {day_of_ns(r["recv_ns"]) for r in log.records}
+    days = {tables.day_of_ns(r["recv_ns"]) for r in log.records}
     assert len(days) >= 4
 
     summary, partitioned = load_into(tmp_path, pg_dsn, partition_by_day=True)
     assert not summary.skipped and len(summary.loaded) == 4
-    assert partitioned == PARTITION_KEYS
+    assert partitioned == tables.PARTITION_KEYS
 
-    for table in PARTITION_KEYS:
+    for table in tables.PARTITION_KEYS:
         where = partition_of_each_row(pg_dsn, table)  # every row sits in its day's partition
         assert where, table
     with fresh_database(pg_admin_dsn) as plain_dsn:
         plain_summary, plain_parts = load_into(tmp_path, plain_dsn, partition_by_day=False)
         assert plain_parts == {}
         assert not plain_summary.skipped
-        for table in PARTITION_KEYS:
+        for table in tables.PARTITION_KEYS:
             assert pg_rows(pg_dsn, table) == pg_rows(plain_dsn, table), table
-    assert len(pg_rows(pg_dsn, DELTAS)) == log.expected["deltas"]
-    assert len(pg_rows(pg_dsn, SNAPSHOTS)) == log.expected["snapshots"]
-    assert len(pg_rows(pg_dsn, GAPS)) == log.expected["gaps"]
+    assert len(pg_rows(pg_dsn, tables.DELTAS)) == log.expected["deltas"]
+    assert len(pg_rows(pg_dsn, tables.SNAPSHOTS)) == log.expected["snapshots"]
+    assert len(pg_rows(pg_dsn, tables.GAPS)) == log.expected["gaps"]
 
     # rerun, even without the flag: nothing loaded twice, the layout is read from the catalog
-    before = {t: pg_rows(pg_dsn, t) for t in PARTITION_KEYS}
+    before = {t: pg_rows(pg_dsn, t) for t in tables.PARTITION_KEYS}
     again, partitioned = load_into(tmp_path, pg_dsn, partition_by_day=False)
     assert again.loaded == [] and again.already_loaded == 4
-    assert partitioned == PARTITION_KEYS
-    assert {t: pg_rows(pg_dsn, t) for t in PARTITION_KEYS} == before
+    assert partitioned == tables.PARTITION_KEYS
+    assert {t: pg_rows(pg_dsn, t) for t in tables.PARTITION_KEYS} == before
 
     # a later day arrives: its partitions are created before its rows are copied
-    later = multi_day_log(SESSION + 1, start_ns=T0_NS + 10 * DAY_NS)
+    later = multi_day_log(SESSION + 1, start_ns=T0_NS + 10 * tables.DAY_NS)
     write_segments(tmp_path, later)
     third, _ = load_into(tmp_path, pg_dsn, partition_by_day=False)
     assert len(third.loaded) == 1 and not third.skipped
-    new_day = day_partition_name(DELTAS, dt.date(2026, 1, 11))
-    assert new_day in partition_of_each_row(pg_dsn, DELTAS).values()
+    new_day = tables.day_partition_name(tables.DELTAS, dt.date(2026, 1, 11))
+    assert new_day in partition_of_each_row(pg_dsn, tables.DELTAS).values()
 
 
 @pytest.mark.postgres
@@ -193,7 +186,7 @@ def test_a_rolled_back_segment_leaves_no_partition_behind_that_the_loader_trusts
     # the primary key and the whole segment, new day's partition included, is rolled back.
     bad = SessionLog(SESSION, start_ns=T0_NS, step_ns=STEP_NS)
     bad.records = [dict(r) for r in log.records[: n // 2]]
-    late_ns = T0_NS + 30 * DAY_NS
+    late_ns = T0_NS + 30 * tables.DAY_NS
     rec = dict(log.records[0], record_seq=10_000, recv_ns=late_ns, msg_type="orderbook_delta")
     rec.update(
         kind="in", market_ticker="KXP-M1", side="yes", price=8500, delta=250, malformed=False
@@ -206,8 +199,8 @@ def test_a_rolled_back_segment_leaves_no_partition_behind_that_the_loader_trusts
     try:
         summary = load(tmp_path, target, progress=NoProgress())
         assert [s.relpath for s in summary.skipped] == [dup.relative_to(tmp_path).as_posix()]
-        late_day = day_partition_name(DELTAS, day_of_ns(late_ns))
-        assert late_day not in {p for p, _, _ in target.day_partitions(DELTAS)}
+        late_day = tables.day_partition_name(tables.DELTAS, tables.day_of_ns(late_ns))
+        assert late_day not in {p for p, _, _ in target.day_partitions(tables.DELTAS)}
 
         # a good segment of that same late day, loaded by the same target object
         dup.unlink()
@@ -217,10 +210,10 @@ def test_a_rolled_back_segment_leaves_no_partition_behind_that_the_loader_trusts
         write_segments(tmp_path, good)
         summary = load(tmp_path, target, progress=NoProgress())
         assert not summary.skipped and len(summary.loaded) == 1
-        assert late_day in {p for p, _, _ in target.day_partitions(DELTAS)}
+        assert late_day in {p for p, _, _ in target.day_partitions(tables.DELTAS)}
     finally:
         target.close()
-    assert (SESSION + 5, 2) in partition_of_each_row(pg_dsn, DELTAS)
+    assert (SESSION + 5, 2) in partition_of_each_row(pg_dsn, tables.DELTAS)
 
 
 @pytest.mark.postgres
@@ -251,12 +244,12 @@ def test_cli_creates_a_partitioned_database(
     assert materialize_main(argv) == 0
     assert materialize_main(argv) == 0  # idempotent
     wanted = {
-        day_partition_name(DELTAS, day_of_ns(r["recv_ns"]))
+        tables.day_partition_name(tables.DELTAS, tables.day_of_ns(r["recv_ns"]))
         for r in log.records
         if r["msg_type"] == "orderbook_delta"
     }
-    assert set(partition_of_each_row(pg_dsn, DELTAS).values()) == wanted
-    assert len(pg_rows(pg_dsn, DELTAS)) == log.expected["deltas"]
+    assert set(partition_of_each_row(pg_dsn, tables.DELTAS).values()) == wanted
+    assert len(pg_rows(pg_dsn, tables.DELTAS)) == log.expected["deltas"]
 
 
 def test_the_flag_without_postgresql_is_a_clear_error(
