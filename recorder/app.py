@@ -101,9 +101,9 @@ class Recorder:
         self.metrics = Metrics(
             frames=lambda: self.log.frames_in,
             malformed=lambda: self.log.malformed,
-            gaps=lambda: sum(c.gaps for c in self.conns),
-            error_replies=lambda: sum(c.error_replies for c in self.conns),
-            reconnects=lambda: sum(c.reconnects for c in self.conns),
+            gaps=lambda: sum(c.core.gaps for c in self.conns),
+            error_replies=lambda: sum(c.core.error_replies for c in self.conns),
+            reconnects=lambda: sum(c.core.reconnects for c in self.conns),
         )
         self.writer = SegmentWriter(
             settings.data_dir,
@@ -319,8 +319,8 @@ class Recorder:
                 len(self.rules.joined),
                 meter.rate(self.log.frames_in),
                 f"{st.bytes_written / 1e6:.1f}",
-                sum(c.gaps for c in self.conns),
-                sum(c.reconnects for c in self.conns),
+                sum(c.core.gaps for c in self.conns),
+                sum(c.core.reconnects for c in self.conns),
                 st.queue_depth,
             )
 
@@ -475,8 +475,8 @@ class Recorder:
             decisions=dict(self.log.decisions),
             markets_joined=self.joined_total,
             markets_left=self.left_total,
-            reconnects=sum(c.reconnects for c in self.conns),
-            gaps=sum(c.gaps for c in self.conns),
+            reconnects=sum(c.core.reconnects for c in self.conns),
+            gaps=sum(c.core.gaps for c in self.conns),
             segments=list(sealed),
             end_reason=self.end_reason,
         )

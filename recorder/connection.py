@@ -239,19 +239,6 @@ class BookConnection:
     def books(self) -> dict[str, OrderBook]:
         return self.core.books
 
-    @property
-    def reconnects(self) -> int:
-        """Every epoch after the first is a reconnect."""
-        return max(self.core.epoch - 1, 0)
-
-    @property
-    def gaps(self) -> int:
-        return self.core.gaps
-
-    @property
-    def error_replies(self) -> int:
-        return self.core.error_replies
-
     # ----------------------------------------------------------------- app inputs
     def want(self, ticker: str) -> None:
         self.core.want(ticker, time.monotonic_ns())

@@ -220,6 +220,11 @@ class ConnectionCore:
         self._dirty = True
 
     @property
+    def reconnects(self) -> int:
+        """Every epoch after the first is a reconnect."""
+        return max(self.epoch - 1, 0)
+
+    @property
     def dirty(self) -> bool:
         """Something changed that a ``tick`` should plan commands for."""
         return self._dirty
