@@ -61,7 +61,6 @@ class SoakRun:
     reconcile_s: float = 3.0
     procs: list[ProcRun] = field(default_factory=list)
     faults: dict[str, Any] = field(default_factory=dict)
-    sim_stats: dict[str, Any] = field(default_factory=dict)
     materialize_rc: int | None = None
     materialize_out: str = ""
 
@@ -86,9 +85,9 @@ def top_levels(levels: list[list[str]], n: int) -> list[tuple[int, int]]:
 
 @dataclass
 class Report:
+    """What :func:`verify` found: the counts :func:`render` shows, and every failed check."""
+
     sessions: int = 0
-    killed_sessions: int = 0
-    recorder_runs: int = 0
     frames_sent: int = 0
     frames_recorded: int = 0
     lost_outside_kill_windows: int = 0
@@ -98,7 +97,6 @@ class Report:
     in_flight_at_stop: int = 0
     epochs: int = 0
     sim_connections: int = 0
-    unmatched_sim_connections: int = 0
     seen: dict[str, int] = field(default_factory=dict)  # what the log shows of each fault
     created_received: int = 0
     joined: int = 0
@@ -116,7 +114,6 @@ class Report:
     rows_in_gap_spans: int = 0
     segments: int = 0
     unreadable_segments: int = 0
-    stray_files: int = 0
     sessions_ended: int = 0
     sessions_crash_closed: int = 0  # killed sessions closed by the next start's end marker
     sessions_recovered: int = 0
@@ -142,7 +139,6 @@ def read_segments(data: Path, report: Report) -> list[dict[str, Any]]:
         if f.is_dir():
             continue
         if f.suffix != ".parquet" or f.name.startswith("."):
-            report.stray_files += 1
             report.fail(f"segments/ holds a file that is not a sealed segment: {f}")
             continue
         report.segments += 1
@@ -313,7 +309,6 @@ def check_frames(
         if any(first - 5 * 10**9 <= k and last <= k + 10**9 for k in kill_ns):
             report.kill_window_losses += len(truth[cid])
         else:
-            report.unmatched_sim_connections += 1
             report.lost_outside_kill_windows += len(truth[cid])
             report.fail(
                 f"simulator connection {cid} ({len(truth[cid])} frames) matches no recorded epoch"
@@ -579,8 +574,7 @@ def check_sessions(rows: list[dict[str, Any]], report: Report) -> None:
     sessions = sorted({r["session_id"] for r in rows})
     report.sessions = len(sessions)
     closed = {r["session_id"] for r in rows if r["msg_type"] == Decision.SESSION_END}
-    ended = {r["session_id"] for r in rows if r["msg_type"] == Decision.SESSION_END}
-    ended -= {r["session_id"] for r in rows if _is_crash_end(r)}  # graceful ends only
+    ended = closed - {r["session_id"] for r in rows if _is_crash_end(r)}  # graceful ends only
     named: set[int] = set()
     for r in rows:
         if r["kind"] == "decision" and r["msg_type"] == Decision.RECOVERED:
@@ -588,7 +582,6 @@ def check_sessions(rows: list[dict[str, Any]], report: Report) -> None:
             named.update(int(s) for s in recovered if s < r["session_id"])
     report.sessions_ended = len(ended)
     report.sessions_recovered = len(named & set(sessions))
-    report.killed_sessions = len(set(sessions) - ended)
     for s in sessions:
         if s not in closed and s not in named:
             report.fail(f"session {s} has neither a session_end nor a recovered record naming it")
@@ -612,7 +605,7 @@ def _fault_evidence(rows: list[dict[str, Any]], report: Report) -> None:
 
 def verify(run: SoakRun) -> Report:
     """Check the invariants (a)-(d) of the module docstring; failures are in ``report.failures``."""
-    report = Report(recorder_runs=len(run.procs))
+    report = Report()
     for p in run.procs:
         if p.how not in ("kill", "stop"):
             report.fail(
@@ -676,7 +669,7 @@ _FAULTS = [
 def render(run: SoakRun, report: Report) -> str:
     """The soak table (plain text, fixed width)."""
     lines = [
-        f"soak: {run.seconds:.0f} s, {report.recorder_runs} recorder run(s), "
+        f"soak: {run.seconds:.0f} s, {len(run.procs)} recorder run(s), "
         f"{len(run.kills)} kill -9, {report.sessions} session(s)",
         "",
         f"{'fault':34} {'injected':>9} {'in log':>8}  survived",

@@ -5,7 +5,8 @@ Everything protocol-shaped lives in the sans-I/O modules (``exchange``, ``market
 
     from simulator.server import SimConfig, Simulator
     async with Simulator(SimConfig(seed=1)) as sim:
-        sim.ws_url, sim.rest_url, sim.key_id, sim.private_key_path, sim.faults, sim.stats
+        sim.ws_url, sim.rest_url, sim.key_id, sim.private_key_path, sim.faults, sim.stats,
+        sim.connections_open
 
 ``start_in_thread(cfg)`` runs the same thing on a background event loop for synchronous code.
 
@@ -71,17 +72,14 @@ class SimConfig:
 
 @dataclass
 class Stats:
+    """What only the shell counts. The engine's own counts (``sim.engine.steps``,
+    ``deltas_emitted``, ``notices_emitted``, ``markets``, ``live``) are read from the engine, and
+    the open connections from :attr:`Simulator.connections_open`."""
+
     handshakes: int = 0
     connections_total: int = 0
-    connections_open: int = 0
     frames_sent: int = 0
-    bytes_sent: int = 0
-    steps: int = 0
     lag_ms: int = 0  # how far virtual time trails wall time (the engine cannot keep up)
-    deltas: int = 0
-    notices: int = 0
-    markets: int = 0
-    live_markets: int = 0
 
 
 class _Conn:
@@ -199,8 +197,21 @@ class Simulator:
             self._gt.close(self.engine)
         if self._tmp_keys is not None:
             shutil.rmtree(self._tmp_keys, ignore_errors=True)
-        self._update_stats()
-        log.info("simulator stopped: %s; faults %s", self.stats, self.faults)
+        e = self.engine
+        log.info(
+            "simulator stopped: %s; %d steps, %d markets, %d deltas, %d notices; faults %s",
+            self.stats,
+            e.steps,
+            len(e.markets),
+            e.deltas_emitted,
+            e.notices_emitted,
+            self.faults,
+        )
+
+    @property
+    def connections_open(self) -> int:
+        """WebSocket connections open now (handshake done, not yet closed)."""
+        return len(self._conns)
 
     # ---- handshake ------------------------------------------------------------------------
 
@@ -257,7 +268,6 @@ class Simulator:
         self._conns[session.conn_id] = st
         self._by_ws[conn] = st
         self.stats.connections_total += 1
-        self.stats.connections_open += 1
         st.tasks.append(asyncio.create_task(self._writer(st)))
         if self.cfg.ping_interval > 0:
             st.tasks.append(asyncio.create_task(self._pinger(st)))
@@ -283,7 +293,6 @@ class Simulator:
         conn_id = st.session.conn_id
         self._conns.pop(conn_id, None)
         self.exchange.close_session(conn_id)
-        self.stats.connections_open -= 1
         if self._gt is not None:
             self._gt.close_conn(conn_id)
 
@@ -309,7 +318,7 @@ class Simulator:
             if gt is not None:
                 gt.frames(conn_id, time.time_ns(), frames)
             stats.frames_sent += len(frames)
-            stats.bytes_sent += ws.send_texts(frames)
+            ws.send_texts(frames)
             await ws.drain()
 
     async def _pinger(self, st: _Conn) -> None:
@@ -380,7 +389,6 @@ class Simulator:
                 next_burst += f.burst_every_s
             self._pump()
             self.stats.lag_ms = (target - engine.steps) * engine.cfg.step_ms
-            self._update_stats()
             for times, rate, act in conn_faults:
                 while times and elapsed >= times[0]:
                     times.pop(0)
@@ -400,21 +408,11 @@ class Simulator:
             next_due = self._t0 + (engine.steps - base + 1) * step_s
             await asyncio.sleep(max(0.0, next_due - loop.time()))
 
-    def _update_stats(self) -> None:
-        e = self.engine
-        s = self.stats
-        s.steps = e.steps
-        s.deltas = e.deltas_emitted
-        s.notices = e.notices_emitted
-        s.markets = len(e.markets)
-        s.live_markets = e.live
-
     # ---- control API (call on the simulator's event loop) -----------------------------------
 
     def _ctl(self, fn: Callable[[], T]) -> T:
         result = fn()
         self._pump()
-        self._update_stats()
         return result
 
     def advance(self, steps: int = 1) -> None:
@@ -557,8 +555,8 @@ class SimulatorThread:
     """A simulator on a background thread's event loop, for synchronous code and tests.
 
     Has the attributes of :class:`Simulator` (``ws_url``, ``rest_url``, ``key_id``,
-    ``private_key_path``, ``faults``, ``stats``), the control methods (run on the simulator's
-    loop and waited for), and ``stop()``.
+    ``private_key_path``, ``faults``, ``stats``, ``connections_open``), the control methods (run
+    on the simulator's loop and waited for), and ``stop()``.
     """
 
     def __init__(self, cfg: SimConfig) -> None:

@@ -359,11 +359,11 @@ def test_a_repeating_4xxx_close_ends_the_run_with_exit_2_and_one_line(
     proc = start_recorder(sim, data, "--duration", "60")
 
     def connected(n: int) -> bool:
-        return sim.stats.connections_open == 1 and sim.stats.connections_total == n
+        return sim.connections_open == 1 and sim.stats.connections_total == n
 
     def gone(n: int) -> bool:
-        st = sim.stats
-        return st.connections_open == 0 or st.connections_total > n or proc.poll() is not None
+        total = sim.stats.connections_total
+        return sim.connections_open == 0 or total > n or proc.poll() is not None
 
     try:
         for n in range(1, 4):
