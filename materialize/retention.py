@@ -50,8 +50,9 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -608,39 +609,21 @@ def run(argv: Sequence[str] | None = None, *, today: dt.date | None = None) -> i
     except TargetUnavailable as exc:
         return fail("retention", exc, EXIT_DATABASE)
     report = RetentionReport()
+    # the steps asked for, in this order; each then runs with the same dry_run and report
+    steps: list[Callable[..., RetentionReport]] = []
+    if not args.no_compact:
+        before = args.compact_before or today.isoformat()
+        before = min(before, today.isoformat())  # never today: it is still being written
+        steps.append(partial(compact, data_dir, target, before, target_bytes=args.target_bytes))
+    if (days := args.delete_older_than or args.archive_older_than) is not None:
+        archive_dir = args.archive_dir
+        steps.append(partial(expire, data_dir, target, days, archive_dir=archive_dir, today=today))
+    if (db_days := args.db_drop_older_than or args.db_detach_older_than) is not None:
+        detach = args.db_detach_older_than is not None
+        steps.append(partial(expire_db, target, db_days, detach=detach, today=today))
     try:
-        if not args.no_compact:
-            before = args.compact_before or today.isoformat()
-            before = min(before, today.isoformat())  # never today: it is still being written
-            compact(
-                data_dir,
-                target,
-                before,
-                target_bytes=args.target_bytes,
-                dry_run=args.dry_run,
-                report=report,
-            )
-        days = args.delete_older_than or args.archive_older_than
-        if days is not None:
-            expire(
-                data_dir,
-                target,
-                days,
-                archive_dir=args.archive_dir,
-                today=today,
-                dry_run=args.dry_run,
-                report=report,
-            )
-        db_days = args.db_drop_older_than or args.db_detach_older_than
-        if db_days is not None:
-            expire_db(
-                target,
-                db_days,
-                detach=args.db_detach_older_than is not None,
-                today=today,
-                dry_run=args.dry_run,
-                report=report,
-            )
+        for step in steps:
+            step(dry_run=args.dry_run, report=report)
     except NotPartitioned as exc:
         return fail("retention", exc, EXIT_USAGE)
     except TargetUnavailable as exc:
