@@ -25,8 +25,8 @@ Two phases, each printed side by side with the ratio recorder/bare:
    client's own ceiling, so this ratio is the one that measures the recorder against the target
    (recorder >= 70 % of bare).
 
-The helpers here (simulator process, bare client, log queries) are shared by the other
-``bench/recorder_*.py`` benches.
+The helpers here (load knobs, simulator process, bare client, log queries) are shared by the
+other ``bench/recorder_*.py`` benches.
 """
 
 from __future__ import annotations
@@ -434,12 +434,22 @@ def measure(ns: argparse.Namespace, work: Path, phase: str) -> dict[str, Any]:
     return out
 
 
+def add_load_knobs(
+    ap: argparse.ArgumentParser, *, markets: int, create_rate: float, delta_rate: float
+) -> None:
+    """The simulator load the ``bench/recorder_*.py`` benches offer, with this bench's defaults:
+    ``--markets`` open at the start (the recorder adopts them), ``--create-rate`` new markets/s,
+    ``--delta-rate`` book changes/s over all trading markets."""
+    ap.add_argument("--markets", type=int, default=markets, help="open markets at the start")
+    ap.add_argument("--create-rate", type=float, default=create_rate, help="new markets/s")
+    ap.add_argument("--delta-rate", type=float, default=delta_rate, help="steady offered deltas/s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=12.0, help="steady phase, per client")
-    ap.add_argument("--markets", type=int, default=500, help="initial open markets")
-    ap.add_argument("--create-rate", type=float, default=2.0, help="markets created per second")
-    ap.add_argument("--delta-rate", type=float, default=60_000, help="steady: offered deltas/s")
+    # --delta-rate is the steady phase's; the backlog phase offers --backlog-rate
+    add_load_knobs(ap, markets=500, create_rate=2.0, delta_rate=60_000)
     ap.add_argument("--backlog-rate", type=float, default=20_000, help="backlog: offered deltas/s")
     ap.add_argument("--stall-at", type=float, default=12.0, help="backlog: stall starts (sim s)")
     ap.add_argument("--stall-for", type=float, default=8.0, help="backlog: stall length, s")

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.recorder_ingest import query, run_recorder, sealed_bytes, start_sim
+from bench.recorder_ingest import add_load_knobs, query, run_recorder, sealed_bytes, start_sim
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -63,9 +63,7 @@ def latencies(data: Path) -> list[tuple[str, float]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=40.0, help="recorder run length")
-    ap.add_argument("--markets", type=int, default=1000, help="open markets at start (adopted)")
-    ap.add_argument("--delta-rate", type=float, default=20_000, help="background deltas/s")
-    ap.add_argument("--create-rate", type=float, default=10.0, help="new markets/s")
+    add_load_knobs(ap, markets=1000, create_rate=10.0, delta_rate=20_000)  # the background load
     ap.add_argument("--lifetime", default="20:60", help="market lives (simulator syntax)")
     ap.add_argument("--recorder-arg", action="append", default=[], help="extra recorder flag")
     ap.add_argument("--keep", action="store_true")

@@ -189,9 +189,7 @@ def _client(
 
 
 async def bench_wire(markets: int, rate: float, seconds: float, keys_dir: Path) -> dict[str, float]:
-    cfg = SimConfig(
-        seed=1, keys_dir=keys_dir, generator=gen_config(markets, rate), ping_interval=10
-    )
+    cfg = SimConfig(keys_dir=keys_dir, generator=gen_config(markets, rate))
     async with Simulator(cfg) as sim:
         tickers = sim.tickers()
         q: mp.Queue = mp.get_context("spawn").Queue()

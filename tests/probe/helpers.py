@@ -28,7 +28,6 @@ def sim_config(switches: Mapping[str, Any], keys_dir: Path, seed: int = 3) -> Si
     """A live simulator: markets created every ~0.25 s (the probe waits for one), slow books."""
     gen = GenConfig(
         create_rate=4.0,
-        initial_markets=8,
         delta_rate=10.0,
         lifetime=Dist("120:240"),
         open_delay=Dist("0:0.2"),
@@ -43,8 +42,6 @@ def fast_settings(sim: SimulatorThread) -> RunSettings:
         ws_url=sim.ws_url,
         rest_url=sim.rest_url,
         signer=signer_from(sim.key_id, sim.private_key_path),
-        max_seconds=60.0,
-        step_timeout_s=5.0,
         command_interval_s=0.01,
         rest_interval_s=0.01,
         listen_s=8.0,
