@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from schemas.lifecycle import LifecycleFields
 from schemas.units import PRICE_SCALE
 
 Level = tuple[int, int]
@@ -107,22 +108,16 @@ class BookUpdate:
 
 
 @dataclass(frozen=True, slots=True)
-class LifecycleEvent:
+class LifecycleEvent(LifecycleFields):
     """A message of the lifecycle channel (``schemas.wire.LIFECYCLE_CHANNEL_MSG_TYPES``) as the
-    recorder received it: typed fields + the raw msg. ``event_type`` is the frame type when the
-    message has none (``event_fee_update``)."""
+    recorder received it: the typed fields (``schemas.lifecycle.LifecycleFields``, keyword-only)
+    + the raw msg. ``event_type`` is the frame type when the message has none
+    (``event_fee_update``)."""
 
     market_ticker: str
     event_type: str
     record_seq: int | None = None
     """None when the notice came from no log record (the Gymnasium env's own notices)."""
-    open_ts: int | None = None
-    close_ts: int | None = None
-    determination_ts: int | None = None
-    settled_ts: int | None = None
-    result: str | None = None
-    settlement_value: int | None = None
-    """Micro-dollars."""
     msg: dict[str, Any] = field(default_factory=dict)
     """The message's ``msg`` object verbatim."""
 

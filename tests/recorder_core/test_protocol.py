@@ -36,6 +36,7 @@ from recorder.protocol import (
     update_subscription,
 )
 from recorder.session import SessionLog
+from schemas.lifecycle import LIFECYCLE_FIELDS
 from schemas.log import LOG_SCHEMA
 from schemas.units import price_to_decimal
 from tests.support.frames import FIELD_KEYS as KEYS
@@ -64,6 +65,13 @@ def test_frame_has_every_typed_log_column() -> None:
     envelope = {"session_id", "record_seq", "recv_ns", "kind", "conn", "epoch", "raw"}
     fields = set(Frame.__dataclass_fields__)
     assert set(LOG_SCHEMA.names) - envelope <= fields
+
+
+def test_lifecycle_fields_are_the_log_columns_after_event_type() -> None:
+    """``SessionLog`` writes the lifecycle fields right after ``event_type``: same names, same
+    order, nothing after them (a new lifecycle field is a new last log column)."""
+    names = LOG_SCHEMA.names
+    assert tuple(names[names.index("event_type") + 1 :]) == LIFECYCLE_FIELDS
 
 
 @pytest.mark.parametrize("repeat", [1, 2])  # 2nd time hits the memoised fast path
