@@ -12,6 +12,7 @@ it is and prove (with ``RecordMark``) that it saw everything up to a point.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -21,6 +22,16 @@ from schemas.units import PRICE_SCALE
 
 Level = tuple[int, int]
 """One book level: (price in micro-dollars, size in centi-contracts)."""
+
+
+def best_price(bids: Sequence[Level], ask: bool = False) -> int | None:
+    """The best price of one side's levels listed best first (as every book view here lists
+    them), None for an empty side. ``ask``: the other side's best ask instead, since a bid at p
+    on one side is an ask at 1 - p on the other (``schemas.units.PRICE_SCALE`` is 1)."""
+    if not bids:
+        return None
+    return PRICE_SCALE - bids[0][0] if ask else bids[0][0]
+
 
 STATUS_CHANNEL = "recorder_status"
 """The tap's extra channel (``docs/tap-protocol.md``); a plain Kalshi client never asks for it."""
@@ -92,19 +103,19 @@ class BookUpdate:
 
     @property
     def best_yes_bid(self) -> int | None:
-        return self.yes[0][0] if self.yes else None
+        return best_price(self.yes)
 
     @property
     def best_no_bid(self) -> int | None:
-        return self.no[0][0] if self.no else None
+        return best_price(self.no)
 
     @property
     def best_yes_ask(self) -> int | None:
-        return PRICE_SCALE - self.no[0][0] if self.no else None
+        return best_price(self.no, ask=True)
 
     @property
     def best_no_ask(self) -> int | None:
-        return PRICE_SCALE - self.yes[0][0] if self.yes else None
+        return best_price(self.yes, ask=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,4 +230,5 @@ __all__ = [
     "StatusMessage",
     "Validity",
     "ValidityChange",
+    "best_price",
 ]

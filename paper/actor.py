@@ -16,11 +16,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Protocol
 
+from feed.events import Level, best_price
 from paper.broker import NS, Broker, MarketState
 from paper.orders import Cancel, Order
-
-Level = tuple[int, int]
-"""(price micro-dollars, size centi-contracts)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +67,11 @@ class Observation:
 
     @property
     def best_bid(self) -> int | None:
-        return self.yes_bids[0][0] if self.yes_bids else None
+        return best_price(self.yes_bids)
 
     @property
     def best_ask(self) -> int | None:
-        return self.yes_asks[0][0] if self.yes_asks else None
+        return best_price(self.yes_asks)
 
     @property
     def mid_x2(self) -> int | None:

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feed.auth import refusal
+from feed.book import Book
 from feed.client import Client, FeedError
 from feed.events import BookUpdate, Lagged, Validity
 from feed.fanout import MAX_COMMAND_BYTES, Fanout
@@ -32,6 +33,22 @@ from schemas.wire import ERROR_MESSAGES as SIMULATOR_ERRORS
 from tests.feed.rows import Log
 
 # ----------------------------------------------------------------------------- wire
+
+
+_PRICES = st.integers(min_value=1, max_value=999_999)
+_LEVELS = st.dictionaries(_PRICES, st.integers(min_value=1, max_value=10**6), max_size=6)
+
+
+@settings(max_examples=50)
+@given(_LEVELS, _LEVELS)
+def test_book_update_quotes_follow_the_levels(yes: dict[int, int], no: dict[int, int]) -> None:
+    """Best bids are each side's highest price; a NO bid at p is a YES ask at $1 - p."""
+    top = Book(yes, no, True)
+    u = BookUpdate("M", 1, True, True, top.top("yes", 3), top.top("no", 3))
+    assert u.best_yes_bid == (max(yes) if yes else None)
+    assert u.best_no_bid == (max(no) if no else None)
+    assert u.best_yes_ask == (1_000_000 - max(no) if no else None)
+    assert u.best_no_ask == (1_000_000 - max(yes) if yes else None)
 
 
 @given(st.integers(min_value=-(10**12), max_value=10**12))
