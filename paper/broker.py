@@ -319,7 +319,7 @@ class Broker:
         )
         o = OpenOrder(oid, order, resting, FeeAccumulator(self.schedule_for(m.ticker)), cost)
         m.orders[oid] = o
-        reports = [self._report("order", m, t_ns, order_id=oid, order=order)]
+        reports = [self._report("order", m, t_ns, o)]
         for price, n in self.fill_model.take(view.buy, view.price, order.size, m.book, m.available):
             n = min(n, resting.remaining)
             if n <= 0:
@@ -367,7 +367,13 @@ class Broker:
         key = (is_ask, price)
         m.taken[key] = m.taken.get(key, 0) + n
 
-    def _report(self, kind: str, m: MarketState, t_ns: int, **kw: Any) -> Report:
+    def _report(
+        self, kind: str, m: MarketState, t_ns: int, o: OpenOrder | None = None, **kw: Any
+    ) -> Report:
+        """A report on ``m`` after the change, about our order ``o`` if one (its id and the
+        order as submitted)."""
+        if o is not None:
+            kw.update(order_id=o.order_id, order=o.order)
         return Report(kind, t_ns, m.ticker, cash_after=self.cash, position_after=m.position, **kw)
 
     def _fill(
@@ -408,8 +414,7 @@ class Broker:
             "fill",
             m,
             t_ns,
-            order_id=o.order_id,
-            order=o.order,
+            o,
             yes_buy=buy,
             yes_price=price,
             size=n,
@@ -420,15 +425,7 @@ class Broker:
 
     def _cancel(self, m: MarketState, o: OpenOrder, t_ns: int, reason: str) -> Report:
         m.orders.pop(o.order_id, None)
-        return self._report(
-            "cancel",
-            m,
-            t_ns,
-            order_id=o.order_id,
-            order=o.order,
-            size=o.resting.remaining,
-            reason=reason,
-        )
+        return self._report("cancel", m, t_ns, o, size=o.resting.remaining, reason=reason)
 
     def _cancel_all(self, m: MarketState, t_ns: int, reason: str) -> list[Report]:
         return [self._cancel(m, o, t_ns, reason) for o in list(m.orders.values())]

@@ -134,7 +134,11 @@ class Frame:
     (more decimals than the unit, outside int64) only nulls that column and is named in ``problem``;
     it does not make the frame malformed. ``problem`` lists every issue, ``"; "``-separated.
     Snapshot level arrays are not checked here (that costs a full parse): ``snapshot_levels``
-    does it when the book needs them, and the caller may then set ``malformed``/``problem``.
+    does it when the book needs them (the caller records a bad snapshot as a book problem).
+
+    Mutable, where the feed's events are frozen: the careful path fills it field by field, and a
+    frozen dataclass's ``__init__`` (one ``object.__setattr__`` per field) costs ~7x a plain one
+    on the fast path's positional construction (1.9 µs against 0.27 µs for this class).
     """
 
     msg_type: str | None = None
