@@ -93,3 +93,20 @@ def test_ws_text_frame_header_lengths() -> None:
         else:
             assert code == 127 and int.from_bytes(frame[2:10], "big") == n
         assert frame.endswith(b"x" * n)
+
+
+def test_connections_open_is_the_set_of_open_connections(sim: SimulatorThread) -> None:
+    """``connections_open`` counts handshakes done and not yet closed, whichever side closes;
+    ``stats.connections_total`` only grows."""
+    assert sim.connections_open == 0
+    with Client(sim), Client(sim) as second:
+        wait_for(lambda: sim.connections_open == 2, "both handshakes done on the server")
+        assert sim.stats.connections_total == 2
+        sim.drop_connections()  # the server ends both
+        with pytest.raises(ConnectionClosedError):
+            second.recv()
+        wait_for(lambda: sim.connections_open == 0, "both drops seen by the server")
+    with Client(sim):
+        wait_for(lambda: sim.connections_open == 1, "the third handshake done on the server")
+        assert sim.stats.connections_total == 3
+    wait_for(lambda: sim.connections_open == 0, "the client's close seen by the server")
