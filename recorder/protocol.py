@@ -237,6 +237,19 @@ def _checked(value: int, what: str, issues: _Issues) -> int | None:
     return value
 
 
+def _exact_text(text: str, key: str, convert: Callable[[str], int], issues: _Issues) -> int | None:
+    """A decimal string field -> its scaled int; too precise or outside int64 only nulls it
+    (noted), a string that is no number at all makes the frame malformed."""
+    try:
+        return _checked(convert(text), f"msg.{key} {text!r}", issues)
+    except ValueError as exc:
+        if _is_number_text(text):
+            issues.inexact(f"msg.{key}: {exc}")
+        else:
+            issues.bad(f"msg.{key} {text!r} is not a decimal number")
+        return None
+
+
 def _fixed_field(
     msg: dict[str, Any],
     exact_key: str,
@@ -252,14 +265,7 @@ def _fixed_field(
         if type(text) is not str:
             issues.bad(f"msg.{exact_key} is {_tname(text)}, expected string")
             return None
-        try:
-            return _checked(convert(text), f"msg.{exact_key} {text!r}", issues)
-        except ValueError as exc:
-            if _is_number_text(text):
-                issues.inexact(f"msg.{exact_key}: {exc}")
-            else:
-                issues.bad(f"msg.{exact_key} {text!r} is not a decimal number")
-            return None
+        return _exact_text(text, exact_key, convert, issues)
     legacy = msg.get(legacy_key)
     if legacy is not None:
         if type(legacy) is not int:
@@ -475,15 +481,7 @@ def _parse_lifecycle(frame: Frame, msg: dict[str, Any], issues: _Issues) -> None
     if value is None:
         return
     if type(value) is str:
-        try:
-            frame.settlement_value = _checked(
-                price_micros(value), f"msg.settlement_value {value!r}", issues
-            )
-        except ValueError as exc:
-            if _is_number_text(value):
-                issues.inexact(f"msg.settlement_value: {exc}")
-            else:
-                issues.bad(f"msg.settlement_value {value!r} is not a decimal number")
+        frame.settlement_value = _exact_text(value, "settlement_value", price_micros, issues)
     elif type(value) is int:
         frame.settlement_value = _checked(_cents(value), f"msg.settlement_value {value}", issues)
     else:
