@@ -113,9 +113,9 @@ class WsConnection(asyncio.Protocol):
     def is_open(self) -> bool:
         return self.protocol.state is State.OPEN
 
-    def send_texts(self, texts: list[str]) -> int:
-        """Write one text frame per string, all at once; returns the bytes written (0 once the
-        connection has left OPEN: nothing is sent then).
+    def send_texts(self, texts: list[str]) -> None:
+        """Write one text frame per string, all at once (nothing is sent once the connection has
+        left OPEN).
 
         The data frames are encoded by :func:`ws_text_frame`, not ``protocol.send_text``: a
         ``Frame`` object per message costs ~10% of the simulator's throughput
@@ -125,11 +125,9 @@ class WsConnection(asyncio.Protocol):
         are written first, so frames keep their order."""
         transport = self.transport
         if not self.is_open or transport is None or transport.is_closing():
-            return 0  # closing, or reset by the client and connection_lost not yet run
-        n = self._flush()
-        payload = b"".join([ws_text_frame(t) for t in texts])
-        transport.write(payload)
-        return n + len(payload)
+            return  # closing, or reset by the client and connection_lost not yet run
+        self._flush()
+        transport.write(b"".join([ws_text_frame(t) for t in texts]))
 
     @property
     def write_paused(self) -> bool:
@@ -225,13 +223,12 @@ class WsConnection(asyncio.Protocol):
             return
         self.hooks.ws_message(self, text)
 
-    def _flush(self) -> int:
-        """Write what the protocol has to send; an empty chunk means "half-close now".
-        Returns the bytes written."""
+    def _flush(self) -> None:
+        """Write what the protocol has to send; an empty chunk means "half-close now"."""
         transport = self.transport
         if transport is None or transport.is_closing():
             self.protocol.data_to_send()  # discard: nowhere to write it
-            return 0
+            return
         chunks = self.protocol.data_to_send()  # one chunk per frame: one write() for them all
         eof = b"" in chunks
         if eof:
@@ -247,4 +244,3 @@ class WsConnection(asyncio.Protocol):
         if self.protocol.close_expected() and self._close_timer is None:
             loop = asyncio.get_running_loop()
             self._close_timer = loop.call_later(CLOSE_TIMEOUT_S, transport.abort)
-        return len(data)
