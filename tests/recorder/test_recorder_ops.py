@@ -310,10 +310,11 @@ def test_metrics_and_health_endpoints(make_sim: SimFactory, tmp_path: Path) -> N
         wait_for(healthy, "/healthz to answer 200 (connected, writer alive)")
         # frames counted as they arrive: wait until the counter moves, however slow the machine
         wait_for(lambda: metric(url, "recorder_frames_received_total") > 0, "frames counted")
-        # counted by the connection's own epochs: a drop shows as one reconnect once back
-        assert metric(url, "recorder_reconnects_total") == 0
+        # counted by the connection's own epochs: a drop shows as a reconnect once back (on a
+        # loaded machine the silence watchdog may have reconnected already: compare, not pin)
+        before = metric(url, "recorder_reconnects_total")
         sim.drop_connections()
-        wait_for(lambda: metric(url, "recorder_reconnects_total") == 1, "the reconnect counted")
+        wait_for(lambda: metric(url, "recorder_reconnects_total") > before, "the reconnect counted")
     finally:
         out, err = stop_gracefully(proc)
     assert proc.returncode == 0, err
