@@ -65,6 +65,7 @@ class SessionLog:
         self.frames_in += 1
         if f.malformed:
             self.malformed += 1
+        lc = f.lifecycle
         row = (
             self.session_id,
             self.record_seq,
@@ -84,12 +85,12 @@ class SessionLog:
             f.delta,
             f.ts_ms,
             f.event_type,
-            f.open_ts,
-            f.close_ts,
-            f.determination_ts,
-            f.settled_ts,
-            f.result,
-            f.settlement_value,
+            lc.open_ts,
+            lc.close_ts,
+            lc.determination_ts,
+            lc.settled_ts,
+            lc.result,
+            lc.settlement_value,
         )
         self.sink.append(row)
         if self.observer is not None:

@@ -1,9 +1,10 @@
 """The typed fields of a market lifecycle message, declared once.
 
 A ``market_lifecycle_v2`` (or ``multivariate_market_lifecycle``) notice carries, besides
-``market_ticker`` and ``event_type``, the schedule and outcome fields below. The actor's
-``feed.events.LifecycleEvent`` is built on them, and they are the session log's lifecycle columns
-(``schemas.log``: same names, same order, same units; a test pins the two lists).
+``market_ticker`` and ``event_type``, the schedule and outcome fields below. The recorder's parser
+reads them into one of these per lifecycle frame (``recorder.protocol.Frame.lifecycle``), the
+actor's ``feed.events.LifecycleEvent`` is built on them, and they are the session log's lifecycle
+columns (``schemas.log``: same names, same order, same units; a test pins the two lists).
 
 Frozen: a notice, once parsed, is a fact; the feed hands the same event to the broker and to the
 actor, and neither may change it under the other.
@@ -36,4 +37,7 @@ class LifecycleFields:
 LIFECYCLE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(LifecycleFields))
 """The field names, in the log's column order."""
 
-__all__ = ["LIFECYCLE_FIELDS", "LifecycleFields"]
+NO_LIFECYCLE = LifecycleFields()
+"""What a frame that is not a lifecycle notice holds: one shared instance, no allocation."""
+
+__all__ = ["LIFECYCLE_FIELDS", "NO_LIFECYCLE", "LifecycleFields"]

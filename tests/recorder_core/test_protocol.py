@@ -11,6 +11,7 @@ from fractions import Fraction
 from typing import Any
 
 import orjson
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -63,7 +64,7 @@ LEGACY_DELTA = (
 
 def test_frame_has_every_typed_log_column() -> None:
     envelope = {"session_id", "record_seq", "recv_ns", "kind", "conn", "epoch", "raw"}
-    fields = set(Frame.__dataclass_fields__)
+    fields = set(Frame.__dataclass_fields__) | set(LIFECYCLE_FIELDS)
     assert set(LOG_SCHEMA.names) - envelope <= fields
 
 
@@ -459,16 +460,15 @@ def test_lifecycle(
     assert f.seq == (7 if with_seq else None)
     assert f.market_ticker == msg["market_ticker"]
     for key, value in want.items():
-        assert getattr(f, key) == value, key
+        assert getattr(f.lifecycle if key in LIFECYCLE_FIELDS else f, key) == value, key
     assert f.price is None and f.side is None
 
 
 def test_lifecycle_inexact_settlement_value() -> None:
     msg = {"market_ticker": "X", "event_type": "determined", "settlement_value": "0.12345678"}
     f = parse_frame(raw({"type": "market_lifecycle_v2", "sid": 1, "msg": msg}))
-    assert (
-        f.settlement_value is None and not f.malformed and "settlement_value" in (f.problem or "")
-    )
+    assert f.lifecycle.settlement_value is None and not f.malformed
+    assert "settlement_value" in (f.problem or "")
 
 
 @pytest.mark.parametrize(
@@ -719,17 +719,19 @@ def _check_frame(f: Frame) -> None:
         "price",
         "delta",
         "ts_ms",
-        "open_ts",
-        "close_ts",
-        "determination_ts",
-        "settled_ts",
-        "settlement_value",
     ):
         value = getattr(f, name)
         assert value is None or (type(value) is int and -(2**63) <= value < 2**63), name
-    for name in ("msg_type", "market_ticker", "side", "event_type", "result", "problem"):
+    for name in ("msg_type", "market_ticker", "side", "event_type", "problem"):
         value = getattr(f, name)
         assert value is None or type(value) is str, name
+    # The lifecycle fields by the log column each fills: int64 columns hold int64, strings str.
+    for name in LIFECYCLE_FIELDS:
+        value = getattr(f.lifecycle, name)
+        if pa.types.is_int64(LOG_SCHEMA.field(name).type):
+            assert value is None or (type(value) is int and -(2**63) <= value < 2**63), name
+        else:
+            assert value is None or type(value) is str, name
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -931,7 +933,7 @@ def test_price_micros_refuses_what_cannot_be_exact(text: str) -> None:
             }
         )
     )
-    assert f.settlement_value is None and f.problem
+    assert f.lifecycle.settlement_value is None and f.problem
 
 
 @settings(max_examples=500, deadline=None)
