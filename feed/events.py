@@ -27,7 +27,7 @@ Level = tuple[int, int]
 def best_price(bids: Sequence[Level], ask: bool = False) -> int | None:
     """The best price of one side's levels listed best first (as every book view here lists
     them), None for an empty side. ``ask``: the other side's best ask instead, since a bid at p
-    on one side is an ask at 1 - p on the other (``schemas.units.PRICE_SCALE`` is 1)."""
+    on one side is an ask at $1 - p on the other (``schemas.units.PRICE_SCALE`` micro-dollars)."""
     if not bids:
         return None
     return PRICE_SCALE - bids[0][0] if ask else bids[0][0]
