@@ -263,8 +263,11 @@ def test_async_error_resubscribes_the_sid() -> None:
     d.settle(0.5)
     sid = d.ex.holder("A")
     assert sid is not None
+    assert d.core.error_replies == 0
     d.ex.kill_sid(sid, 25)
     d.settle(1.0)
+    # the async 25, and the 7 answering our unsubscribe of the dead sid (recorder_error_replies)
+    assert d.core.error_replies == 2
     assert d.decisions(Decision.LOSS)
     assert subscribed_everywhere(d, ["A"]) and d.ex.holder("A") != sid
     assert d.core.anchored == {"A"} and d.book_is_true("A")
@@ -436,9 +439,10 @@ def test_reconnect_resubscribes_everything_and_reports_lifecycle_live_again() ->
     d.settle(0.5)
     d.close(None)
     assert not d.core.anchored and d.core.subs.sids == {}
+    assert d.core.reconnects == 0
     d.open()
     d.settle(1.0)
-    assert d.live == [1, 2]
+    assert d.live == [1, 2] and d.core.reconnects == 1
     assert subscribed_everywhere(d, "ABCD") and d.core.anchored == set("ABCD")
 
 
