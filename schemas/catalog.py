@@ -258,8 +258,11 @@ def iter_live_batches(
     raising: everything before it is intact by construction of the IPC stream format. Arrow
     reports a short read as ``ArrowInvalid`` (metadata) or an ``OSError`` without errno (body).
     Other errors (EIO with an errno, a wrong schema) propagate: deleting a live file we could not
-    really read would lose data.
+    really read would lose data. So does a batch with a null in a column the schema declares
+    non-null (``record_seq``, ``recv_ns``, ...): the writer never leaves one, so only a damaged
+    file has it, and the segment could not even be named from such a first row.
     """
+    required = [i for i, f in enumerate(schema) if not f.nullable]
     with pa.OSFile(str(path), "r") as src:
         try:
             reader = ipc.open_stream(src)
@@ -282,6 +285,8 @@ def iter_live_batches(
                 if exc.errno is not None:
                     raise  # a real I/O error from the OS (EIO, ...), not a short file
                 return  # torn tail: Arrow's short read of a message body (errno None)
+            if nulls := [schema.names[i] for i in required if batch.column(i).null_count]:
+                raise ValueError(f"{path}: damaged: nulls in non-null column(s) {nulls}")
             yield batch, int(src.tell())
 
 

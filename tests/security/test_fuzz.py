@@ -214,3 +214,17 @@ def test_corrupted_live_file_never_crashes_recover(
         assert report.rows == sum(pq.read_metadata(p).num_rows for p in sealed)
         if report.skipped:
             assert live.exists(), "a part that could not be read is never deleted"
+
+
+def test_a_live_file_whose_first_row_lost_its_seq_is_left_in_place(tmp_path: Path) -> None:
+    """A flipped validity bit can null the first row's record_seq (hypothesis found it): the
+    segment cannot be named, so recover skips the part and keeps it, and does not crash."""
+    live = tmp_path / "live" / f"session_id={SESSION}" / "part-00001.arrows"
+    rows = _rows([b"{}", b"{}"])
+    first = list(rows[0])
+    first[LOG_SCHEMA.get_field_index("record_seq")] = None
+    write_live(live, [[tuple(first), *rows[1:]]], compression=None)
+    report = recover(tmp_path)
+    assert report.rows == 0 and not list((tmp_path / "segments").rglob("*.parquet"))
+    assert len(report.skipped) == 1 and "record_seq" in report.skipped[0]
+    assert live.exists()
