@@ -101,9 +101,9 @@ class Recorder:
         self.metrics = Metrics(
             frames=lambda: self.log.frames_in,
             malformed=lambda: self.log.malformed,
-            gaps=lambda: sum(c.core.gaps for c in self.conns),
+            gaps=lambda: self.gaps,
             error_replies=lambda: sum(c.core.error_replies for c in self.conns),
-            reconnects=lambda: sum(c.core.reconnects for c in self.conns),
+            reconnects=lambda: self.reconnects,
         )
         self.writer = SegmentWriter(
             settings.data_dir,
@@ -157,6 +157,16 @@ class Recorder:
         self.tap: TapHandle | None = None
 
     # ----------------------------------------------------------------- decisions
+    @property
+    def gaps(self) -> int:
+        """Forward seq gaps over every connection (metrics, status line, run summary)."""
+        return sum(c.core.gaps for c in self.conns)
+
+    @property
+    def reconnects(self) -> int:
+        """Reconnects over every connection (metrics, status line, run summary)."""
+        return sum(c.core.reconnects for c in self.conns)
+
     def conn_for(self, ticker: str) -> BookConnection:
         n = len(self.conns)
         return self.conns[zlib.crc32(b"conn:" + ticker.encode()) % n] if n > 1 else self.conns[0]
@@ -319,8 +329,8 @@ class Recorder:
                 len(self.rules.joined),
                 meter.rate(self.log.frames_in),
                 f"{st.bytes_written / 1e6:.1f}",
-                sum(c.core.gaps for c in self.conns),
-                sum(c.core.reconnects for c in self.conns),
+                self.gaps,
+                self.reconnects,
                 st.queue_depth,
             )
 
@@ -475,8 +485,8 @@ class Recorder:
             decisions=dict(self.log.decisions),
             markets_joined=self.joined_total,
             markets_left=self.left_total,
-            reconnects=sum(c.core.reconnects for c in self.conns),
-            gaps=sum(c.core.gaps for c in self.conns),
+            reconnects=self.reconnects,
+            gaps=self.gaps,
             segments=list(sealed),
             end_reason=self.end_reason,
         )
